@@ -1,0 +1,470 @@
+"""The message layer: txThings' ``Coap`` protocol, made RFC 7252/7959-correct for a server.
+
+txThings 0.3.0 stays the protocol class and the message/option model; this
+module overrides (never patches) what it gets wrong:
+
+- ``datagramReceived`` validates before decoding: malformed datagrams never
+  raise, a malformed CON gets RST, a malformed NON or a bad version is dropped;
+  all are counted.
+- duplicate detection in a bounded ``RecentMap`` keyed by (host, port, MID),
+  no timer per message; a duplicate CON gets the same answer again.
+- outgoing CON exchanges keyed by (host, port, MID); a retransmission that
+  gives up, an ACK and an RST are reported to the sender's callback.
+- answers are piggybacked when ready within the piggyback window, else an
+  empty ACK (no token) and a separate CON; NON requests get NON answers only.
+- Block2 in 1024-byte blocks (or the client's smaller size), block N on
+  request; Block1 uploads reassembled up to the body limit, 2.31 Continue.
+- ``BlockOption`` encodes 0 as an empty value; no per-message logging.
+
+The request handler is a callable ``handler(request) -> Message | Deferred``
+that knows nothing of this layer; the answer's code, payload and options are
+its business, type, MID, token and blocks are this layer's.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from twisted.internet import defer, reactor as default_reactor
+from twisted.logger import Logger
+from txthings import coap
+
+from tbcoap.coap.recent import RecentMap
+
+log = Logger()
+
+CON, NON, ACK, RST = coap.CON, coap.NON, coap.ACK, coap.RST
+BLOCK_SZX = 6  # 1024 bytes
+KNOWN_OPTIONS = frozenset({3, 4, 6, 7, 8, 11, 12, 14, 15, 17, 20, 23, 27, 28, 60})
+"""Options this server understands; any other critical (odd) one is 4.02."""
+
+
+def code_text(code: int) -> str:
+    """``69`` -> ``"2.05"``."""
+    return f"{code >> 5}.{code & 31:02d}"
+
+
+class Malformed(Exception):
+    """A datagram that is not a CoAP message; ``mtype``/``mid`` when readable."""
+
+    def __init__(self, reason, mtype=None, mid=None):
+        super().__init__(reason)
+        self.mtype = mtype
+        self.mid = mid
+
+
+class BlockOption(coap.BlockOption):
+    """Block1/Block2 option whose value 0 encodes as zero bytes (RFC 7959 §2.2)."""
+
+    def encode(self):
+        num, more, szx = self.value
+        value = (num << 4) | (0x08 if more else 0) | szx
+        return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+    @property
+    def length(self):
+        return len(self.encode())
+
+
+OPTION_FORMATS = {**coap.option_formats, coap.BLOCK1: BlockOption, coap.BLOCK2: BlockOption}
+
+
+def decode(data: bytes, remote) -> coap.Message:
+    """Validate a datagram and decode it into a txThings Message, or raise Malformed.
+
+    The message's ``unknown_critical`` is the first critical option number
+    this server does not understand, or None.
+    """
+    end = len(data)
+    if end < 4:
+        raise Malformed("shorter than a header")
+    first = data[0]
+    if first >> 6 != 1:
+        raise Malformed("version is not 1")
+    mtype, tkl, code, mid = (first >> 4) & 3, first & 15, data[1], (data[2] << 8) | data[3]
+    if tkl > 8:
+        raise Malformed("token length over 8", mtype, mid)
+    pos = 4 + tkl
+    if pos > end:
+        raise Malformed("truncated token", mtype, mid)
+    options, number, payload, unknown = [], 0, b"", None
+    while pos < end:
+        byte = data[pos]
+        pos += 1
+        if byte == 0xFF:
+            if pos == end:
+                raise Malformed("payload marker without payload", mtype, mid)
+            payload = data[pos:]
+            break
+        delta, pos = _extended(byte >> 4, data, pos, mtype, mid)
+        length, pos = _extended(byte & 15, data, pos, mtype, mid)
+        if pos + length > end:
+            raise Malformed("truncated option", mtype, mid)
+        number += delta
+        if number & 1 and unknown is None and number not in KNOWN_OPTIONS:
+            unknown = number
+        options.append((number, data[pos:pos + length]))
+        pos += length
+    if code == coap.EMPTY and (tkl or options or payload):
+        raise Malformed("empty message with content", mtype, mid)
+    message = coap.Message(mtype=mtype, mid=mid, code=code, payload=payload, token=data[4:4 + tkl])
+    message.remote = remote
+    message.unknown_critical = unknown
+    for number, raw in options:
+        option = OPTION_FORMATS.get(number, coap.OpaqueOption)(number)
+        option.decode(raw)
+        message.opt.addOption(option)
+    return message
+
+
+def _extended(nibble, data, pos, mtype, mid):
+    if nibble < 13:
+        return nibble, pos
+    if nibble == 13 and pos < len(data):
+        return data[pos] + 13, pos + 1
+    if nibble == 14 and pos + 1 < len(data):
+        return ((data[pos] << 8) | data[pos + 1]) + 269, pos + 2
+    raise Malformed("bad option delta or length", mtype, mid)
+
+
+def response(code: int, payload: bytes = b"", content_format: int | None = None) -> coap.Message:
+    """A response Message for a handler to return."""
+    message = coap.Message(code=code, payload=payload)
+    if content_format is not None:
+        message.opt.content_format = content_format
+    return message
+
+
+class _Exchange:
+    """An outgoing CON waiting for its ACK or RST."""
+
+    __slots__ = ("data", "remote", "timeout", "tries", "timer", "on_result")
+
+
+class _Pending:
+    """A request whose answer is a Deferred that has not fired yet."""
+
+    __slots__ = ("request", "key", "timer", "acked")
+
+    def __init__(self, request, key):
+        self.request, self.key, self.timer, self.acked = request, key, None, False
+
+
+class _Upload:
+    """A Block1 upload being reassembled."""
+
+    __slots__ = ("data", "expires")
+
+    def __init__(self, expires):
+        self.data, self.expires = bytearray(), expires
+
+
+class MessageLayer(coap.Coap):
+    """A txThings ``Coap`` protocol for servers: correct, bounded and quiet."""
+
+    def __init__(self, handler, *, max_body=65536, piggyback_window=0.5, block_szx=BLOCK_SZX,
+                 dedup_cap=1_000_000, ack_timeout=coap.ACK_TIMEOUT, max_retransmit=coap.MAX_RETRANSMIT,
+                 clock=None):
+        super().__init__(endpoint=None)
+        self.handler = handler
+        self.max_body = max_body
+        self.piggyback_window = piggyback_window
+        self.block_szx = block_szx
+        self.ack_timeout = ack_timeout
+        self.max_retransmit = max_retransmit
+        self.clock = clock or default_reactor
+        self.counters = Counter()
+        self.refusing = False  # set while shutting down: new requests get 5.03
+        self.recent = RecentMap(coap.EXCHANGE_LIFETIME, dedup_cap)
+        self.active_exchanges = {}
+        self._uploads = {}
+        self._large = RecentMap(coap.MAX_TRANSMIT_WAIT, 256)
+
+    # -- receiving ---------------------------------------------------------
+
+    def datagramReceived(self, data, remote):
+        try:
+            message = decode(data, remote)
+        except Malformed as bad:
+            self.counters["malformed"] += 1
+            if bad.mtype == CON and bad.mid is not None:
+                self._send_empty(RST, bad.mid, remote)
+            return
+        try:
+            code = message.code
+            if code == coap.EMPTY:
+                self._received_empty(message)
+            elif code < 32:
+                self._received_request(message)
+            elif 64 <= code < 192:
+                self._received_response(message)
+            else:
+                self.counters["malformed"] += 1
+                if message.mtype == CON:
+                    self._send_empty(RST, message.mid, remote)
+        except Exception:
+            self.counters["internalErrors"] += 1
+            log.failure("message layer error (datagram dropped)")
+
+    def _received_empty(self, message):
+        if message.mtype == CON:
+            self._send_empty(RST, message.mid, message.remote)  # CoAP ping
+        elif message.mtype in (ACK, RST):
+            self._exchange_done(message, "ack" if message.mtype == ACK else "rst")
+
+    def _received_response(self, message):
+        if message.mtype == ACK:
+            self._exchange_done(message, "ack")
+        elif message.mtype == CON:
+            self._send_empty(RST, message.mid, message.remote)
+
+    def _received_request(self, request):
+        if request.mtype not in (CON, NON):
+            self.counters["malformed"] += 1
+            return
+        remote = request.remote
+        key = (remote[0], remote[1], request.mid)
+        recent = self.recent
+        if key in recent:
+            self.counters["duplicates"] += 1
+            if request.mtype == CON:
+                answer = recent.get(key)
+                if answer is not None:
+                    self.transport.write(answer, remote)
+            return
+        if self.refusing:
+            if request.mtype == CON:
+                self._answer(request, None, response(coap.SERVICE_UNAVAILABLE, b"shutting down", 0))
+            return
+        recent.put(key, None, self.clock.seconds())
+        if request.unknown_critical is not None:
+            if request.mtype == CON:
+                self._answer(request, key, response(
+                    coap.BAD_OPTION, b"unsupported critical option %d" % request.unknown_critical, 0))
+            return
+        block1 = request.opt.block1
+        if block1 is not None:
+            request = self._assemble(request, key, block1)
+            if request is None:
+                return
+        block2 = request.opt.block2
+        if block2 is not None and block2.block_number:
+            cached = self._large.get(self._large_key(request))
+            if cached is not None:
+                self._answer(request, key, _rebuild(cached))
+                return
+        self._dispatch(request, key)
+
+    # -- answering ---------------------------------------------------------
+
+    def _dispatch(self, request, key):
+        try:
+            result = self.handler(request)
+        except Exception:
+            log.failure("request handler failed")
+            result = response(coap.INTERNAL_SERVER_ERROR, b"internal server error", 0)
+        if not isinstance(result, defer.Deferred):
+            self._answer(request, key, result)
+            return
+        pending = _Pending(request, key)
+        result.addErrback(self._handler_failed)
+        result.addCallback(self._deferred_answer, pending)
+        if pending.key is not None and request.mtype == CON:
+            pending.timer = self.clock.callLater(self.piggyback_window, self._empty_ack, pending)
+
+    def _handler_failed(self, failure):
+        log.failure("request handler failed", failure)
+        return response(coap.INTERNAL_SERVER_ERROR, b"internal server error", 0)
+
+    def _deferred_answer(self, answer, pending):
+        if pending.timer is not None and pending.timer.active():
+            pending.timer.cancel()
+        self._answer(pending.request, pending.key, answer, separate=pending.acked)
+        pending.key = None  # marks it answered, also when that happened synchronously
+
+    def _empty_ack(self, pending):
+        pending.acked = True
+        request = pending.request
+        data = self._send_empty(ACK, request.mid, request.remote)
+        self.recent.replace(pending.key, data)
+
+    def _answer(self, request, key, answer, separate=False):
+        """Send ``answer`` to ``request``: piggybacked, NON or separate CON."""
+        answer = self._blockwise(request, answer)
+        answer.token = request.token
+        if separate:
+            answer.mtype = CON
+            self.send_confirmable(answer, request.remote)
+        else:
+            answer.mtype = ACK if request.mtype == CON else NON
+            answer.mid = request.mid if request.mtype == CON else self.nextMessageID()
+            data = answer.encode()
+            self.transport.write(data, request.remote)
+            if key is not None and request.mtype == CON:
+                self.recent.replace(key, data)
+        self.counters[code_text(answer.code)] += 1
+
+    def _blockwise(self, request, answer):
+        block1 = request.opt.block1
+        if block1 is not None:
+            answer.opt.addOption(BlockOption(coap.BLOCK1, (block1.block_number, False, block1.size_exponent)))
+        block2 = request.opt.block2
+        szx = min(self.block_szx, block2.size_exponent) if block2 is not None else self.block_szx
+        size = 1 << (szx + 4)
+        payload = answer.payload
+        number = block2.block_number if block2 is not None else 0
+        if len(payload) <= size and not number:
+            return answer
+        start = number * size
+        if start >= len(payload):
+            return response(coap.BAD_OPTION, b"block %d out of range" % number, 0)
+        if number == 0:
+            self._large.put(self._large_key(request), _snapshot(answer), self.clock.seconds())
+            answer.opt.addOption(coap.UintOption(coap.SIZE2, len(payload)))
+        answer.payload = payload[start:start + size]
+        answer.opt.addOption(BlockOption(coap.BLOCK2, (number, start + size < len(payload), szx)))
+        return answer
+
+    def _large_key(self, request):
+        remote = request.remote
+        return (remote[0], remote[1], request.code, tuple(request.opt.uri_path), tuple(request.opt.uri_query))
+
+    def _assemble(self, request, key, block1):
+        """Add a Block1 block; the whole request when complete, else None (answered)."""
+        number, more, szx = block1
+        size = 1 << (szx + 4)
+        ukey = self._large_key(request)
+        now = self.clock.seconds()
+        if number == 0:
+            self._forget_stale_uploads(now)
+            upload = self._uploads[ukey] = _Upload(now + coap.MAX_TRANSMIT_WAIT)
+        else:
+            upload = self._uploads.get(ukey)
+        fail = None
+        if szx == 7:
+            fail = response(coap.BAD_REQUEST, b"block size exponent 7 is reserved", 0)
+        elif upload is None or len(upload.data) != number * size:
+            fail = response(coap.REQUEST_ENTITY_INCOMPLETE, b"block %d out of sequence" % number, 0)
+        elif more and len(request.payload) != size:
+            fail = response(coap.BAD_REQUEST, b"block payload does not match block size", 0)
+        elif len(upload.data) + len(request.payload) > self.max_body or _size1(request) > self.max_body:
+            fail = response(coap.REQUEST_ENTITY_TOO_LARGE, b"body over %d bytes" % self.max_body, 0)
+            fail.opt.addOption(coap.UintOption(coap.SIZE1, self.max_body))
+        if fail is not None:
+            self._uploads.pop(ukey, None)
+            request.opt.deleteOption(coap.BLOCK1)
+            self._answer(request, key, fail)
+            return None
+        upload.data += request.payload
+        if more:
+            upload.expires = now + coap.MAX_TRANSMIT_WAIT
+            request.opt.deleteOption(coap.BLOCK1)
+            cont = response(coap.CONTINUE)
+            cont.opt.addOption(BlockOption(coap.BLOCK1, (number, True, szx)))
+            self._answer(request, key, cont)
+            return None
+        del self._uploads[ukey]
+        request.payload = bytes(upload.data)
+        return request
+
+    def _forget_stale_uploads(self, now, cap=1024):
+        uploads = self._uploads
+        for ukey in [k for k, u in uploads.items() if u.expires < now]:
+            del uploads[ukey]
+        while len(uploads) >= cap:
+            del uploads[next(iter(uploads))]
+            self.counters["uploadEvictions"] += 1
+
+    # -- sending -----------------------------------------------------------
+
+    def _send_empty(self, mtype, mid, remote):
+        data = bytes(((1 << 6) | (mtype << 4), 0, mid >> 8, mid & 0xFF))
+        self.transport.write(data, remote)
+        if mtype == RST:
+            self.counters["rstSent"] += 1
+        return data
+
+    def sendMessage(self, message):
+        """Send a message to ``message.remote``; a CON is retransmitted until acknowledged."""
+        if message.mtype == CON:
+            return self.send_confirmable(message, message.remote)
+        if message.mid is None:
+            message.mid = self.nextMessageID()
+        self.transport.write(message.encode(), message.remote)
+        return message.mid
+
+    def send_confirmable(self, message, remote, on_result=None):
+        """Send a CON with a new MID; ``on_result("ack"|"rst"|"timeout")`` when it ends."""
+        message.mid = self.nextMessageID()
+        exchange = _Exchange()
+        exchange.data = message.encode()
+        exchange.remote = remote
+        exchange.timeout = random.uniform(self.ack_timeout, self.ack_timeout * coap.ACK_RANDOM_FACTOR)
+        exchange.tries = 0
+        exchange.on_result = on_result
+        key = (remote[0], remote[1], message.mid)
+        exchange.timer = self.clock.callLater(exchange.timeout, self._retransmit, key)
+        self.active_exchanges[key] = exchange
+        self.transport.write(exchange.data, remote)
+        return message.mid
+
+    def _retransmit(self, key):
+        exchange = self.active_exchanges[key]
+        if exchange.tries >= self.max_retransmit:
+            del self.active_exchanges[key]
+            self.counters["exchangeTimeouts"] += 1
+            self._report(exchange, "timeout")
+            return
+        exchange.tries += 1
+        exchange.timeout *= 2
+        exchange.timer = self.clock.callLater(exchange.timeout, self._retransmit, key)
+        self.transport.write(exchange.data, exchange.remote)
+
+    def _exchange_done(self, message, outcome):
+        remote = message.remote
+        exchange = self.active_exchanges.pop((remote[0], remote[1], message.mid), None)
+        if exchange is None:
+            return
+        exchange.timer.cancel()
+        self._report(exchange, outcome)
+
+    def _report(self, exchange, outcome):
+        if exchange.on_result is not None:
+            try:
+                exchange.on_result(outcome)
+            except Exception:
+                log.failure("exchange result callback failed")
+
+    def stopProtocol(self):
+        for exchange in self.active_exchanges.values():
+            if exchange.timer.active():
+                exchange.timer.cancel()
+        self.active_exchanges.clear()
+
+    def stats(self):
+        """Counters of this layer as a plain dict."""
+        out = dict(self.counters)
+        out["dedupEntries"] = len(self.recent)
+        out["dedupEvictions"] = self.recent.evictions
+        out["activeExchanges"] = len(self.active_exchanges)
+        return out
+
+
+def _size1(request):
+    option = request.opt.getOption(coap.SIZE1)
+    return option[0].value if option else 0
+
+
+def _snapshot(answer):
+    """What is needed to rebuild a large answer for its later blocks."""
+    options = [o for o in answer.opt.optionList() if o.number not in (coap.BLOCK1, coap.BLOCK2, coap.SIZE2)]
+    return answer.code, answer.payload, options
+
+
+def _rebuild(snapshot):
+    code, payload, options = snapshot
+    message = coap.Message(code=code, payload=payload)
+    for option in options:
+        message.opt.addOption(option)
+    return message

@@ -1,0 +1,71 @@
+"""A bounded, time-expiring map without a timer per entry.
+
+Entries expire ``lifetime`` seconds after insertion, in one-second buckets;
+past ``cap`` entries the oldest is evicted first (and counted).  Memory is
+a dict slot plus a deque slot per live entry, whatever the history.  There
+is no early removal: a key lives until it expires or is evicted.
+"""
+
+from collections import deque
+
+
+class RecentMap:
+    """Insertion-ordered map whose entries expire by age and by count."""
+
+    __slots__ = ("lifetime", "cap", "evictions", "_data", "_order", "_marks")
+
+    def __init__(self, lifetime: float, cap: int):
+        self.lifetime = lifetime
+        self.cap = cap
+        self.evictions = 0
+        self._data = {}
+        self._order = deque()  # keys, oldest first
+        self._marks = deque()  # [expiry_second, count] runs over _order
+
+    def __len__(self):
+        return len(self._data)
+
+    def __contains__(self, key):
+        return key in self._data
+
+    def get(self, key, default=None):
+        """The live value for ``key`` (expiry is applied by ``expire``)."""
+        return self._data.get(key, default)
+
+    def put(self, key, value, now: float):
+        """Insert ``key``; a key already present only has its value replaced."""
+        data = self._data
+        if key in data:
+            data[key] = value
+            return
+        self.expire(now)
+        data[key] = value
+        self._order.append(key)
+        expiry = int(now + self.lifetime) + 1
+        marks = self._marks
+        if marks and marks[-1][0] == expiry:
+            marks[-1][1] += 1
+        else:
+            marks.append([expiry, 1])
+        if len(data) > self.cap:
+            self._drop_oldest()
+            self.evictions += 1
+
+    def replace(self, key, value):
+        """Set the value of a live key; no effect if it has gone."""
+        if key in self._data:
+            self._data[key] = value
+
+    def expire(self, now: float):
+        """Drop every entry whose lifetime has passed."""
+        marks = self._marks
+        while marks and marks[0][0] <= now:
+            for _ in range(marks.popleft()[1]):
+                self._data.pop(self._order.popleft(), None)
+
+    def _drop_oldest(self):
+        self._data.pop(self._order.popleft(), None)
+        head = self._marks[0]
+        head[1] -= 1
+        if not head[1]:
+            self._marks.popleft()

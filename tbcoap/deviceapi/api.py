@@ -1,0 +1,192 @@
+"""ThingsBoard's CoAP device API (SPEC section 1): routing, order of checks, codes.
+
+``DeviceApi`` is the message layer's request handler.  Checks run in SPEC's
+order: path (4.04, 4.00 for an unknown feature), method (4.05), token
+(4.01), size (4.13), Content-Format (4.15), payload (4.00).  Domain errors
+become CoAP codes here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from txthings import coap
+
+from tbcoap.coap.messagelayer import response
+from tbcoap.errors import BadRequest, NotFound, StoreUnavailable, Unauthorized
+from tbcoap.models import plain
+from tbcoap.redact import mask_token
+
+log = Logger()
+
+TEXT, LINK_FORMAT, JSON_FORMAT = 0, 40, 50
+ACCEPTED_FORMATS = (None, TEXT, JSON_FORMAT)
+MAX_DIAGNOSTIC = 96
+GET, POST = coap.GET, coap.POST
+WELL_KNOWN = (
+    b'</api/v1>;title="ThingsBoard device API: /api/v1/{token}/'
+    b'(telemetry|attributes)",</api/v1/provision>;ct=50'
+)
+
+
+def error(code, text) -> coap.Message:
+    """An error answer with a short UTF-8 diagnostic (Content-Format 0)."""
+    payload = text.encode("utf-8")[:MAX_DIAGNOSTIC]
+    return response(code, payload.decode("utf-8", "ignore").encode("utf-8"), TEXT)
+
+
+class Route:
+    """A device-API feature: its methods and the handler per method."""
+
+    __slots__ = ("methods", "max_extra")
+
+    def __init__(self, methods, max_extra=0):
+        self.methods = methods
+        self.max_extra = max_extra
+
+
+class DeviceApi:
+    """Answers CoAP requests for /api/v1/... and /.well-known/core."""
+
+    def __init__(self, core, max_body=65536):
+        self.core = core
+        self.max_body = max_body
+        self.routes = {
+            "telemetry": Route({POST: self.post_telemetry}),
+            "attributes": Route({GET: self.get_attributes, POST: self.post_attributes}),
+        }
+
+    def __call__(self, request):
+        if not self.core.ready:
+            return error(coap.SERVICE_UNAVAILABLE, "store not ready, retry later")
+        try:
+            path = [segment.decode("utf-8") for segment in request.opt.uri_path]
+        except UnicodeDecodeError:
+            return error(coap.BAD_REQUEST, "path is not UTF-8")
+        if path == [".well-known", "core"]:
+            return self.well_known(request)
+        if len(path) < 2 or path[0] != "api" or path[1] != "v1":
+            return error(coap.NOT_FOUND, "not found")
+        if len(path) < 4:
+            return error(coap.BAD_REQUEST, "expected /api/v1/{token}/{feature}")
+        token, feature, extra = path[2], path[3].lower(), path[4:]
+        route = self.routes.get(feature)
+        if route is None or len(extra) > route.max_extra:
+            return error(coap.BAD_REQUEST, f"unknown feature /{'/'.join(path[3:])}"[:60])
+        handler = route.methods.get(request.code)
+        if handler is None:
+            return error(coap.METHOD_NOT_ALLOWED, f"{feature} does not take {_method(request.code)}")
+        device = self.core.devices.cached(token)
+        if device is not None:
+            return self._authorized(device, handler, request, extra)
+        d = self.core.devices.authenticate(token)
+        d.addCallback(self._authenticated, handler, request, extra)
+        d.addErrback(self._failed, request, token)
+        return d
+
+    def _authenticated(self, device, handler, request, extra):
+        if device is None:
+            return error(coap.UNAUTHORIZED, "unknown access token")
+        return self._authorized(device, handler, request, extra)
+
+    def _authorized(self, device, handler, request, extra):
+        self.core.activity.touch(device.id)
+        if request.code == POST:
+            if len(request.payload) > self.max_body:
+                answer = error(coap.REQUEST_ENTITY_TOO_LARGE, f"body over {self.max_body} bytes")
+                answer.opt.addOption(coap.UintOption(coap.SIZE1, self.max_body))
+                return answer
+            if request.opt.content_format not in ACCEPTED_FORMATS:
+                return error(coap.UNSUPPORTED_CONTENT_FORMAT, "send JSON (Content-Format 50, 0 or none)")
+        if request.opt.observe is not None and request.code != GET:
+            return error(coap.BAD_REQUEST, "Observe is only for GET")
+        try:
+            result = handler(device, request, *extra)
+        except Exception as failure:
+            return self._error_answer(failure, request, device=device)
+        if isinstance(result, defer.Deferred):
+            return result.addErrback(self._failed, request, None, device)
+        return result
+
+    def _failed(self, failure, request, token=None, device=None):
+        return self._error_answer(failure.value, request, token, device, failure)
+
+    def _error_answer(self, exc, request, token=None, device=None, failure=None):
+        if isinstance(exc, BadRequest):
+            return error(coap.BAD_REQUEST, str(exc))
+        if isinstance(exc, Unauthorized):
+            return error(coap.UNAUTHORIZED, str(exc) or "unauthorized")
+        if isinstance(exc, NotFound):
+            return error(coap.NOT_FOUND, str(exc))
+        if isinstance(exc, StoreUnavailable):
+            return error(coap.SERVICE_UNAVAILABLE, "storage unavailable, retry later")
+        who = f"device {device.id}" if device is not None else f"token {mask_token(token)}"
+        log.failure("error answering {method} {feature} for {who}", failure,
+                    method=_method(request.code), feature=_feature(request), who=who)
+        return error(coap.INTERNAL_SERVER_ERROR, "internal server error")
+
+    # -- features -------------------------------------------------------------
+
+    def well_known(self, request):
+        """GET /.well-known/core: the link format of the resources."""
+        if request.code != GET:
+            return error(coap.METHOD_NOT_ALLOWED, "only GET")
+        if request.opt.observe is not None:
+            return error(coap.BAD_REQUEST, "not observable")
+        return response(coap.CONTENT, WELL_KNOWN, LINK_FORMAT)
+
+    def post_telemetry(self, device, request):
+        """POST /api/v1/T/telemetry: 2.01 once committed."""
+        return _created(self.core.telemetry.upload(device, request.payload))
+
+    def post_attributes(self, device, request):
+        """POST /api/v1/T/attributes (client-side attributes): 2.01 once committed."""
+        return _created(self.core.attributes.upload_client(device, request.payload))
+
+    def get_attributes(self, device, request):
+        """GET /api/v1/T/attributes?clientKeys=..&sharedKeys=..: 2.05 JSON, 4.04 if nothing found."""
+        client_keys, shared_keys = _attribute_query(request)
+        d = self.core.attributes.for_device(device, client_keys, shared_keys)
+        return d.addCallback(_attributes_answer)
+
+
+def _attributes_answer(found):
+    if not found:
+        return error(coap.NOT_FOUND, "no such attributes")
+    body = {section: {k: plain(v) for k, v in values.items()} for section, values in found.items()}
+    return response(coap.CONTENT, _json(body), JSON_FORMAT)
+
+
+def _attribute_query(request):
+    """``(client_keys, shared_keys)``: lists, or None where absent or empty."""
+    lists = {}
+    for segment in request.opt.uri_query:
+        try:
+            name, _, value = segment.decode("utf-8").partition("=")
+        except UnicodeDecodeError:
+            raise BadRequest("query is not UTF-8") from None
+        if name in ("clientKeys", "sharedKeys"):
+            keys = [key for key in value.split(",") if key]
+            lists[name] = keys or None
+    return lists.get("clientKeys"), lists.get("sharedKeys")
+
+
+def _created(result):
+    if result is None:
+        return response(coap.CREATED)
+    return result.addCallback(lambda _: response(coap.CREATED))
+
+
+def _json(body) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _method(code):
+    return coap.requests.get(code, f"method {code >> 5}.{code & 31:02d}")
+
+
+def _feature(request):
+    path = request.opt.uri_path
+    return path[3].decode("utf-8", "replace") if len(path) > 3 else "?"

@@ -1,0 +1,37 @@
+"""Domain errors shared by the device API, REST, services and stores.
+
+Each carries a message meant for the caller; the device API and REST map
+them to CoAP codes and HTTP statuses in one place each.
+"""
+
+
+class TbcoapError(Exception):
+    """Base class of the errors tbcoap turns into answers."""
+
+
+class BadRequest(TbcoapError):
+    """Input that is not of the accepted shape (4.00 / 400)."""
+
+
+class NotFound(TbcoapError):
+    """An unknown id, name or key (4.04 / 404)."""
+
+
+class DuplicateName(BadRequest):
+    """A name that must be unique is taken (400)."""
+
+
+class DuplicateToken(BadRequest):
+    """An access token that must be unique is taken (400)."""
+
+
+class Unauthorized(TbcoapError):
+    """Missing or unknown credentials (4.01 / 401)."""
+
+
+class Forbidden(TbcoapError):
+    """Credentials of the wrong role (403)."""
+
+
+class StoreUnavailable(TbcoapError):
+    """The store cannot take the request now; nothing was stored (5.03 / 503)."""

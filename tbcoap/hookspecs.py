@@ -1,0 +1,39 @@
+"""The hooks a tbcoap plugin may implement (pluggy project name ``tbcoap``).
+
+A plugin is a module or object with functions decorated ``@hookimpl``,
+registered through the ``tbcoap`` entry-point group or in code.  Any hook
+may return a plain value or a Deferred.  docs/plugins.md documents each one;
+tests/test_hookspecs.py fails when a hook lacks docs or a test.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("tbcoap")
+hookimpl = pluggy.HookimplMarker("tbcoap")
+
+
+@dataclass(frozen=True)
+class StoreBackend:
+    """What ``tbcoap_store_backends`` returns: a store chosen by URL scheme.
+
+    ``factory(url, settings)`` builds an unopened IStore; ``settings`` is the
+    service's option mapping (``data-dir``, ``sync``, ...).  It raises
+    ValueError for a URL it cannot use.
+    """
+
+    scheme: str
+    factory: Callable
+    description: str = ""
+
+
+@hookspec
+def tbcoap_store_backends():
+    """Return a StoreBackend (or a list of them) this plugin offers."""
+
+
+@hookspec
+def tbcoap_authenticate(token, store):
+    """Return the Device an access token belongs to, or None for "not mine"; called in order until one answers."""

@@ -1,0 +1,104 @@
+"""zope.interface contracts between tbcoap and its plugins.
+
+Every IStore method returns a Deferred (klein's session store does the
+same); stores raise the errors of ``tbcoap.errors`` through it.  Typed
+values are ``bool``, ``int``, ``float``, ``str`` or ``tbcoap.models.Json``.
+Timestamps are integers, milliseconds since the epoch.  The contract test
+suite (tests/test_store_contract.py) runs against every bundled backend.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IDeviceStore(Interface):
+    """Devices, their access tokens and device profiles."""
+
+    def add_device(device, token):
+        """Store a new ``Device`` with its access token.
+
+        Fails with DuplicateName if the name is taken, DuplicateToken if the
+        token is.
+        """
+
+    def get_device(device_id):
+        """The ``Device`` with that id, or None."""
+
+    def device_by_name(name):
+        """The ``Device`` with that name, or None."""
+
+    def device_by_token(token):
+        """The ``Device`` whose access token this is, or None."""
+
+    def list_devices(limit, offset):
+        """``(devices, total)``: a page of devices ordered by creation, and how many exist."""
+
+    def delete_device(device_id):
+        """Delete a device with its token, telemetry and attributes; True if it existed."""
+
+    def get_token(device_id):
+        """The device's access token, or None if the device does not exist."""
+
+    def set_token(device_id, token):
+        """Replace the device's token (DuplicateToken if another device has it, NotFound if no device)."""
+
+    def add_profile(profile):
+        """Store a new ``DeviceProfile`` (DuplicateName if the name is taken,
+        BadRequest if its provision key is used by another profile)."""
+
+    def profile_by_name(name):
+        """The ``DeviceProfile`` with that name, or None."""
+
+    def list_profiles(limit, offset):
+        """``(profiles, total)``, ordered by creation."""
+
+
+class ITelemetryStore(Interface):
+    """Time series: history and latest values per key."""
+
+    def save_telemetry(device_id, entries):
+        """Commit ``entries``, a sequence of ``(ts, key, value)``, all or nothing.
+
+        Fires only once the data is durable (the device's 2.01 waits for it).
+        Two values of one key with the same ts: the later write wins.
+        """
+
+    def latest_telemetry(device_id, keys):
+        """``{key: (ts, value)}`` of the latest values; ``keys`` None means all."""
+
+    def telemetry_history(device_id, keys, start_ts, end_ts, limit, descending):
+        """``{key: [(ts, value), ...]}`` with start_ts <= ts <= end_ts, at most
+        ``limit`` per key, ordered by ts; ``keys`` None means all keys."""
+
+    def telemetry_keys(device_id):
+        """Sorted list of the device's time-series keys."""
+
+
+class IAttributeStore(Interface):
+    """Attributes in CLIENT_SCOPE, SHARED_SCOPE and SERVER_SCOPE."""
+
+    def save_attributes(device_id, scope, values, ts):
+        """Commit ``values`` (``{key: value}``) into the scope, all or nothing, durably."""
+
+    def get_attributes(device_id, scope, keys):
+        """``{key: (value, last_update_ts)}``; ``keys`` None means all."""
+
+    def delete_attributes(device_id, scope, keys):
+        """Delete those keys; fires with the list of keys that existed."""
+
+
+class IStore(IDeviceStore, ITelemetryStore, IAttributeStore):
+    """Everything a storage backend provides."""
+
+    name = Attribute("Short backend name, e.g. 'sqlite'.")
+
+    def open():
+        """Connect, create or migrate the schema; fires when ready."""
+
+    def close():
+        """Finish (commit and answer) pending writes, then release resources."""
+
+    def check():
+        """Fire with None if the store works now, fail with StoreUnavailable if not."""
+
+    def stats():
+        """A plain dict of counters (e.g. ``queueDepth``), returned directly, not a Deferred."""

@@ -1,0 +1,94 @@
+"""Plain data objects passed between services, stores and the APIs."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+
+
+def now_ms() -> int:
+    """The current time in milliseconds since the epoch."""
+    return int(time.time() * 1000)
+
+
+def new_id() -> str:
+    """A new random UUID as text, the form of every entity id."""
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A device; ``type`` names its device profile."""
+
+    id: str
+    name: str
+    type: str = "default"
+    label: str | None = None
+    created_time: int = field(default_factory=now_ms)
+    customer_id: str | None = None
+
+
+PROVISION_TYPES = ("DISABLED", "ALLOW_CREATE_NEW_DEVICES", "CHECK_PRE_PROVISIONED_DEVICES")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProfile:
+    """A device profile; provisioning fields are flat (SPEC section 9)."""
+
+    id: str
+    name: str
+    provision_type: str = "DISABLED"
+    provision_key: str | None = None
+    provision_secret: str | None = None
+    created_time: int = field(default_factory=now_ms)
+
+
+SCOPES = ("CLIENT_SCOPE", "SHARED_SCOPE", "SERVER_SCOPE")
+
+
+class Json(str):
+    """A JSON object or array value, held as its compact text."""
+
+    __slots__ = ()
+
+
+KINDS = ("BOOLEAN", "LONG", "DOUBLE", "STRING", "JSON")
+
+
+def kind_of(value) -> str:
+    """The ThingsBoard data type of a typed value (bool, int, float, str, Json)."""
+    if value is True or value is False:
+        return "BOOLEAN"
+    if isinstance(value, int):
+        return "LONG"
+    if isinstance(value, float):
+        return "DOUBLE"
+    if isinstance(value, Json):
+        return "JSON"
+    if isinstance(value, str):
+        return "STRING"
+    raise TypeError(f"not a typed value: {type(value).__name__}")
+
+
+def from_kind(kind: str, data):
+    """Rebuild a typed value from its kind and a stored int, float or str."""
+    if kind == "BOOLEAN":
+        return bool(int(data))
+    if kind == "LONG":
+        return int(data)
+    if kind == "DOUBLE":
+        return float(data)
+    if kind == "JSON":
+        return Json(data)
+    if kind == "STRING":
+        return str(data)
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def plain(value):
+    """A typed value as a JSON-ready Python value (Json text parsed back)."""
+    if isinstance(value, Json):
+        return json.loads(value)
+    return value

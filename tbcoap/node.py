@@ -1,0 +1,130 @@
+"""TbcoapService: one tbcoap node (store, CoAP port, HTTP port) as a Twisted Service."""
+
+from __future__ import annotations
+
+import errno
+
+from twisted.application.service import Service
+from twisted.internet import defer, error as neterror
+from twisted.logger import Logger
+
+from tbcoap.coap.messagelayer import MessageLayer
+from tbcoap.core import Core
+from tbcoap.deviceapi.api import DeviceApi
+from tbcoap.rest.app import make_site
+from tbcoap.rest.auth import load_admin_key
+from tbcoap.service import check_store
+
+log = Logger()
+
+
+class TbcoapService(Service):
+    """Opens the store, listens for CoAP and HTTP, and shuts down without losing data.
+
+    ``coap_address`` and ``http_address`` are ``(host, port)`` once started
+    (the ports actually bound, also with port 0).
+    """
+
+    def __init__(self, settings, plugins, exit_on_error=False, reactor=None):
+        from twisted.internet import reactor as default_reactor
+
+        self.settings = settings
+        self.plugins = plugins
+        self.reactor = reactor or default_reactor
+        self.exit_on_error = exit_on_error
+        backend = check_store(settings, plugins)
+        try:
+            self.store = backend.factory(settings["store"], settings)
+        except ValueError as exc:
+            self._fatal_now(f"--store: {exc}")
+        self.core = Core(self.store, plugins)
+        self.device_api = DeviceApi(self.core, max_body=settings["max-body"])
+        self.coap = MessageLayer(self.device_api, max_body=settings["max-body"],
+                                 piggyback_window=settings["piggyback-timeout"] / 1000)
+        self.admin_key = None
+        self.coap_port = self.http_port = None
+        self.coap_address = self.http_address = None
+        self.opened = None
+
+    def _fatal_now(self, message):
+        if self.exit_on_error:
+            raise SystemExit(f"tbcoap: {message}")
+        raise RuntimeError(message)
+
+    def startService(self):
+        super().startService()
+        settings = self.settings
+        try:
+            self.admin_key = load_admin_key(settings)
+        except OSError as exc:
+            self._fatal_now(f"cannot keep the admin key in {settings['data-dir']}: {exc}")
+        self.coap_port = self._listen_udp()
+        site = make_site(self)
+        try:
+            self.http_port = self.reactor.listenTCP(settings["http-port"], site,
+                                                    interface=settings["http-interface"])
+        except neterror.CannotListenError as exc:
+            self.coap_port.stopListening()
+            self._fatal_now(f"cannot listen for HTTP: {exc}")
+        self.coap_address = _address(self.coap_port)
+        self.http_address = _address(self.http_port)
+        log.info("CoAP listening on udp {address}", address=_show(self.coap_address))
+        log.info("HTTP listening on tcp {address}", address=_show(self.http_address))
+        self.opened = defer.maybeDeferred(self.store.open)
+        self.opened.addCallbacks(self._store_open, self._store_failed)
+
+    def _listen_udp(self):
+        interface = self.settings["coap-interface"]
+        kwargs = dict(maxPacketSize=65536)
+        try:
+            return self.reactor.listenUDP(self.settings["coap-port"], self.coap, interface=interface, **kwargs)
+        except neterror.CannotListenError as exc:
+            no_ipv6 = interface == "::" and getattr(exc.socketError, "errno", None) in (
+                errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
+            if not no_ipv6:
+                self._fatal_now(f"cannot listen for CoAP: {exc}")
+        try:
+            return self.reactor.listenUDP(self.settings["coap-port"], self.coap, interface="0.0.0.0", **kwargs)
+        except neterror.CannotListenError as exc:
+            self._fatal_now(f"cannot listen for CoAP: {exc}")
+
+    def _store_open(self, _):
+        self.core.start()
+        self.core.ready = True
+        log.info("store {name} open", name=self.store.name)
+
+    def _store_failed(self, failure):
+        log.critical("cannot open the store: {error}", error=failure.getErrorMessage())
+        if self.exit_on_error and self.reactor.running:
+            self.reactor.stop()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Refuse new requests, commit and answer what waits, close the store, then the ports."""
+        super().stopService()
+        self.coap.refusing = True
+        self.core.ready = False
+        if self.http_port is not None:
+            yield self.http_port.stopListening()
+        if self.opened is not None and self.opened.called:
+            try:
+                yield self.core.stop()
+            finally:
+                yield self.store.close()
+        if self.coap_port is not None:
+            yield self.coap_port.stopListening()
+        log.info("tbcoap stopped")
+
+    def stats(self):
+        """Every counter of this node (for /api/admin/stats)."""
+        return {"coap": self.coap.stats(), **self.core.stats()}
+
+
+def _address(port):
+    host = port.getHost()
+    return host.host, host.port
+
+
+def _show(address):
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,34 @@
+"""REST calls about the node itself: stats, plugins, health."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+
+
+def stats(call):
+    """GET /api/admin/stats: counters of every layer."""
+    return call.node.stats()
+
+
+def plugins(call):
+    """GET /api/admin/plugins: every registered plugin, bundled ones included."""
+    return call.node.plugins.describe()
+
+
+@defer.inlineCallbacks
+def health(call):
+    """GET /api/health (no key): 200 UP, or 503 with what is down."""
+    down = []
+    if call.node.coap_port is None or not call.node.coap_port.connected:
+        down.append("coap")
+    if not call.core.ready:
+        down.append("store")
+    else:
+        try:
+            yield call.node.store.check()
+        except Exception:
+            down.append("store")
+    if down:
+        call.request.setResponseCode(503)
+        return {"status": "DOWN", "down": down}
+    return {"status": "UP"}

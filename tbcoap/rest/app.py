@@ -1,0 +1,188 @@
+"""The REST API's plumbing: routing, keys and roles, JSON in and out, errors, the Site.
+
+Handlers are plain functions ``handler(call, **path_params)`` returning a
+JSON-ready value (or a Deferred of one); they raise ``tbcoap.errors`` and
+this module turns those into ``{"status": .., "message": ..}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import http, server
+from twisted.web.resource import Resource
+
+from tbcoap.errors import BadRequest, Forbidden, NotFound, StoreUnavailable, Unauthorized
+from tbcoap.redact import redact_uri
+from tbcoap.rest.auth import principal_for
+
+log = Logger()
+
+STATUS_OF = ((BadRequest, 400), (Unauthorized, 401), (Forbidden, 403), (NotFound, 404), (StoreUnavailable, 503))
+
+
+class Shutdown(Exception):
+    """The node is stopping (503)."""
+
+
+@dataclass
+class Route:
+    """One REST call: method, path pattern, handler and the roles allowed to call it."""
+
+    method: str
+    pattern: re.Pattern
+    handler: object
+    roles: tuple = ("admin",)
+
+
+def route(method, path, handler, roles=("admin",)):
+    """A Route from a path like ``/api/device/{id}`` (each ``{name}`` is one segment)."""
+    regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
+    return Route(method, re.compile(f"^{regex}$"), handler, roles)
+
+
+class Call:
+    """What a handler sees of one HTTP request."""
+
+    def __init__(self, node, request, principal):
+        self.node = node
+        self.core = node.core
+        self.request = request
+        self.principal = principal
+        self.query = {k.decode(): v[0].decode("utf-8", "replace")
+                      for k, v in parse_qs(request.uri.partition(b"?")[2], keep_blank_values=True).items()}
+
+    def body(self) -> bytes:
+        """The raw request body."""
+        return self.request.content.read()
+
+    def json_object(self) -> dict:
+        """The body as a JSON object, else BadRequest."""
+        try:
+            value = json.loads(self.body() or b"null")
+        except ValueError:
+            raise BadRequest("body is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise BadRequest("body must be a JSON object")
+        return value
+
+    def int_param(self, name, default=None, minimum=0):
+        """A query parameter as an integer (400 if malformed or missing without default)."""
+        raw = self.query.get(name)
+        if raw is None or raw == "":
+            if default is None:
+                raise BadRequest(f"query parameter {name} is required")
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadRequest(f"query parameter {name} must be an integer") from None
+        if value < minimum:
+            raise BadRequest(f"query parameter {name} must be at least {minimum}")
+        return value
+
+    def keys_param(self, name="keys"):
+        """A comma-separated list parameter, or None when absent or empty."""
+        keys = [k for k in self.query.get(name, "").split(",") if k]
+        return keys or None
+
+
+class Api(Resource):
+    """Dispatches every request to its Route (JSON 404/405 for the rest)."""
+
+    isLeaf = True
+
+    def __init__(self, node, routes):
+        super().__init__()
+        self.node = node
+        self.routes = routes
+
+    def render(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        path = request.path.decode("utf-8", "replace")
+        method = request.method.decode("ascii", "replace")
+        matches = [(r, m) for r in self.routes if (m := r.pattern.match(path))]
+        if not matches:
+            return _error_body(request, 404, f"no such path {path}")
+        found = [(r, m) for r, m in matches if r.method == method]
+        if not found:
+            return _error_body(request, 405, f"{method} is not allowed on {path}")
+        the_route, match = found[0]
+        d = defer.maybeDeferred(self._call, the_route, match, request)
+        d.addCallbacks(_write_json, _write_error, callbackArgs=(request,), errbackArgs=(request,))
+        return server.NOT_DONE_YET
+
+    def _call(self, the_route, match, request):
+        principal = None
+        if the_route.roles:
+            principal = principal_for(request, self.node)
+            if principal.role not in the_route.roles:
+                raise Forbidden("this key may not make this call")
+            if not self.node.core.ready:
+                raise Shutdown()
+        call = Call(self.node, request, principal)
+        return the_route.handler(call, **match.groupdict())
+
+
+def _write_json(value, request):
+    if request._disconnected:
+        return
+    body = b"" if value is None else json.dumps(value, separators=(",", ":")).encode("utf-8")
+    request.write(body)
+    request.finish()
+
+
+def _write_error(failure, request):
+    status = 500
+    for kind, code in STATUS_OF:
+        if failure.check(kind):
+            status = code
+    message = failure.getErrorMessage()
+    if failure.check(Shutdown):
+        status, message = 503, "server is not ready or shutting down"
+    elif status == 503:
+        message = message or "store unavailable"
+    elif status == 500:
+        log.failure("REST call {uri} failed", failure, uri=redact_uri(request.uri.decode("latin-1")))
+        message = "internal server error"
+    if request._disconnected:
+        return
+    request.write(_error_body(request, status, message))
+    request.finish()
+
+
+def _error_body(request, status, message):
+    request.setResponseCode(status)
+    return json.dumps({"status": status, "message": message}).encode("utf-8")
+
+
+class _Redacted:
+    """A request seen by the access log with its tokens masked."""
+
+    def __init__(self, request):
+        self._request = request
+        self.uri = redact_uri(request.uri.decode("latin-1")).encode("latin-1")
+
+    def getHeader(self, name):
+        value = self._request.getHeader(name)
+        return redact_uri(value) if value and name.lower() in ("referer", "referrer") else value
+
+    def __getattr__(self, name):
+        return getattr(self._request, name)
+
+
+def redacting_log_formatter(timestamp, request):
+    """Combined log format, with access tokens masked."""
+    return http.combinedLogFormatter(timestamp, _Redacted(request))
+
+
+def make_site(node):
+    """The twisted.web Site of the REST API."""
+    from tbcoap.rest.routes import ROUTES
+
+    return server.Site(Api(node, ROUTES), logFormatter=redacting_log_formatter)

@@ -1,0 +1,73 @@
+"""REST API keys and roles: the admin key (given or generated) and who a request is."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+
+from twisted.logger import Logger
+
+from tbcoap.errors import Unauthorized
+
+log = Logger()
+KEY_FILE = "admin.key"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: role ``admin`` or ``customer`` (with its customer id)."""
+
+    role: str
+    customer_id: str | None = None
+
+
+def load_admin_key(settings) -> str:
+    """The admin key: ``admin-key`` (option or $TBCOAP_ADMIN_KEY), else the data dir's key file.
+
+    The file is created on first start (mode 0600) and its location logged.
+    """
+    if settings.get("admin-key"):
+        return settings["admin-key"]
+    path = key_file(settings["data-dir"])
+    try:
+        with open(path, encoding="utf-8") as f:
+            key = f.read().strip()
+        if key:
+            return key
+    except FileNotFoundError:
+        pass
+    os.makedirs(settings["data-dir"], exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(key + "\n")
+    log.info("generated the REST admin key into {path}", path=path)
+    return key
+
+
+def key_file(data_dir) -> str:
+    """Where the generated admin key is kept."""
+    return os.path.join(data_dir, KEY_FILE)
+
+
+def bearer_key(request) -> str | None:
+    """The key of ``X-Authorization: Bearer K`` (or ``Authorization: Bearer K``)."""
+    for header in (b"x-authorization", b"authorization"):
+        value = request.getHeader(header)
+        if value:
+            scheme, _, key = value.decode("utf-8", "replace").strip().partition(" ")
+            if scheme.lower() == "bearer" and key.strip():
+                return key.strip()
+    return None
+
+
+def principal_for(request, node) -> Principal:
+    """The caller's Principal, or Unauthorized."""
+    key = bearer_key(request)
+    if key is None:
+        raise Unauthorized("missing key: send X-Authorization: Bearer <key>")
+    if hmac.compare_digest(key.encode("utf-8"), node.admin_key.encode("utf-8")):
+        return Principal("admin")
+    raise Unauthorized("invalid key")

@@ -1,0 +1,73 @@
+"""REST calls on devices and their credentials."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+
+from tbcoap.errors import BadRequest
+from tbcoap.rest.views import device_json, page_json
+
+MAX_PAGE_SIZE = 10_000
+
+
+@defer.inlineCallbacks
+def create_device(call):
+    """POST /api/device {"name","type"?,"label"?} (?accessToken=T chooses the token)."""
+    body = call.json_object()
+    if "id" in body:
+        raise BadRequest("updating a device through POST /api/device is not supported")
+    device, _token = yield call.core.devices.create(
+        body.get("name"), body.get("type"), body.get("label"), call.query.get("accessToken") or None)
+    return device_json(device)
+
+
+@defer.inlineCallbacks
+def get_device(call, device_id):
+    """GET /api/device/{id}."""
+    device = yield call.core.devices.get(device_id)
+    return device_json(device)
+
+
+@defer.inlineCallbacks
+def delete_device(call, device_id):
+    """DELETE /api/device/{id}: the device and everything it owns."""
+    yield call.core.delete_device(device_id)
+
+
+@defer.inlineCallbacks
+def get_credentials(call, device_id):
+    """GET /api/device/{id}/credentials."""
+    token = yield call.core.devices.token(device_id)
+    return {"credentialsType": "ACCESS_TOKEN", "credentialsId": token, "deviceId": {"entityType": "DEVICE",
+                                                                                     "id": device_id}}
+
+
+@defer.inlineCallbacks
+def set_credentials(call):
+    """POST /api/device/credentials: rotate the access token."""
+    body = call.json_object()
+    device_ref = body.get("deviceId")
+    device_id = device_ref.get("id") if isinstance(device_ref, dict) else None
+    if not isinstance(device_id, str):
+        raise BadRequest('deviceId must be {"id": "<device id>"}')
+    if body.get("credentialsType", "ACCESS_TOKEN") != "ACCESS_TOKEN":
+        raise BadRequest("only ACCESS_TOKEN credentials are supported")
+    token = body.get("credentialsId")
+    yield call.core.devices.get(device_id)
+    yield call.core.devices.set_token(device_id, token)
+    return {"credentialsType": "ACCESS_TOKEN", "credentialsId": token,
+            "deviceId": {"entityType": "DEVICE", "id": device_id}}
+
+
+@defer.inlineCallbacks
+def tenant_devices(call):
+    """GET /api/tenant/devices?pageSize=N&page=P, or ?deviceName=NAME for one device."""
+    if "deviceName" in call.query:
+        device = yield call.core.devices.by_name(call.query["deviceName"])
+        return device_json(device)
+    page_size = call.int_param("pageSize", minimum=1)
+    if page_size > MAX_PAGE_SIZE:
+        raise BadRequest(f"pageSize must be at most {MAX_PAGE_SIZE}")
+    page = call.int_param("page", 0)
+    devices, total = yield call.core.devices.page(page_size, page)
+    return page_json([device_json(d) for d in devices], total, page_size, page)

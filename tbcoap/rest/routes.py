@@ -1,0 +1,27 @@
+"""Every REST call: method, path (ThingsBoard's), handler, roles."""
+
+from tbcoap.rest import admin, devices, telemetry
+from tbcoap.rest.app import route
+
+DEVICE = "/api/plugins/telemetry/DEVICE/{device_id}"
+
+ROUTES = [
+    route("POST", "/api/device", devices.create_device),
+    route("POST", "/api/device/credentials", devices.set_credentials),
+    route("GET", "/api/device/{device_id}", devices.get_device),
+    route("DELETE", "/api/device/{device_id}", devices.delete_device),
+    route("GET", "/api/device/{device_id}/credentials", devices.get_credentials),
+    route("GET", "/api/tenant/devices", devices.tenant_devices),
+    route("GET", DEVICE + "/keys/timeseries", telemetry.timeseries_keys),
+    route("GET", DEVICE + "/values/timeseries", telemetry.timeseries_values),
+    route("GET", DEVICE + "/keys/attributes", telemetry.attribute_keys),
+    route("GET", DEVICE + "/keys/attributes/{scope}", telemetry.attribute_keys),
+    route("GET", DEVICE + "/values/attributes", telemetry.attribute_values),
+    route("GET", DEVICE + "/values/attributes/{scope}", telemetry.attribute_values),
+    route("POST", DEVICE + "/{scope}", telemetry.save_attributes),
+    route("POST", DEVICE + "/attributes/{scope}", telemetry.save_attributes),
+    route("DELETE", DEVICE + "/{scope}", telemetry.delete_attributes),
+    route("GET", "/api/admin/stats", admin.stats),
+    route("GET", "/api/admin/plugins", admin.plugins),
+    route("GET", "/api/health", admin.health, roles=()),
+]

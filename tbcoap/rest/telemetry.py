@@ -1,0 +1,79 @@
+"""REST calls on time series and attributes (ThingsBoard's /api/plugins/telemetry)."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+
+from tbcoap.errors import BadRequest
+from tbcoap.rest.views import attributes_json, ts_json
+from tbcoap.services.attributes import check_scope
+
+
+@defer.inlineCallbacks
+def timeseries_keys(call, device_id):
+    """GET .../DEVICE/{id}/keys/timeseries."""
+    yield call.core.devices.get(device_id)
+    keys = yield call.core.telemetry.keys(device_id)
+    return keys
+
+
+@defer.inlineCallbacks
+def timeseries_values(call, device_id):
+    """GET .../DEVICE/{id}/values/timeseries: latest values, or history with startTs/endTs."""
+    yield call.core.devices.get(device_id)
+    keys = call.keys_param()
+    strict = call.query.get("useStrictDataTypes", "false").lower() == "true"
+    if call.query.get("agg", "NONE").upper() != "NONE":
+        raise BadRequest("aggregation is not supported (agg=NONE only)")
+    if "startTs" not in call.query and "endTs" not in call.query:
+        latest = yield call.core.telemetry.latest(device_id, keys)
+        return ts_json({key: [point] for key, point in latest.items()}, strict)
+    order = call.query.get("orderBy", "DESC").upper()
+    if order not in ("ASC", "DESC"):
+        raise BadRequest("orderBy must be ASC or DESC")
+    series = yield call.core.telemetry.history(
+        device_id, keys, call.int_param("startTs"), call.int_param("endTs"),
+        call.int_param("limit", 100, minimum=1), order == "DESC")
+    return ts_json(series, strict)
+
+
+@defer.inlineCallbacks
+def attribute_keys(call, device_id, scope=None):
+    """GET .../DEVICE/{id}/keys/attributes[/{scope}]."""
+    yield call.core.devices.get(device_id)
+    keys = set()
+    for one in [check_scope(scope)] if scope else ("CLIENT_SCOPE", "SHARED_SCOPE", "SERVER_SCOPE"):
+        found = yield call.core.attributes.get(device_id, one)
+        keys.update(found)
+    return sorted(keys)
+
+
+@defer.inlineCallbacks
+def attribute_values(call, device_id, scope=None):
+    """GET .../DEVICE/{id}/values/attributes[/{scope}]?keys=..: typed values."""
+    yield call.core.devices.get(device_id)
+    keys = call.keys_param()
+    out = []
+    for one in [check_scope(scope)] if scope else ("CLIENT_SCOPE", "SHARED_SCOPE", "SERVER_SCOPE"):
+        found = yield call.core.attributes.get(device_id, one, keys)
+        out += attributes_json(found)
+    return out
+
+
+@defer.inlineCallbacks
+def save_attributes(call, device_id, scope):
+    """POST .../DEVICE/{id}/{scope} or .../DEVICE/{id}/attributes/{scope}: SHARED or SERVER scope."""
+    check_scope(scope, writable=True)
+    yield call.core.devices.get(device_id)
+    yield call.core.attributes.save(device_id, scope, call.body())
+
+
+@defer.inlineCallbacks
+def delete_attributes(call, device_id, scope):
+    """DELETE .../DEVICE/{id}/{scope}?keys=a,b."""
+    check_scope(scope)
+    keys = call.keys_param()
+    if not keys:
+        raise BadRequest("query parameter keys is required")
+    yield call.core.devices.get(device_id)
+    yield call.core.attributes.delete(device_id, scope, keys)

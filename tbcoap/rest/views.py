@@ -1,0 +1,46 @@
+"""JSON shapes of the REST API, as ThingsBoard has them."""
+
+from __future__ import annotations
+
+from tbcoap.models import Json, plain
+
+
+def device_json(device) -> dict:
+    """``{"id":{"entityType":"DEVICE","id"},"name","type","label","createdTime","customerId"}``."""
+    return {
+        "id": {"entityType": "DEVICE", "id": device.id},
+        "name": device.name,
+        "type": device.type,
+        "label": device.label,
+        "createdTime": device.created_time,
+        "customerId": {"entityType": "CUSTOMER", "id": device.customer_id} if device.customer_id else None,
+    }
+
+
+def page_json(items, total, page_size, page) -> dict:
+    """ThingsBoard's page: ``{"data","totalPages","totalElements","hasNext"}``."""
+    pages = -(-total // page_size) if page_size else 0
+    return {"data": items, "totalPages": pages, "totalElements": total, "hasNext": page + 1 < pages}
+
+
+def value_text(value) -> str:
+    """A typed value in ThingsBoard's string form (DOUBLE as Python's repr)."""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def ts_json(series, strict=False) -> dict:
+    """``{key: [(ts, value)]}`` as ``{key: [{"ts","value"}]}``."""
+    convert = plain if strict else value_text
+    return {key: [{"ts": ts, "value": convert(value)} for ts, value in points] for key, points in series.items()}
+
+
+def attributes_json(found) -> list:
+    """``{key: (value, ts)}`` as ``[{"key","value","lastUpdateTs"}]`` with typed values."""
+    return [{"key": key, "value": plain(value), "lastUpdateTs": ts} for key, (value, ts) in sorted(found.items())]
+
+
+__all__ = ["Json", "attributes_json", "device_json", "page_json", "ts_json", "value_text"]

@@ -1,0 +1,130 @@
+"""``twistd tbcoap``: the options, the config file and the Service tree.
+
+Options override the TOML config file, which overrides the defaults.
+``makeService`` (for twistd) and ``service_from_args`` (for embedding) both
+return a ``TbcoapService``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from urllib.parse import urlsplit
+
+from twisted.application.service import MultiService
+from twisted.internet import defer, error as neterror
+from twisted.logger import Logger
+from twisted.python import usage
+
+from tbcoap.plugins import PluginManager
+from tbcoap.ratelimit import parse_rate_limit
+
+log = Logger()
+
+# name: (default, converter, help)
+SETTINGS = {
+    "coap-port": (5683, int, "UDP port of the CoAP device API (0: any free port)"),
+    "coap-interface": ("::", str, "address to listen on for CoAP ('::' or '0.0.0.0': all)"),
+    "http-port": (8080, int, "TCP port of the REST API (0: any free port)"),
+    "http-interface": ("127.0.0.1", str, "address to listen on for REST"),
+    "data-dir": ("./tbcoap-data", str, "directory for the SQLite file and the generated admin key"),
+    "store": (None, str, "store URL: sqlite:///PATH (default <data-dir>/tbcoap.sqlite3), or a plugin's scheme"),
+    "admin-key": (None, str, "REST admin key (else $TBCOAP_ADMIN_KEY, else generated into data-dir)"),
+    "max-body": (65536, int, "largest request body in bytes (4.13 above)"),
+    "sync": ("normal", str, "normal: commits survive a killed process; full: also a power loss"),
+    "device-rate-limit": (None, str, "per device token, N:S[,N:S] (not enforced yet)"),
+    "peer-rate-limit": (None, str, "per source address and port, N:S[,N:S] (not enforced yet)"),
+    "piggyback-timeout": (500, int, "ms to answer in the ACK before sending an empty ACK first"),
+}
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd tbcoap``."""
+
+    optParameters = [[name, None, None, text if default is None else f"{text} [default: {default}]"]
+                     for name, (default, _, text) in SETTINGS.items()]
+    optParameters.append(["config", "c", None, "TOML file with the same keys (e.g. coap-port = 5683)"])
+
+    def postOptions(self):
+        self.settings = resolve_settings(self)
+        self.plugins = PluginManager()
+        check_store(self.settings, self.plugins)
+
+
+def resolve_settings(given) -> dict:
+    """Defaults, then the config file, then the options given; validated and typed."""
+    settings = {name: default for name, (default, _, _) in SETTINGS.items()}
+    config_path = given.get("config")
+    if config_path:
+        try:
+            with open(config_path, "rb") as f:
+                config = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise usage.UsageError(f"cannot read config file {config_path}: {exc}")
+        unknown = sorted(set(config) - set(SETTINGS))
+        if unknown:
+            raise usage.UsageError(f"unknown key(s) in {config_path}: {', '.join(unknown)}")
+        settings.update(config)
+    settings.update({name: value for name, value in given.items() if name in SETTINGS and value is not None})
+    for name, (_, convert, _) in SETTINGS.items():
+        value = settings[name]
+        if value is None:
+            continue
+        try:
+            settings[name] = convert(value)
+        except (TypeError, ValueError):
+            raise usage.UsageError(f"--{name}: expected {convert.__name__}, got {value!r}")
+    _validate(settings)
+    if settings["store"] is None:
+        path = os.path.abspath(os.path.join(settings["data-dir"], "tbcoap.sqlite3"))
+        settings["store"] = "sqlite://" + path
+    settings["admin-key"] = settings["admin-key"] or os.environ.get("TBCOAP_ADMIN_KEY") or None
+    return settings
+
+
+def _validate(settings):
+    for name in ("coap-port", "http-port"):
+        if not 0 <= settings[name] <= 65535:
+            raise usage.UsageError(f"--{name} must be 0 to 65535")
+    if settings["sync"] not in ("normal", "full"):
+        raise usage.UsageError("--sync must be normal or full")
+    if settings["max-body"] < 1:
+        raise usage.UsageError("--max-body must be positive")
+    if not 0 < settings["piggyback-timeout"] <= 60_000:
+        raise usage.UsageError("--piggyback-timeout must be 1 to 60000 ms")
+    for name in ("device-rate-limit", "peer-rate-limit"):
+        if settings[name]:
+            try:
+                parse_rate_limit(settings[name])
+            except ValueError as exc:
+                raise usage.UsageError(f"--{name}: {exc}")
+
+
+def check_store(settings, plugins):
+    """The StoreBackend for ``--store``; UsageError for an unknown scheme."""
+    scheme = urlsplit(settings["store"]).scheme
+    backends = plugins.store_backends()
+    if scheme not in backends:
+        known = ", ".join(sorted(backends)) or "none installed"
+        raise usage.UsageError(f"--store: unknown store scheme {scheme!r} (available: {known})")
+    return backends[scheme]
+
+
+def makeService(options):
+    """twistd's entry point: the service tree for parsed ``Options``."""
+    from tbcoap.node import TbcoapService
+
+    return TbcoapService(options.settings, options.plugins, exit_on_error=True)
+
+
+def service_from_args(args, **overrides):
+    """Embedding: a TbcoapService from command-line style ``args`` and keyword overrides."""
+    from tbcoap.node import TbcoapService
+
+    args = list(args)
+    for name, value in overrides.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    options = Options()
+    options.parseOptions(args)
+    return TbcoapService(options.settings, options.plugins)

@@ -1,0 +1,76 @@
+"""Attributes in the three scopes: device uploads and requests, operator reads and writes."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+
+from tbcoap.errors import BadRequest
+from tbcoap.models import SCOPES, now_ms
+from tbcoap.services.values import Limits, parse_attributes
+
+WRITABLE_BY_OPERATOR = ("SHARED_SCOPE", "SERVER_SCOPE")
+
+
+def check_scope(scope, writable=False):
+    """``scope`` if it is one of the three (and writable by an operator when asked)."""
+    allowed = WRITABLE_BY_OPERATOR if writable else SCOPES
+    if scope not in allowed:
+        raise BadRequest(f"scope must be one of {', '.join(allowed)}")
+    return scope
+
+
+class AttributeService:
+    """Typed attributes; SERVER_SCOPE reads include the live activity values."""
+
+    def __init__(self, store, activity, limits: Limits = Limits()):
+        self.store = store
+        self.activity = activity
+        self.limits = limits
+
+    def upload_client(self, device, payload: bytes):
+        """Store a device's client attributes; None if empty, else a Deferred fired on commit."""
+        values = parse_attributes(payload, self.limits)
+        if not values:
+            return None
+        return self.store.save_attributes(device.id, "CLIENT_SCOPE", values, now_ms())
+
+    def save(self, device_id, scope, payload: bytes):
+        """Store attributes an operator sent (SHARED_SCOPE or SERVER_SCOPE); fires the typed values."""
+        check_scope(scope, writable=True)
+        values = parse_attributes(payload, self.limits)
+        d = self.store.save_attributes(device_id, scope, values, now_ms()) if values else defer.succeed(None)
+        return d.addCallback(lambda _: values)
+
+    @defer.inlineCallbacks
+    def get(self, device_id, scope, keys=None):
+        """``{key: (value, last_update_ts)}`` of one scope; ``keys`` None means all."""
+        check_scope(scope)
+        found = yield self.store.get_attributes(device_id, scope, keys)
+        if scope == "SERVER_SCOPE":
+            now = now_ms()
+            for key, value in self.activity.current(device_id, now).items():
+                if keys is None or key in keys:
+                    found[key] = (value, now)
+        return found
+
+    def delete(self, device_id, scope, keys):
+        """Deferred list of the keys that existed and are now deleted."""
+        check_scope(scope)
+        return self.store.delete_attributes(device_id, scope, keys)
+
+    @defer.inlineCallbacks
+    def for_device(self, device, client_keys, shared_keys):
+        """What a device's attribute request answers: ``{"client": {..}, "shared": {..}}``.
+
+        A list that is None is not asked for; both None means all of both scopes.
+        Empty sections are left out.
+        """
+        both = client_keys is None and shared_keys is None
+        out = {}
+        for section, scope, keys in (("client", "CLIENT_SCOPE", client_keys),
+                                     ("shared", "SHARED_SCOPE", shared_keys)):
+            if both or keys is not None:
+                found = yield self.store.get_attributes(device.id, scope, keys)
+                if found:
+                    out[section] = {key: value for key, (value, _ts) in found.items()}
+        return out

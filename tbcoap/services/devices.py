@@ -1,0 +1,147 @@
+"""Devices and their access tokens: creation, lookup, rotation, deletion.
+
+Token lookups are answered from memory when the token was seen before; the
+cache is invalidated whenever a token changes or a device goes.  Which
+device a token belongs to is decided by the ``tbcoap_authenticate`` plugins.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from twisted.internet import defer
+
+from tbcoap.errors import BadRequest, DuplicateToken, NotFound
+from tbcoap.models import Device, DeviceProfile, new_id
+
+TOKEN_CACHE_CAP = 200_000
+MAX_NAME = 255
+
+
+def generate_token() -> str:
+    """A new random access token: 20 characters from a secure generator."""
+    return secrets.token_urlsafe(15)
+
+
+def check_token(token) -> str:
+    """A token chosen by a caller must be non-empty text of at most 255 characters without '/'."""
+    if not isinstance(token, str) or not token or len(token) > MAX_NAME or "/" in token:
+        raise BadRequest("access token must be 1 to 255 characters without '/'")
+    return token
+
+
+class DeviceService:
+    """Everything about devices that does not depend on CoAP or HTTP."""
+
+    def __init__(self, store, plugins):
+        self.store = store
+        self.plugins = plugins
+        self._by_token = {}
+        self._token_of = {}
+
+    # -- authentication -----------------------------------------------------
+
+    def cached(self, token):
+        """The Device for a token seen before, or None (then call ``authenticate``)."""
+        return self._by_token.get(token)
+
+    def cached_count(self):
+        """How many tokens are cached."""
+        return len(self._by_token)
+
+    def authenticate(self, token):
+        """Deferred Device or None, asking the auth plugins in order; caches the answer."""
+        d = self.plugins.call_first("tbcoap_authenticate", token=token, store=self.store)
+        d.addCallback(self._remember, token)
+        return d
+
+    def _remember(self, device, token):
+        if device is not None:
+            if len(self._by_token) >= TOKEN_CACHE_CAP:
+                old_token = next(iter(self._by_token))
+                self._token_of.pop(self._by_token.pop(old_token).id, None)
+            self._by_token[token] = device
+            self._token_of[device.id] = token
+        return device
+
+    def forget(self, device_id):
+        """Drop a device's cached token (after a change made here or on another node)."""
+        token = self._token_of.pop(device_id, None)
+        if token is not None:
+            self._by_token.pop(token, None)
+
+    # -- management -----------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def create(self, name, type=None, label=None, token=None):
+        """Create a device (its profile too if ``type`` names none); fires ``(device, token)``."""
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+            raise BadRequest("device name must be non-empty text of at most 255 characters")
+        type = type or "default"
+        if not isinstance(type, str) or len(type) > MAX_NAME:
+            raise BadRequest("device type must be text of at most 255 characters")
+        if label is not None and not isinstance(label, str):
+            raise BadRequest("device label must be text")
+        token = check_token(token) if token is not None else generate_token()
+        yield self.ensure_profile(type)
+        device = Device(id=new_id(), name=name, type=type, label=label)
+        yield self.store.add_device(device, token)
+        return device, token
+
+    @defer.inlineCallbacks
+    def ensure_profile(self, name):
+        """The profile of that name, created (provisioning disabled) if missing."""
+        profile = yield self.store.profile_by_name(name)
+        if profile is None:
+            profile = DeviceProfile(id=new_id(), name=name)
+            try:
+                yield self.store.add_profile(profile)
+            except BadRequest:
+                profile = yield self.store.profile_by_name(name)
+        return profile
+
+    @defer.inlineCallbacks
+    def get(self, device_id):
+        """The Device, or NotFound."""
+        device = yield self.store.get_device(device_id)
+        if device is None:
+            raise NotFound(f"device {device_id} not found")
+        return device
+
+    @defer.inlineCallbacks
+    def by_name(self, name):
+        """The Device of that name, or NotFound."""
+        device = yield self.store.device_by_name(name)
+        if device is None:
+            raise NotFound(f"device named {name!r} not found")
+        return device
+
+    def page(self, page_size, page):
+        """Deferred ``(devices, total)`` for one page."""
+        return self.store.list_devices(page_size, page * page_size)
+
+    @defer.inlineCallbacks
+    def delete(self, device_id):
+        """Delete a device and everything it owns; NotFound if unknown."""
+        existed = yield self.store.delete_device(device_id)
+        self.forget(device_id)
+        if not existed:
+            raise NotFound(f"device {device_id} not found")
+
+    @defer.inlineCallbacks
+    def token(self, device_id):
+        """The device's current access token, or NotFound."""
+        token = yield self.store.get_token(device_id)
+        if token is None:
+            raise NotFound(f"device {device_id} not found")
+        return token
+
+    @defer.inlineCallbacks
+    def set_token(self, device_id, token):
+        """Replace the token; the old one is refused from now on."""
+        check_token(token)
+        owner = yield self.store.device_by_token(token)
+        if owner is not None and owner.id != device_id:
+            raise DuplicateToken("access token already in use")
+        yield self.store.set_token(device_id, token)
+        self.forget(device_id)

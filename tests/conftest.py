@@ -1,0 +1,187 @@
+"""Shared fixtures: an in-process node on real sockets, a raw CoAP client, a REST client,
+and a twistd subprocess for the tests that need a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import defer
+
+from tbcoap.service import service_from_args
+from tests.coapclient import open_client
+
+ADMIN_KEY = "test-admin-key"
+REQUIRE_ALL = os.environ.get("TBCOAP_REQUIRE_ALL") == "1"
+
+
+def require(condition, why, how):
+    """Skip (or fail under TBCOAP_REQUIRE_ALL=1, as in CI) when a real peer is missing."""
+    if not condition:
+        message = f"{why}; {how}"
+        if REQUIRE_ALL:
+            pytest.fail(f"TBCOAP_REQUIRE_ALL=1: {message}")
+        pytest.skip(message)
+
+
+def require_tool(name, how):
+    """The path of an external program, or skip/fail with how to get it."""
+    path = shutil.which(name)
+    require(path is not None, f"{name} is not installed", how)
+    return path
+
+
+class Rest:
+    """treq with the admin key: ``status, body = await rest.get(path)``."""
+
+    def __init__(self, base, key=ADMIN_KEY):
+        self.base = base
+        self.key = key
+
+    async def call(self, method, path, body=None, key=None, raw=None):
+        headers = {}
+        key = self.key if key is None else key
+        if key:
+            headers["X-Authorization"] = f"Bearer {key}"
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        response = await treq.request(method, self.base + path, data=data, headers=headers)
+        content = await response.content()
+        try:
+            parsed = json.loads(content) if content else None
+        except ValueError:
+            parsed = content
+        return response.code, parsed
+
+    def get(self, path, **kw):
+        return self.call("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.call("POST", path, body, **kw)
+
+    def delete(self, path, **kw):
+        return self.call("DELETE", path, **kw)
+
+
+@pytest_twisted.async_yield_fixture
+async def node(tmp_path):
+    """A started TbcoapService on ephemeral ports with its store open."""
+    service = service_from_args(["--coap-port", "0", "--http-port", "0", "--coap-interface", "127.0.0.1",
+                                 "--data-dir", str(tmp_path / "data"), "--admin-key", ADMIN_KEY])
+    service.startService()
+    await service.opened
+    yield service
+    await service.stopService()
+
+
+@pytest_twisted.async_yield_fixture
+async def coap(node):
+    """A raw CoAP client talking to the node."""
+    client = await open_client(("127.0.0.1", node.coap_address[1]))
+    yield client
+    await defer.maybeDeferred(client.port.stopListening)
+
+
+@pytest.fixture
+def rest(node):
+    """A REST client with the admin key."""
+    return Rest(f"http://127.0.0.1:{node.http_address[1]}")
+
+
+@pytest_twisted.async_fixture
+async def device(rest):
+    """A device named "dev-1" with token "TOKEN-1"; returns its JSON."""
+    status, body = await rest.post("/api/device?accessToken=TOKEN-1", {"name": "dev-1", "type": "default"})
+    assert status == 200, body
+    return body
+
+
+# -- a real twistd process --------------------------------------------------
+
+LISTEN = re.compile(r"(CoAP|HTTP) listening on (udp|tcp) (\S+):(\d+)")
+
+
+class TwistdProcess:
+    """``twistd -n tbcoap`` in a subprocess, with the ports it logged."""
+
+    def __init__(self, data_dir, *args, env=None):
+        self.data_dir = data_dir
+        self.args = args
+        self.env = env
+        self.log_path = os.path.join(data_dir, "twistd.log")
+        self.proc = None
+        self.ports = {}
+
+    def start(self, timeout=20):
+        os.makedirs(self.data_dir, exist_ok=True)
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        command = [twistd, "-n", "--pidfile=", "tbcoap", "--data-dir", self.data_dir,
+                   "--coap-interface", "127.0.0.1", "--admin-key", ADMIN_KEY, *self.args]
+        if "--coap-port" not in self.args:
+            command += ["--coap-port", "0"]
+        if "--http-port" not in self.args:
+            command += ["--http-port", "0"]
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.data_dir,
+                                     env={**os.environ, **(self.env or {})})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = dict((m.group(1), int(m.group(4))) for m in LISTEN.finditer(self.read_log()))
+            if len(found) == 2 and self._healthy(found["HTTP"]):
+                self.ports = found
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError(f"twistd exited {self.proc.returncode}:\n{self.read_log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"twistd did not start:\n{self.read_log()}")
+
+    @staticmethod
+    def _healthy(port):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def read_log(self):
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    @property
+    def coap_address(self):
+        return ("127.0.0.1", self.ports["CoAP"])
+
+    @property
+    def http_url(self):
+        return f"http://127.0.0.1:{self.ports['HTTP']}"
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout)
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def twistd(tmp_path):
+    """Factory: ``twistd(*args)`` starts a server process; all are stopped afterwards."""
+    started = []
+
+    def start(*args, data_dir=None, env=None):
+        process = TwistdProcess(str(data_dir or tmp_path / "data"), *args, env=env).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop(signal.SIGKILL)
