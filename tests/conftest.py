@@ -73,14 +73,29 @@ class Rest:
 
 
 @pytest_twisted.async_yield_fixture
-async def node(tmp_path):
+async def start_node(tmp_path):
+    """Factory: ``await start_node(*extra_args)`` gives a started TbcoapService; all stop afterwards."""
+    started = []
+
+    async def start(*args, data_dir=None):
+        service = service_from_args(["--coap-port", "0", "--http-port", "0", "--coap-interface", "127.0.0.1",
+                                     "--data-dir", str(data_dir or tmp_path / "data"),
+                                     "--admin-key", ADMIN_KEY, *args])
+        service.startService()
+        started.append(service)
+        await service.opened
+        return service
+
+    yield start
+    for service in started:
+        if service.running:
+            await service.stopService()
+
+
+@pytest_twisted.async_fixture
+async def node(start_node):
     """A started TbcoapService on ephemeral ports with its store open."""
-    service = service_from_args(["--coap-port", "0", "--http-port", "0", "--coap-interface", "127.0.0.1",
-                                 "--data-dir", str(tmp_path / "data"), "--admin-key", ADMIN_KEY])
-    service.startService()
-    await service.opened
-    yield service
-    await service.stopService()
+    return await start_node()
 
 
 @pytest_twisted.async_yield_fixture
