@@ -1,0 +1,1 @@
+"""``tbcoap``: the admin command line over the REST API (see tbcoap.cli.main)."""

@@ -1,0 +1,5 @@
+"""``python -m tbcoap.cli``: the same as the ``tbcoap`` command."""
+
+from tbcoap.cli.main import main
+
+main()

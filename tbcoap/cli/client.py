@@ -1,0 +1,121 @@
+"""A small REST client on treq: one JSON call at a time, errors as CliError."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import treq
+from treq.client import HTTPClient
+from twisted.internet import defer, error
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+
+from tbcoap.cli.errors import ApiError, Unreachable
+
+
+@dataclass
+class Reply:
+    """A successful answer: its JSON value (None when empty) and its exact text."""
+
+    data: object
+    text: str
+
+
+def segment(value) -> str:
+    """``value`` quoted as one path segment."""
+    return quote(str(value), safe="")
+
+
+class Client:
+    """Calls ``url`` + path with the admin key; ``timeout`` in seconds per call."""
+
+    def __init__(self, reactor, url, key, timeout):
+        self.url = url.rstrip("/")
+        self.key = key
+        self.timeout = timeout
+        self._reactor = reactor
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self._http = HTTPClient(Agent(reactor, pool=pool))
+
+    async def call(self, method, path, params=None, body=None) -> Reply:
+        """One REST call; raises ApiError on an error status, Unreachable on no answer in time."""
+        answer = defer.ensureDeferred(self._exchange(method, path, params, body))
+        answer.addTimeout(self.timeout, self._reactor)
+        try:
+            response, text = await answer
+        except defer.TimeoutError:
+            raise Unreachable(f"no answer from {self.url} within {self.timeout:g} s") from None
+        data = _parse(text)
+        if response.code >= 400:
+            if isinstance(data, dict) and "message" in data:
+                raise ApiError(data.get("status", response.code), data["message"])
+            raise ApiError(response.code, response.phrase.decode("latin-1", "replace"))
+        return Reply(data, text)
+
+    async def _exchange(self, method, path, params, body):
+        """Send one request; (response, body text)."""
+        headers = {"Accept": ["application/json"]}
+        if self.key is not None:
+            headers["X-Authorization"] = [f"Bearer {self.key}"]
+        kwargs = {"params": params, "headers": headers}
+        if body is not None:
+            kwargs["json"] = body
+        try:
+            response = await self._http.request(method, self.url + path, **kwargs)
+            return response, (await treq.content(response)).decode("utf-8", "replace")
+        except (error.ConnectError, error.DNSLookupError) as e:
+            hint = "is the server running? Give its address with --url" \
+                if isinstance(e, error.ConnectionRefusedError) else "check --url"
+            raise Unreachable(f"cannot connect to {self.url} ({_describe(e)}); {hint}") from None
+        except ResponseFailed as e:
+            if any(f.check(defer.CancelledError) for f in e.reasons):
+                raise defer.CancelledError() from None
+            raise Unreachable(f"connection to {self.url} failed: {_describe(e)}") from None
+
+    async def get(self, path, params=None) -> Reply:
+        """GET ``path``."""
+        return await self.call("GET", path, params)
+
+    async def device(self, ref) -> dict:
+        """The device named or identified by ``ref`` (see ``device_reply``)."""
+        return (await self.device_reply(ref)).data
+
+    async def device_reply(self, ref) -> Reply:
+        """GET the device ``ref``: as an id when it is a uuid, else (or if no such id) as a name."""
+        by_name = ("/api/tenant/devices", {"deviceName": ref})
+        if not _is_uuid(ref):
+            return await self.get(*by_name)
+        try:
+            return await self.get(f"/api/device/{segment(ref)}")
+        except ApiError as first:
+            if first.status != 404:
+                raise
+            try:
+                return await self.get(*by_name)
+            except ApiError as second:
+                raise (first if second.status == 404 else second) from None
+
+
+def _parse(text):
+    try:
+        return json.loads(text) if text.strip() else None
+    except ValueError:
+        return text
+
+
+def _is_uuid(text) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _describe(exc) -> str:
+    if isinstance(exc, ResponseFailed):
+        return "; ".join(f.getErrorMessage() for f in exc.reasons) or "connection lost"
+    if isinstance(exc, error.ConnectionRefusedError):
+        return "connection refused"
+    return str(exc).strip().rstrip(".") or exc.__class__.__name__

@@ -1,0 +1,94 @@
+"""``tbcoap device``: create, list, show, delete devices; read or rotate their tokens."""
+
+from __future__ import annotations
+
+from tbcoap.cli.client import segment
+from tbcoap.cli.commands import count
+from tbcoap.cli.output import fields, iso, table
+
+REF = "NAME_OR_ID"
+REF_HELP = "the device's id (uuid) or name"
+
+
+def register(commands):
+    """Add ``tbcoap device ...``."""
+    group = commands.group("device", "manage devices and their access tokens")
+    p = group.command("create", create, "create a device")
+    p.add_argument("name")
+    p.add_argument("--type", help="its device profile (default: default)")
+    p.add_argument("--label")
+    p.add_argument("--token", help="its access token (default: a random one)")
+    p = group.command("list", list_devices, "list devices, a page at a time")
+    p.add_argument("--page-size", type=count(1), default=100, metavar="N", help="devices per page (default 100)")
+    p.add_argument("--page", type=count(0), default=0, metavar="P", help="page number, from 0 (default 0)")
+    p = group.command("show", show, "show one device")
+    p.add_argument("device", metavar=REF, help=REF_HELP)
+    p = group.command("delete", delete, "delete a device with its data")
+    p.add_argument("device", metavar=REF, help=REF_HELP)
+    p = group.command("token", token, "print a device's access token, or set a new one")
+    p.add_argument("device", metavar=REF, help=REF_HELP)
+    p.add_argument("--set", metavar="NEW", help="replace the token (the old one is refused at once)")
+
+
+def describe(device, *extra) -> str:
+    """A device as ``key: value`` lines (``extra`` pairs last)."""
+    customer = device.get("customerId")
+    return fields([
+        ("name", device.get("name")), ("id", device["id"]["id"]), ("type", device.get("type")),
+        ("label", device.get("label")), ("customer", customer["id"] if customer else None),
+        ("created", iso(device.get("createdTime"))), *extra])
+
+
+async def create(ctx, args):
+    """POST /api/device (?accessToken=T); readable output adds the token."""
+    body = {k: v for k, v in (("name", args.name), ("type", args.type), ("label", args.label)) if v is not None}
+    params = {"accessToken": args.token} if args.token else None
+    reply = await ctx.client.call("POST", "/api/device", params, body)
+    token = args.token
+    if not ctx.json:
+        creds = await ctx.client.get(f"/api/device/{segment(reply.data['id']['id'])}/credentials")
+        token = creds.data.get("credentialsId")
+    ctx.show(reply, lambda device: describe(device, ("token", token)))
+
+
+async def list_devices(ctx, args):
+    """GET /api/tenant/devices?pageSize=N&page=P."""
+    reply = await ctx.client.get("/api/tenant/devices", {"pageSize": args.page_size, "page": args.page})
+    ctx.show(reply, lambda page: render_page(page, args.page))
+
+
+def render_page(page, number) -> str:
+    """A page of devices as a table, with where it is in the whole list."""
+    rows = [(d.get("name"), d.get("type"), d["id"]["id"], iso(d.get("createdTime"))) for d in page["data"]]
+    total, pages = page.get("totalElements", len(rows)), page.get("totalPages", 1)
+    lines = [table(("name", "type", "id", "created"), rows)] if rows else ["no devices on this page"]
+    if pages > 1 or number > 0:
+        more = f"; next: --page {number + 1}" if page.get("hasNext") else ""
+        noun = "device" if total == 1 else "devices"
+        lines.append(f"page {number + 1} of {pages} (--page {number}), {total} {noun} in all{more}")
+    return "\n".join(lines)
+
+
+async def show(ctx, args):
+    """GET /api/device/{id}, or GET /api/tenant/devices?deviceName=NAME."""
+    ctx.show(await ctx.client.device_reply(args.device), describe)
+
+
+async def delete(ctx, args):
+    """DELETE /api/device/{id}."""
+    device = await ctx.client.device(args.device)
+    reply = await ctx.client.call("DELETE", f"/api/device/{segment(device['id']['id'])}")
+    ctx.show(reply, lambda _: f"deleted device {device['name']} ({device['id']['id']})")
+
+
+async def token(ctx, args):
+    """GET /api/device/{id}/credentials, or POST /api/device/credentials with --set."""
+    device = await ctx.client.device(args.device)
+    device_id = device["id"]["id"]
+    if args.set is None:
+        reply = await ctx.client.get(f"/api/device/{segment(device_id)}/credentials")
+    else:
+        body = {"deviceId": {"entityType": "DEVICE", "id": device_id}, "credentialsType": "ACCESS_TOKEN",
+                "credentialsId": args.set}
+        reply = await ctx.client.call("POST", "/api/device/credentials", body=body)
+    ctx.show(reply, lambda creds: creds.get("credentialsId") or args.set)

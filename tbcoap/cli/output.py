@@ -1,0 +1,38 @@
+"""Readable output: times, values, aligned tables and ``key: value`` blocks."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+
+def iso(ms) -> str:
+    """Milliseconds since the epoch as ISO 8601 UTC (``2024-01-02T03:04:05.678Z``)."""
+    if not isinstance(ms, (int, float)):
+        return "-"
+    when = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def text(value) -> str:
+    """A value for people: strings as they are, None as ``-``, anything else as JSON."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def table(headers, rows) -> str:
+    """Rows as columns aligned under upper-case headers (the last column unpadded)."""
+    cells = [[str(h).upper() for h in headers]] + [[text(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + ("  " if len(row) > 1 else "") + row[-1]
+             for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def fields(pairs) -> str:
+    """``(label, value)`` pairs as aligned ``label: value`` lines."""
+    width = max(len(label) for label, _ in pairs) + 1
+    return "\n".join(f"{label + ':':<{width}} {text(value)}" for label, value in pairs)
