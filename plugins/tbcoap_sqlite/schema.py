@@ -1,0 +1,132 @@
+"""The SQLite schema as an ordered list of migration steps.
+
+``PRAGMA user_version`` records how many steps a database has run.  Later
+features append steps (never edit a released one); each step is SQL text
+or a callable taking the connection, run in one transaction with the
+version bump.
+"""
+
+import sqlite3
+
+from tbcoap.errors import StoreUnavailable
+from tbcoap.models import new_id, now_ms
+
+_V1 = """
+CREATE TABLE device_profiles (
+    id               TEXT PRIMARY KEY,
+    name             TEXT NOT NULL UNIQUE,
+    provision_type   TEXT NOT NULL,
+    provision_key    TEXT UNIQUE,
+    provision_secret TEXT,
+    created_time     INTEGER NOT NULL
+);
+CREATE INDEX device_profiles_by_creation ON device_profiles (created_time, id);
+
+CREATE TABLE devices (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    type         TEXT NOT NULL,
+    label        TEXT,
+    created_time INTEGER NOT NULL,
+    customer_id  TEXT
+);
+CREATE INDEX devices_by_creation ON devices (created_time, id);
+
+CREATE TABLE credentials (
+    token     TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL UNIQUE
+) WITHOUT ROWID;
+
+-- value has no declared type: SQLite keeps the INTEGER/REAL/TEXT it is given.
+CREATE TABLE ts_kv (
+    device_id TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    ts        INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    value,
+    PRIMARY KEY (device_id, key, ts)
+) WITHOUT ROWID;
+
+CREATE TABLE ts_kv_latest (
+    device_id TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    ts        INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    value,
+    PRIMARY KEY (device_id, key)
+) WITHOUT ROWID;
+
+CREATE TABLE attributes (
+    device_id      TEXT NOT NULL,
+    scope          TEXT NOT NULL,
+    key            TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    value,
+    last_update_ts INTEGER NOT NULL,
+    PRIMARY KEY (device_id, scope, key)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS = [_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def version(conn):
+    """The number of migration steps the database has run."""
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn):
+    """Run the missing steps, one transaction each; ``conn`` is in autocommit mode.
+
+    The version is read under the write lock, so two processes opening one
+    new file do not both run a step.
+    """
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = version(conn)
+            if current > SCHEMA_VERSION:
+                raise StoreUnavailable(
+                    f"database schema version {current} is newer than this tbcoap "
+                    f"supports ({SCHEMA_VERSION}); upgrade tbcoap"
+                )
+            if current == SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return
+            step = MIGRATIONS[current]
+            if callable(step):
+                step(conn)
+            else:
+                for statement in _statements(step):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {current + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def ensure_default_profile(conn):
+    """Create the ``default`` device profile if it is missing."""
+    conn.execute(
+        "INSERT OR IGNORE INTO device_profiles (id, name, provision_type, created_time)"
+        " VALUES (?, 'default', 'DISABLED', ?)",
+        (new_id(), now_ms()),
+    )
+
+
+def _statements(script):
+    """Split SQL text into complete statements (execute() takes one at a time)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip():
+                yield pending.strip()
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {pending.strip()[:60]}")

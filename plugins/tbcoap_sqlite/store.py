@@ -1,0 +1,519 @@
+"""SQLiteStore: the IStore on one SQLite file in WAL mode.
+
+Writes are jobs for the GroupCommitWriter (one thread, one connection, one
+transaction per batch).  Reads run in a small ThreadPool, each thread with
+its own read-only connection, inside a transaction for a consistent view.
+"""
+
+import math
+import os
+import sqlite3
+import threading
+import time
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, StoreUnavailable
+from tbcoap.interfaces import IStore
+from tbcoap.models import PROVISION_TYPES, SCOPES, Device, DeviceProfile, from_kind, kind_of
+
+from . import schema
+from .writer import GroupCommitWriter, translate
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_CHUNK = 500  # keys per IN (...) list
+_DEVICE = "d.id, d.name, d.type, d.label, d.created_time, d.customer_id"
+_PROFILE = "id, name, provision_type, provision_key, provision_secret, created_time"
+_LATEST_UPSERT = (
+    "INSERT INTO ts_kv_latest (device_id, key, ts, kind, value) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (device_id, key) DO UPDATE SET ts = excluded.ts, kind = excluded.kind,"
+    " value = excluded.value WHERE excluded.ts >= ts_kv_latest.ts"
+)
+
+
+def encode(value):
+    """``(kind, data)``: how a typed value is stored (BadRequest if it cannot be)."""
+    try:
+        kind = kind_of(value)
+    except TypeError as exc:
+        raise BadRequest(str(exc)) from None
+    if kind == "BOOLEAN":
+        return kind, int(value)
+    if kind == "LONG":
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise BadRequest("integer value does not fit in 64 bits")
+        return kind, int(value)
+    if kind == "DOUBLE":
+        if math.isnan(value):
+            raise BadRequest("NaN cannot be stored")
+        return kind, float(value)
+    return kind, str(value)
+
+
+def _check(condition, message):
+    if not condition:
+        raise BadRequest(message)
+
+
+def _is_int(value, low=_INT64_MIN):
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= _INT64_MAX
+
+
+def _key_list(keys):
+    """None, or the distinct keys in their order."""
+    if keys is None:
+        return None
+    _check(not isinstance(keys, str), "keys must be a list of strings, not a string")
+    return list(dict.fromkeys(keys))
+
+
+def _one(conn, sql, *params):
+    row = conn.execute(sql, params).fetchone()
+    return row[0] if row else None
+
+
+def _by_keys(conn, sql, params, keys):
+    """Rows of ``sql`` (which ends in a WHERE clause), restricted to ``keys`` unless None."""
+    if keys is None:
+        yield from conn.execute(sql, params)
+        return
+    for i in range(0, len(keys), _CHUNK):
+        part = keys[i : i + _CHUNK]
+        marks = ", ".join("?" * len(part))
+        yield from conn.execute(f"{sql} AND key IN ({marks})", (*params, *part))
+
+
+def _series_keys(conn, device_id):
+    return [k for (k,) in conn.execute("SELECT key FROM ts_kv_latest WHERE device_id = ?", (device_id,))]
+
+
+def _require_device(conn, device_id):
+    if _one(conn, "SELECT 1 FROM devices WHERE id = ?", device_id) is None:
+        raise NotFound(f"no device with id {device_id}")
+
+
+@implementer(IStore)
+class SQLiteStore:
+    """Devices, credentials, profiles, telemetry and attributes in one SQLite file."""
+
+    name = "sqlite"
+
+    def __init__(self, path, sync="normal", busy_timeout=5.0, read_threads=4, max_queue=10000, reactor=None):
+        if sync not in ("normal", "full"):
+            raise ValueError(f"sync must be 'normal' or 'full', not {sync!r}")
+        if reactor is None:
+            from twisted.internet import reactor
+        self.path = path
+        self._sync = sync
+        self._busy_timeout = busy_timeout
+        self._read_threads = read_threads
+        self._max_queue = max_queue
+        self._reactor = reactor
+        self._state = "new"  # -> opening -> open -> closing -> closed
+        self._writer = None
+        self._pool = None
+        self._local = threading.local()
+        self._readers = []
+        self._readers_lock = threading.Lock()
+        self._close_waiters = []
+        self._trigger = None
+        self._reads = 0
+
+    # -- life cycle ----------------------------------------------------------
+
+    def open(self):
+        if self._state == "open":
+            return defer.succeed(None)
+        if self._state != "new":
+            return defer.fail(StoreUnavailable(f"sqlite store is {self._state}"))
+        self._state = "opening"
+        self._writer = GroupCommitWriter(self._reactor, self._connect_writer)
+        return self._writer.start(self._setup, self._finish).addCallbacks(self._opened, self._open_failed)
+
+    def _opened(self, _):
+        self._pool = ThreadPool(0, self._read_threads, name="tbcoap-sqlite-read")
+        self._pool.start()
+        self._state = "open"
+        self._trigger = self._reactor.addSystemEventTrigger("before", "shutdown", self._on_shutdown)
+        if self._close_waiters:
+            self._begin_close()
+
+    def _open_failed(self, failure):
+        self._writer = None
+        self._state = "closed" if self._close_waiters else "new"
+        self._fire_close_waiters()
+        return failure
+
+    def close(self):
+        if self._state in ("new", "closed"):
+            self._state = "closed"
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._close_waiters.append(d)
+        if self._state == "open":
+            self._begin_close()
+        return d
+
+    def _on_shutdown(self):
+        self._trigger = None
+        return self.close()
+
+    def _begin_close(self):
+        self._state = "closing"
+        if self._trigger is not None:
+            self._reactor.removeSystemEventTrigger(self._trigger)
+            self._trigger = None
+        self._writer.stop().addBoth(lambda _: self._fire_close_waiters())
+
+    def _fire_close_waiters(self):
+        if self._state == "closing":
+            self._state = "closed"
+        waiters, self._close_waiters = self._close_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def check(self):
+        if self._writer is not None and self._state == "open" and not self._writer.alive():
+            return defer.fail(StoreUnavailable("sqlite writer thread is not running"))
+
+        def read(conn):
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+        return self._read(read)
+
+    def stats(self):
+        w = self._writer
+        return {
+            "queueDepth": w.pending if w else 0,
+            "commits": w.commits if w else 0,
+            "writes": w.writes if w else 0,
+            "failedWrites": w.failed if w else 0,
+            "largestBatch": w.largest_batch if w else 0,
+            "reads": self._reads,
+        }
+
+    # -- connections (called in the writer and reader threads) ---------------
+
+    def _connect(self):
+        try:
+            return sqlite3.connect(
+                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+
+    def _connect_writer(self):
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create the directory of {self.path}: {exc}") from exc
+        return self._connect()
+
+    def _setup(self, conn):
+        # Switching to WAL does not wait on the busy handler: retry it by hand
+        # (two processes creating one new file meet here).
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+        conn.execute(f"PRAGMA synchronous = {self._sync.upper()}")
+        schema.migrate(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        schema.ensure_default_profile(conn)
+        conn.execute("COMMIT")
+
+    def _finish(self, conn):
+        self._pool.stop()  # runs the reads already queued, then joins the threads
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for reader in readers:
+            reader.close()
+        try:
+            conn.execute("PRAGMA optimize")
+        finally:
+            conn.close()
+
+    def _reader(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            with self._readers_lock:
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
+
+    # -- running jobs ----------------------------------------------------------
+
+    def _unavailable(self):
+        return defer.fail(StoreUnavailable(f"sqlite store is {self._state.replace('new', 'not open')}"))
+
+    def _write(self, job):
+        if self._state != "open":
+            return self._unavailable()
+        if self._writer.pending >= self._max_queue:
+            return defer.fail(StoreUnavailable("sqlite write queue is full"))
+        return self._writer.submit(job)
+
+    def _read(self, fn, *args):
+        if self._state != "open":
+            return self._unavailable()
+        self._reads += 1
+        return deferToThreadPool(self._reactor, self._pool, self._in_reader, fn, args)
+
+    def _in_reader(self, fn, args):
+        try:
+            conn = self._reader()
+            conn.execute("BEGIN")
+            try:
+                return fn(conn, *args)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        except Exception as exc:
+            error = translate(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    # -- devices and profiles --------------------------------------------------
+
+    def add_device(self, device, token):
+        if not isinstance(token, str) or not token:
+            return defer.fail(BadRequest("an access token is required"))
+
+        def job(conn):
+            if _one(conn, "SELECT 1 FROM devices WHERE name = ?", device.name):
+                raise DuplicateName(f"a device named {device.name!r} exists")
+            if _one(conn, "SELECT 1 FROM credentials WHERE token = ?", token):
+                raise DuplicateToken("this access token is used by another device")
+            conn.execute(
+                "INSERT INTO devices (id, name, type, label, created_time, customer_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (device.id, device.name, device.type, device.label, device.created_time, device.customer_id),
+            )
+            conn.execute("INSERT INTO credentials (token, device_id) VALUES (?, ?)", (token, device.id))
+            return device
+
+        return self._write(job)
+
+    def _device_where(self, where, value):
+        def read(conn):
+            row = conn.execute(f"SELECT {_DEVICE} FROM {where}", (value,)).fetchone()
+            return Device(*row) if row else None
+
+        return self._read(read)
+
+    def get_device(self, device_id):
+        return self._device_where("devices d WHERE d.id = ?", device_id)
+
+    def device_by_name(self, name):
+        return self._device_where("devices d WHERE d.name = ?", name)
+
+    def device_by_token(self, token):
+        where = "credentials c JOIN devices d ON d.id = c.device_id WHERE c.token = ?"
+        return self._device_where(where, token)
+
+    def _page(self, table, columns, limit, offset, build):
+        if not (_is_int(limit, 0) and _is_int(offset, 0)):
+            return defer.fail(BadRequest("limit and offset must be integers >= 0"))
+
+        def read(conn):
+            rows = conn.execute(
+                f"SELECT {columns} FROM {table} ORDER BY created_time, id LIMIT ? OFFSET ?", (limit, offset)
+            )
+            items = [build(*row) for row in rows]
+            return items, _one(conn, f"SELECT count(*) FROM {table}")
+
+        return self._read(read)
+
+    def list_devices(self, limit, offset):
+        return self._page("devices d", _DEVICE, limit, offset, Device)
+
+    def delete_device(self, device_id):
+        def job(conn):
+            for table in ("credentials", "ts_kv", "ts_kv_latest", "attributes"):
+                conn.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
+            return conn.execute("DELETE FROM devices WHERE id = ?", (device_id,)).rowcount > 0
+
+        return self._write(job)
+
+    def get_token(self, device_id):
+        return self._read(_one, "SELECT token FROM credentials WHERE device_id = ?", device_id)
+
+    def set_token(self, device_id, token):
+        if not isinstance(token, str) or not token:
+            return defer.fail(BadRequest("an access token is required"))
+
+        def job(conn):
+            _require_device(conn, device_id)
+            owner = _one(conn, "SELECT device_id FROM credentials WHERE token = ?", token)
+            if owner == device_id:
+                return None
+            if owner is not None:
+                raise DuplicateToken("this access token is used by another device")
+            conn.execute("DELETE FROM credentials WHERE device_id = ?", (device_id,))
+            conn.execute("INSERT INTO credentials (token, device_id) VALUES (?, ?)", (token, device_id))
+            return None
+
+        return self._write(job)
+
+    def add_profile(self, profile):
+        if profile.provision_type not in PROVISION_TYPES:
+            return defer.fail(BadRequest(f"unknown provision type {profile.provision_type!r}"))
+
+        def job(conn):
+            if _one(conn, "SELECT 1 FROM device_profiles WHERE name = ?", profile.name):
+                raise DuplicateName(f"a device profile named {profile.name!r} exists")
+            key = profile.provision_key
+            if key is not None and _one(conn, "SELECT 1 FROM device_profiles WHERE provision_key = ?", key):
+                raise BadRequest("this provision key is used by another device profile")
+            conn.execute(
+                f"INSERT INTO device_profiles ({_PROFILE}) VALUES (?, ?, ?, ?, ?, ?)",
+                (profile.id, profile.name, profile.provision_type, key, profile.provision_secret,
+                 profile.created_time),
+            )
+            return profile
+
+        return self._write(job)
+
+    def profile_by_name(self, name):
+        def read(conn):
+            row = conn.execute(f"SELECT {_PROFILE} FROM device_profiles WHERE name = ?", (name,)).fetchone()
+            return DeviceProfile(*row) if row else None
+
+        return self._read(read)
+
+    def list_profiles(self, limit, offset):
+        return self._page("device_profiles", _PROFILE, limit, offset, DeviceProfile)
+
+    # -- telemetry ---------------------------------------------------------------
+
+    def save_telemetry(self, device_id, entries):
+        try:
+            rows = []
+            for ts, key, value in entries:
+                _check(_is_int(ts), f"timestamp must be a 64-bit integer, not {ts!r}")
+                _check(isinstance(key, str) and key, "keys must be non-empty strings")
+                rows.append((device_id, key, ts, *encode(value)))
+        except Exception:
+            return defer.fail()
+        if not rows:
+            return defer.succeed(None)
+
+        def job(conn):
+            _require_device(conn, device_id)
+            conn.executemany(
+                "INSERT OR REPLACE INTO ts_kv (device_id, key, ts, kind, value) VALUES (?, ?, ?, ?, ?)", rows
+            )
+            conn.executemany(_LATEST_UPSERT, rows)
+
+        return self._write(job)
+
+    def latest_telemetry(self, device_id, keys):
+        try:
+            keys = _key_list(keys)
+        except BadRequest as exc:
+            return defer.fail(exc)
+
+        def read(conn):
+            sql = "SELECT key, ts, kind, value FROM ts_kv_latest WHERE device_id = ?"
+            rows = _by_keys(conn, sql, (device_id,), keys)
+            return {key: (ts, from_kind(kind, v)) for key, ts, kind, v in rows}
+
+        return self._read(read)
+
+    def telemetry_history(self, device_id, keys, start_ts, end_ts, limit, descending):
+        try:
+            keys = _key_list(keys)
+            _check(_is_int(start_ts) and _is_int(end_ts), "start and end must be integer timestamps")
+            _check(_is_int(limit, 1), "limit must be a positive integer")
+        except BadRequest as exc:
+            return defer.fail(exc)
+        order = "DESC" if descending else "ASC"
+
+        def read(conn):
+            names = _series_keys(conn, device_id) if keys is None else keys
+            out = {}
+            for key in names:
+                rows = conn.execute(
+                    "SELECT ts, kind, value FROM ts_kv WHERE device_id = ? AND key = ? AND ts BETWEEN ? AND ?"
+                    f" ORDER BY ts {order} LIMIT ?",
+                    (device_id, key, start_ts, end_ts, limit),
+                ).fetchall()
+                if rows:
+                    out[key] = [(ts, from_kind(kind, v)) for ts, kind, v in rows]
+            return out
+
+        return self._read(read)
+
+    def telemetry_keys(self, device_id):
+        return self._read(lambda conn: sorted(_series_keys(conn, device_id)))
+
+    # -- attributes --------------------------------------------------------------
+
+    def save_attributes(self, device_id, scope, values, ts):
+        try:
+            _check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            _check(_is_int(ts), f"timestamp must be a 64-bit integer, not {ts!r}")
+            rows = []
+            for key, value in values.items():
+                _check(isinstance(key, str) and key, "keys must be non-empty strings")
+                rows.append((device_id, scope, key, *encode(value), ts))
+        except Exception:
+            return defer.fail()
+        if not rows:
+            return defer.succeed(None)
+
+        def job(conn):
+            _require_device(conn, device_id)
+            conn.executemany(
+                "INSERT OR REPLACE INTO attributes (device_id, scope, key, kind, value, last_update_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+        return self._write(job)
+
+    def get_attributes(self, device_id, scope, keys):
+        try:
+            _check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            keys = _key_list(keys)
+        except BadRequest as exc:
+            return defer.fail(exc)
+
+        def read(conn):
+            sql = "SELECT key, kind, value, last_update_ts FROM attributes WHERE device_id = ? AND scope = ?"
+            rows = _by_keys(conn, sql, (device_id, scope), keys)
+            return {key: (from_kind(kind, v), ts) for key, kind, v, ts in rows}
+
+        return self._read(read)
+
+    def delete_attributes(self, device_id, scope, keys):
+        try:
+            _check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            _check(keys is not None, "the keys to delete are required")
+            keys = _key_list(keys)
+        except BadRequest as exc:
+            return defer.fail(exc)
+
+        def job(conn):
+            _require_device(conn, device_id)
+            sql = "SELECT key FROM attributes WHERE device_id = ? AND scope = ?"
+            found = {k for (k,) in _by_keys(conn, sql, (device_id, scope), keys)}
+            gone = [k for k in keys if k in found]
+            conn.executemany(
+                "DELETE FROM attributes WHERE device_id = ? AND scope = ? AND key = ?",
+                [(device_id, scope, k) for k in gone],
+            )
+            return gone
+
+        return self._write(job)

@@ -1,0 +1,195 @@
+"""Group commit: one thread and one connection run every write.
+
+Jobs are callables ``job(conn) -> result``.  The thread takes all pending
+jobs, runs them in one transaction with a SAVEPOINT each (a failing job
+rolls back only itself), commits, and then answers all of them in a single
+``reactor.callFromThread``: a job's Deferred never fires before its commit.
+"""
+
+import collections
+import sqlite3
+import threading
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, StoreUnavailable
+
+MAX_BATCH = 1000
+
+# UNIQUE constraint -> the domain error it means (the jobs check first; this
+# only catches what another process may have written meanwhile).
+_UNIQUE = {
+    "devices.name": (DuplicateName, "a device with this name exists"),
+    "device_profiles.name": (DuplicateName, "a device profile with this name exists"),
+    "credentials.token": (DuplicateToken, "this access token is used by another device"),
+    "device_profiles.provision_key": (BadRequest, "this provision key is used by another profile"),
+}
+
+
+def is_unavailable(exc):
+    """True for sqlite errors about the database itself (locked, I/O, full, corrupt)."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataError, sqlite3.NotSupportedError)
+    )
+
+
+def translate(exc):
+    """The tbcoap error for an exception raised by sqlite3 (others pass unchanged)."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        for constraint, (cls, message) in _UNIQUE.items():
+            if constraint in str(exc):
+                return cls(message)
+        return BadRequest(f"constraint failed: {exc}")
+    if isinstance(exc, sqlite3.DataError):
+        return BadRequest(f"value not storable: {exc}")
+    if is_unavailable(exc) or isinstance(exc, sqlite3.InterfaceError):
+        return StoreUnavailable(f"sqlite: {exc}")
+    return exc
+
+
+class GroupCommitWriter:
+    """Owns the write connection; all methods but the thread body run in the reactor."""
+
+    log = Logger()
+
+    def __init__(self, reactor, connect, max_batch=MAX_BATCH):
+        self._reactor = reactor
+        self._connect = connect
+        self._max_batch = max_batch
+        self._cond = threading.Condition()
+        self._jobs = collections.deque()
+        self._stopping = False
+        self._stopped = None
+        self._thread = None
+        self.pending = 0  # submitted, not yet answered
+        self.commits = 0
+        self.writes = 0
+        self.failed = 0
+        self.largest_batch = 0
+
+    def start(self, setup, finish):
+        """Connect and run ``setup(conn)`` in a new thread; fires when ready.
+
+        ``finish(conn)`` runs in the thread after the last job at stop().
+        """
+        ready = defer.Deferred()
+        self._thread = threading.Thread(
+            target=self._run, args=(setup, finish, ready), name="tbcoap-sqlite-writer", daemon=True
+        )
+        self._thread.start()
+        return ready
+
+    def alive(self):
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
+    def submit(self, job):
+        """Queue ``job``; the Deferred fires with its result after the commit."""
+        d = defer.Deferred()
+        with self._cond:
+            self._jobs.append((job, d))
+            self._cond.notify()
+        self.pending += 1
+        return d
+
+    def stop(self):
+        """Answer every queued job, run ``finish``, end the thread; call once."""
+        self._stopped = defer.Deferred()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        return self._stopped.addBoth(self._join)
+
+    def _join(self, result):
+        self._thread.join()
+        return result
+
+    # -- in the writer thread ------------------------------------------------
+
+    def _run(self, setup, finish, ready):
+        try:
+            conn = self._connect()
+            try:
+                setup(conn)
+            except BaseException:
+                conn.close()
+                raise
+        except Exception as exc:
+            self._reactor.callFromThread(ready.errback, Failure(translate(exc)))
+            return
+        self._reactor.callFromThread(ready.callback, None)
+        while True:
+            with self._cond:
+                while not self._jobs and not self._stopping:
+                    self._cond.wait()
+                if not self._jobs:
+                    break
+                count = min(len(self._jobs), self._max_batch)
+                batch = [self._jobs.popleft() for _ in range(count)]
+            try:
+                outcomes = self._commit(conn, batch)
+            except Exception as exc:  # a bug here must not leave Deferreds waiting
+                self.log.failure("sqlite writer failed a batch")
+                outcomes = self._abort(conn, batch, [], StoreUnavailable(f"sqlite writer: {exc}"))
+            self._reactor.callFromThread(self._deliver, batch, outcomes)
+        try:
+            finish(conn)
+        except Exception:
+            self.log.failure("closing the sqlite store failed")
+        self._reactor.callFromThread(self._stopped.callback, None)
+
+    def _commit(self, conn, batch):
+        """Run ``batch`` in one transaction; ``[(ok, result_or_exception)]``."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return self._abort(conn, batch, [], translate(exc))
+        outcomes = []
+        for job, _ in batch:
+            try:
+                conn.execute("SAVEPOINT job")
+                result = job(conn)
+            except Exception as exc:
+                if is_unavailable(exc) or not conn.in_transaction:
+                    return self._abort(conn, batch, outcomes, translate(exc))
+                try:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                except sqlite3.Error as undo:
+                    return self._abort(conn, batch, outcomes, translate(undo))
+                outcomes.append((False, translate(exc)))
+            else:
+                conn.execute("RELEASE job")
+                outcomes.append((True, result))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            return self._abort(conn, batch, outcomes, translate(exc))
+        self.commits += 1
+        self.largest_batch = max(self.largest_batch, len(batch))
+        return outcomes
+
+    def _abort(self, conn, batch, outcomes, error):
+        """Roll the whole transaction back: jobs that had succeeded get ``error``."""
+        self.log.warn("sqlite write transaction failed: {error}", error=error)
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        kept = [o if not o[0] else (False, error) for o in outcomes]
+        return kept + [(False, error)] * (len(batch) - len(kept))
+
+    # -- back in the reactor -------------------------------------------------
+
+    def _deliver(self, batch, outcomes):
+        self.pending -= len(batch)
+        for (_, d), (ok, value) in zip(batch, outcomes):
+            if ok:
+                self.writes += 1
+                d.callback(value)
+            else:
+                self.failed += 1
+                d.errback(Failure(value, type(value), value.__traceback__))
+

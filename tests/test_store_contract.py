@@ -1,0 +1,655 @@
+"""The IStore contract, run against every bundled backend, plus sqlite specifics.
+
+To add a backend, add one async factory to BACKENDS: it gets the test's
+tmp_path and returns an opened store; calling it again in the same test
+must reach the same data (the persistence tests reopen through it).
+"""
+
+import functools
+import sqlite3
+import threading
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+from zope.interface.verify import verifyObject
+
+from plugins.tbcoap_sqlite import database_path, make_store, schema
+from plugins.tbcoap_sqlite.store import SQLiteStore
+from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, StoreUnavailable
+from tbcoap.interfaces import IStore
+from tbcoap.models import Device, DeviceProfile, Json, new_id
+
+
+def _sqlite_url(tmp_path):
+    return "sqlite://" + str(tmp_path / "store" / "tbcoap.sqlite3")  # tmp_path is absolute
+
+
+async def _open_sqlite(tmp_path):
+    store = make_store(_sqlite_url(tmp_path), {})
+    await store.open()
+    return store
+
+
+BACKENDS = {"sqlite": _open_sqlite}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def open_backend(request, tmp_path):
+    """An async callable opening a store of the backend under test on this test's data."""
+    return functools.partial(BACKENDS[request.param], tmp_path)
+
+
+@pytest_twisted.async_yield_fixture
+async def store(open_backend):
+    s = await open_backend()
+    yield s
+    await s.close()
+
+
+def dev(name, **kw):
+    return Device(id=new_id(), name=name, **kw)
+
+
+async def raises(exc_type, d):
+    with pytest.raises(exc_type):
+        await d
+
+
+async def settled(deferreds):
+    """``[(ok, value_or_failure)]`` once every Deferred has fired."""
+    return await defer.DeferredList(deferreds, consumeErrors=True)
+
+
+TYPED = {
+    "true": True,
+    "false": False,
+    "long": 42,
+    "max": 2**63 - 1,
+    "min": -(2**63),
+    "neg": -7,
+    "double": 21.5,
+    "integral": 42.0,
+    "str": "s",
+    "numtext": "42",
+    "empty": "",
+    "json": Json('{"a":1}'),
+    "jsonlist": Json("[1,2]"),
+}
+
+
+def assert_typed(got, expected):
+    assert got == expected and type(got) is type(expected), (got, expected)
+
+
+# -- life cycle ------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_provides_istore(store):
+    assert verifyObject(IStore, store)
+    assert isinstance(store.name, str) and store.name
+
+
+@pytest_twisted.ensureDeferred
+async def test_check_and_stats(store):
+    assert await store.check() is None
+    stats = store.stats()
+    for key in ("queueDepth", "commits", "writes"):
+        assert type(stats[key]) is int
+    assert stats["queueDepth"] == 0
+    before = stats["writes"]
+    await store.add_device(dev("a"), "ta")
+    assert store.stats()["writes"] == before + 1
+    assert store.stats()["queueDepth"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_depth_counts_waiting_writes(store):
+    d = await store.add_device(dev("a"), "ta")
+    pending = [store.save_telemetry(d.id, [(i, "k", i)]) for i in range(20)]
+    assert store.stats()["queueDepth"] == 20
+    await defer.gatherResults(pending)
+    assert store.stats()["queueDepth"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_after_close_fail(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.close()
+    await store.close()  # idempotent
+    await raises(StoreUnavailable, store.check())
+    await raises(StoreUnavailable, store.get_device(d.id))
+    await raises(StoreUnavailable, store.add_device(dev("b"), "tb"))
+    await raises(StoreUnavailable, store.save_telemetry(d.id, [(1, "k", 1)]))
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_answers_queued_writes(store, open_backend):
+    d = await store.add_device(dev("a"), "ta")
+    order = []
+    writes = [store.save_telemetry(d.id, [(i, "k", i)]) for i in range(100)]
+    for w in writes:
+        w.addBoth(lambda r: (order.append("write"), r)[1])
+    closing = store.close()
+    closing.addCallback(lambda _: order.append("closed"))
+    await raises(StoreUnavailable, store.save_telemetry(d.id, [(1000, "k", 0)]))
+    results = await settled(writes)
+    await closing
+    assert all(ok for ok, _ in results)
+    assert order == ["write"] * 100 + ["closed"]
+    again = await open_backend()
+    try:
+        history = await again.telemetry_history(d.id, ["k"], 0, 10**6, 1000, False)
+        assert [ts for ts, _ in history["k"]] == list(range(100))
+    finally:
+        await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_persistence_across_instances(store, open_backend):
+    d = await store.add_device(dev("a", label="L"), "ta")
+    await store.add_profile(DeviceProfile(id=new_id(), name="p", provision_key="k", provision_secret="s"))
+    await store.save_telemetry(d.id, [(5, k, v) for k, v in TYPED.items()])
+    await store.save_attributes(d.id, "SHARED_SCOPE", TYPED, 7)
+    await store.close()
+    again = await open_backend()
+    try:
+        assert await again.device_by_token("ta") == d
+        assert (await again.profile_by_name("p")).provision_key == "k"
+        latest = await again.latest_telemetry(d.id, None)
+        attrs = await again.get_attributes(d.id, "SHARED_SCOPE", None)
+        for key, value in TYPED.items():
+            assert_typed(latest[key][1], value)
+            assert_typed(attrs[key][0], value)
+    finally:
+        await again.close()
+
+
+# -- devices and tokens ------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_add_and_find_device(store):
+    d = dev("thermo", type="sensor", label="kitchen", created_time=1234)
+    assert await store.add_device(d, "tok") == d
+    assert await store.get_device(d.id) == d
+    assert await store.device_by_name("thermo") == d
+    assert await store.device_by_token("tok") == d
+    assert await store.get_token(d.id) == "tok"
+    owned = dev("owned", customer_id=new_id())
+    await store.add_device(owned, "tok2")
+    assert (await store.get_device(owned.id)).customer_id == owned.customer_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_device_lookups(store):
+    assert await store.get_device(new_id()) is None
+    assert await store.device_by_name("nope") is None
+    assert await store.device_by_token("nope") is None
+    assert await store.get_token(new_id()) is None
+    assert await store.delete_device(new_id()) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_duplicate_name_and_token(store):
+    await store.add_device(dev("a"), "ta")
+    await raises(DuplicateName, store.add_device(dev("a"), "other"))
+    await raises(DuplicateToken, store.add_device(dev("b"), "ta"))
+    assert await store.device_by_token("other") is None
+    assert await store.device_by_name("b") is None
+    await raises(BadRequest, store.add_device(dev("c"), ""))
+    assert (await store.list_devices(10, 0))[1] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_failing_job_in_batch_fails_alone(store):
+    devices = [dev(f"d{i}") for i in range(50)]
+    calls = [store.add_device(d, f"t{i}") for i, d in enumerate(devices)]
+    calls.insert(25, store.add_device(dev("d3"), "fresh"))
+    calls.insert(40, store.add_device(dev("fresh"), "t7"))
+    results = await settled(calls)
+    failed = [r for ok, r in results if not ok]
+    assert len(failed) == 2
+    assert failed[0].check(DuplicateName) and failed[1].check(DuplicateToken)
+    assert [r for ok, r in results if ok] == devices
+    assert (await store.list_devices(100, 0))[1] == 50
+    assert await store.device_by_token("fresh") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_devices_ordered_and_paged(store):
+    a, b = sorted([new_id(), new_id()])
+    made = [
+        Device(id=new_id(), name="late", created_time=300),
+        Device(id=b, name="tie-b", created_time=200),
+        Device(id=a, name="tie-a", created_time=200),
+        Device(id=new_id(), name="early", created_time=100),
+    ]
+    for i, d in enumerate(made):
+        await store.add_device(d, f"t{i}")
+    names = [d.name for d in (await store.list_devices(10, 0))[0]]
+    assert names == ["early", "tie-a", "tie-b", "late"]
+    page, total = await store.list_devices(2, 1)
+    assert [d.name for d in page] == ["tie-a", "tie-b"] and total == 4
+    assert await store.list_devices(2, 10) == ([], 4)
+    await raises(BadRequest, store.list_devices(-1, 0))
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_device_removes_everything(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_telemetry(d.id, [(1, "t", 1.5)])
+    await store.save_attributes(d.id, "CLIENT_SCOPE", {"c": 1}, 1)
+    await store.save_attributes(d.id, "SERVER_SCOPE", {"s": 1}, 1)
+    assert await store.delete_device(d.id) is True
+    assert await store.get_device(d.id) is None
+    assert await store.device_by_token("ta") is None
+    assert await store.get_token(d.id) is None
+    assert await store.telemetry_keys(d.id) == []
+    assert await store.latest_telemetry(d.id, None) == {}
+    assert await store.telemetry_history(d.id, None, 0, 10, 10, False) == {}
+    for scope in ("CLIENT_SCOPE", "SERVER_SCOPE"):
+        assert await store.get_attributes(d.id, scope, None) == {}
+    assert await store.delete_device(d.id) is False
+    # the name, token and id are free again; nothing of the old data shows
+    again = await store.add_device(Device(id=d.id, name="a"), "ta")
+    assert await store.latest_telemetry(again.id, None) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_token(store):
+    a = await store.add_device(dev("a"), "ta")
+    await store.add_device(dev("b"), "tb")
+    await store.set_token(a.id, "new")
+    assert await store.device_by_token("ta") is None
+    assert await store.device_by_token("new") == a
+    assert await store.get_token(a.id) == "new"
+    await store.set_token(a.id, "new")  # its own token again: fine
+    await raises(DuplicateToken, store.set_token(a.id, "tb"))
+    assert await store.get_token(a.id) == "new"
+    await raises(NotFound, store.set_token(new_id(), "x"))
+    await raises(BadRequest, store.set_token(a.id, ""))
+
+
+# -- profiles ------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_default_profile_exists(store):
+    default = await store.profile_by_name("default")
+    assert default.name == "default" and default.provision_type == "DISABLED"
+    profiles, total = await store.list_profiles(10, 0)
+    assert total == 1 and profiles == [default]
+
+
+@pytest_twisted.ensureDeferred
+async def test_profiles(store):
+    p = DeviceProfile(
+        id=new_id(), name="prov", provision_type="ALLOW_CREATE_NEW_DEVICES",
+        provision_key="key", provision_secret="secret", created_time=4 * 10**12,
+    )
+    assert await store.add_profile(p) == p
+    assert await store.profile_by_name("prov") == p
+    assert await store.profile_by_name("nope") is None
+    await raises(DuplicateName, store.add_profile(DeviceProfile(id=new_id(), name="prov")))
+    await raises(BadRequest, store.add_profile(DeviceProfile(id=new_id(), name="other", provision_key="key")))
+    await raises(BadRequest, store.add_profile(DeviceProfile(id=new_id(), name="x", provision_type="NOPE")))
+    for name in ("n1", "n2"):  # profiles without a key do not collide
+        await store.add_profile(DeviceProfile(id=new_id(), name=name, created_time=5 * 10**12))
+    profiles, total = await store.list_profiles(10, 0)
+    assert [x.name for x in profiles] == ["default", "prov"] + sorted(
+        ["n1", "n2"], key=lambda n: next(x.id for x in profiles if x.name == n)
+    )
+    assert total == 4
+    assert (await store.list_profiles(1, 1)) == ([p], 4)
+
+
+# -- telemetry ---------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_telemetry_typed_round_trip(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_telemetry(d.id, [(10, k, v) for k, v in TYPED.items()])
+    latest = await store.latest_telemetry(d.id, None)
+    history = await store.telemetry_history(d.id, None, 0, 100, 10, False)
+    assert set(latest) == set(history) == set(TYPED)
+    for key, value in TYPED.items():
+        assert latest[key][0] == 10 and history[key][0][0] == 10
+        assert_typed(latest[key][1], value)
+        assert_typed(history[key][0][1], value)
+    assert await store.telemetry_keys(d.id) == sorted(TYPED)
+
+
+@pytest_twisted.ensureDeferred
+async def test_latest_versus_history(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_telemetry(d.id, [(200, "t", 2)])
+    await store.save_telemetry(d.id, [(100, "t", 1)])  # older: history only
+    assert await store.latest_telemetry(d.id, ["t"]) == {"t": (200, 2)}
+    await store.save_telemetry(d.id, [(200, "t", "again")])  # same ts: later write wins
+    assert await store.latest_telemetry(d.id, ["t"]) == {"t": (200, "again")}
+    await store.save_telemetry(d.id, [(300, "t", 3.5), (300, "t", 4.5)])  # within one save too
+    assert await store.latest_telemetry(d.id, ["t"]) == {"t": (300, 4.5)}
+    history = await store.telemetry_history(d.id, ["t"], 0, 1000, 100, False)
+    assert history == {"t": [(100, 1), (200, "again"), (300, 4.5)]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_latest_key_selection(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_telemetry(d.id, [(1, "a", 1), (2, "b", 2), (3, "c", 3)])
+    assert await store.latest_telemetry(d.id, ["a", "c", "missing"]) == {"a": (1, 1), "c": (3, 3)}
+    assert await store.latest_telemetry(d.id, []) == {}
+    assert set(await store.latest_telemetry(d.id, None)) == {"a", "b", "c"}
+    many = [f"k{i}" for i in range(1200)]  # more keys than one IN list takes
+    await store.save_telemetry(d.id, [(5, k, i) for i, k in enumerate(many)])
+    assert len(await store.latest_telemetry(d.id, many)) == 1200
+    assert await store.latest_telemetry(new_id(), None) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_history_range_limit_and_order(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_telemetry(d.id, [(ts, "x", ts) for ts in range(10, 101, 10)])
+    await store.save_telemetry(d.id, [(ts, "y", -ts) for ts in (5, 50, 500)])
+    asc = await store.telemetry_history(d.id, ["x"], 20, 60, 100, False)
+    assert [ts for ts, _ in asc["x"]] == [20, 30, 40, 50, 60]  # both ends included
+    desc = await store.telemetry_history(d.id, ["x"], 20, 60, 100, True)
+    assert [ts for ts, _ in desc["x"]] == [60, 50, 40, 30, 20]
+    last = await store.telemetry_history(d.id, ["x"], 0, 1000, 3, True)
+    first = await store.telemetry_history(d.id, ["x"], 0, 1000, 3, False)
+    assert [ts for ts, _ in last["x"]] == [100, 90, 80] and [ts for ts, _ in first["x"]] == [10, 20, 30]
+    both = await store.telemetry_history(d.id, None, 0, 60, 2, False)  # limit is per key
+    assert both == {"x": [(10, 10), (20, 20)], "y": [(5, -5), (50, -50)]}
+    assert await store.telemetry_history(d.id, ["x", "nope"], 1000, 2000, 5, False) == {}
+    await raises(BadRequest, store.telemetry_history(d.id, None, 0, 10, 0, False))
+
+
+@pytest_twisted.ensureDeferred
+async def test_telemetry_save_is_all_or_nothing(store):
+    d = await store.add_device(dev("a"), "ta")
+    await raises(BadRequest, store.save_telemetry(d.id, [(1, "ok", 1), (1, "big", 2**64), (1, "ok2", 2)]))
+    await raises(BadRequest, store.save_telemetry(d.id, [(1, "ok", 1), (1, "nan", float("nan"))]))
+    await raises(BadRequest, store.save_telemetry(d.id, [(1, "ok", 1), (1, "obj", object())]))
+    await raises(BadRequest, store.save_telemetry(d.id, [(1, "ok", 1), ("1", "badts", 1)]))
+    await raises(BadRequest, store.save_telemetry(d.id, [(1, "", 1)]))
+    await raises(Exception, store.save_telemetry(d.id, [(1, "short")]))  # fails the Deferred, never raises
+    assert await store.telemetry_keys(d.id) == []
+    assert await store.save_telemetry(d.id, []) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_device_writes(store):
+    missing = new_id()
+    await raises(NotFound, store.save_telemetry(missing, [(1, "k", 1)]))
+    await raises(NotFound, store.save_attributes(missing, "SHARED_SCOPE", {"k": 1}, 1))
+    await raises(NotFound, store.delete_attributes(missing, "SHARED_SCOPE", ["k"]))
+    assert await store.telemetry_keys(missing) == []
+
+
+# -- attributes -------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_attributes(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_attributes(d.id, "CLIENT_SCOPE", TYPED, 10)
+    got = await store.get_attributes(d.id, "CLIENT_SCOPE", None)
+    assert set(got) == set(TYPED)
+    for key, value in TYPED.items():
+        assert_typed(got[key][0], value)
+        assert got[key][1] == 10
+    assert await store.get_attributes(d.id, "SHARED_SCOPE", None) == {}  # scopes are apart
+    await store.save_attributes(d.id, "CLIENT_SCOPE", {"long": "changed", "new": 1.5}, 20)
+    got = await store.get_attributes(d.id, "CLIENT_SCOPE", ["long", "new", "str", "missing"])
+    assert got == {"long": ("changed", 20), "new": (1.5, 20), "str": ("s", 10)}
+    assert await store.get_attributes(new_id(), "CLIENT_SCOPE", None) == {}
+    await raises(BadRequest, store.get_attributes(d.id, "NO_SCOPE", None))
+    await raises(BadRequest, store.save_attributes(d.id, "NO_SCOPE", {"k": 1}, 1))
+
+
+@pytest_twisted.ensureDeferred
+async def test_attribute_save_is_all_or_nothing(store):
+    d = await store.add_device(dev("a"), "ta")
+    await raises(BadRequest, store.save_attributes(d.id, "SHARED_SCOPE", {"a": 1, "b": -(2**63) - 1}, 1))
+    assert await store.get_attributes(d.id, "SHARED_SCOPE", None) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_attributes(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_attributes(d.id, "SHARED_SCOPE", {"a": 1, "b": 2, "c": 3}, 1)
+    await store.save_attributes(d.id, "SERVER_SCOPE", {"a": 1}, 1)
+    assert await store.delete_attributes(d.id, "SHARED_SCOPE", ["c", "missing", "a"]) == ["c", "a"]
+    assert await store.get_attributes(d.id, "SHARED_SCOPE", None) == {"b": (2, 1)}
+    assert await store.get_attributes(d.id, "SERVER_SCOPE", None) == {"a": (1, 1)}
+    assert await store.delete_attributes(d.id, "SHARED_SCOPE", ["a"]) == []
+
+
+# -- sqlite specifics ------------------------------------------------------------------------
+
+
+@pytest_twisted.async_yield_fixture
+async def sqlite_store(tmp_path):
+    s = await _open_sqlite(tmp_path)
+    yield s
+    await s.close()
+
+
+def test_registered_through_entry_point():
+    from tbcoap.plugins import PluginManager
+
+    backend = PluginManager().store_backends()["sqlite"]
+    assert backend.factory is make_store and backend.description
+
+
+def test_url_forms(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert database_path("sqlite:///abs/file.sqlite3", {}) == "/abs/file.sqlite3"
+    assert database_path("sqlite://rel/file", {}) == str(tmp_path / "rel" / "file")
+    assert database_path("sqlite://", {"data-dir": "/data"}) == "/data/tbcoap.sqlite3"
+    assert database_path("sqlite://", {}) == str(tmp_path / "tbcoap-data" / "tbcoap.sqlite3")
+    assert database_path("sqlite:///a%20b/f", {}) == "/a b/f"
+    assert database_path("sqlite:////abs/f", {}) == "/abs/f"
+    for bad in (
+        "sqlite://:memory:", "sqlite:///:memory:", "sqlite:/abs", "sqlite:rel", "redis://h:1/0",
+        "sqlite:///f?mode=ro", "sqlite:///dir/", "sqlite://file:x.db", "",
+    ):
+        with pytest.raises(ValueError):
+            database_path(bad, {})
+    with pytest.raises(ValueError):
+        database_path("sqlite://" + str(tmp_path), {})  # an existing directory
+
+
+def test_factory_settings(tmp_path):
+    url = _sqlite_url(tmp_path)
+    store = make_store(url, {"sync": "full"})
+    assert isinstance(store, SQLiteStore) and store.path == str(tmp_path / "store" / "tbcoap.sqlite3")
+    assert make_store("sqlite://", {"data-dir": str(tmp_path)}).path == str(tmp_path / "tbcoap.sqlite3")
+    with pytest.raises(ValueError):
+        make_store(url, {"sync": "sometimes"})
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_layout_wal_and_schema_version(tmp_path):
+    path = tmp_path / "deep" / "er" / "db.sqlite3"
+    store = make_store(f"sqlite://{path}", {})
+    await store.open()
+    await store.open()  # already open: fine
+    await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION >= 1
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"devices", "credentials", "device_profiles", "ts_kv", "ts_kv_latest", "attributes"} <= tables
+        assert conn.execute("SELECT count(*) FROM device_profiles WHERE name = 'default'").fetchone()[0] == 1
+    finally:
+        conn.close()
+    await raises(StoreUnavailable, store.open())  # a closed store stays closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_migration_steps_run_once(tmp_path, monkeypatch):
+    store = await _open_sqlite(tmp_path)
+    d = await store.add_device(dev("a"), "ta")
+    await store.close()
+
+    def data_step(conn):
+        conn.execute("INSERT INTO extra (note) SELECT name FROM devices")
+
+    steps = schema.MIGRATIONS + ["CREATE TABLE extra (note TEXT);", data_step]
+    monkeypatch.setattr(schema, "MIGRATIONS", steps)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", len(steps))
+    for _ in range(2):  # the second open has nothing to do
+        store = await _open_sqlite(tmp_path)
+        assert await store.get_device(d.id) == d
+        await store.close()
+    conn = sqlite3.connect(tmp_path / "store" / "tbcoap.sqlite3")
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(steps)
+        assert conn.execute("SELECT note FROM extra").fetchall() == [("a",)]
+        assert conn.execute("SELECT count(*) FROM device_profiles").fetchone()[0] == 1
+    finally:
+        conn.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_stores_create_one_file(tmp_path):
+    first, second = make_store(_sqlite_url(tmp_path), {}), make_store(_sqlite_url(tmp_path), {})
+    await defer.gatherResults([first.open(), second.open()])
+    try:
+        d = await first.add_device(dev("a"), "ta")
+        assert await second.device_by_token("ta") == d
+        assert (await second.list_profiles(10, 0))[1] == 1
+    finally:
+        await defer.gatherResults([first.close(), second.close()])
+
+
+@pytest_twisted.ensureDeferred
+async def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
+    conn.close()
+    store = make_store(f"sqlite://{path}", {})
+    await raises(StoreUnavailable, store.open())
+    await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unopenable_path(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    store = make_store(f"sqlite://{tmp_path}/file/db.sqlite3", {})
+    await raises(StoreUnavailable, store.open())
+    await raises(StoreUnavailable, store.get_device(new_id()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_before_open_fail(tmp_path):
+    store = make_store(_sqlite_url(tmp_path), {})
+    await raises(StoreUnavailable, store.add_device(dev("a"), "t"))
+    await raises(StoreUnavailable, store.check())
+    assert store.stats()["queueDepth"] == 0
+    await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_while_opening(tmp_path):
+    store = make_store(_sqlite_url(tmp_path), {})
+    opening = store.open()
+    await store.close()
+    await opening
+    await raises(StoreUnavailable, store.check())
+
+
+@pytest.mark.parametrize("sync, level", [("normal", 1), ("full", 2)])
+@pytest_twisted.ensureDeferred
+async def test_sync_setting(tmp_path, sync, level):
+    store = make_store(_sqlite_url(tmp_path), {"sync": sync})
+    await store.open()
+    try:
+        assert await store._writer.submit(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == level
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_group_commit_batches(sqlite_store):
+    d = await sqlite_store.add_device(dev("a"), "ta")
+    before = sqlite_store.stats()
+    await defer.gatherResults([sqlite_store.save_telemetry(d.id, [(i, "k", i)]) for i in range(200)])
+    after = sqlite_store.stats()
+    assert after["writes"] - before["writes"] == 200
+    assert after["commits"] - before["commits"] <= 20
+    assert after["largestBatch"] >= 10
+    assert len((await sqlite_store.telemetry_history(d.id, ["k"], 0, 1000, 1000, False))["k"]) == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_savepoint_rolls_back_only_the_failing_job(sqlite_store):
+    d = await sqlite_store.add_device(dev("a"), "ta")
+
+    def half_done(conn):
+        conn.execute("INSERT INTO ts_kv VALUES (?, 'half', 1, 'LONG', 1)", (d.id,))
+        raise ValueError("boom")
+
+    jobs = [
+        sqlite_store.save_telemetry(d.id, [(1, "before", 1)]),
+        sqlite_store._writer.submit(half_done),
+        sqlite_store.save_telemetry(d.id, [(1, "after", 1)]),
+    ]
+    results = await settled(jobs)
+    assert [ok for ok, _ in results] == [True, False, True]
+    assert results[1][1].check(ValueError)
+    history = await sqlite_store.telemetry_history(d.id, None, 0, 10, 10, False)
+    assert set(history) == {"before", "after"}
+    assert sqlite_store.stats()["failedWrites"] >= 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_locked_database_is_unavailable(tmp_path):
+    store = SQLiteStore(str(tmp_path / "db.sqlite3"), busy_timeout=0.05)
+    await store.open()
+    d = await store.add_device(dev("a"), "ta")
+    other = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        await raises(StoreUnavailable, store.add_device(dev("b"), "tb"))
+        await raises(StoreUnavailable, store.save_telemetry(d.id, [(1, "k", 1)]))
+        assert await store.get_device(d.id) == d  # WAL: reads go on
+        other.execute("ROLLBACK")
+        await store.add_device(dev("b"), "tb")
+        assert await store.check() is None
+    finally:
+        other.close()
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_full_queue_is_unavailable(tmp_path):
+    store = SQLiteStore(str(tmp_path / "db.sqlite3"), max_queue=5)
+    await store.open()
+    try:
+        d = await store.add_device(dev("a"), "ta")
+        results = await settled([store.save_telemetry(d.id, [(i, "k", i)]) for i in range(8)])
+        assert [ok for ok, _ in results] == [True] * 5 + [False] * 3
+        assert results[-1][1].check(StoreUnavailable)
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_joins_threads(tmp_path):
+    def ours():
+        return {t for t in threading.enumerate() if "tbcoap-sqlite" in t.name}
+
+    before = ours()  # stores other tests may keep open
+    store = await _open_sqlite(tmp_path)
+    d = await store.add_device(dev("a"), "ta")
+    await defer.gatherResults([store.get_device(d.id) for _ in range(10)])
+    assert ours() - before
+    await store.close()
+    assert not ours() - before
