@@ -23,11 +23,15 @@ from tbcoap.rest.auth import principal_for
 
 log = Logger()
 
-STATUS_OF = ((BadRequest, 400), (Unauthorized, 401), (Forbidden, 403), (NotFound, 404), (StoreUnavailable, 503))
+
 
 
 class Shutdown(Exception):
     """The node is stopping (503)."""
+
+
+class MethodNotAllowed(Exception):
+    """A known path with another method (405)."""
 
 
 @dataclass
@@ -54,8 +58,8 @@ class Call:
         self.core = node.core
         self.request = request
         self.principal = principal
-        self.query = {k.decode(): v[0].decode("utf-8", "replace")
-                      for k, v in parse_qs(request.uri.partition(b"?")[2], keep_blank_values=True).items()}
+        raw = request.uri.partition(b"?")[2].decode("latin-1")
+        self.query = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True, errors="replace").items()}
 
     def body(self) -> bytes:
         """The raw request body."""
@@ -104,23 +108,24 @@ class Api(Resource):
 
     def render(self, request):
         request.setHeader(b"content-type", b"application/json")
-        path = request.path.decode("utf-8", "replace")
-        method = request.method.decode("ascii", "replace")
-        matches = [(r, m) for r in self.routes if (m := r.pattern.match(path))]
-        if not matches:
-            return _error_body(request, 404, f"no such path {path}")
-        found = [(r, m) for r, m in matches if r.method == method]
-        if not found:
-            return _error_body(request, 405, f"{method} is not allowed on {path}")
-        the_route, match = found[0]
-        d = defer.maybeDeferred(self._call, the_route, match, request)
+        d = defer.maybeDeferred(self._call, request)
         d.addCallbacks(_write_json, _write_error, callbackArgs=(request,), errbackArgs=(request,))
         return server.NOT_DONE_YET
 
-    def _call(self, the_route, match, request):
+    def _call(self, request):
+        path = request.path.decode("utf-8", "replace")
+        method = request.method.decode("ascii", "replace")
+        matches = [(r, m) for r in self.routes if (m := r.pattern.match(path))]
+        found = [(r, m) for r, m in matches if r.method == method]
+        the_route, match = found[0] if found else (None, None)
         principal = None
-        if the_route.roles:
-            principal = principal_for(request, self.node)
+        if the_route is None or the_route.roles:
+            principal = principal_for(request, self.node)  # 401 comes before 404 and 405
+        if not matches:
+            raise NotFound(f"no such path {path}")
+        if the_route is None:
+            raise MethodNotAllowed(f"{method} is not allowed on {path}")
+        if principal is not None:
             if principal.role not in the_route.roles:
                 raise Forbidden("this key may not make this call")
             if not self.node.core.ready:
@@ -135,6 +140,10 @@ def _write_json(value, request):
     body = b"" if value is None else json.dumps(value, separators=(",", ":")).encode("utf-8")
     request.write(body)
     request.finish()
+
+
+STATUS_OF = ((BadRequest, 400), (Unauthorized, 401), (Forbidden, 403), (NotFound, 404),
+             (MethodNotAllowed, 405), (StoreUnavailable, 503))
 
 
 def _write_error(failure, request):

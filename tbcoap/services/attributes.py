@@ -48,7 +48,10 @@ class AttributeService:
         found = yield self.store.get_attributes(device_id, scope, keys)
         if scope == "SERVER_SCOPE":
             now = now_ms()
-            for key, value in self.activity.current(device_id, now).items():
+            live = self.activity.current(device_id, now)
+            if "active" not in live and "active" not in found:
+                live["active"] = False  # never heard from, as ThingsBoard has it
+            for key, value in live.items():
                 if keys is None or key in keys:
                     found[key] = (value, now)
         return found

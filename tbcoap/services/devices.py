@@ -38,6 +38,7 @@ class DeviceService:
         self.plugins = plugins
         self._by_token = {}
         self._token_of = {}
+        self._changes = 0  # bumped by forget(): a lookup that raced a change is not cached
 
     # -- authentication -----------------------------------------------------
 
@@ -52,20 +53,25 @@ class DeviceService:
     def authenticate(self, token):
         """Deferred Device or None, asking the auth plugins in order; caches the answer."""
         d = self.plugins.call_first("tbcoap_authenticate", token=token, store=self.store)
-        d.addCallback(self._remember, token)
+        d.addCallback(self._remember, token, self._changes)
         return d
 
-    def _remember(self, device, token):
-        if device is not None:
-            if len(self._by_token) >= TOKEN_CACHE_CAP:
-                old_token = next(iter(self._by_token))
-                self._token_of.pop(self._by_token.pop(old_token).id, None)
-            self._by_token[token] = device
-            self._token_of[device.id] = token
+    def _remember(self, device, token, changes_before):
+        if device is None:
+            return None
+        if changes_before != self._changes:
+            # a token changed or a device went while we asked: ask again and do not cache
+            return self.plugins.call_first("tbcoap_authenticate", token=token, store=self.store)
+        if len(self._by_token) >= TOKEN_CACHE_CAP:
+            old_token = next(iter(self._by_token))
+            self._token_of.pop(self._by_token.pop(old_token).id, None)
+        self._by_token[token] = device
+        self._token_of[device.id] = token
         return device
 
     def forget(self, device_id):
         """Drop a device's cached token (after a change made here or on another node)."""
+        self._changes += 1
         token = self._token_of.pop(device_id, None)
         if token is not None:
             self._by_token.pop(token, None)
