@@ -1,4 +1,4 @@
-"""The services of one tbcoap node, wired to one store and one plugin manager.
+"""The services of one tbcoap node, wired to one store, one bus and one plugin manager.
 
 The device API, REST and tests all reach the domain through a Core.
 """
@@ -9,7 +9,10 @@ from twisted.internet import defer
 
 from tbcoap.services.activity import ActivityTracker
 from tbcoap.services.attributes import AttributeService
+from tbcoap.services.bus import LocalBus
 from tbcoap.services.devices import DeviceService
+from tbcoap.services.rpc import RpcService
+from tbcoap.services.rules import RuleService
 from tbcoap.services.telemetry import TelemetryService
 from tbcoap.services.values import Limits
 
@@ -17,22 +20,30 @@ from tbcoap.services.values import Limits
 class Core:
     """Holds the domain services; no CoAP or HTTP in here."""
 
-    def __init__(self, store, plugins, limits: Limits = Limits()):
+    def __init__(self, store, plugins, rules=(), rule_timeout=10.0, limits: Limits = Limits(), bus=None):
         self.ready = False  # True while the store is open
         self.store = store
         self.plugins = plugins
         self.limits = limits
+        self.bus = bus or LocalBus()
+        self.rules = RuleService(plugins, rules, rule_timeout)
         self.activity = ActivityTracker(store)
-        self.devices = DeviceService(store, plugins)
-        self.telemetry = TelemetryService(store, limits)
-        self.attributes = AttributeService(store, self.activity, limits)
+        self.devices = DeviceService(store, plugins, self.bus)
+        self.telemetry = TelemetryService(store, self.rules, limits)
+        self.attributes = AttributeService(store, self.activity, self.bus, self.rules, limits)
+        self.rpc = RpcService(store, self.bus)
 
+    @defer.inlineCallbacks
     def start(self):
-        """Start periodic work (activity flushing)."""
+        """Start periodic work and take up the RPCs the store holds."""
         self.activity.start()
+        yield self.rpc.start()
+        self.ready = True
 
     def stop(self):
-        """Deferred: stop periodic work and write what is pending (before the store closes)."""
+        """Deferred: stop periodic work, answer waiting RPC callers 503, write what is pending."""
+        self.ready = False
+        self.rpc.stop()
         return self.activity.stop()
 
     @defer.inlineCallbacks
@@ -43,4 +54,4 @@ class Core:
 
     def stats(self):
         """Domain and store counters as a plain dict."""
-        return {"store": self.store.stats(), "cachedTokens": self.devices.cached_count()}
+        return {"store": self.store.stats(), "cachedTokens": self.devices.cached_count(), "rpc": self.rpc.stats()}

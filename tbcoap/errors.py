@@ -35,3 +35,19 @@ class Forbidden(TbcoapError):
 
 class StoreUnavailable(TbcoapError):
     """The store cannot take the request now; nothing was stored (5.03 / 503)."""
+
+
+class ShuttingDown(TbcoapError):
+    """The node is stopping; the caller may retry elsewhere (503)."""
+
+
+class GatewayTimeout(TbcoapError):
+    """An RPC expired or timed out before it was answered (504)."""
+
+
+class NoRule(TbcoapError):
+    """No enabled rule answers client-side RPC (5.01)."""
+
+
+class RuleTimeout(TbcoapError):
+    """A rule took longer than the rule timeout (5.03)."""

@@ -37,3 +37,18 @@ def tbcoap_store_backends():
 @hookspec
 def tbcoap_authenticate(token, store):
     """Return the Device an access token belongs to, or None for "not mine"; called in order until one answers."""
+
+
+@hookspec
+def tbcoap_client_rpc(device, request):
+    """Answer a device's client-side RPC ``request`` (a JSON object) with a JSON value, or None for "not mine"."""
+
+
+@hookspec
+def tbcoap_telemetry_uploaded(device, entries):
+    """See a device's committed telemetry: ``entries`` is a list of ``(ts, key, value)``; the result is ignored."""
+
+
+@hookspec
+def tbcoap_attributes_uploaded(device, values):
+    """See a device's committed client attributes ``{key: value}``; the result is ignored."""

@@ -33,7 +33,7 @@ class IDeviceStore(Interface):
         """``(devices, total)``: a page of devices ordered by creation, and how many exist."""
 
     def delete_device(device_id):
-        """Delete a device with its token, telemetry and attributes; True if it existed."""
+        """Delete a device with its token, telemetry, attributes and RPCs; True if it existed."""
 
     def get_token(device_id):
         """The device's access token, or None if the device does not exist."""
@@ -86,7 +86,38 @@ class IAttributeStore(Interface):
         """Delete those keys; fires with the list of keys that existed."""
 
 
-class IStore(IDeviceStore, ITelemetryStore, IAttributeStore):
+class IRpcStore(Interface):
+    """Server-side RPCs: per-device ids that are never reused, statuses, responses."""
+
+    def add_rpc(rpc):
+        """Store a new ``Rpc`` (its ``request_id`` ignored) with the device's next request id.
+
+        The id is one more than the last id ever given to that device (1 for
+        the first), counted durably, also across restarts.  Fires the stored
+        ``Rpc``; NotFound if the device does not exist.
+        """
+
+    def get_rpc(rpc_id):
+        """The ``Rpc`` with that uuid, or None."""
+
+    def rpc_by_request_id(device_id, request_id):
+        """The device's ``Rpc`` with that integer id, or None."""
+
+    def set_rpc_status(rpc_id, status, response_json=None, expect=None):
+        """Set the status (and the response when not None) if the current status is in
+        ``expect`` (any status when None); fires True if it changed, False if not."""
+
+    def pending_rpcs(device_id=None):
+        """Not yet final RPCs (QUEUED, SENT, DELIVERED), of one device or of all, by request id."""
+
+    def list_rpcs(device_id, limit, offset):
+        """``(rpcs, total)`` of one device, newest first."""
+
+    def delete_rpc(rpc_id):
+        """Delete an RPC; True if it existed."""
+
+
+class IStore(IDeviceStore, ITelemetryStore, IAttributeStore, IRpcStore):
     """Everything a storage backend provides."""
 
     name = Attribute("Short backend name, e.g. 'sqlite'.")

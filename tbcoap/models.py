@@ -92,3 +92,28 @@ def plain(value):
     if isinstance(value, Json):
         return json.loads(value)
     return value
+
+
+RPC_STATUSES = ("QUEUED", "SENT", "DELIVERED", "SUCCESSFUL", "TIMEOUT", "EXPIRED", "FAILED")
+RPC_FINAL = frozenset({"SUCCESSFUL", "TIMEOUT", "EXPIRED", "FAILED"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rpc:
+    """A server-side RPC: ``request_id`` is the per-device integer the device sees.
+
+    ``params_json`` is compact JSON text (``"null"`` when none); ``response_json``
+    is the device's reply as compact JSON text, or None before a reply.
+    """
+
+    id: str
+    device_id: str
+    request_id: int
+    method: str
+    params_json: str = "null"
+    oneway: bool = False
+    persistent: bool = False
+    expiration_time: int = 0
+    created_time: int = field(default_factory=now_ms)
+    status: str = "QUEUED"
+    response_json: str | None = None

@@ -13,7 +13,8 @@ from tbcoap.core import Core
 from tbcoap.deviceapi.api import DeviceApi
 from tbcoap.rest.app import make_site
 from tbcoap.rest.auth import load_admin_key
-from tbcoap.service import check_store
+from tbcoap.deviceapi.observers import ObserverRegistry
+from tbcoap.service import check_rules, check_store
 
 log = Logger()
 
@@ -37,10 +38,13 @@ class TbcoapService(Service):
             self.store = backend.factory(settings["store"], settings)
         except ValueError as exc:
             self._fatal_now(f"--store: {exc}")
-        self.core = Core(self.store, plugins)
-        self.device_api = DeviceApi(self.core, max_body=settings["max-body"])
+        self.core = Core(self.store, plugins, rules=check_rules(settings, plugins),
+                         rule_timeout=settings["rule-timeout"])
+        self.observers = ObserverRegistry(self.core)
+        self.device_api = DeviceApi(self.core, self.observers, max_body=settings["max-body"])
         self.coap = MessageLayer(self.device_api, max_body=settings["max-body"],
-                                 piggyback_window=settings["piggyback-timeout"] / 1000)
+                                 piggyback_window=settings["piggyback-timeout"] / 1000,
+                                 ack_timeout=settings["ack-timeout"], max_retransmit=settings["max-retransmit"])
         self.admin_key = None
         self.coap_port = self.http_port = None
         self.coap_address = self.http_address = None
@@ -71,7 +75,8 @@ class TbcoapService(Service):
         log.info("CoAP listening on udp {address}", address=_show(self.coap_address))
         log.info("HTTP listening on tcp {address}", address=_show(self.http_address))
         self.opened = defer.maybeDeferred(self.store.open)
-        self.opened.addCallbacks(self._store_open, self._store_failed)
+        self.opened.addCallback(self._store_open)
+        self.opened.addErrback(self._store_failed)
 
     def _listen_udp(self):
         interface = self.settings["coap-interface"]
@@ -88,9 +93,9 @@ class TbcoapService(Service):
         except neterror.CannotListenError as exc:
             self._fatal_now(f"cannot listen for CoAP: {exc}")
 
+    @defer.inlineCallbacks
     def _store_open(self, _):
-        self.core.start()
-        self.core.ready = True
+        yield self.core.start()
         log.info("store {name} open", name=self.store.name)
 
     def _store_failed(self, failure):
@@ -103,7 +108,6 @@ class TbcoapService(Service):
         """Refuse new requests, commit and answer what waits, close the store, then the ports."""
         super().stopService()
         self.coap.refusing = True
-        self.core.ready = False
         if self.http_port is not None:
             yield self.http_port.stopListening()
         if self.opened is not None and self.opened.called:
@@ -111,13 +115,15 @@ class TbcoapService(Service):
                 yield self.core.stop()
             finally:
                 yield self.store.close()
+        else:
+            self.core.ready = False
         if self.coap_port is not None:
             yield self.coap_port.stopListening()
         log.info("tbcoap stopped")
 
     def stats(self):
         """Every counter of this node (for /api/admin/stats)."""
-        return {"coap": self.coap.stats(), **self.core.stats()}
+        return {"coap": self.coap.stats(), "observers": self.observers.stats(), **self.core.stats()}
 
 
 def _address(port):

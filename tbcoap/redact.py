@@ -2,8 +2,9 @@
 
 import hashlib
 import re
+from urllib.parse import unquote_plus
 
-_QUERY_TOKEN = re.compile(r"(?i)(accessToken=)([^&\s]*)")
+_QUERY_PARAM = re.compile(r"([?&])([^=&#\s]*)=([^&#\s]*)")
 _DEVICE_PATH = re.compile(r"(/api/v1/)([^/?\s]+)")
 
 
@@ -16,7 +17,12 @@ def mask_token(token) -> str:
 
 
 def redact_uri(uri: str) -> str:
-    """A request URI with any ``accessToken=`` value and device-path token masked."""
-    uri = _QUERY_TOKEN.sub(lambda m: m.group(1) + mask_token(m.group(2)), uri)
+    """A request URI with any ``accessToken`` value (also percent-encoded) and device-path token masked."""
+    def param(m):
+        if unquote_plus(m.group(2)).lower() != "accesstoken":
+            return m.group(0)
+        return f"{m.group(1)}{m.group(2)}={mask_token(unquote_plus(m.group(3)))}"
+
+    uri = _QUERY_PARAM.sub(param, uri)
     return _DEVICE_PATH.sub(
         lambda m: m.group(1) + (m.group(2) if m.group(2) == "provision" else mask_token(m.group(2))), uri)

@@ -36,6 +36,10 @@ SETTINGS = {
     "device-rate-limit": (None, str, "per device token, N:S[,N:S] (not enforced yet)"),
     "peer-rate-limit": (None, str, "per source address and port, N:S[,N:S] (not enforced yet)"),
     "piggyback-timeout": (500, int, "ms to answer in the ACK before sending an empty ACK first"),
+    "rules": ("echo", str, "rule plugins answering client-side RPC, in order: NAME[,NAME] or none"),
+    "rule-timeout": (10.0, float, "seconds a rule may take before the device gets 5.03"),
+    "ack-timeout": (2.0, float, "seconds before a CON notification is first retransmitted (RFC 7252 ACK_TIMEOUT)"),
+    "max-retransmit": (4, int, "retransmissions of a CON notification before its observation ends"),
 }
 
 
@@ -46,10 +50,17 @@ class Options(usage.Options):
                      for name, (default, _, text) in SETTINGS.items()]
     optParameters.append(["config", "c", None, "TOML file with the same keys (e.g. coap-port = 5683)"])
 
+    def __init__(self, plugins=()):
+        super().__init__()
+        self.extra_plugins = plugins
+
     def postOptions(self):
         self.settings = resolve_settings(self)
         self.plugins = PluginManager()
+        for plugin in self.extra_plugins:
+            self.plugins.register(plugin, name=getattr(plugin, "name", None), source="code")
         check_store(self.settings, self.plugins)
+        check_rules(self.settings, self.plugins)
 
 
 def resolve_settings(given) -> dict:
@@ -71,6 +82,8 @@ def resolve_settings(given) -> dict:
         value = settings[name]
         if value is None:
             continue
+        if not isinstance(value, str) and not _right_type(value, convert):
+            raise usage.UsageError(f"{name}: expected {convert.__name__}, got {value!r}")
         try:
             settings[name] = convert(value)
         except (TypeError, ValueError):
@@ -83,6 +96,14 @@ def resolve_settings(given) -> dict:
     return settings
 
 
+def _right_type(value, convert):
+    """A config file value (not text from the command line) of the setting's own type."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) if convert is int else isinstance(value, (int, float)) if convert is float \
+        else isinstance(value, str)
+
+
 def _validate(settings):
     for name in ("coap-port", "http-port"):
         if not 0 <= settings[name] <= 65535:
@@ -93,6 +114,11 @@ def _validate(settings):
         raise usage.UsageError("--max-body must be positive")
     if not 0 < settings["piggyback-timeout"] <= 60_000:
         raise usage.UsageError("--piggyback-timeout must be 1 to 60000 ms")
+    for name in ("rule-timeout", "ack-timeout"):
+        if not 0 < settings[name] <= 3600:
+            raise usage.UsageError(f"--{name} must be more than 0 and at most 3600 seconds")
+    if not 0 <= settings["max-retransmit"] <= 20:
+        raise usage.UsageError("--max-retransmit must be 0 to 20")
     for name in ("device-rate-limit", "peer-rate-limit"):
         if settings[name]:
             try:
@@ -111,6 +137,21 @@ def check_store(settings, plugins):
     return backends[scheme]
 
 
+def check_rules(settings, plugins):
+    """The ``--rules`` names as a list (empty for ``none``); UsageError for an unknown rule."""
+    from tbcoap.services.rules import rule_names
+
+    names = [n.strip() for n in settings["rules"].split(",") if n.strip()]
+    if names == ["none"]:
+        return []
+    known = rule_names(plugins)
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise usage.UsageError(f"--rules: unknown rule {', '.join(unknown) or '(empty)'} "
+                               f"(available: {', '.join(known) or 'none installed'}; or none)")
+    return names
+
+
 def makeService(options):
     """twistd's entry point: the service tree for parsed ``Options``."""
     from tbcoap.node import TbcoapService
@@ -118,13 +159,17 @@ def makeService(options):
     return TbcoapService(options.settings, options.plugins, exit_on_error=True)
 
 
-def service_from_args(args, **overrides):
-    """Embedding: a TbcoapService from command-line style ``args`` and keyword overrides."""
+def service_from_args(args, plugins=(), **overrides):
+    """Embedding: a TbcoapService from command-line style ``args`` and keyword overrides.
+
+    ``plugins`` are registered in code before the options are checked (a
+    plugin's ``name`` attribute, if any, is its name for ``--rules``).
+    """
     from tbcoap.node import TbcoapService
 
     args = list(args)
     for name, value in overrides.items():
         args += [f"--{name.replace('_', '-')}", str(value)]
-    options = Options()
+    options = Options(plugins)
     options.parseOptions(args)
     return TbcoapService(options.settings, options.plugins)

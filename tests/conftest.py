@@ -77,10 +77,10 @@ async def start_node(tmp_path):
     """Factory: ``await start_node(*extra_args)`` gives a started TbcoapService; all stop afterwards."""
     started = []
 
-    async def start(*args, data_dir=None):
+    async def start(*args, data_dir=None, plugins=()):
         service = service_from_args(["--coap-port", "0", "--http-port", "0", "--coap-interface", "127.0.0.1",
                                      "--data-dir", str(data_dir or tmp_path / "data"),
-                                     "--admin-key", ADMIN_KEY, *args])
+                                     "--admin-key", ADMIN_KEY, *args], plugins)
         service.startService()
         started.append(service)
         await service.opened

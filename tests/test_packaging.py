@@ -32,7 +32,7 @@ def test_wheel_contents(wheel):
 def test_wheel_entry_points(wheel):
     (entry_points,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
     text = wheel.read(entry_points).decode()
-    assert "[tbcoap]\nsqlite = plugins.tbcoap_sqlite" in text
+    assert "sqlite = plugins.tbcoap_sqlite" in text and "echo = plugins.tbcoap_echo" in text
     assert "tbcoap = tbcoap.cli.main:main" in text
 
 

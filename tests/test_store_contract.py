@@ -8,6 +8,7 @@ must reach the same data (the persistence tests reopen through it).
 import functools
 import sqlite3
 import threading
+from dataclasses import replace
 
 import pytest
 import pytest_twisted
@@ -18,7 +19,7 @@ from plugins.tbcoap_sqlite import database_path, make_store, schema
 from plugins.tbcoap_sqlite.store import SQLiteStore
 from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, StoreUnavailable
 from tbcoap.interfaces import IStore
-from tbcoap.models import Device, DeviceProfile, Json, new_id
+from tbcoap.models import RPC_FINAL, RPC_STATUSES, Device, DeviceProfile, Json, Rpc, new_id
 
 
 def _sqlite_url(tmp_path):
@@ -49,6 +50,12 @@ async def store(open_backend):
 
 def dev(name, **kw):
     return Device(id=new_id(), name=name, **kw)
+
+
+def rpc(device, method="m", **kw):
+    """A new Rpc for ``device``; its request_id (0 here) is the store's to choose."""
+    kw.setdefault("request_id", 0)
+    return Rpc(id=new_id(), device_id=device.id, method=method, **kw)
 
 
 async def raises(exc_type, d):
@@ -428,6 +435,192 @@ async def test_delete_attributes(store):
     assert await store.delete_attributes(d.id, "SHARED_SCOPE", ["a"]) == []
 
 
+# -- server-side RPCs -----------------------------------------------------------------------
+
+
+PENDING = [s for s in RPC_STATUSES if s not in RPC_FINAL]
+
+
+@pytest_twisted.ensureDeferred
+async def test_rpc_ids_count_per_device(store):
+    a = await store.add_device(dev("a"), "ta")
+    b = await store.add_device(dev("b"), "tb")
+    made = [
+        rpc(a, "setGpio", params_json='{"pin":7,"value":1}', request_id=99, expiration_time=5000,
+            created_time=1000),
+        rpc(b, oneway=True, persistent=True, expiration_time=2**63 - 1, created_time=0),
+        rpc(a, params_json="null"),
+        rpc(a, params_json="[1,2]", status="SENT", response_json='"r"'),
+        rpc(b),
+    ]
+    stored = [await store.add_rpc(r) for r in made]
+    assert [r.request_id for r in stored] == [1, 1, 2, 3, 2]
+    for given, got in zip(made, stored):
+        assert type(got) is Rpc and got == replace(given, request_id=got.request_id)
+        assert type(got.oneway) is bool and type(got.persistent) is bool
+        assert await store.get_rpc(got.id) == got
+        assert await store.rpc_by_request_id(got.device_id, got.request_id) == got
+    assert await store.rpc_by_request_id(a.id, 4) is None
+    assert await store.rpc_by_request_id(b.id, 3) is None
+    assert await store.rpc_by_request_id(new_id(), 1) is None
+    assert await store.get_rpc(new_id()) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_rpc_ids_are_never_reused(store, open_backend):
+    a = await store.add_device(dev("a"), "ta")
+    first = [await store.add_rpc(rpc(a)) for _ in range(3)]
+    assert await store.delete_rpc(first[2].id) is True  # the newest
+    assert await store.delete_rpc(first[2].id) is False
+    assert await store.get_rpc(first[2].id) is None
+    assert (await store.add_rpc(rpc(a))).request_id == 4
+    for r in await store.list_rpcs(a.id, 100, 0).addCallback(lambda page: page[0]):
+        assert await store.delete_rpc(r.id) is True
+    assert await store.list_rpcs(a.id, 10, 0) == ([], 0)
+    assert (await store.add_rpc(rpc(a))).request_id == 5  # none left, still counting on
+    kept = await store.add_rpc(rpc(a, status="DELIVERED"))
+    await store.delete_rpc((await store.rpc_by_request_id(a.id, 5)).id)
+    await store.close()
+    again = await open_backend()
+    try:
+        assert await again.get_rpc(kept.id) == kept
+        assert (await again.add_rpc(rpc(a))).request_id == 7  # 6 was the last, deleted or not
+        assert await again.delete_rpc(new_id()) is False
+    finally:
+        await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_add_rpc_gets_consecutive_ids(store):
+    a = await store.add_device(dev("a"), "ta")
+    b = await store.add_device(dev("b"), "tb")
+    calls = [store.add_rpc(rpc(a if i % 3 else b, f"m{i}")) for i in range(75)]  # none awaited yet
+    stored = await defer.gatherResults(calls)
+    ids_a = [r.request_id for r in stored if r.device_id == a.id]
+    ids_b = [r.request_id for r in stored if r.device_id == b.id]
+    assert sorted(ids_a) == list(range(1, 51)) and sorted(ids_b) == list(range(1, 26))
+    assert len({r.id for r in stored}) == 75
+    page, total = await store.list_rpcs(a.id, 100, 0)
+    assert total == 50 and sorted(page, key=lambda r: r.request_id) == sorted(
+        (r for r in stored if r.device_id == a.id), key=lambda r: r.request_id
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_rpc_status_compare_and_set(store):
+    a = await store.add_device(dev("a"), "ta")
+    r = await store.add_rpc(rpc(a))
+    assert await store.set_rpc_status(r.id, "SENT") is True  # no expect: any status
+    assert (await store.get_rpc(r.id)).status == "SENT"
+    assert await store.set_rpc_status(r.id, "DELIVERED", expect=["QUEUED", "SENT"]) is True
+    assert await store.set_rpc_status(r.id, "QUEUED", expect=("QUEUED", "SENT")) is False  # lost the race
+    assert (await store.get_rpc(r.id)).status == "DELIVERED"
+    assert await store.set_rpc_status(r.id, "SUCCESSFUL", '{"ok":true}', expect={"DELIVERED"}) is True
+    got = await store.get_rpc(r.id)
+    assert (got.status, got.response_json) == ("SUCCESSFUL", '{"ok":true}')
+    assert await store.set_rpc_status(r.id, "FAILED", '"late"', expect=PENDING) is False
+    assert (await store.get_rpc(r.id)).response_json == '{"ok":true}'  # a failed CAS changes nothing
+    assert await store.set_rpc_status(r.id, "TIMEOUT") is True  # response None: kept
+    got = await store.get_rpc(r.id)
+    assert (got.status, got.response_json) == ("TIMEOUT", '{"ok":true}')
+    assert got == replace(r, status="TIMEOUT", response_json='{"ok":true}')  # nothing else changed
+    assert await store.set_rpc_status(r.id, "FAILED", expect=[]) is False
+    assert await store.set_rpc_status(new_id(), "SENT") is False
+    assert await store.set_rpc_status(new_id(), "SENT", expect=["QUEUED"]) is False
+    await raises(BadRequest, store.set_rpc_status(r.id, "DONE"))
+    await raises(BadRequest, store.set_rpc_status(r.id, "SENT", expect=["NOPE"]))
+    await raises(BadRequest, store.set_rpc_status(r.id, "SENT", response_json={"a": 1}))
+    assert (await store.get_rpc(r.id)).status == "TIMEOUT"
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_compare_and_set_has_one_winner(store):
+    a = await store.add_device(dev("a"), "ta")
+    r = await store.add_rpc(rpc(a, status="DELIVERED"))
+    calls = [store.set_rpc_status(r.id, s, f'"{s}"', expect=["DELIVERED"]) for s in ("SUCCESSFUL", "TIMEOUT")]
+    results = await defer.gatherResults(calls)
+    assert sorted(results) == [False, True]
+    winner = ("SUCCESSFUL", "TIMEOUT")[results.index(True)]
+    got = await store.get_rpc(r.id)
+    assert (got.status, got.response_json) == (winner, f'"{winner}"')
+
+
+@pytest_twisted.ensureDeferred
+async def test_pending_and_listed_rpcs(store):
+    a = await store.add_device(dev("a"), "ta")
+    b = await store.add_device(dev("b"), "tb")
+    made = {}
+    for status in RPC_STATUSES:  # one RPC of each status on each device, request ids 1..7
+        for d in (b, a):
+            made[d.id, status] = await store.add_rpc(rpc(d, status=status))
+    for d in (a, b):
+        pending = await store.pending_rpcs(d.id)
+        assert pending == [made[d.id, s] for s in PENDING]
+        assert [r.request_id for r in pending] == [1, 2, 3]
+    everything = await store.pending_rpcs()
+    first, second = sorted([a.id, b.id])
+    assert everything == [made[first, s] for s in PENDING] + [made[second, s] for s in PENDING]
+    assert await store.pending_rpcs(new_id()) == []
+    await store.set_rpc_status(made[a.id, "SENT"].id, "SUCCESSFUL")  # leaves the pending ones
+    await store.set_rpc_status(made[a.id, "FAILED"].id, "QUEUED")  # and back in
+    assert [r.request_id for r in await store.pending_rpcs(a.id)] == [1, 3, 7]
+
+    page, total = await store.list_rpcs(a.id, 100, 0)
+    assert total == 7 and [r.request_id for r in page] == [7, 6, 5, 4, 3, 2, 1]  # newest first
+    page, total = await store.list_rpcs(a.id, 3, 2)
+    assert total == 7 and [r.request_id for r in page] == [5, 4, 3]
+    assert page[0] == made[a.id, RPC_STATUSES[4]]  # request id 5
+    assert await store.list_rpcs(a.id, 3, 7) == ([], 7)
+    assert await store.list_rpcs(a.id, 0, 0) == ([], 7)
+    assert await store.list_rpcs(new_id(), 10, 0) == ([], 0)
+    await raises(BadRequest, store.list_rpcs(a.id, -1, 0))
+    await raises(BadRequest, store.list_rpcs(a.id, 10, -1))
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_device_removes_rpcs(store):
+    a = await store.add_device(dev("a"), "ta")
+    b = await store.add_device(dev("b"), "tb")
+    gone = [await store.add_rpc(rpc(a, status=s)) for s in ("QUEUED", "SUCCESSFUL")]
+    other = await store.add_rpc(rpc(b))
+    assert await store.delete_device(a.id) is True
+    for r in gone:
+        assert await store.get_rpc(r.id) is None
+        assert await store.rpc_by_request_id(a.id, r.request_id) is None
+    assert await store.pending_rpcs(a.id) == []
+    assert await store.list_rpcs(a.id, 10, 0) == ([], 0)
+    assert await store.pending_rpcs() == [other]  # the other device keeps its own
+    assert await store.get_rpc(other.id) == other
+    await raises(NotFound, store.add_rpc(rpc(a)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_add_rpc_checks_its_input(store):
+    a = await store.add_device(dev("a"), "ta")
+    await raises(NotFound, store.add_rpc(rpc(Device(id=new_id(), name="ghost"))))
+    bad = [
+        rpc(a, method=""),
+        rpc(a, method=None),
+        rpc(a, method=7),
+        rpc(a, params_json={"a": 1}),
+        rpc(a, params_json=None),
+        rpc(a, response_json={"a": 1}),
+        rpc(a, status="DONE"),
+        rpc(a, status=None),
+        rpc(a, expiration_time=1.5),
+        rpc(a, expiration_time="1"),
+        rpc(a, expiration_time=None),
+        rpc(a, created_time=2**64),
+        rpc(a, created_time=True),
+    ]
+    for r in bad:  # each fails its Deferred (raises() would not catch a synchronous raise)
+        await raises(BadRequest, store.add_rpc(r))
+    results = await settled([store.add_rpc(r) for r in bad] + [store.add_rpc(rpc(a))])
+    assert [ok for ok, _ in results] == [False] * len(bad) + [True]
+    assert results[-1][1].request_id == 1  # refused RPCs took no id
+    assert await store.list_rpcs(a.id, 10, 0) == ([results[-1][1]], 1)
+
+
 # -- sqlite specifics ------------------------------------------------------------------------
 
 
@@ -484,7 +677,10 @@ async def test_file_layout_wal_and_schema_version(tmp_path):
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION >= 1
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"devices", "credentials", "device_profiles", "ts_kv", "ts_kv_latest", "attributes"} <= tables
+        assert {
+            "devices", "credentials", "device_profiles", "ts_kv", "ts_kv_latest", "attributes",
+            "rpcs", "rpc_counters",
+        } <= tables
         assert conn.execute("SELECT count(*) FROM device_profiles WHERE name = 'default'").fetchone()[0] == 1
     finally:
         conn.close()
@@ -514,6 +710,59 @@ async def test_migration_steps_run_once(tmp_path, monkeypatch):
         assert conn.execute("SELECT count(*) FROM device_profiles").fetchone()[0] == 1
     finally:
         conn.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_from_the_first_schema(tmp_path, monkeypatch):
+    with monkeypatch.context() as m:  # a database made before RPCs existed
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        m.setattr(schema, "SCHEMA_VERSION", 1)
+        store = await _open_sqlite(tmp_path)
+        d = await store.add_device(dev("a"), "ta")
+        await store.save_attributes(d.id, "SHARED_SCOPE", {"k": 1}, 1)
+        await store.close()
+    store = await _open_sqlite(tmp_path)
+    try:
+        assert await store.get_device(d.id) == d
+        assert await store.get_attributes(d.id, "SHARED_SCOPE", None) == {"k": (1, 1)}
+        assert (await store.add_rpc(rpc(d))).request_id == 1
+    finally:
+        await store.close()
+    conn = sqlite3.connect(tmp_path / "store" / "tbcoap.sqlite3")
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION >= 2
+    finally:
+        conn.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rpc_failing_in_a_batch_takes_no_id(sqlite_store):
+    d = await sqlite_store.add_device(dev("a"), "ta")
+    first = await sqlite_store.add_rpc(rpc(d))
+    results = await settled([
+        sqlite_store.add_rpc(rpc(d)),
+        sqlite_store.add_rpc(replace(rpc(d), id=first.id)),  # its uuid is taken: rolled back alone
+        sqlite_store.add_rpc(rpc(Device(id=new_id(), name="ghost"))),
+        sqlite_store.add_rpc(rpc(d)),
+    ])
+    assert [ok for ok, _ in results] == [True, False, False, True]
+    assert results[1][1].check(BadRequest) and results[2][1].check(NotFound)
+    assert [results[0][1].request_id, results[3][1].request_id] == [2, 3]
+    assert await sqlite_store.get_rpc(first.id) == first
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_device_drops_its_rpc_counter(sqlite_store):
+    a = await sqlite_store.add_device(dev("a"), "ta")
+    b = await sqlite_store.add_device(dev("b"), "tb")
+    for d in (a, b):
+        await sqlite_store.add_rpc(rpc(d))
+    await sqlite_store.delete_device(a.id)
+
+    def counters(conn):
+        return dict(conn.execute("SELECT device_id, last_request_id FROM rpc_counters"))
+
+    assert await sqlite_store._writer.submit(counters) == {b.id: 1}
 
 
 @pytest_twisted.ensureDeferred

@@ -67,7 +67,34 @@ CREATE TABLE attributes (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS = [_V1]
+# Server-side RPCs.  rpc_counters holds the last request id given to each
+# device, apart from the rpcs rows, so an id is never given twice even after
+# its RPC was deleted.
+_V2 = """
+CREATE TABLE rpcs (
+    id              TEXT PRIMARY KEY,
+    device_id       TEXT NOT NULL,
+    request_id      INTEGER NOT NULL,
+    method          TEXT NOT NULL,
+    params_json     TEXT NOT NULL,
+    oneway          INTEGER NOT NULL,
+    persistent      INTEGER NOT NULL,
+    expiration_time INTEGER NOT NULL,
+    created_time    INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    response_json   TEXT,
+    UNIQUE (device_id, request_id)
+);
+CREATE INDEX rpcs_pending ON rpcs (device_id, request_id)
+    WHERE status IN ('QUEUED', 'SENT', 'DELIVERED');
+
+CREATE TABLE rpc_counters (
+    device_id       TEXT PRIMARY KEY,
+    last_request_id INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -5,6 +5,7 @@ transaction per batch).  Reads run in a small ThreadPool, each thread with
 its own read-only connection, inside a transaction for a consistent view.
 """
 
+import dataclasses
 import math
 import os
 import sqlite3
@@ -18,7 +19,16 @@ from zope.interface import implementer
 
 from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, StoreUnavailable
 from tbcoap.interfaces import IStore
-from tbcoap.models import PROVISION_TYPES, SCOPES, Device, DeviceProfile, from_kind, kind_of
+from tbcoap.models import (
+    PROVISION_TYPES,
+    RPC_STATUSES,
+    SCOPES,
+    Device,
+    DeviceProfile,
+    Rpc,
+    from_kind,
+    kind_of,
+)
 
 from . import schema
 from .writer import GroupCommitWriter, translate
@@ -27,6 +37,17 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _CHUNK = 500  # keys per IN (...) list
 _DEVICE = "d.id, d.name, d.type, d.label, d.created_time, d.customer_id"
 _PROFILE = "id, name, provision_type, provision_key, provision_secret, created_time"
+_RPC = (
+    "id, device_id, request_id, method, params_json, oneway, persistent,"
+    " expiration_time, created_time, status, response_json"
+)
+# The statuses not in RPC_FINAL, in the very words of the partial index
+# rpcs_pending (SQLite uses that index only for an identical term).
+_RPC_PENDING_SQL = "status IN ('QUEUED', 'SENT', 'DELIVERED')"
+_COUNTER_BUMP = (
+    "INSERT INTO rpc_counters (device_id, last_request_id) VALUES (?, 1)"
+    " ON CONFLICT (device_id) DO UPDATE SET last_request_id = last_request_id + 1"
+)
 _LATEST_UPSERT = (
     "INSERT INTO ts_kv_latest (device_id, key, ts, kind, value) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT (device_id, key) DO UPDATE SET ts = excluded.ts, kind = excluded.kind,"
@@ -90,6 +111,32 @@ def _series_keys(conn, device_id):
     return [k for (k,) in conn.execute("SELECT key FROM ts_kv_latest WHERE device_id = ?", (device_id,))]
 
 
+def _rpc(row):
+    (id_, device_id, request_id, method, params, oneway, persistent, expires, created, status, response) = row
+    return Rpc(
+        id=id_, device_id=device_id, request_id=request_id, method=method, params_json=params,
+        oneway=bool(oneway), persistent=bool(persistent), expiration_time=expires,
+        created_time=created, status=status, response_json=response,
+    )
+
+
+def _is_json_text(value):
+    return value is None or isinstance(value, str)
+
+
+def _check_rpc(rpc):
+    """BadRequest unless ``rpc`` is an Rpc whose fields can be stored."""
+    _check(isinstance(rpc, Rpc), f"not an Rpc: {type(rpc).__name__}")
+    _check(isinstance(rpc.id, str) and rpc.id, "the RPC id must be a non-empty string")
+    _check(isinstance(rpc.device_id, str) and rpc.device_id, "the device id must be a non-empty string")
+    _check(isinstance(rpc.method, str) and rpc.method, "the RPC method must be a non-empty string")
+    _check(isinstance(rpc.params_json, str), "params_json must be JSON text")
+    _check(_is_json_text(rpc.response_json), "response_json must be JSON text or None")
+    _check(isinstance(rpc.oneway, bool) and isinstance(rpc.persistent, bool), "oneway and persistent are booleans")
+    _check(rpc.status in RPC_STATUSES, f"unknown RPC status {rpc.status!r}")
+    _check(_is_int(rpc.expiration_time) and _is_int(rpc.created_time), "RPC times must be integer timestamps")
+
+
 def _require_device(conn, device_id):
     if _one(conn, "SELECT 1 FROM devices WHERE id = ?", device_id) is None:
         raise NotFound(f"no device with id {device_id}")
@@ -97,7 +144,7 @@ def _require_device(conn, device_id):
 
 @implementer(IStore)
 class SQLiteStore:
-    """Devices, credentials, profiles, telemetry and attributes in one SQLite file."""
+    """Devices, credentials, profiles, telemetry, attributes and RPCs in one SQLite file."""
 
     name = "sqlite"
 
@@ -137,7 +184,9 @@ class SQLiteStore:
         self._pool = ThreadPool(0, self._read_threads, name="tbcoap-sqlite-read")
         self._pool.start()
         self._state = "open"
-        self._trigger = self._reactor.addSystemEventTrigger("before", "shutdown", self._on_shutdown)
+        # a safety net for owners that never call close(): "during" runs after every
+        # "before shutdown" trigger (a Service's stopService) has finished with the store
+        self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._on_shutdown)
         if self._close_waiters:
             self._begin_close()
 
@@ -340,7 +389,7 @@ class SQLiteStore:
 
     def delete_device(self, device_id):
         def job(conn):
-            for table in ("credentials", "ts_kv", "ts_kv_latest", "attributes"):
+            for table in ("credentials", "ts_kv", "ts_kv_latest", "attributes", "rpcs", "rpc_counters"):
                 conn.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
             return conn.execute("DELETE FROM devices WHERE id = ?", (device_id,)).rowcount > 0
 
@@ -515,5 +564,107 @@ class SQLiteStore:
                 [(device_id, scope, k) for k in gone],
             )
             return gone
+
+        return self._write(job)
+
+    # -- server-side RPCs ----------------------------------------------------------
+
+    def add_rpc(self, rpc):
+        try:
+            _check_rpc(rpc)
+        except BadRequest:
+            return defer.fail()
+
+        def job(conn):
+            _require_device(conn, rpc.device_id)
+            if _one(conn, "SELECT 1 FROM rpcs WHERE id = ?", rpc.id):
+                raise BadRequest("an RPC with this id exists")
+            # The counter and the row commit together: an id is used once or not at all.
+            conn.execute(_COUNTER_BUMP, (rpc.device_id,))
+            request_id = _one(
+                conn, "SELECT last_request_id FROM rpc_counters WHERE device_id = ?", rpc.device_id
+            )
+            stored = dataclasses.replace(rpc, request_id=request_id)
+            conn.execute(
+                f"INSERT INTO rpcs ({_RPC}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (stored.id, stored.device_id, request_id, stored.method, stored.params_json,
+                 int(stored.oneway), int(stored.persistent), stored.expiration_time,
+                 stored.created_time, stored.status, stored.response_json),
+            )
+            return stored
+
+        return self._write(job)
+
+    def _rpc_where(self, where, *params):
+        def read(conn):
+            row = conn.execute(f"SELECT {_RPC} FROM rpcs WHERE {where}", params).fetchone()
+            return _rpc(row) if row else None
+
+        return self._read(read)
+
+    def get_rpc(self, rpc_id):
+        return self._rpc_where("id = ?", rpc_id)
+
+    def rpc_by_request_id(self, device_id, request_id):
+        if not _is_int(request_id):
+            return defer.succeed(None)  # no RPC has such an id
+        return self._rpc_where("device_id = ? AND request_id = ?", device_id, request_id)
+
+    def set_rpc_status(self, rpc_id, status, response_json=None, expect=None):
+        try:
+            _check(status in RPC_STATUSES, f"unknown RPC status {status!r}")
+            _check(_is_json_text(response_json), "response_json must be JSON text or None")
+            if expect is not None:
+                _check(not isinstance(expect, str), "expect must be a collection of statuses, not a string")
+                expect = list(dict.fromkeys(expect))
+                for s in expect:
+                    _check(s in RPC_STATUSES, f"unknown RPC status {s!r}")
+        except BadRequest:
+            return defer.fail()
+        if expect is not None and not expect:
+            return defer.succeed(False)  # no current status is expected
+        sql, params = "UPDATE rpcs SET status = ?", [status]
+        if response_json is not None:
+            sql += ", response_json = ?"
+            params.append(response_json)
+        sql += " WHERE id = ?"
+        params.append(rpc_id)
+        if expect is not None:
+            sql += f" AND status IN ({', '.join('?' * len(expect))})"
+            params.extend(expect)
+
+        def job(conn):
+            return conn.execute(sql, params).rowcount > 0
+
+        return self._write(job)
+
+    def pending_rpcs(self, device_id=None):
+        def read(conn):
+            sql = f"SELECT {_RPC} FROM rpcs WHERE {_RPC_PENDING_SQL}"
+            params = ()
+            if device_id is not None:
+                sql += " AND device_id = ?"
+                params = (device_id,)
+            return [_rpc(row) for row in conn.execute(sql + " ORDER BY device_id, request_id", params)]
+
+        return self._read(read)
+
+    def list_rpcs(self, device_id, limit, offset):
+        if not (_is_int(limit, 0) and _is_int(offset, 0)):
+            return defer.fail(BadRequest("limit and offset must be integers >= 0"))
+
+        def read(conn):
+            rows = conn.execute(
+                f"SELECT {_RPC} FROM rpcs WHERE device_id = ? ORDER BY request_id DESC LIMIT ? OFFSET ?",
+                (device_id, limit, offset),
+            )
+            items = [_rpc(row) for row in rows]
+            return items, _one(conn, "SELECT count(*) FROM rpcs WHERE device_id = ?", device_id)
+
+        return self._read(read)
+
+    def delete_rpc(self, rpc_id):
+        def job(conn):
+            return conn.execute("DELETE FROM rpcs WHERE id = ?", (rpc_id,)).rowcount > 0
 
         return self._write(job)

@@ -25,6 +25,7 @@ _UNIQUE = {
     "device_profiles.name": (DuplicateName, "a device profile with this name exists"),
     "credentials.token": (DuplicateToken, "this access token is used by another device"),
     "device_profiles.provision_key": (BadRequest, "this provision key is used by another profile"),
+    "rpcs.id": (BadRequest, "an RPC with this id exists"),
 }
 
 

@@ -24,6 +24,7 @@ its business, type, MID, token and blocks are this layer's.
 from __future__ import annotations
 
 import random
+import weakref
 from collections import Counter
 
 from twisted.internet import defer, reactor as default_reactor
@@ -36,6 +37,7 @@ log = Logger()
 
 CON, NON, ACK, RST = coap.CON, coap.NON, coap.ACK, coap.RST
 BLOCK_SZX = 6  # 1024 bytes
+NON_LIFETIME = 145.0  # RFC 7252 §4.8.2
 KNOWN_OPTIONS = frozenset({3, 4, 6, 7, 8, 11, 12, 14, 15, 17, 20, 23, 27, 28, 60})
 """Options this server understands; any other critical (odd) one is 4.02."""
 
@@ -160,12 +162,68 @@ class _Upload:
         self.data, self.expires = bytearray(), expires
 
 
+class Observation:
+    """An observe relation (RFC 7641), keyed by (host, port, token).
+
+    ``notify`` sends a notification: CON or NON like the registering GET,
+    Observe numbers from 0 (the registration answer) up by one, one CON in
+    flight at a time (later ones wait in order).  ``on_result`` of each
+    notification gets "ack" (CON acknowledged), "sent" (NON sent), "rst",
+    "timeout" or "canceled".  An RST, an unacknowledged CON or a non-2.xx
+    notification ends the relation; ``on_cancel(reason)`` is called once.
+    """
+
+    __slots__ = ("layer", "key", "request", "seq", "queue", "in_flight", "ready", "active", "on_cancel",
+                 "__weakref__")
+
+    def __init__(self, layer, key, request, on_cancel):
+        self.layer, self.key, self.request, self.on_cancel = layer, key, request, on_cancel
+        self.seq, self.queue, self.in_flight, self.ready, self.active = 0, [], False, False, True
+
+    @property
+    def confirmable(self):
+        """True if notifications are CON (the registering GET was)."""
+        return self.request.mtype == CON
+
+    def notify(self, answer, on_result=None):
+        """Queue or send one notification (a response Message from ``response``)."""
+        if not self.active:
+            _call(on_result, "canceled")
+            return
+        self.queue.append((answer, on_result))
+        self._pump()
+
+    def cancel(self, reason="canceled"):
+        """End the relation without telling the client."""
+        if not self.active:
+            return
+        self.active = False
+        self.layer._forget_observation(self)
+        queued, self.queue = self.queue, []
+        for _, on_result in queued:
+            _call(on_result, "canceled")
+        _call(self.on_cancel, reason)
+
+    def _pump(self):
+        while self.active and self.ready and not self.in_flight and self.queue:
+            answer, on_result = self.queue.pop(0)
+            self.layer._send_notification(self, answer, on_result)
+
+
+def _call(callback, *args):
+    if callback is not None:
+        try:
+            callback(*args)
+        except Exception:
+            log.failure("observe callback failed")
+
+
 class MessageLayer(coap.Coap):
     """A txThings ``Coap`` protocol for servers: correct, bounded and quiet."""
 
     def __init__(self, handler, *, max_body=65536, piggyback_window=0.5, block_szx=BLOCK_SZX,
                  dedup_cap=1_000_000, ack_timeout=coap.ACK_TIMEOUT, max_retransmit=coap.MAX_RETRANSMIT,
-                 clock=None):
+                 max_observations=100_000, clock=None):
         super().__init__(endpoint=None)
         self.handler = handler
         self.max_body = max_body
@@ -180,6 +238,9 @@ class MessageLayer(coap.Coap):
         self.active_exchanges = {}
         self._uploads = {}
         self._large = RecentMap(coap.MAX_TRANSMIT_WAIT, 256)
+        self.observations = {}
+        self.max_observations = max_observations
+        self._sent_non = RecentMap(NON_LIFETIME, 100_000)  # (host, port, MID) of NON notifications
 
     # -- receiving ---------------------------------------------------------
 
@@ -212,6 +273,12 @@ class MessageLayer(coap.Coap):
             self._send_empty(RST, message.mid, message.remote)  # CoAP ping
         elif message.mtype in (ACK, RST):
             self._exchange_done(message, "ack" if message.mtype == ACK else "rst")
+            if message.mtype == RST:
+                remote = message.remote
+                observation = self._sent_non.get((remote[0], remote[1], message.mid))
+                observation = observation() if observation is not None else None
+                if observation is not None:
+                    observation.cancel("rst")
 
     def _received_response(self, message):
         if message.mtype == ACK:
@@ -248,6 +315,11 @@ class MessageLayer(coap.Coap):
             request = self._assemble(request, key, block1)
             if request is None:
                 return
+        request.protocol = self
+        if request.code == coap.GET and request.opt.observe == 1:
+            old = self.observations.get((remote[0], remote[1], request.token))
+            if old is not None:
+                old.cancel("deregistered")
         block2 = request.opt.block2
         if block2 is not None and block2.block_number:
             cached = self._large.get(self._large_key(request))
@@ -291,6 +363,13 @@ class MessageLayer(coap.Coap):
 
     def _answer(self, request, key, answer, separate=False):
         """Send ``answer`` to ``request``: piggybacked, NON or separate CON."""
+        observation = getattr(request, "observation", None)
+        if observation is not None:
+            if observation.active and 64 <= answer.code < 96:
+                answer.opt.observe = 0
+            else:
+                observation.cancel("refused")
+                observation = None
         answer = self._blockwise(request, answer)
         answer.token = request.token
         if separate:
@@ -304,6 +383,68 @@ class MessageLayer(coap.Coap):
             if key is not None and request.mtype == CON:
                 self.recent.replace(key, data)
         self.counters[code_text(answer.code)] += 1
+        if observation is not None:
+            observation.ready = True
+            observation._pump()
+
+    # -- observe -------------------------------------------------------------
+
+    def observe(self, request, on_cancel=None):
+        """Register an observation for a GET with Observe=0 (called by the handler).
+
+        The answer to ``request`` then carries Observe 0 if it is 2.xx (else the
+        observation is dropped); a registration with the same token from the same
+        peer replaces the old one.  None when the observation limit is reached.
+        """
+        remote = request.remote
+        key = (remote[0], remote[1], request.token)
+        old = self.observations.get(key)
+        if old is not None:
+            old.cancel("replaced")
+        if len(self.observations) >= self.max_observations:
+            self.counters["observationsRefused"] += 1
+            return None
+        observation = self.observations[key] = Observation(self, key, request, on_cancel)
+        request.observation = observation
+        return observation
+
+    def _forget_observation(self, observation):
+        if self.observations.get(observation.key) is observation:
+            del self.observations[observation.key]
+
+    def _send_notification(self, observation, answer, on_result):
+        request = observation.request
+        final = not 64 <= answer.code < 96
+        if not final:
+            observation.seq = (observation.seq + 1) & 0xFFFFFF
+            answer.opt.observe = observation.seq
+        answer = self._blockwise(request, answer)
+        answer.token = request.token
+        self.counters["notifications"] += 1
+        if observation.confirmable:
+            observation.in_flight = True
+            answer.mtype = CON
+
+            def done(outcome):
+                observation.in_flight = False
+                _call(on_result, outcome)
+                if outcome != "ack":
+                    observation.cancel(outcome)
+                elif final:
+                    observation.cancel("ended")
+                else:
+                    observation._pump()
+
+            self.send_confirmable(answer, request.remote, done)
+        else:
+            answer.mtype = NON
+            answer.mid = self.nextMessageID()
+            remote = request.remote
+            self.transport.write(answer.encode(), remote)
+            self._sent_non.put((remote[0], remote[1], answer.mid), weakref.ref(observation), self.clock.seconds())
+            _call(on_result, "sent")
+            if final:
+                observation.cancel("ended")
 
     def _blockwise(self, request, answer):
         block1 = request.opt.block1
@@ -448,6 +589,7 @@ class MessageLayer(coap.Coap):
         out["dedupEntries"] = len(self.recent)
         out["dedupEvictions"] = self.recent.evictions
         out["activeExchanges"] = len(self.active_exchanges)
+        out["observations"] = len(self.observations)
         return out
 
 

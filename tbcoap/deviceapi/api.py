@@ -15,9 +15,13 @@ from twisted.logger import Logger
 from txthings import coap
 
 from tbcoap.coap.messagelayer import response
-from tbcoap.errors import BadRequest, NotFound, StoreUnavailable, Unauthorized
+from tbcoap.deviceapi.observers import json_answer
+from tbcoap.errors import (BadRequest, NoRule, NotFound, RuleTimeout, ShuttingDown, StoreUnavailable,
+                           Unauthorized)
 from tbcoap.models import plain
 from tbcoap.redact import mask_token
+from tbcoap.services.rpc import compact
+from tbcoap.services.values import parse_json
 
 log = Logger()
 
@@ -27,7 +31,7 @@ MAX_DIAGNOSTIC = 96
 GET, POST = coap.GET, coap.POST
 WELL_KNOWN = (
     b'</api/v1>;title="ThingsBoard device API: /api/v1/{token}/'
-    b'(telemetry|attributes)",</api/v1/provision>;ct=50'
+    b'(telemetry|attributes|rpc)";obs,</api/v1/provision>;ct=50'
 )
 
 
@@ -50,12 +54,14 @@ class Route:
 class DeviceApi:
     """Answers CoAP requests for /api/v1/... and /.well-known/core."""
 
-    def __init__(self, core, max_body=65536):
+    def __init__(self, core, observers, max_body=65536):
         self.core = core
+        self.observers = observers
         self.max_body = max_body
         self.routes = {
             "telemetry": Route({POST: self.post_telemetry}),
             "attributes": Route({GET: self.get_attributes, POST: self.post_attributes}),
+            "rpc": Route({GET: self.get_rpc, POST: self.post_rpc}, max_extra=1),
         }
 
     def __call__(self, request):
@@ -76,7 +82,7 @@ class DeviceApi:
         if route is None or len(extra) > route.max_extra:
             return error(coap.BAD_REQUEST, f"unknown feature /{'/'.join(path[3:])}"[:60])
         handler = route.methods.get(request.code)
-        if handler is None:
+        if handler is None or (extra and request.code != POST):
             return error(coap.METHOD_NOT_ALLOWED, f"{feature} does not take {_method(request.code)}")
         device = self.core.devices.cached(token)
         if device is not None:
@@ -122,6 +128,10 @@ class DeviceApi:
             return error(coap.NOT_FOUND, str(exc))
         if isinstance(exc, StoreUnavailable):
             return error(coap.SERVICE_UNAVAILABLE, "storage unavailable, retry later")
+        if isinstance(exc, (RuleTimeout, ShuttingDown)):
+            return error(coap.SERVICE_UNAVAILABLE, str(exc))
+        if isinstance(exc, NoRule):
+            return error(coap.NOT_IMPLEMENTED, str(exc))
         who = f"device {device.id}" if device is not None else f"token {mask_token(token)}"
         log.failure("error answering {method} {feature} for {who}", failure,
                     method=_method(request.code), feature=_feature(request), who=who)
@@ -146,10 +156,41 @@ class DeviceApi:
         return _created(self.core.attributes.upload_client(device, request.payload))
 
     def get_attributes(self, device, request):
-        """GET /api/v1/T/attributes?clientKeys=..&sharedKeys=..: 2.05 JSON, 4.04 if nothing found."""
+        """GET /api/v1/T/attributes?clientKeys=..&sharedKeys=..: 2.05 JSON, 4.04 if nothing found.
+
+        With Observe=0: the full shared set, flat, then a notification per change.
+        """
+        if request.opt.observe == 0:
+            observation = request.protocol.observe(request)
+            if observation is None:
+                return error(coap.SERVICE_UNAVAILABLE, "too many observations")
+            self.observers.add_attributes(device, observation)
+            return self.core.attributes.shared(device).addCallback(json_answer)
         client_keys, shared_keys = _attribute_query(request)
         d = self.core.attributes.for_device(device, client_keys, shared_keys)
         return d.addCallback(_attributes_answer)
+
+    def get_rpc(self, device, request):
+        """GET /api/v1/T/rpc with Observe=0: 2.05 ``{}``, then one notification per RPC."""
+        if request.opt.observe is None:
+            return error(coap.BAD_REQUEST, "observe /rpc (Observe: 0) to receive RPCs")
+        if request.opt.observe == 0:
+            observation = request.protocol.observe(request)
+            if observation is None:
+                return error(coap.SERVICE_UNAVAILABLE, "too many observations")
+            self.observers.add_rpc(device, observation)
+        return json_answer({})
+
+    def post_rpc(self, device, request, request_id=None):
+        """POST /api/v1/T/rpc/{id}: a reply (2.01); POST /api/v1/T/rpc: client-side RPC (2.05)."""
+        body = parse_json(request.payload)
+        if request_id is not None:
+            if not request_id.isdigit() or not request_id.isascii():
+                raise BadRequest("rpc id must be an integer")
+            return _created(self.core.rpc.reply(device, int(request_id), compact(body)))
+        if not isinstance(body, dict) or not isinstance(body.get("method"), str) or not body["method"]:
+            raise BadRequest('client RPC needs {"method": "..."}')
+        return self.core.rules.client_rpc(device, body).addCallback(json_answer)
 
 
 def _attributes_answer(found):

@@ -17,13 +17,18 @@ from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from tbcoap.errors import BadRequest, Forbidden, NotFound, StoreUnavailable, Unauthorized
+from tbcoap.errors import (BadRequest, Forbidden, GatewayTimeout, NotFound, ShuttingDown, StoreUnavailable,
+                           Unauthorized)
 from tbcoap.redact import redact_uri
 from tbcoap.rest.auth import principal_for
 
 log = Logger()
 
 
+
+
+class RawJson(str):
+    """JSON text a handler returns to be written as it is."""
 
 
 class Shutdown(Exception):
@@ -137,13 +142,18 @@ class Api(Resource):
 def _write_json(value, request):
     if request._disconnected:
         return
-    body = b"" if value is None else json.dumps(value, separators=(",", ":")).encode("utf-8")
+    if value is None:
+        body = b""
+    elif isinstance(value, RawJson):
+        body = value.encode("utf-8")
+    else:
+        body = json.dumps(value, separators=(",", ":")).encode("utf-8")
     request.write(body)
     request.finish()
 
 
 STATUS_OF = ((BadRequest, 400), (Unauthorized, 401), (Forbidden, 403), (NotFound, 404),
-             (MethodNotAllowed, 405), (StoreUnavailable, 503))
+             (MethodNotAllowed, 405), (StoreUnavailable, 503), (ShuttingDown, 503), (GatewayTimeout, 504))
 
 
 def _write_error(failure, request):
@@ -179,7 +189,11 @@ class _Redacted:
 
     def getHeader(self, name):
         value = self._request.getHeader(name)
-        return redact_uri(value) if value and name.lower() in ("referer", "referrer") else value
+        key = name.decode("latin-1") if isinstance(name, bytes) else name
+        if value and key.lower() in ("referer", "referrer"):
+            text = value.decode("latin-1") if isinstance(value, bytes) else value
+            value = redact_uri(text).encode("latin-1") if isinstance(value, bytes) else redact_uri(text)
+        return value
 
     def __getattr__(self, name):
         return getattr(self._request, name)

@@ -1,6 +1,6 @@
 """Every REST call: method, path (ThingsBoard's), handler, roles."""
 
-from tbcoap.rest import admin, devices, telemetry
+from tbcoap.rest import admin, devices, rpc, telemetry
 from tbcoap.rest.app import route
 
 DEVICE = "/api/plugins/telemetry/DEVICE/{device_id}"
@@ -21,6 +21,11 @@ ROUTES = [
     route("POST", DEVICE + "/{scope}", telemetry.save_attributes),
     route("POST", DEVICE + "/attributes/{scope}", telemetry.save_attributes),
     route("DELETE", DEVICE + "/{scope}", telemetry.delete_attributes),
+    route("POST", "/api/rpc/oneway/{device_id}", rpc.oneway),
+    route("POST", "/api/rpc/twoway/{device_id}", rpc.twoway),
+    route("GET", "/api/rpc/persistent/{rpc_id}", rpc.get_persistent),
+    route("DELETE", "/api/rpc/persistent/{rpc_id}", rpc.delete_persistent),
+    route("GET", "/api/rpc/persistent/device/{device_id}", rpc.device_rpcs),
     route("GET", "/api/admin/stats", admin.stats),
     route("GET", "/api/admin/plugins", admin.plugins),
     route("GET", "/api/health", admin.health, roles=()),

@@ -6,6 +6,7 @@ from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
 from tbcoap.models import SCOPES, now_ms
+from tbcoap.services.bus import SharedAttributesChanged, SharedAttributesDeleted
 from tbcoap.services.values import Limits, parse_attributes
 
 WRITABLE_BY_OPERATOR = ("SHARED_SCOPE", "SERVER_SCOPE")
@@ -22,9 +23,11 @@ def check_scope(scope, writable=False):
 class AttributeService:
     """Typed attributes; SERVER_SCOPE reads include the live activity values."""
 
-    def __init__(self, store, activity, limits: Limits = Limits()):
+    def __init__(self, store, activity, bus, rules=None, limits: Limits = Limits()):
         self.store = store
         self.activity = activity
+        self.bus = bus
+        self.rules = rules
         self.limits = limits
 
     def upload_client(self, device, payload: bytes):
@@ -32,14 +35,28 @@ class AttributeService:
         values = parse_attributes(payload, self.limits)
         if not values:
             return None
-        return self.store.save_attributes(device.id, "CLIENT_SCOPE", values, now_ms())
+        d = self.store.save_attributes(device.id, "CLIENT_SCOPE", values, now_ms())
+        if self.rules is not None:
+            d.addCallback(lambda _: self.rules.uploaded("tbcoap_attributes_uploaded", device, values=values))
+        return d
 
     def save(self, device_id, scope, payload: bytes):
-        """Store attributes an operator sent (SHARED_SCOPE or SERVER_SCOPE); fires the typed values."""
+        """Store attributes an operator sent (SHARED_SCOPE or SERVER_SCOPE); fires the typed values.
+
+        Shared changes are published once committed, so observing devices hear of them.
+        """
         check_scope(scope, writable=True)
         values = parse_attributes(payload, self.limits)
-        d = self.store.save_attributes(device_id, scope, values, now_ms()) if values else defer.succeed(None)
-        return d.addCallback(lambda _: values)
+        if not values:
+            return defer.succeed(values)
+        d = self.store.save_attributes(device_id, scope, values, now_ms())
+
+        def committed(_):
+            if scope == "SHARED_SCOPE":
+                self.bus.publish(SharedAttributesChanged(device_id, values))
+            return values
+
+        return d.addCallback(committed)
 
     @defer.inlineCallbacks
     def get(self, device_id, scope, keys=None):
@@ -57,9 +74,21 @@ class AttributeService:
         return found
 
     def delete(self, device_id, scope, keys):
-        """Deferred list of the keys that existed and are now deleted."""
+        """Deferred list of the keys that existed and are now deleted (shared ones are published)."""
         check_scope(scope)
-        return self.store.delete_attributes(device_id, scope, keys)
+
+        def committed(deleted):
+            if scope == "SHARED_SCOPE" and deleted:
+                self.bus.publish(SharedAttributesDeleted(device_id, tuple(deleted)))
+            return deleted
+
+        return self.store.delete_attributes(device_id, scope, keys).addCallback(committed)
+
+    @defer.inlineCallbacks
+    def shared(self, device):
+        """All shared attributes of a device, flat: ``{key: value}``."""
+        found = yield self.store.get_attributes(device.id, "SHARED_SCOPE", None)
+        return {key: value for key, (value, _ts) in found.items()}
 
     @defer.inlineCallbacks
     def for_device(self, device, client_keys, shared_keys):

@@ -13,6 +13,7 @@ from twisted.internet import defer
 
 from tbcoap.errors import BadRequest, DuplicateToken, NotFound
 from tbcoap.models import Device, DeviceProfile, new_id
+from tbcoap.services.bus import DeviceGone, TokenReplaced
 
 TOKEN_CACHE_CAP = 200_000
 MAX_NAME = 255
@@ -33,9 +34,11 @@ def check_token(token) -> str:
 class DeviceService:
     """Everything about devices that does not depend on CoAP or HTTP."""
 
-    def __init__(self, store, plugins):
+    def __init__(self, store, plugins, bus):
         self.store = store
         self.plugins = plugins
+        self.bus = bus
+        bus.subscribe(self._on_event)
         self._by_token = {}
         self._token_of = {}
         self._changes = 0  # bumped by forget(): a lookup that raced a change is not cached
@@ -68,6 +71,10 @@ class DeviceService:
         self._by_token[token] = device
         self._token_of[device.id] = token
         return device
+
+    def _on_event(self, event):
+        if isinstance(event, (DeviceGone, TokenReplaced)):
+            self.forget(event.device_id)
 
     def forget(self, device_id):
         """Drop a device's cached token (after a change made here or on another node)."""
@@ -133,6 +140,7 @@ class DeviceService:
         self.forget(device_id)
         if not existed:
             raise NotFound(f"device {device_id} not found")
+        self.bus.publish(DeviceGone(device_id))
 
     @defer.inlineCallbacks
     def token(self, device_id):
@@ -149,5 +157,8 @@ class DeviceService:
         owner = yield self.store.device_by_token(token)
         if owner is not None and owner.id != device_id:
             raise DuplicateToken("access token already in use")
+        old = yield self.store.get_token(device_id)
         yield self.store.set_token(device_id, token)
         self.forget(device_id)
+        if old != token:
+            self.bus.publish(TokenReplaced(device_id))

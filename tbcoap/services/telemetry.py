@@ -12,8 +12,9 @@ MAX_HISTORY_LIMIT = 100_000
 class TelemetryService:
     """Stores typed telemetry and reads it back."""
 
-    def __init__(self, store, limits: Limits = Limits()):
+    def __init__(self, store, rules=None, limits: Limits = Limits()):
         self.store = store
+        self.rules = rules
         self.limits = limits
 
     def upload(self, device, payload: bytes):
@@ -25,7 +26,10 @@ class TelemetryService:
         entries = parse_telemetry(payload, now_ms(), self.limits)
         if not entries:
             return None
-        return self.store.save_telemetry(device.id, entries)
+        d = self.store.save_telemetry(device.id, entries)
+        if self.rules is not None:
+            d.addCallback(lambda _: self.rules.uploaded("tbcoap_telemetry_uploaded", device, entries=entries))
+        return d
 
     def latest(self, device_id, keys=None):
         """Deferred ``{key: (ts, value)}``; ``keys`` None means every key."""

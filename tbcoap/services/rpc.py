@@ -1,0 +1,268 @@
+"""Server-side RPC (SPEC section 2): queue, per-device ids, delivery, expiry, replies.
+
+Every RPC lives in the store with its status; this service only keeps what
+cannot be stored: the REST callers waiting for an answer, the expiry timers
+and the channels to devices observing ``/rpc`` on this node.  One RPC per
+device is in flight at a time, in the order of their ids.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from tbcoap.errors import BadRequest, GatewayTimeout, NotFound, ShuttingDown
+from tbcoap.models import RPC_FINAL, Rpc, new_id, now_ms
+from tbcoap.services.bus import DeviceGone, RpcChanged
+
+log = Logger()
+
+DEFAULT_TIMEOUT_MS = 10_000
+MIN_TIMEOUT_MS = 5_000
+
+
+def compact(value) -> str:
+    """Compact JSON text."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def parse_request(body) -> dict:
+    """Validate a REST RPC body; ``{"method","params_json","expiration_time","persistent"}``."""
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    method = body.get("method")
+    if not isinstance(method, str) or not method:
+        raise BadRequest("method must be a non-empty string")
+    timeout = body.get("timeout", DEFAULT_TIMEOUT_MS)
+    expiration = body.get("expirationTime")
+    persistent = body.get("persistent", False)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise BadRequest("timeout must be a positive number of milliseconds")
+    if expiration is not None and (isinstance(expiration, bool) or not isinstance(expiration, int)):
+        raise BadRequest("expirationTime must be milliseconds since the epoch")
+    if not isinstance(persistent, bool):
+        raise BadRequest("persistent must be true or false")
+    now = now_ms()
+    return {
+        "method": method,
+        "params_json": compact(body.get("params")),
+        "expiration_time": expiration if expiration is not None else now + max(int(timeout), MIN_TIMEOUT_MS),
+        "persistent": persistent,
+        "created_time": now,
+    }
+
+
+class RpcService:
+    """Queues RPCs, delivers them to observing devices, and answers the callers."""
+
+    def __init__(self, store, bus, clock=None):
+        from twisted.internet import reactor
+
+        self.store = store
+        self.bus = bus
+        self.clock = clock or reactor
+        self._channels = {}   # device_id -> [channel]: objects with send(message_dict, on_result)
+        self._busy = set()    # devices with a delivery under way
+        self._waiters = {}    # rpc_id -> [(Deferred, oneway)]
+        self._timers = {}     # rpc_id -> DelayedCall
+        self._running = False
+        bus.subscribe(self._on_event)
+
+    # -- callers --------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def submit(self, device_id, body, oneway):
+        """Queue an RPC.  Persistent: fires ``{"rpcId"}`` at once.  Otherwise fires the
+        final ``Rpc`` when delivered (one-way) or answered (two-way); GatewayTimeout if it expires."""
+        if not self._running:
+            raise ShuttingDown("server is stopping")
+        request = parse_request(body)
+        rpc = yield self.store.add_rpc(Rpc(id=new_id(), device_id=device_id, request_id=0, method=request["method"],
+                                           params_json=request["params_json"], oneway=oneway,
+                                           persistent=request["persistent"],
+                                           expiration_time=request["expiration_time"],
+                                           created_time=request["created_time"]))
+        self._schedule_expiry(rpc)
+        if rpc.persistent:
+            self.bus.publish(RpcChanged(device_id, rpc.id, rpc.status))
+            return {"rpcId": rpc.id}
+        waiting = defer.Deferred()
+        self._waiters.setdefault(rpc.id, []).append((waiting, oneway))
+        self.bus.publish(RpcChanged(device_id, rpc.id, rpc.status))
+        result = yield waiting
+        return result
+
+    def get(self, rpc_id):
+        """Deferred Rpc, or NotFound."""
+        return self.store.get_rpc(rpc_id).addCallback(_found, rpc_id)
+
+    @defer.inlineCallbacks
+    def delete(self, rpc_id):
+        """Delete an RPC (NotFound if unknown); a waiting caller gets 404."""
+        if not (yield self.store.delete_rpc(rpc_id)):
+            raise NotFound(f"rpc {rpc_id} not found")
+        self._cancel_timer(rpc_id)
+        self._fail_waiters(rpc_id, NotFound(f"rpc {rpc_id} was deleted"))
+
+    def page(self, device_id, page_size, page):
+        """Deferred ``(rpcs, total)``, newest first."""
+        return self.store.list_rpcs(device_id, page_size, page * page_size)
+
+    # -- devices --------------------------------------------------------------
+
+    def add_channel(self, device_id, channel):
+        """A device observes ``/rpc`` through ``channel``; queued RPCs go out now."""
+        self._channels.setdefault(device_id, []).append(channel)
+        self.deliver(device_id)
+
+    def remove_channel(self, device_id, channel):
+        """That observation ended."""
+        channels = self._channels.get(device_id, [])
+        if channel in channels:
+            channels.remove(channel)
+        if not channels:
+            self._channels.pop(device_id, None)
+
+    @defer.inlineCallbacks
+    def reply(self, device, request_id, response_json):
+        """The device answered RPC ``request_id``; unknown or finished ids are logged only."""
+        rpc = yield self.store.rpc_by_request_id(device.id, request_id)
+        if rpc is not None and not rpc.oneway:
+            if (yield self.store.set_rpc_status(rpc.id, "SUCCESSFUL", response_json, expect=("SENT", "DELIVERED"))):
+                self._cancel_timer(rpc.id)
+                self.bus.publish(RpcChanged(device.id, rpc.id, "SUCCESSFUL"))
+                return
+        log.info("reply from device {device} for unknown or finished rpc {id}", device=device.id, id=request_id)
+
+    def deliver(self, device_id):
+        """Send the device's next queued RPC if it observes ``/rpc`` here and nothing is in flight."""
+        if self._running and device_id in self._channels and device_id not in self._busy:
+            self._busy.add(device_id)
+            self._deliver_next(device_id).addErrback(self._delivery_failed, device_id)
+
+    @defer.inlineCallbacks
+    def _deliver_next(self, device_id):
+        now = now_ms()
+        pending = yield self.store.pending_rpcs(device_id)
+        for rpc in pending:
+            channels = self._channels.get(device_id)
+            if not channels:
+                break
+            if rpc.status != "QUEUED" or rpc.expiration_time <= now:
+                continue
+            if not (yield self.store.set_rpc_status(rpc.id, "SENT", expect=("QUEUED",))):
+                continue
+            message = {"id": rpc.request_id, "method": rpc.method, "params": json.loads(rpc.params_json)}
+            channels[0].send(message, lambda outcome, rpc=rpc, channel=channels[0]: self._sent(rpc, channel, outcome))
+            self.bus.publish(RpcChanged(device_id, rpc.id, "SENT"))
+            return
+        self._busy.discard(device_id)
+
+    def _delivery_failed(self, failure, device_id):
+        self._busy.discard(device_id)
+        log.failure("rpc delivery to device {device} failed", failure, device=device_id)
+
+    def _sent(self, rpc, channel, outcome):
+        if outcome in ("ack", "sent"):
+            status = "SUCCESSFUL" if rpc.oneway else "DELIVERED"
+        else:
+            status = "QUEUED"  # not acknowledged: back to the queue until it expires
+            self.remove_channel(rpc.device_id, channel)
+        d = self.store.set_rpc_status(rpc.id, status, expect=("SENT",))
+        d.addCallback(self._after_sent, rpc, status)
+        d.addErrback(lambda f: log.failure("rpc status update failed", f))
+
+    def _after_sent(self, changed, rpc, status):
+        self._busy.discard(rpc.device_id)
+        if changed:
+            if status == "SUCCESSFUL":
+                self._cancel_timer(rpc.id)
+            self.bus.publish(RpcChanged(rpc.device_id, rpc.id, status))
+        self.deliver(rpc.device_id)
+
+    # -- expiry, events, lifecycle ---------------------------------------------
+
+    def _schedule_expiry(self, rpc):
+        delay = max(0.0, (rpc.expiration_time - now_ms()) / 1000)
+        self._cancel_timer(rpc.id)
+        self._timers[rpc.id] = self.clock.callLater(delay, self._expire, rpc)
+
+    def _cancel_timer(self, rpc_id):
+        timer = self._timers.pop(rpc_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    @defer.inlineCallbacks
+    def _expire(self, rpc):
+        self._timers.pop(rpc.id, None)
+        try:
+            if (yield self.store.set_rpc_status(rpc.id, "EXPIRED", expect=("QUEUED", "SENT"))):
+                self.bus.publish(RpcChanged(rpc.device_id, rpc.id, "EXPIRED"))
+            elif (yield self.store.set_rpc_status(rpc.id, "TIMEOUT", expect=("DELIVERED",))):
+                self.bus.publish(RpcChanged(rpc.device_id, rpc.id, "TIMEOUT"))
+        except Exception:
+            log.failure("could not expire rpc {id}", id=rpc.id)
+
+    def _on_event(self, event):
+        if isinstance(event, RpcChanged):
+            if event.rpc_id in self._waiters:
+                self.get(event.rpc_id).addCallbacks(self._answer_waiters, lambda f: None)
+            if event.status in (None, "QUEUED"):
+                self.deliver(event.device_id)
+        elif isinstance(event, DeviceGone):
+            self._channels.pop(event.device_id, None)
+
+    def _answer_waiters(self, rpc):
+        waiters = self._waiters.get(rpc.id, [])
+        for waiting, oneway in list(waiters):
+            if rpc.status in ("EXPIRED", "TIMEOUT", "FAILED"):
+                verb = {"EXPIRED": "was not delivered", "TIMEOUT": "got no reply", "FAILED": "failed"}[rpc.status]
+                error = GatewayTimeout(f"rpc {rpc.request_id} {verb} before it expired")
+            elif rpc.status == "SUCCESSFUL" or (oneway and rpc.status == "DELIVERED"):
+                error = None
+            else:
+                continue
+            waiters.remove((waiting, oneway))
+            if error is None:
+                waiting.callback(rpc)
+            else:
+                waiting.errback(error)
+        if not waiters:
+            self._waiters.pop(rpc.id, None)
+
+    def _fail_waiters(self, rpc_id, error):
+        for waiting, _ in self._waiters.pop(rpc_id, []):
+            waiting.errback(error)
+
+    @defer.inlineCallbacks
+    def start(self):
+        """Take up the RPCs the store holds: expiry timers, SENT ones back to the queue."""
+        self._running = True
+        for rpc in (yield self.store.pending_rpcs()):
+            if rpc.status == "SENT":
+                yield self.store.set_rpc_status(rpc.id, "QUEUED", expect=("SENT",))
+            self._schedule_expiry(rpc)
+
+    def stop(self):
+        """Stop timers; waiting callers get 503 (their RPCs stay in the store)."""
+        self._running = False
+        for rpc_id in list(self._timers):
+            self._cancel_timer(rpc_id)
+        for rpc_id in list(self._waiters):
+            self._fail_waiters(rpc_id, ShuttingDown("server is stopping; the rpc stays queued"))
+
+    def stats(self):
+        """Counters: RPCs with a live expiry timer here, callers waiting, devices observing /rpc."""
+        return {"pendingRpcs": len(self._timers), "waitingCallers": sum(map(len, self._waiters.values())),
+                "rpcChannels": sum(map(len, self._channels.values()))}
+
+
+def _found(rpc, rpc_id):
+    if rpc is None:
+        raise NotFound(f"rpc {rpc_id} not found")
+    return rpc
+
+
+__all__ = ["RpcService", "RPC_FINAL", "parse_request", "compact"]

@@ -1,0 +1,70 @@
+"""Rule plugins: client-side RPC answers and upload notifications, in ``--rules`` order.
+
+A rule is a registered plugin, named in ``--rules``, that implements
+``tbcoap_client_rpc`` and/or the upload hooks.  Only enabled rules are asked.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from tbcoap.errors import NoRule, RuleTimeout
+
+log = Logger()
+RULE_HOOKS = ("tbcoap_client_rpc", "tbcoap_telemetry_uploaded", "tbcoap_attributes_uploaded")
+
+
+def rule_names(plugins):
+    """Names of registered plugins that implement a rule hook."""
+    return sorted({impl.plugin_name for hook in RULE_HOOKS
+                   for impl in getattr(plugins.pm.hook, hook).get_hookimpls()})
+
+
+class RuleService:
+    """Asks the enabled rules, in order, with a timeout."""
+
+    def __init__(self, plugins, names, timeout=10.0, clock=None):
+        from twisted.internet import reactor
+
+        self.plugins = plugins
+        self.names = list(names)
+        self.timeout = timeout
+        self.clock = clock or reactor
+
+    def _impls(self, hook):
+        by_name = {impl.plugin_name: impl for impl in getattr(self.plugins.pm.hook, hook).get_hookimpls()}
+        return [by_name[name] for name in self.names if name in by_name]
+
+    def client_rpc(self, device, request):
+        """Deferred answer (a JSON value) of the first enabled rule that answers.
+
+        NoRule if no enabled rule implements it or none answers; RuleTimeout
+        if a rule takes longer than the timeout; a rule's own error otherwise.
+        """
+        impls = self._impls("tbcoap_client_rpc")
+        if not impls:
+            return defer.fail(NoRule("no rule answers client-side RPC"))
+        return self._ask(impls, device, request)
+
+    @defer.inlineCallbacks
+    def _ask(self, impls, device, request):
+        for impl in impls:
+            kwargs = {"device": device, "request": request}
+            d = defer.maybeDeferred(impl.function, *[kwargs[name] for name in impl.argnames])
+            d.addTimeout(self.timeout, self.clock)
+            try:
+                answer = yield d
+            except defer.TimeoutError:
+                raise RuleTimeout(f"rule {impl.plugin_name} did not answer within {self.timeout:g} s") from None
+            if answer is not None:
+                return answer
+        raise NoRule("no enabled rule answered")
+
+    def uploaded(self, hook, device, **kwargs):
+        """Tell every enabled rule about an upload; failures are logged, never returned."""
+        for impl in self._impls(hook):
+            args = {"device": device, **kwargs}
+            d = defer.maybeDeferred(impl.function, *[args[name] for name in impl.argnames])
+            d.addErrback(lambda f, name=impl.plugin_name: log.failure("rule {rule} failed on {hook}", f,
+                                                                      rule=name, hook=hook))
