@@ -78,3 +78,33 @@ async def test_aiocoap_client(node, rest, device):
     assert status == 200
     out, err, code = await run(client, url(node, "/api/v1/TOKEN-1/attributes?sharedKeys=big"))
     assert code == 0 and json.loads(out) == {"shared": {"big": "q" * 3000}}  # fetched block-wise
+
+
+@pytest_twisted.ensureDeferred
+async def test_libcoap_observes_shared_attributes(node, rest, device):
+    from twisted.internet import defer, reactor, task
+
+    client = libcoap()
+    device_id = device["id"]["id"]
+    await rest.post(f"/api/plugins/telemetry/DEVICE/{device_id}/SHARED_SCOPE", {"mode": "eco"})
+    watching = defer.ensureDeferred(run(client, "-s", "3", "-m", "get", url(node, "/api/v1/TOKEN-1/attributes")))
+    await task.deferLater(reactor, 1.0, lambda: None)
+    await rest.post(f"/api/plugins/telemetry/DEVICE/{device_id}/SHARED_SCOPE", {"target": 21})
+    out, err, code = await watching
+    assert code == 0, err
+    assert '{"mode":"eco"}' in out and '{"target":21}' in out
+    assert out.index('{"mode":"eco"}') < out.index('{"target":21}')
+
+
+@pytest_twisted.ensureDeferred
+async def test_npm_coap_cli_observes_rpc(node, rest, device):
+    from twisted.internet import defer, reactor, task
+
+    client = coap_cli()
+    watching = defer.ensureDeferred(run(shutil.which("timeout"), "4", client, "-o", "get",
+                                        url(node, "/api/v1/TOKEN-1/rpc")))
+    await task.deferLater(reactor, 1.5, lambda: None)
+    status, _ = await rest.post(f"/api/rpc/oneway/{device['id']['id']}", {"method": "setGpio", "params": {"pin": 2}})
+    assert status == 200  # delivered: the client acknowledged the CON notification
+    out, err, code = await watching
+    assert "{}" in out and '{"id":1,"method":"setGpio","params":{"pin":2}}' in out
