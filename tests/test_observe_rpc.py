@@ -320,3 +320,21 @@ async def test_rpc_deregistration_is_answered_with_empty_object(node, coap, devi
     answer = await coap.request(GET, RPC, observe=1, token=b"x")
     assert code_text(answer.code) == "2.05" and answer.opt.observe is None and body(answer) == {}
     assert node.coap.stats()["observations"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_answers_waiting_rpc_callers_503_and_keeps_the_rpc(start_node, tmp_path):
+    from tests.conftest import Rest
+
+    data_dir = tmp_path / "stop"
+    first = await start_node(data_dir=data_dir)
+    device, _ = await first.core.devices.create("d", token="TOKEN-1")
+    rest = Rest(f"http://127.0.0.1:{first.http_address[1]}")
+    waiting = call_rest(rest, f"/api/rpc/twoway/{device.id}", {"method": "m", "timeout": 60000})
+    await sleep(0.3)
+    await first.stopService()
+    status, answer = await waiting
+    assert status == 503 and answer["status"] == 503
+    second = await start_node(data_dir=data_dir)
+    (rpc,) = await second.core.rpc.store.pending_rpcs(device.id)
+    assert rpc.status == "QUEUED" and rpc.method == "m"
