@@ -10,7 +10,11 @@ from twisted.internet import defer
 from tbcoap.services.activity import ActivityTracker
 from tbcoap.services.attributes import AttributeService
 from tbcoap.services.bus import LocalBus
+from tbcoap.services.claims import DEFAULT_DURATION_MS, ClaimService
+from tbcoap.services.customers import CustomerService
 from tbcoap.services.devices import DeviceService
+from tbcoap.services.profiles import ProfileService
+from tbcoap.services.provisioning import ProvisionService
 from tbcoap.services.rpc import RpcService
 from tbcoap.services.rules import RuleService
 from tbcoap.services.telemetry import TelemetryService
@@ -20,7 +24,8 @@ from tbcoap.services.values import Limits
 class Core:
     """Holds the domain services; no CoAP or HTTP in here."""
 
-    def __init__(self, store, plugins, rules=(), rule_timeout=10.0, limits: Limits = Limits(), bus=None):
+    def __init__(self, store, plugins, rules=(), rule_timeout=10.0, limits: Limits = Limits(), bus=None,
+                 claim_duration_ms=DEFAULT_DURATION_MS):
         self.ready = False  # True while the store is open
         self.store = store
         self.plugins = plugins
@@ -32,6 +37,10 @@ class Core:
         self.telemetry = TelemetryService(store, self.rules, limits)
         self.attributes = AttributeService(store, self.activity, self.bus, self.rules, limits)
         self.rpc = RpcService(store, self.bus)
+        self.customers = CustomerService(store)
+        self.claims = ClaimService(store, self.devices, claim_duration_ms)
+        self.profiles = ProfileService(store)
+        self.provisioning = ProvisionService(store, self.devices)
 
     @defer.inlineCallbacks
     def start(self):

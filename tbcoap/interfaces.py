@@ -33,7 +33,8 @@ class IDeviceStore(Interface):
         """``(devices, total)``: a page of devices ordered by creation, and how many exist."""
 
     def delete_device(device_id):
-        """Delete a device with its token, telemetry, attributes and RPCs; True if it existed."""
+        """Delete a device with its token, telemetry, attributes, RPCs, claim request and
+        provisioned mark; True if it existed."""
 
     def get_token(device_id):
         """The device's access token, or None if the device does not exist."""
@@ -117,7 +118,55 @@ class IRpcStore(Interface):
         """Delete an RPC; True if it existed."""
 
 
-class IStore(IDeviceStore, ITelemetryStore, IAttributeStore, IRpcStore):
+class ICustomerStore(Interface):
+    """Customers, their API keys (kept as SHA-256 hex digests) and the devices they own."""
+
+    def add_customer(customer, key_digest):
+        """Store a new ``Customer`` with the digest of its API key; fires the customer."""
+
+    def get_customer(customer_id):
+        """The ``Customer``, or None."""
+
+    def customer_by_key_digest(key_digest):
+        """The ``Customer`` whose API key has that digest, or None."""
+
+    def list_customers(limit, offset):
+        """``(customers, total)``, ordered by creation."""
+
+    def set_device_customer(device_id, customer_id, expect_customer_id):
+        """Set the device's owner (None frees it) if its owner is now ``expect_customer_id``
+        (None: free); fires True if it changed, False if not (NotFound if no device or customer)."""
+
+    def list_customer_devices(customer_id, limit, offset):
+        """``(devices, total)`` owned by the customer, ordered by creation."""
+
+
+class IClaimStore(Interface):
+    """Claim requests made by devices (one per device)."""
+
+    def put_claim_request(request, now):
+        """Store a ``ClaimRequest`` unless the device has one that has not expired at ``now``
+        (first request wins until it expires); fires True if stored."""
+
+    def get_claim_request(device_id):
+        """The device's ``ClaimRequest`` (expired or not), or None."""
+
+    def delete_claim_request(device_id):
+        """Remove the device's claim request; True if there was one."""
+
+
+class IProvisionStore(Interface):
+    """What provisioning needs beyond devices and profiles."""
+
+    def profile_by_provision_key(key):
+        """The ``DeviceProfile`` with that provision key, or None."""
+
+    def mark_provisioned(device_id):
+        """Record that the device was provisioned; fires True the first time, False after."""
+
+
+class IStore(IDeviceStore, ITelemetryStore, IAttributeStore, IRpcStore, ICustomerStore, IClaimStore,
+             IProvisionStore):
     """Everything a storage backend provides."""
 
     name = Attribute("Short backend name, e.g. 'sqlite'.")

@@ -117,3 +117,21 @@ class Rpc:
     created_time: int = field(default_factory=now_ms)
     status: str = "QUEUED"
     response_json: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """A customer: owns devices, calls the REST API with its own key (role customer)."""
+
+    id: str
+    title: str
+    created_time: int = field(default_factory=now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """A device's request to be claimed: the secret and when the request expires (ms)."""
+
+    device_id: str
+    secret: str
+    expiration_time: int

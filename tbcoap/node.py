@@ -39,7 +39,7 @@ class TbcoapService(Service):
         except ValueError as exc:
             self._fatal_now(f"--store: {exc}")
         self.core = Core(self.store, plugins, rules=check_rules(settings, plugins),
-                         rule_timeout=settings["rule-timeout"])
+                         rule_timeout=settings["rule-timeout"], claim_duration_ms=settings["claim-duration"])
         self.observers = ObserverRegistry(self.core)
         self.device_api = DeviceApi(self.core, self.observers, max_body=settings["max-body"])
         self.coap = MessageLayer(self.device_api, max_body=settings["max-body"],

@@ -38,6 +38,7 @@ SETTINGS = {
     "piggyback-timeout": (500, int, "ms to answer in the ACK before sending an empty ACK first"),
     "rules": ("echo", str, "rule plugins answering client-side RPC, in order: NAME[,NAME] or none"),
     "rule-timeout": (10.0, float, "seconds a rule may take before the device gets 5.03"),
+    "claim-duration": (86_400_000, int, "ms a device's claim request lasts when it gives no durationMs"),
     "ack-timeout": (2.0, float, "seconds before a CON notification is first retransmitted (RFC 7252 ACK_TIMEOUT)"),
     "max-retransmit": (4, int, "retransmissions of a CON notification before its observation ends"),
 }
@@ -117,6 +118,8 @@ def _validate(settings):
     for name in ("rule-timeout", "ack-timeout"):
         if not 0 < settings[name] <= 3600:
             raise usage.UsageError(f"--{name} must be more than 0 and at most 3600 seconds")
+    if settings["claim-duration"] < 1:
+        raise usage.UsageError("--claim-duration must be positive")
     if not 0 <= settings["max-retransmit"] <= 20:
         raise usage.UsageError("--max-retransmit must be 0 to 20")
     for name in ("device-rate-limit", "peer-rate-limit"):

@@ -18,8 +18,18 @@ from zope.interface.verify import verifyObject
 from plugins.tbcoap_sqlite import database_path, make_store, schema
 from plugins.tbcoap_sqlite.store import SQLiteStore
 from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, StoreUnavailable
-from tbcoap.interfaces import IStore
-from tbcoap.models import RPC_FINAL, RPC_STATUSES, Device, DeviceProfile, Json, Rpc, new_id
+from tbcoap.interfaces import IClaimStore, ICustomerStore, IProvisionStore, IStore
+from tbcoap.models import (
+    RPC_FINAL,
+    RPC_STATUSES,
+    ClaimRequest,
+    Customer,
+    Device,
+    DeviceProfile,
+    Json,
+    Rpc,
+    new_id,
+)
 
 
 def _sqlite_url(tmp_path):
@@ -95,6 +105,8 @@ def assert_typed(got, expected):
 @pytest_twisted.ensureDeferred
 async def test_provides_istore(store):
     assert verifyObject(IStore, store)
+    for part in (ICustomerStore, IClaimStore, IProvisionStore):
+        assert verifyObject(part, store)
     assert isinstance(store.name, str) and store.name
 
 
@@ -621,6 +633,323 @@ async def test_add_rpc_checks_its_input(store):
     assert await store.list_rpcs(a.id, 10, 0) == ([results[-1][1]], 1)
 
 
+# -- customers ---------------------------------------------------------------------------------
+
+
+def cust(title="c", **kw):
+    return Customer(id=new_id(), title=title, **kw)
+
+
+def digest(n):
+    return f"{n:064x}"  # the shape of a SHA-256 hex digest
+
+
+@pytest_twisted.ensureDeferred
+async def test_customers(store):
+    assert await store.list_customers(10, 0) == ([], 0)
+    c = cust("Acme", created_time=1234)
+    assert await store.add_customer(c, digest(1)) == c
+    assert await store.get_customer(c.id) == c
+    assert await store.customer_by_key_digest(digest(1)) == c
+    assert await store.get_customer(new_id()) is None
+    assert await store.customer_by_key_digest(digest(2)) is None
+    assert await store.customer_by_key_digest("") is None
+    assert await store.customer_by_key_digest(None) is None
+    assert await store.list_customers(10, 0) == ([c], 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_add_customer_refusals(store):
+    c = await store.add_customer(cust("Acme"), digest(1))
+    await raises(BadRequest, store.add_customer(cust("Other"), digest(1)))  # the key is taken
+    await raises(BadRequest, store.add_customer(cust(""), digest(2)))
+    await raises(BadRequest, store.add_customer(cust(None), digest(3)))
+    await raises(BadRequest, store.add_customer(cust(7), digest(4)))
+    await raises(BadRequest, store.add_customer(cust("x"), ""))
+    await raises(BadRequest, store.add_customer(cust("x"), None))
+    await raises(BadRequest, store.add_customer(replace(c, title="Again"), digest(5)))  # its id is taken
+    for n in (2, 3, 4, 5):
+        assert await store.customer_by_key_digest(digest(n)) is None
+    assert await store.list_customers(10, 0) == ([c], 1)
+    assert await store.get_customer(c.id) == c
+    # titles need not be unique
+    twin = await store.add_customer(cust("Acme"), digest(6))
+    assert (await store.list_customers(10, 0))[1] == 2
+    assert await store.customer_by_key_digest(digest(6)) == twin
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_add_customer_one_key_one_winner(store):
+    results = await settled([store.add_customer(cust(f"c{i}"), digest(9)) for i in range(10)])
+    assert [ok for ok, _ in results].count(True) == 1
+    assert all(r.check(BadRequest) for ok, r in results if not ok)
+    winner = next(r for ok, r in results if ok)
+    assert await store.customer_by_key_digest(digest(9)) == winner
+    assert (await store.list_customers(100, 0))[1] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_customers_ordered_and_paged(store):
+    a, b = sorted([new_id(), new_id()])
+    made = [
+        Customer(id=new_id(), title="late", created_time=300),
+        Customer(id=b, title="tie-b", created_time=200),
+        Customer(id=a, title="tie-a", created_time=200),
+        Customer(id=new_id(), title="early", created_time=100),
+    ]
+    for i, c in enumerate(made):
+        await store.add_customer(c, digest(i))
+    titles = [c.title for c in (await store.list_customers(10, 0))[0]]
+    assert titles == ["early", "tie-a", "tie-b", "late"]
+    page, total = await store.list_customers(2, 1)
+    assert [c.title for c in page] == ["tie-a", "tie-b"] and total == 4
+    assert await store.list_customers(2, 10) == ([], 4)
+    assert await store.list_customers(0, 0) == ([], 4)
+    await raises(BadRequest, store.list_customers(-1, 0))
+    await raises(BadRequest, store.list_customers(10, -1))
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_device_customer_compare_and_set(store):
+    d = await store.add_device(dev("a"), "ta")
+    c1 = await store.add_customer(cust("one"), digest(1))
+    c2 = await store.add_customer(cust("two"), digest(2))
+    assert d.customer_id is None
+    assert await store.set_device_customer(d.id, c1.id, None) is True
+    owned = replace(d, customer_id=c1.id)
+    assert await store.get_device(d.id) == owned
+    assert await store.device_by_name("a") == owned
+    assert await store.device_by_token("ta") == owned
+    assert await store.list_devices(10, 0) == ([owned], 1)
+    # the owner is not what the caller expects: nothing changes
+    assert await store.set_device_customer(d.id, c2.id, None) is False
+    assert await store.set_device_customer(d.id, None, c2.id) is False
+    assert await store.set_device_customer(d.id, None, None) is False
+    assert (await store.get_device(d.id)).customer_id == c1.id
+    # the expected owner: moved, then freed
+    assert await store.set_device_customer(d.id, c2.id, c1.id) is True
+    assert (await store.get_device(d.id)).customer_id == c2.id
+    assert await store.set_device_customer(d.id, None, c2.id) is True
+    assert await store.get_device(d.id) == d
+    assert await store.set_device_customer(d.id, None, c2.id) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_device_customer_not_found(store):
+    d = await store.add_device(dev("a"), "ta")
+    c = await store.add_customer(cust(), digest(1))
+    await raises(NotFound, store.set_device_customer(new_id(), c.id, None))
+    await raises(NotFound, store.set_device_customer(new_id(), None, c.id))
+    await raises(NotFound, store.set_device_customer(d.id, new_id(), None))  # no such customer
+    assert (await store.get_device(d.id)).customer_id is None
+    await store.set_device_customer(d.id, c.id, None)
+    await raises(NotFound, store.set_device_customer(d.id, new_id(), c.id))
+    assert (await store.get_device(d.id)).customer_id == c.id
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_claims_have_one_winner(store):
+    d = await store.add_device(dev("a"), "ta")
+    customers = [await store.add_customer(cust(f"c{i}"), digest(i)) for i in range(10)]
+    results = await defer.gatherResults([store.set_device_customer(d.id, c.id, None) for c in customers])
+    assert results.count(True) == 1
+    winner = customers[results.index(True)]
+    assert (await store.get_device(d.id)).customer_id == winner.id
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_customer_devices(store):
+    c1 = await store.add_customer(cust("one"), digest(1))
+    c2 = await store.add_customer(cust("two"), digest(2))
+    a, b = sorted([new_id(), new_id()])
+    mine = [
+        Device(id=new_id(), name="late", created_time=300),
+        Device(id=b, name="tie-b", created_time=200),
+        Device(id=a, name="tie-a", created_time=200),
+        Device(id=new_id(), name="early", created_time=100),
+    ]
+    others = [Device(id=new_id(), name="theirs", created_time=150), Device(id=new_id(), name="free")]
+    for i, d in enumerate(mine + others):
+        await store.add_device(d, f"t{i}")
+    for d in mine:
+        assert await store.set_device_customer(d.id, c1.id, None) is True
+    await store.set_device_customer(others[0].id, c2.id, None)
+    devices, total = await store.list_customer_devices(c1.id, 10, 0)
+    assert [d.name for d in devices] == ["early", "tie-a", "tie-b", "late"] and total == 4
+    assert all(d.customer_id == c1.id for d in devices)
+    page, total = await store.list_customer_devices(c1.id, 2, 1)
+    assert [d.name for d in page] == ["tie-a", "tie-b"] and total == 4
+    assert await store.list_customer_devices(c1.id, 2, 10) == ([], 4)
+    assert await store.list_customer_devices(c2.id, 10, 0) == ([replace(others[0], customer_id=c2.id)], 1)
+    assert await store.list_customer_devices(new_id(), 10, 0) == ([], 0)
+    await store.set_device_customer(mine[0].id, None, c1.id)
+    assert (await store.list_customer_devices(c1.id, 10, 0))[1] == 3
+    await store.delete_device(mine[1].id)
+    assert [d.name for d in (await store.list_customer_devices(c1.id, 10, 0))[0]] == ["early", "tie-a"]
+    await raises(BadRequest, store.list_customer_devices(c1.id, -1, 0))
+    await raises(BadRequest, store.list_customer_devices(c1.id, 10, -1))
+
+
+# -- claim requests ------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_claim_request_first_wins_until_it_expires(store):
+    d = await store.add_device(dev("a"), "ta")
+    assert await store.get_claim_request(d.id) is None
+    first = ClaimRequest(device_id=d.id, secret="s1", expiration_time=1000)
+    assert await store.put_claim_request(first, 500) is True
+    assert await store.get_claim_request(d.id) == first
+    # not expired yet: the first request stays
+    second = ClaimRequest(device_id=d.id, secret="s2", expiration_time=5000)
+    assert await store.put_claim_request(second, 600) is False
+    assert await store.put_claim_request(second, 999) is False
+    assert await store.get_claim_request(d.id) == first
+    # expired (expiration_time is no longer after now): it is still there, the service decides
+    assert await store.get_claim_request(d.id) == first
+    assert await store.put_claim_request(second, 1000) is True
+    assert await store.get_claim_request(d.id) == second
+    third = ClaimRequest(device_id=d.id, secret="", expiration_time=9000)  # an empty secret is a secret
+    assert await store.put_claim_request(third, 4999) is False
+    assert await store.put_claim_request(third, 6000) is True
+    assert await store.get_claim_request(d.id) == third
+
+
+@pytest_twisted.ensureDeferred
+async def test_claim_requests_are_per_device(store):
+    a = await store.add_device(dev("a"), "ta")
+    b = await store.add_device(dev("b"), "tb")
+    ra = ClaimRequest(device_id=a.id, secret="sa", expiration_time=1000)
+    rb = ClaimRequest(device_id=b.id, secret="sb", expiration_time=2000)
+    assert await store.put_claim_request(ra, 0) is True
+    assert await store.put_claim_request(rb, 0) is True
+    assert await store.get_claim_request(a.id) == ra
+    assert await store.get_claim_request(b.id) == rb
+    assert await store.delete_claim_request(a.id) is True
+    assert await store.delete_claim_request(a.id) is False
+    assert await store.get_claim_request(a.id) is None
+    assert await store.get_claim_request(b.id) == rb
+    # once deleted, a new request is taken at once
+    again = ClaimRequest(device_id=a.id, secret="new", expiration_time=3000)
+    assert await store.put_claim_request(again, 0) is True
+    assert await store.get_claim_request(a.id) == again
+
+
+@pytest_twisted.ensureDeferred
+async def test_claim_request_refusals(store):
+    d = await store.add_device(dev("a"), "ta")
+    ghost = new_id()
+    await raises(NotFound, store.put_claim_request(ClaimRequest(device_id=ghost, secret="s", expiration_time=9), 0))
+    assert await store.get_claim_request(ghost) is None
+    assert await store.delete_claim_request(ghost) is False
+    for bad, now in (
+        (ClaimRequest(device_id=d.id, secret=None, expiration_time=9), 0),
+        (ClaimRequest(device_id=d.id, secret=7, expiration_time=9), 0),
+        (ClaimRequest(device_id=d.id, secret="s", expiration_time=None), 0),
+        (ClaimRequest(device_id=d.id, secret="s", expiration_time=1.5), 0),
+        (ClaimRequest(device_id=d.id, secret="s", expiration_time=9), None),
+        ((d.id, "s", 9), 0),
+    ):
+        await raises(BadRequest, store.put_claim_request(bad, now))
+    assert await store.get_claim_request(d.id) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_claim_requests_have_one_winner(store):
+    d = await store.add_device(dev("a"), "ta")
+    requests = [ClaimRequest(device_id=d.id, secret=f"s{i}", expiration_time=10**6) for i in range(10)]
+    results = await defer.gatherResults([store.put_claim_request(r, 0) for r in requests])
+    assert results.count(True) == 1
+    assert await store.get_claim_request(d.id) == requests[results.index(True)]
+
+
+# -- provisioning ------------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_profile_by_provision_key(store):
+    p = DeviceProfile(
+        id=new_id(), name="prov", provision_type="CHECK_PRE_PROVISIONED_DEVICES",
+        provision_key="key", provision_secret="secret",
+    )
+    await store.add_profile(p)
+    await store.add_profile(DeviceProfile(id=new_id(), name="keyless"))
+    assert await store.profile_by_provision_key("key") == p
+    assert await store.profile_by_provision_key("KEY") is None
+    assert await store.profile_by_provision_key("secret") is None
+    assert await store.profile_by_provision_key("") is None
+    assert await store.profile_by_provision_key(None) is None  # profiles without a key never match
+
+
+@pytest_twisted.ensureDeferred
+async def test_mark_provisioned(store):
+    a = await store.add_device(dev("a"), "ta")
+    b = await store.add_device(dev("b"), "tb")
+    assert await store.mark_provisioned(a.id) is True
+    assert await store.mark_provisioned(a.id) is False
+    assert await store.mark_provisioned(b.id) is True
+    await raises(NotFound, store.mark_provisioned(new_id()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_mark_provisioned_has_one_winner(store):
+    d = await store.add_device(dev("a"), "ta")
+    results = await defer.gatherResults([store.mark_provisioned(d.id) for _ in range(10)])
+    assert results.count(True) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_device_removes_claim_request_and_provisioned_mark(store):
+    d = await store.add_device(dev("a"), "ta")
+    other = await store.add_device(dev("b"), "tb")
+    for x in (d, other):
+        await store.put_claim_request(ClaimRequest(device_id=x.id, secret="s", expiration_time=10**6), 0)
+        await store.mark_provisioned(x.id)
+    assert await store.delete_device(d.id) is True
+    assert await store.get_claim_request(d.id) is None
+    assert await store.delete_claim_request(d.id) is False
+    await raises(NotFound, store.mark_provisioned(d.id))
+    await raises(NotFound, store.put_claim_request(ClaimRequest(device_id=d.id, secret="s", expiration_time=9), 0))
+    # the same id again starts clean; the other device keeps its own
+    await store.add_device(Device(id=d.id, name="a"), "ta")
+    assert await store.get_claim_request(d.id) is None
+    fresh = ClaimRequest(device_id=d.id, secret="new", expiration_time=10)
+    assert await store.put_claim_request(fresh, 0) is True
+    assert await store.mark_provisioned(d.id) is True
+    assert (await store.get_claim_request(other.id)).secret == "s"
+    assert await store.mark_provisioned(other.id) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_customers_claims_and_provisioning_persist(store, open_backend):
+    c = await store.add_customer(cust("Acme", created_time=77), digest(1))
+    owned = await store.add_device(dev("owned"), "to")
+    waiting = await store.add_device(dev("waiting"), "tw")
+    await store.set_device_customer(owned.id, c.id, None)
+    request = ClaimRequest(device_id=waiting.id, secret="s", expiration_time=10**6)
+    await store.put_claim_request(request, 0)
+    await store.mark_provisioned(owned.id)
+    p = DeviceProfile(id=new_id(), name="prov", provision_type="ALLOW_CREATE_NEW_DEVICES",
+                      provision_key="pk", provision_secret="ps")
+    await store.add_profile(p)
+    await store.close()
+    again = await open_backend()
+    try:
+        assert await again.get_customer(c.id) == c
+        assert await again.customer_by_key_digest(digest(1)) == c
+        assert await again.list_customers(10, 0) == ([c], 1)
+        assert (await again.get_device(owned.id)).customer_id == c.id
+        assert await again.list_customer_devices(c.id, 10, 0) == ([replace(owned, customer_id=c.id)], 1)
+        assert await again.get_claim_request(waiting.id) == request
+        assert await again.put_claim_request(replace(request, secret="late"), 1) is False
+        assert await again.mark_provisioned(owned.id) is False
+        assert await again.mark_provisioned(waiting.id) is True
+        assert await again.profile_by_provision_key("pk") == p
+        assert await again.set_device_customer(owned.id, None, c.id) is True
+    finally:
+        await again.close()
+
+
 # -- sqlite specifics ------------------------------------------------------------------------
 
 
@@ -679,7 +1008,7 @@ async def test_file_layout_wal_and_schema_version(tmp_path):
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {
             "devices", "credentials", "device_profiles", "ts_kv", "ts_kv_latest", "attributes",
-            "rpcs", "rpc_counters",
+            "rpcs", "rpc_counters", "customers", "claim_requests", "provisioned",
         } <= tables
         assert conn.execute("SELECT count(*) FROM device_profiles WHERE name = 'default'").fetchone()[0] == 1
     finally:
@@ -731,6 +1060,35 @@ async def test_upgrade_from_the_first_schema(tmp_path, monkeypatch):
     conn = sqlite3.connect(tmp_path / "store" / "tbcoap.sqlite3")
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION >= 2
+    finally:
+        conn.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_from_the_rpc_schema(tmp_path, monkeypatch):
+    owner = new_id()
+    with monkeypatch.context() as m:  # a database made before customers existed
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
+        m.setattr(schema, "SCHEMA_VERSION", 2)
+        store = await _open_sqlite(tmp_path)
+        d = await store.add_device(dev("a", customer_id=owner), "ta")
+        free = await store.add_device(dev("b"), "tb")
+        first = await store.add_rpc(rpc(d))
+        await store.close()
+    store = await _open_sqlite(tmp_path)
+    try:
+        assert await store.get_device(d.id) == d
+        assert await store.get_rpc(first.id) == first
+        assert await store.list_customer_devices(owner, 10, 0) == ([d], 1)
+        c = await store.add_customer(cust("new"), digest(1))
+        assert await store.set_device_customer(free.id, c.id, None) is True
+        assert await store.put_claim_request(ClaimRequest(device_id=d.id, secret="s", expiration_time=9), 0)
+        assert await store.mark_provisioned(d.id) is True
+    finally:
+        await store.close()
+    conn = sqlite3.connect(tmp_path / "store" / "tbcoap.sqlite3")
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION >= 3
     finally:
         conn.close()
 

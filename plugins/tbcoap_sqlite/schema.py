@@ -94,7 +94,31 @@ CREATE TABLE rpc_counters (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS = [_V1, _V2]
+# Customers (API keys kept as SHA-256 digests), device claiming and provisioning.
+# devices.customer_id exists since the first step; it gains an index here.
+_V3 = """
+CREATE TABLE customers (
+    id           TEXT PRIMARY KEY,
+    title        TEXT NOT NULL,
+    created_time INTEGER NOT NULL,
+    key_digest   TEXT NOT NULL UNIQUE
+);
+CREATE INDEX customers_by_creation ON customers (created_time, id);
+
+CREATE INDEX devices_by_customer ON devices (customer_id, created_time, id);
+
+CREATE TABLE claim_requests (
+    device_id       TEXT PRIMARY KEY,
+    secret          TEXT NOT NULL,
+    expiration_time INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE provisioned (
+    device_id TEXT PRIMARY KEY
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -23,6 +23,8 @@ from tbcoap.models import (
     PROVISION_TYPES,
     RPC_STATUSES,
     SCOPES,
+    ClaimRequest,
+    Customer,
     Device,
     DeviceProfile,
     Rpc,
@@ -37,6 +39,7 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _CHUNK = 500  # keys per IN (...) list
 _DEVICE = "d.id, d.name, d.type, d.label, d.created_time, d.customer_id"
 _PROFILE = "id, name, provision_type, provision_key, provision_secret, created_time"
+_CUSTOMER = "id, title, created_time"
 _RPC = (
     "id, device_id, request_id, method, params_json, oneway, persistent,"
     " expiration_time, created_time, status, response_json"
@@ -142,9 +145,23 @@ def _require_device(conn, device_id):
         raise NotFound(f"no device with id {device_id}")
 
 
+def _require_customer(conn, customer_id):
+    if _one(conn, "SELECT 1 FROM customers WHERE id = ?", customer_id) is None:
+        raise NotFound(f"no customer with id {customer_id}")
+
+
+def _is_id(value):
+    return isinstance(value, str) and bool(value)
+
+
+def _check_page(limit, offset):
+    _check(_is_int(limit, 0) and _is_int(offset, 0), "limit and offset must be integers >= 0")
+
+
 @implementer(IStore)
 class SQLiteStore:
-    """Devices, credentials, profiles, telemetry, attributes and RPCs in one SQLite file."""
+    """Devices, credentials, profiles, telemetry, attributes, RPCs, customers, claim
+    requests and provisioned marks in one SQLite file."""
 
     name = "sqlite"
 
@@ -389,7 +406,10 @@ class SQLiteStore:
 
     def delete_device(self, device_id):
         def job(conn):
-            for table in ("credentials", "ts_kv", "ts_kv_latest", "attributes", "rpcs", "rpc_counters"):
+            for table in (
+                "credentials", "ts_kv", "ts_kv_latest", "attributes", "rpcs", "rpc_counters",
+                "claim_requests", "provisioned",
+            ):
                 conn.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
             return conn.execute("DELETE FROM devices WHERE id = ?", (device_id,)).rowcount > 0
 
@@ -443,6 +463,25 @@ class SQLiteStore:
 
     def list_profiles(self, limit, offset):
         return self._page("device_profiles", _PROFILE, limit, offset, DeviceProfile)
+
+    def profile_by_provision_key(self, key):
+        if not isinstance(key, str) or not key:
+            return defer.succeed(None)  # a missing or empty key matches no profile
+
+        def read(conn):
+            sql = f"SELECT {_PROFILE} FROM device_profiles WHERE provision_key = ?"
+            row = conn.execute(sql, (key,)).fetchone()
+            return DeviceProfile(*row) if row else None
+
+        return self._read(read)
+
+    def mark_provisioned(self, device_id):
+        def job(conn):
+            _require_device(conn, device_id)
+            cursor = conn.execute("INSERT OR IGNORE INTO provisioned (device_id) VALUES (?)", (device_id,))
+            return cursor.rowcount > 0
+
+        return self._write(job)
 
     # -- telemetry ---------------------------------------------------------------
 
@@ -666,5 +705,128 @@ class SQLiteStore:
     def delete_rpc(self, rpc_id):
         def job(conn):
             return conn.execute("DELETE FROM rpcs WHERE id = ?", (rpc_id,)).rowcount > 0
+
+        return self._write(job)
+
+    # -- customers ---------------------------------------------------------------------
+
+    def add_customer(self, customer, key_digest):
+        try:
+            _check(isinstance(customer, Customer), f"not a Customer: {type(customer).__name__}")
+            _check(_is_id(customer.id), "the customer id must be a non-empty string")
+            _check(isinstance(customer.title, str) and customer.title, "the title must be a non-empty string")
+            _check(_is_int(customer.created_time), "created_time must be an integer timestamp")
+            _check(_is_id(key_digest), "the key digest must be a non-empty string")
+        except BadRequest:
+            return defer.fail()
+
+        def job(conn):
+            if _one(conn, "SELECT 1 FROM customers WHERE key_digest = ?", key_digest):
+                raise BadRequest("this API key is used by another customer")
+            if _one(conn, "SELECT 1 FROM customers WHERE id = ?", customer.id):
+                raise BadRequest("a customer with this id exists")
+            conn.execute(
+                "INSERT INTO customers (id, title, created_time, key_digest) VALUES (?, ?, ?, ?)",
+                (customer.id, customer.title, customer.created_time, key_digest),
+            )
+            return customer
+
+        return self._write(job)
+
+    def _customer_where(self, column, value):
+        def read(conn):
+            row = conn.execute(f"SELECT {_CUSTOMER} FROM customers WHERE {column} = ?", (value,)).fetchone()
+            return Customer(*row) if row else None
+
+        return self._read(read)
+
+    def get_customer(self, customer_id):
+        return self._customer_where("id", customer_id)
+
+    def customer_by_key_digest(self, key_digest):
+        if not _is_id(key_digest):
+            return defer.succeed(None)
+        return self._customer_where("key_digest", key_digest)
+
+    def list_customers(self, limit, offset):
+        return self._page("customers", _CUSTOMER, limit, offset, Customer)
+
+    def set_device_customer(self, device_id, customer_id, expect_customer_id):
+        try:
+            _check(customer_id is None or _is_id(customer_id), "the customer id must be a string or None")
+            _check(
+                expect_customer_id is None or _is_id(expect_customer_id),
+                "the expected customer id must be a non-empty string or None",
+            )
+        except BadRequest:
+            return defer.fail()
+
+        def job(conn):
+            _require_device(conn, device_id)
+            if customer_id is not None:
+                _require_customer(conn, customer_id)
+            # compare-and-set: "IS" also matches NULL (a free device)
+            cursor = conn.execute(
+                "UPDATE devices SET customer_id = ? WHERE id = ? AND customer_id IS ?",
+                (customer_id, device_id, expect_customer_id),
+            )
+            return cursor.rowcount > 0
+
+        return self._write(job)
+
+    def list_customer_devices(self, customer_id, limit, offset):
+        try:
+            _check_page(limit, offset)
+        except BadRequest:
+            return defer.fail()
+
+        def read(conn):
+            rows = conn.execute(
+                f"SELECT {_DEVICE} FROM devices d WHERE d.customer_id = ?"
+                " ORDER BY d.created_time, d.id LIMIT ? OFFSET ?",
+                (customer_id, limit, offset),
+            )
+            items = [Device(*row) for row in rows]
+            return items, _one(conn, "SELECT count(*) FROM devices WHERE customer_id = ?", customer_id)
+
+        return self._read(read)
+
+    # -- claim requests ------------------------------------------------------------------
+
+    def put_claim_request(self, request, now):
+        try:
+            _check(isinstance(request, ClaimRequest), f"not a ClaimRequest: {type(request).__name__}")
+            _check(isinstance(request.secret, str), "the claim secret must be a string")
+            _check(_is_int(request.expiration_time), "expiration_time must be an integer timestamp")
+            _check(_is_int(now), "now must be an integer timestamp")
+        except BadRequest:
+            return defer.fail()
+
+        def job(conn):
+            _require_device(conn, request.device_id)
+            sql = "SELECT expiration_time FROM claim_requests WHERE device_id = ?"
+            expires = _one(conn, sql, request.device_id)
+            if expires is not None and expires > now:
+                return False  # the first request wins until it expires
+            conn.execute(
+                "INSERT OR REPLACE INTO claim_requests (device_id, secret, expiration_time) VALUES (?, ?, ?)",
+                (request.device_id, request.secret, request.expiration_time),
+            )
+            return True
+
+        return self._write(job)
+
+    def get_claim_request(self, device_id):
+        def read(conn):
+            row = conn.execute(
+                "SELECT device_id, secret, expiration_time FROM claim_requests WHERE device_id = ?", (device_id,)
+            ).fetchone()
+            return ClaimRequest(*row) if row else None
+
+        return self._read(read)
+
+    def delete_claim_request(self, device_id):
+        def job(conn):
+            return conn.execute("DELETE FROM claim_requests WHERE device_id = ?", (device_id,)).rowcount > 0
 
         return self._write(job)

@@ -26,6 +26,8 @@ _UNIQUE = {
     "credentials.token": (DuplicateToken, "this access token is used by another device"),
     "device_profiles.provision_key": (BadRequest, "this provision key is used by another profile"),
     "rpcs.id": (BadRequest, "an RPC with this id exists"),
+    "customers.key_digest": (BadRequest, "this API key is used by another customer"),
+    "customers.id": (BadRequest, "a customer with this id exists"),
 }
 
 

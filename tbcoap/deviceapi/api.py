@@ -62,6 +62,7 @@ class DeviceApi:
             "telemetry": Route({POST: self.post_telemetry}),
             "attributes": Route({GET: self.get_attributes, POST: self.post_attributes}),
             "rpc": Route({GET: self.get_rpc, POST: self.post_rpc}, max_extra=1),
+            "claim": Route({POST: self.post_claim}),
         }
 
     def __call__(self, request):
@@ -75,6 +76,8 @@ class DeviceApi:
             return self.well_known(request)
         if len(path) < 2 or path[0] != "api" or path[1] != "v1":
             return error(coap.NOT_FOUND, "not found")
+        if len(path) == 3 and path[2] == "provision":
+            return self.provision(request)
         if len(path) < 4:
             return error(coap.BAD_REQUEST, "expected /api/v1/{token}/{feature}")
         token, feature, extra = path[2], path[3].lower(), path[4:]
@@ -99,6 +102,19 @@ class DeviceApi:
 
     def _authorized(self, device, handler, request, extra):
         self.core.activity.touch(device.id)
+        answer = self._check_body(request)
+        if answer is not None:
+            return answer
+        try:
+            result = handler(device, request, *extra)
+        except Exception as failure:
+            return self._error_answer(failure, request, device=device)
+        if isinstance(result, defer.Deferred):
+            return result.addErrback(self._failed, request, None, device)
+        return result
+
+    def _check_body(self, request):
+        """Size (4.13), Content-Format (4.15) and Observe (4.00) checks, or None when fine."""
         if request.code == POST:
             if len(request.payload) > self.max_body:
                 answer = error(coap.REQUEST_ENTITY_TOO_LARGE, f"body over {self.max_body} bytes")
@@ -108,13 +124,7 @@ class DeviceApi:
                 return error(coap.UNSUPPORTED_CONTENT_FORMAT, "send JSON (Content-Format 50, 0 or none)")
         if request.opt.observe is not None and request.code != GET:
             return error(coap.BAD_REQUEST, "Observe is only for GET")
-        try:
-            result = handler(device, request, *extra)
-        except Exception as failure:
-            return self._error_answer(failure, request, device=device)
-        if isinstance(result, defer.Deferred):
-            return result.addErrback(self._failed, request, None, device)
-        return result
+        return None
 
     def _failed(self, failure, request, token=None, device=None):
         return self._error_answer(failure.value, request, token, device, failure)
@@ -146,6 +156,24 @@ class DeviceApi:
         if request.opt.observe is not None:
             return error(coap.BAD_REQUEST, "not observable")
         return response(coap.CONTENT, WELL_KNOWN, LINK_FORMAT)
+
+    def provision(self, request):
+        """POST /api/v1/provision (no token): 2.01 with the credentials, or 4.00 with SPEC's JSON."""
+        if request.code != POST:
+            return error(coap.METHOD_NOT_ALLOWED, "provision takes POST only")
+        answer = self._check_body(request)
+        if answer is not None:
+            return answer
+        try:
+            d = self.core.provisioning.provision(request.payload)
+        except Exception as failure:
+            return self._error_answer(failure, request)
+        d.addCallback(lambda result: json_answer(result[1], coap.CREATED if result[0] else coap.BAD_REQUEST))
+        return d.addErrback(self._failed, request)
+
+    def post_claim(self, device, request):
+        """POST /api/v1/T/claim {"secretKey"?,"durationMs"?}: 2.01 (first request wins until it expires)."""
+        return _created(self.core.claims.request(device, request.payload))
 
     def post_telemetry(self, device, request):
         """POST /api/v1/T/telemetry: 2.01 once committed."""

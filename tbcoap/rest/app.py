@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -29,6 +29,14 @@ log = Logger()
 
 class RawJson(str):
     """JSON text a handler returns to be written as it is."""
+
+
+@dataclass
+class Answer:
+    """A handler's JSON answer with a status other than 200."""
+
+    status: int
+    value: object
 
 
 class Shutdown(Exception):
@@ -95,6 +103,15 @@ class Call:
             raise BadRequest(f"query parameter {name} must be at least {minimum}")
         return value
 
+    @defer.inlineCallbacks
+    def device(self, device_id):
+        """The Device, if this caller may see it (a customer: only its own); else NotFound."""
+        device = yield self.core.devices.get(device_id)
+        if self.principal is not None and self.principal.role == "customer" \
+                and device.customer_id != self.principal.customer_id:
+            raise NotFound(f"device {device_id} not found")
+        return device
+
     def keys_param(self, name="keys"):
         """A comma-separated list parameter, or None when absent or empty."""
         keys = [k for k in self.query.get(name, "").split(",") if k]
@@ -117,6 +134,7 @@ class Api(Resource):
         d.addCallbacks(_write_json, _write_error, callbackArgs=(request,), errbackArgs=(request,))
         return server.NOT_DONE_YET
 
+    @defer.inlineCallbacks
     def _call(self, request):
         path = request.path.decode("utf-8", "replace")
         method = request.method.decode("ascii", "replace")
@@ -125,7 +143,7 @@ class Api(Resource):
         the_route, match = found[0] if found else (None, None)
         principal = None
         if the_route is None or the_route.roles:
-            principal = principal_for(request, self.node)  # 401 comes before 404 and 405
+            principal = yield principal_for(request, self.node)  # 401 comes before 404 and 405
         if not matches:
             raise NotFound(f"no such path {path}")
         if the_route is None:
@@ -136,12 +154,17 @@ class Api(Resource):
             if not self.node.core.ready:
                 raise Shutdown()
         call = Call(self.node, request, principal)
-        return the_route.handler(call, **match.groupdict())
+        params = {name: unquote(value) for name, value in match.groupdict().items()}
+        result = yield the_route.handler(call, **params)
+        return result
 
 
 def _write_json(value, request):
     if request._disconnected:
         return
+    if isinstance(value, Answer):
+        request.setResponseCode(value.status)
+        value = value.value
     if value is None:
         body = b""
     elif isinstance(value, RawJson):

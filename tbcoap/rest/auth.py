@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
+from twisted.internet import defer
+
 from tbcoap.errors import Unauthorized
 
 log = Logger()
@@ -63,11 +65,15 @@ def bearer_key(request) -> str | None:
     return None
 
 
-def principal_for(request, node) -> Principal:
-    """The caller's Principal, or Unauthorized."""
+@defer.inlineCallbacks
+def principal_for(request, node):
+    """Deferred Principal of the caller (admin key or a customer's key), or Unauthorized."""
     key = bearer_key(request)
     if key is None:
         raise Unauthorized("missing key: send X-Authorization: Bearer <key>")
     if hmac.compare_digest(key.encode("utf-8"), node.admin_key.encode("utf-8")):
         return Principal("admin")
-    raise Unauthorized("invalid key")
+    customer_id = (yield node.core.customers.by_key(key)) if node.core.ready else None
+    if customer_id is None:
+        raise Unauthorized("invalid key")
+    return Principal("customer", customer_id)

@@ -24,7 +24,7 @@ def create_device(call):
 @defer.inlineCallbacks
 def get_device(call, device_id):
     """GET /api/device/{id}."""
-    device = yield call.core.devices.get(device_id)
+    device = yield call.device(device_id)
     return device_json(device)
 
 

@@ -1,6 +1,8 @@
 """Every REST call: method, path (ThingsBoard's), handler, roles."""
 
-from tbcoap.rest import admin, devices, rpc, telemetry
+from tbcoap.rest import admin, customers, devices, profiles, rpc, telemetry
+
+BOTH = ("admin", "customer")
 from tbcoap.rest.app import route
 
 DEVICE = "/api/plugins/telemetry/DEVICE/{device_id}"
@@ -8,16 +10,16 @@ DEVICE = "/api/plugins/telemetry/DEVICE/{device_id}"
 ROUTES = [
     route("POST", "/api/device", devices.create_device),
     route("POST", "/api/device/credentials", devices.set_credentials),
-    route("GET", "/api/device/{device_id}", devices.get_device),
+    route("GET", "/api/device/{device_id}", devices.get_device, BOTH),
     route("DELETE", "/api/device/{device_id}", devices.delete_device),
     route("GET", "/api/device/{device_id}/credentials", devices.get_credentials),
     route("GET", "/api/tenant/devices", devices.tenant_devices),
-    route("GET", DEVICE + "/keys/timeseries", telemetry.timeseries_keys),
-    route("GET", DEVICE + "/values/timeseries", telemetry.timeseries_values),
-    route("GET", DEVICE + "/keys/attributes", telemetry.attribute_keys),
-    route("GET", DEVICE + "/keys/attributes/{scope}", telemetry.attribute_keys),
-    route("GET", DEVICE + "/values/attributes", telemetry.attribute_values),
-    route("GET", DEVICE + "/values/attributes/{scope}", telemetry.attribute_values),
+    route("GET", DEVICE + "/keys/timeseries", telemetry.timeseries_keys, BOTH),
+    route("GET", DEVICE + "/values/timeseries", telemetry.timeseries_values, BOTH),
+    route("GET", DEVICE + "/keys/attributes", telemetry.attribute_keys, BOTH),
+    route("GET", DEVICE + "/keys/attributes/{scope}", telemetry.attribute_keys, BOTH),
+    route("GET", DEVICE + "/values/attributes", telemetry.attribute_values, BOTH),
+    route("GET", DEVICE + "/values/attributes/{scope}", telemetry.attribute_values, BOTH),
     route("POST", DEVICE + "/{scope}", telemetry.save_attributes),
     route("POST", DEVICE + "/attributes/{scope}", telemetry.save_attributes),
     route("DELETE", DEVICE + "/{scope}", telemetry.delete_attributes),
@@ -26,6 +28,13 @@ ROUTES = [
     route("GET", "/api/rpc/persistent/{rpc_id}", rpc.get_persistent),
     route("DELETE", "/api/rpc/persistent/{rpc_id}", rpc.delete_persistent),
     route("GET", "/api/rpc/persistent/device/{device_id}", rpc.device_rpcs),
+    route("POST", "/api/customer", customers.create_customer),
+    route("GET", "/api/customers", customers.list_customers),
+    route("GET", "/api/customer/{customer_id}/devices", customers.customer_devices, BOTH),
+    route("POST", "/api/customer/device/{device_name}/claim", customers.claim, BOTH),
+    route("DELETE", "/api/customer/device/{device_name}/claim", customers.unclaim, BOTH),
+    route("POST", "/api/deviceProfile", profiles.create_profile),
+    route("GET", "/api/deviceProfiles", profiles.list_profiles),
     route("GET", "/api/admin/stats", admin.stats),
     route("GET", "/api/admin/plugins", admin.plugins),
     route("GET", "/api/health", admin.health, roles=()),

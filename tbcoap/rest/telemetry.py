@@ -12,7 +12,7 @@ from tbcoap.services.attributes import check_scope
 @defer.inlineCallbacks
 def timeseries_keys(call, device_id):
     """GET .../DEVICE/{id}/keys/timeseries."""
-    yield call.core.devices.get(device_id)
+    yield call.device(device_id)
     keys = yield call.core.telemetry.keys(device_id)
     return keys
 
@@ -20,7 +20,7 @@ def timeseries_keys(call, device_id):
 @defer.inlineCallbacks
 def timeseries_values(call, device_id):
     """GET .../DEVICE/{id}/values/timeseries: latest values, or history with startTs/endTs."""
-    yield call.core.devices.get(device_id)
+    yield call.device(device_id)
     keys = call.keys_param()
     strict = call.query.get("useStrictDataTypes", "false").lower() == "true"
     if call.query.get("agg", "NONE").upper() != "NONE":
@@ -40,7 +40,7 @@ def timeseries_values(call, device_id):
 @defer.inlineCallbacks
 def attribute_keys(call, device_id, scope=None):
     """GET .../DEVICE/{id}/keys/attributes[/{scope}]."""
-    yield call.core.devices.get(device_id)
+    yield call.device(device_id)
     keys = set()
     for one in [check_scope(scope)] if scope else ("CLIENT_SCOPE", "SHARED_SCOPE", "SERVER_SCOPE"):
         found = yield call.core.attributes.get(device_id, one)
@@ -51,7 +51,7 @@ def attribute_keys(call, device_id, scope=None):
 @defer.inlineCallbacks
 def attribute_values(call, device_id, scope=None):
     """GET .../DEVICE/{id}/values/attributes[/{scope}]?keys=..: typed values."""
-    yield call.core.devices.get(device_id)
+    yield call.device(device_id)
     keys = call.keys_param()
     out = []
     for one in [check_scope(scope)] if scope else ("CLIENT_SCOPE", "SHARED_SCOPE", "SERVER_SCOPE"):
@@ -64,7 +64,7 @@ def attribute_values(call, device_id, scope=None):
 def save_attributes(call, device_id, scope):
     """POST .../DEVICE/{id}/{scope} or .../DEVICE/{id}/attributes/{scope}: SHARED or SERVER scope."""
     check_scope(scope, writable=True)
-    yield call.core.devices.get(device_id)
+    yield call.device(device_id)
     yield call.core.attributes.save(device_id, scope, call.body())
 
 
@@ -75,5 +75,5 @@ def delete_attributes(call, device_id, scope):
     keys = call.keys_param()
     if not keys:
         raise BadRequest("query parameter keys is required")
-    yield call.core.devices.get(device_id)
+    yield call.device(device_id)
     yield call.core.attributes.delete(device_id, scope, keys)

@@ -1,0 +1,69 @@
+"""REST calls for customers and device claiming."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+
+from tbcoap.errors import BadRequest, NotFound
+from tbcoap.rest.app import Answer
+from tbcoap.rest.views import device_json, page_json
+
+MAX_PAGE_SIZE = 10_000
+
+
+def customer_json(customer) -> dict:
+    """A customer (without its key)."""
+    return {"id": {"entityType": "CUSTOMER", "id": customer.id}, "title": customer.title,
+            "createdTime": customer.created_time}
+
+
+def _paging(call):
+    page_size = call.int_param("pageSize", 100, minimum=1)
+    if page_size > MAX_PAGE_SIZE:
+        raise BadRequest(f"pageSize must be at most {MAX_PAGE_SIZE}")
+    return page_size, call.int_param("page", 0)
+
+
+@defer.inlineCallbacks
+def create_customer(call):
+    """POST /api/customer {"title"}: the customer with its API key (shown only here)."""
+    customer, key = yield call.core.customers.create(call.json_object().get("title"))
+    return {**customer_json(customer), "apiKey": key}
+
+
+@defer.inlineCallbacks
+def list_customers(call):
+    """GET /api/customers?pageSize&page."""
+    page_size, page = _paging(call)
+    customers, total = yield call.core.customers.page(page_size, page)
+    return page_json([customer_json(c) for c in customers], total, page_size, page)
+
+
+@defer.inlineCallbacks
+def customer_devices(call, customer_id):
+    """GET /api/customer/{customerId}/devices?pageSize&page: the admin, or that customer itself."""
+    if call.principal.role == "customer" and call.principal.customer_id != customer_id:
+        raise NotFound(f"customer {customer_id} not found")
+    yield call.core.customers.get(customer_id)
+    page_size, page = _paging(call)
+    devices, total = yield call.core.customers.devices(customer_id, page_size, page)
+    return page_json([device_json(d) for d in devices], total, page_size, page)
+
+
+@defer.inlineCallbacks
+def claim(call, device_name):
+    """POST /api/customer/device/{deviceName}/claim {"secretKey"}: SUCCESS, FAILURE or CLAIMED."""
+    if call.principal.role != "customer":
+        raise BadRequest("claiming gives the device to the calling customer: use a customer key")
+    secret = call.json_object().get("secretKey", "")
+    result, device = yield call.core.claims.claim(call.principal.customer_id, device_name, secret)
+    if result == "SUCCESS":
+        return {"device": device_json(device), "response": result}
+    return Answer(400, {"response": result})
+
+
+@defer.inlineCallbacks
+def unclaim(call, device_name):
+    """DELETE /api/customer/device/{deviceName}/claim: the device is free again."""
+    device = yield call.core.claims.unclaim(call.principal, device_name)
+    return device_json(device)

@@ -1,0 +1,31 @@
+"""REST calls for device profiles."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+
+from tbcoap.rest.customers import _paging
+from tbcoap.rest.views import page_json
+
+
+def profile_json(profile) -> dict:
+    """A device profile with its (flat) provisioning settings."""
+    return {"id": {"entityType": "DEVICE_PROFILE", "id": profile.id}, "name": profile.name,
+            "provisionType": profile.provision_type, "provisionDeviceKey": profile.provision_key,
+            "provisionDeviceSecret": profile.provision_secret, "createdTime": profile.created_time,
+            "default": profile.name == "default"}
+
+
+@defer.inlineCallbacks
+def create_profile(call):
+    """POST /api/deviceProfile {"name","provisionType",..}."""
+    profile = yield call.core.profiles.create(call.json_object())
+    return profile_json(profile)
+
+
+@defer.inlineCallbacks
+def list_profiles(call):
+    """GET /api/deviceProfiles?pageSize&page."""
+    page_size, page = _paging(call)
+    profiles, total = yield call.core.profiles.page(page_size, page)
+    return page_json([profile_json(p) for p in profiles], total, page_size, page)

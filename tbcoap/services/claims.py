@@ -1,0 +1,71 @@
+"""Device claiming (SPEC 3): a device asks to be claimed, a customer claims it with the secret."""
+
+from __future__ import annotations
+
+import hmac
+
+from twisted.internet import defer
+
+from tbcoap.errors import BadRequest, Forbidden
+from tbcoap.models import ClaimRequest, now_ms
+from tbcoap.services.values import parse_json
+
+DEFAULT_DURATION_MS = 24 * 60 * 60 * 1000
+SUCCESS, FAILURE, CLAIMED = "SUCCESS", "FAILURE", "CLAIMED"
+
+
+class ClaimService:
+    """Claim requests live in the store, so any node can take the customer's call."""
+
+    def __init__(self, store, devices, default_duration_ms=DEFAULT_DURATION_MS):
+        self.store = store
+        self.devices = devices
+        self.default_duration_ms = default_duration_ms
+
+    def request(self, device, payload: bytes):
+        """A device's ``POST /api/v1/T/claim``: store its request (first wins until it expires)."""
+        body = parse_json(payload) if payload.strip() else {}
+        if not isinstance(body, dict):
+            raise BadRequest("claim body must be a JSON object")
+        secret = body.get("secretKey", "")
+        duration = body.get("durationMs", 0)
+        if not isinstance(secret, str):
+            raise BadRequest("secretKey must be a string")
+        if isinstance(duration, bool) or not isinstance(duration, int):
+            raise BadRequest("durationMs must be an integer")
+        if duration <= 0:
+            duration = self.default_duration_ms
+        now = now_ms()
+        return self.store.put_claim_request(ClaimRequest(device.id, secret, now + duration), now)
+
+    @defer.inlineCallbacks
+    def claim(self, customer_id, device_name, secret):
+        """A customer claims a device by name: fires ``(result, device)`` with result
+        SUCCESS, FAILURE (no or expired request, wrong secret: the request is removed) or CLAIMED."""
+        if not isinstance(secret, str):
+            raise BadRequest("secretKey must be a string")
+        device = yield self.devices.by_name(device_name)
+        if device.customer_id is not None:
+            return CLAIMED, device
+        request = yield self.store.get_claim_request(device.id)
+        if request is None:
+            return FAILURE, device
+        if request.expiration_time <= now_ms() or not hmac.compare_digest(request.secret.encode(), secret.encode()):
+            yield self.store.delete_claim_request(device.id)
+            return FAILURE, device
+        if not (yield self.store.set_device_customer(device.id, customer_id, None)):
+            return CLAIMED, device
+        yield self.store.delete_claim_request(device.id)
+        device = yield self.devices.get(device.id)
+        return SUCCESS, device
+
+    @defer.inlineCallbacks
+    def unclaim(self, principal, device_name):
+        """Free a device (admin, or the customer that owns it; another customer: Forbidden)."""
+        device = yield self.devices.by_name(device_name)
+        if principal.role != "admin" and device.customer_id != principal.customer_id:
+            raise Forbidden("the device belongs to another customer")
+        if device.customer_id is not None:
+            yield self.store.set_device_customer(device.id, None, device.customer_id)
+        device = yield self.devices.get(device.id)
+        return device

@@ -1,0 +1,74 @@
+"""Device provisioning (SPEC 3): a device without a token asks for one with its profile's key and secret."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from twisted.internet import defer
+
+from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken
+from tbcoap.models import Device, new_id
+from tbcoap.services.devices import check_token, generate_token
+from tbcoap.services.values import parse_json
+
+NOT_FOUND = {"errorMsg": "Provision data was not found!", "status": "NOT_FOUND"}
+FAILURE = {"errorMsg": "Failed to provision device!", "status": "FAILURE"}
+
+
+def success(token):
+    """The answer to a provisioned device."""
+    return {"credentialsValue": token, "credentialsType": "ACCESS_TOKEN", "status": "SUCCESS"}
+
+
+class ProvisionService:
+    """Answers ``POST /api/v1/provision``: ``(ok, body)`` with SPEC's exact bodies."""
+
+    def __init__(self, store, devices):
+        self.store = store
+        self.devices = devices
+
+    @defer.inlineCallbacks
+    def provision(self, payload: bytes):
+        """Fires ``(True, success body)`` or ``(False, NOT_FOUND or FAILURE body)``; BadRequest
+        for a body that is not a JSON object of strings."""
+        body = parse_json(payload)
+        if not isinstance(body, dict):
+            raise BadRequest("provision body must be a JSON object")
+        for field in ("deviceName", "provisionDeviceKey", "provisionDeviceSecret", "credentialsType", "token"):
+            if body.get(field) is not None and not isinstance(body[field], str):
+                raise BadRequest(f"{field} must be a string")
+        key, secret = body.get("provisionDeviceKey"), body.get("provisionDeviceSecret") or ""
+        profile = (yield self.store.profile_by_provision_key(key)) if key else None
+        if (profile is None or profile.provision_type == "DISABLED"
+                or not hmac.compare_digest((profile.provision_secret or "").encode(), secret.encode())):
+            return False, NOT_FOUND
+        name = body.get("deviceName") or None
+        if profile.provision_type == "ALLOW_CREATE_NEW_DEVICES":
+            return (yield self._create(profile, name, body))
+        return (yield self._pre_provisioned(profile, name))
+
+    @defer.inlineCallbacks
+    def _create(self, profile, name, body):
+        token = body.get("token")
+        if body.get("credentialsType", "ACCESS_TOKEN") != "ACCESS_TOKEN":
+            return False, FAILURE
+        try:
+            token = check_token(token) if token else generate_token()
+        except BadRequest:
+            return False, FAILURE
+        device = Device(id=new_id(), name=name or f"{profile.name}-{secrets.token_hex(6)}", type=profile.name)
+        try:
+            yield self.store.add_device(device, token)
+        except (DuplicateName, DuplicateToken):
+            return False, FAILURE
+        yield self.store.mark_provisioned(device.id)
+        return True, success(token)
+
+    @defer.inlineCallbacks
+    def _pre_provisioned(self, profile, name):
+        device = (yield self.store.device_by_name(name)) if name else None
+        if device is None or device.type != profile.name or not (yield self.store.mark_provisioned(device.id)):
+            return False, FAILURE
+        token = yield self.store.get_token(device.id)
+        return True, success(token)
