@@ -1,9 +1,12 @@
 """Group commit: one thread and one connection run every write.
 
-Jobs are callables ``job(conn) -> result``.  The thread takes all pending
-jobs, runs them in one transaction with a SAVEPOINT each (a failing job
-rolls back only itself), commits, and then answers all of them in a single
-``reactor.callFromThread``: a job's Deferred never fires before its commit.
+Jobs are callables ``job(conn) -> result`` that only touch the connection.
+The thread takes all pending jobs and runs them in one transaction; if one
+of them fails, the transaction is rolled back and the batch run again with a
+SAVEPOINT per job (so a failing job rolls back only itself).  After the
+commit it answers all of them in a single ``reactor.callFromThread``: a job's
+Deferred never fires before its commit.  The thread is woken once per
+reactor iteration, not once per job, so a burst of requests shares a commit.
 """
 
 import collections
@@ -66,6 +69,7 @@ class GroupCommitWriter:
         self._stopping = False
         self._stopped = None
         self._thread = None
+        self._wake_scheduled = False
         self.pending = 0  # submitted, not yet answered
         self.commits = 0
         self.writes = 0
@@ -90,11 +94,17 @@ class GroupCommitWriter:
     def submit(self, job):
         """Queue ``job``; the Deferred fires with its result after the commit."""
         d = defer.Deferred()
-        with self._cond:
-            self._jobs.append((job, d))
-            self._cond.notify()
+        self._jobs.append((job, d))  # deque.append is atomic; the wake-up follows this iteration
         self.pending += 1
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            self._reactor.callLater(0, self._wake)
         return d
+
+    def _wake(self):
+        self._wake_scheduled = False
+        with self._cond:
+            self._cond.notify()
 
     def stop(self):
         """Answer every queued job, run ``finish``, end the thread; call once."""
@@ -144,6 +154,25 @@ class GroupCommitWriter:
 
     def _commit(self, conn, batch):
         """Run ``batch`` in one transaction; ``[(ok, result_or_exception)]``."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return self._abort(conn, batch, [], translate(exc))
+        try:
+            results = [job(conn) for job, _ in batch]
+        except Exception:
+            conn.execute("ROLLBACK")  # one job failed: again, each job on its own savepoint
+            return self._commit_each(conn, batch)
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            return self._abort(conn, batch, [], translate(exc))
+        self.commits += 1
+        self.largest_batch = max(self.largest_batch, len(batch))
+        return [(True, result) for result in results]
+
+    def _commit_each(self, conn, batch):
+        """``_commit`` with a SAVEPOINT per job."""
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:

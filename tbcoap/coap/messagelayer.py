@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 import weakref
-from collections import Counter
+from collections import Counter, deque
 
 from twisted.internet import defer, reactor as default_reactor
 from twisted.logger import Logger
@@ -38,6 +38,7 @@ log = Logger()
 CON, NON, ACK, RST = coap.CON, coap.NON, coap.ACK, coap.RST
 BLOCK_SZX = 6  # 1024 bytes
 NON_LIFETIME = 145.0  # RFC 7252 §4.8.2
+MAX_HOSTS = 1_000_000  # distinct peer addresses remembered for exchange keys
 KNOWN_OPTIONS = frozenset({3, 4, 6, 7, 8, 11, 12, 14, 15, 17, 20, 23, 27, 28, 60})
 """Options this server understands; any other critical (odd) one is 4.02."""
 
@@ -147,10 +148,10 @@ class _Exchange:
 class _Pending:
     """A request whose answer is a Deferred that has not fired yet."""
 
-    __slots__ = ("request", "key", "timer", "acked")
+    __slots__ = ("request", "key", "deadline", "acked")
 
     def __init__(self, request, key):
-        self.request, self.key, self.timer, self.acked = request, key, None, False
+        self.request, self.key, self.deadline, self.acked = request, key, 0.0, False
 
 
 class _Upload:
@@ -240,6 +241,11 @@ class MessageLayer(coap.Coap):
         self._large = RecentMap(coap.MAX_TRANSMIT_WAIT, 256)
         self.observations = {}
         self.max_observations = max_observations
+        self._host_ids = {}
+        self._next_host_id = 1
+        self._waiting = deque()  # CON requests answered later, oldest first: one timer for all
+        self._sweep = None
+        self._socket = None
         self._sent_non = RecentMap(NON_LIFETIME, 100_000)  # (host, port, MID) of NON notifications
 
     # -- receiving ---------------------------------------------------------
@@ -291,14 +297,17 @@ class MessageLayer(coap.Coap):
             self.counters["malformed"] += 1
             return
         remote = request.remote
-        key = (remote[0], remote[1], request.mid)
+        key = self._exchange_key(remote, request.mid)
         recent = self.recent
         if key in recent:
             self.counters["duplicates"] += 1
             if request.mtype == CON:
                 answer = recent.get(key)
+                if isinstance(answer, int):  # an empty answer, kept as its code
+                    answer = bytes((0x60 | len(request.token), answer, request.mid >> 8, request.mid & 0xFF))
+                    answer += request.token
                 if answer is not None:
-                    self.transport.write(answer, remote)
+                    self._write(answer, remote)
             return
         if self.refusing:
             if request.mtype == CON:
@@ -343,15 +352,28 @@ class MessageLayer(coap.Coap):
         result.addErrback(self._handler_failed)
         result.addCallback(self._deferred_answer, pending)
         if pending.key is not None and request.mtype == CON:
-            pending.timer = self.clock.callLater(self.piggyback_window, self._empty_ack, pending)
+            pending.deadline = self.clock.seconds() + self.piggyback_window
+            self._waiting.append(pending)
+            if self._sweep is None:
+                self._sweep = self.clock.callLater(self.piggyback_window, self._sweep_waiting)
+
+    def _sweep_waiting(self):
+        """Send an empty ACK for every CON request still unanswered after the piggyback window."""
+        self._sweep = None
+        now = self.clock.seconds()
+        waiting = self._waiting
+        while waiting and (waiting[0].key is None or waiting[0].deadline <= now):
+            pending = waiting.popleft()
+            if pending.key is not None:
+                self._empty_ack(pending)
+        if waiting:
+            self._sweep = self.clock.callLater(max(0.0, waiting[0].deadline - now), self._sweep_waiting)
 
     def _handler_failed(self, failure):
         log.failure("request handler failed", failure)
         return response(coap.INTERNAL_SERVER_ERROR, b"internal server error", 0)
 
     def _deferred_answer(self, answer, pending):
-        if pending.timer is not None and pending.timer.active():
-            pending.timer.cancel()
         self._answer(pending.request, pending.key, answer, separate=pending.acked)
         pending.key = None  # marks it answered, also when that happened synchronously
 
@@ -379,10 +401,11 @@ class MessageLayer(coap.Coap):
             answer.mtype = ACK if request.mtype == CON else NON
             answer.mid = request.mid if request.mtype == CON else self.nextMessageID()
             data = answer.encode()
-            self.transport.write(data, request.remote)
+            self._write(data, request.remote)
             if key is not None and request.mtype == CON:
-                self.recent.replace(key, data)
-        self.counters[code_text(answer.code)] += 1
+                # an empty piggybacked answer is kept as its code (a small int: no allocation)
+                self.recent.replace(key, answer.code if len(data) == 4 + len(request.token) else data)
+        self.counters[answer.code] += 1
         if observation is not None:
             observation.ready = True
             observation._pump()
@@ -407,6 +430,17 @@ class MessageLayer(coap.Coap):
         observation = self.observations[key] = Observation(self, key, request, on_cancel)
         request.observation = observation
         return observation
+
+    def _exchange_key(self, remote, mid):
+        """(host, port, MID) as one int: ids for hosts keep the duplicate cache small and cheap to scan."""
+        host_ids = self._host_ids
+        host_id = host_ids.get(remote[0])
+        if host_id is None:
+            if len(host_ids) >= MAX_HOSTS:
+                host_ids.clear()  # ids are never reused, so old keys cannot match new hosts
+            host_id = host_ids[remote[0]] = self._next_host_id
+            self._next_host_id += 1
+        return (host_id << 32) | (remote[1] << 16) | mid
 
     def _forget_observation(self, observation):
         if self.observations.get(observation.key) is observation:
@@ -440,7 +474,7 @@ class MessageLayer(coap.Coap):
             answer.mtype = NON
             answer.mid = self.nextMessageID()
             remote = request.remote
-            self.transport.write(answer.encode(), remote)
+            self._write(answer.encode(), remote)
             self._sent_non.put((remote[0], remote[1], answer.mid), weakref.ref(observation), self.clock.seconds())
             _call(on_result, "sent")
             if final:
@@ -521,7 +555,7 @@ class MessageLayer(coap.Coap):
 
     def _send_empty(self, mtype, mid, remote):
         data = bytes(((1 << 6) | (mtype << 4), 0, mid >> 8, mid & 0xFF))
-        self.transport.write(data, remote)
+        self._write(data, remote)
         if mtype == RST:
             self.counters["rstSent"] += 1
         return data
@@ -532,7 +566,7 @@ class MessageLayer(coap.Coap):
             return self.send_confirmable(message, message.remote)
         if message.mid is None:
             message.mid = self.nextMessageID()
-        self.transport.write(message.encode(), message.remote)
+        self._write(message.encode(), message.remote)
         return message.mid
 
     def send_confirmable(self, message, remote, on_result=None):
@@ -547,7 +581,7 @@ class MessageLayer(coap.Coap):
         key = (remote[0], remote[1], message.mid)
         exchange.timer = self.clock.callLater(exchange.timeout, self._retransmit, key)
         self.active_exchanges[key] = exchange
-        self.transport.write(exchange.data, remote)
+        self._write(exchange.data, remote)
         return message.mid
 
     def _retransmit(self, key):
@@ -560,7 +594,7 @@ class MessageLayer(coap.Coap):
         exchange.tries += 1
         exchange.timeout *= 2
         exchange.timer = self.clock.callLater(exchange.timeout, self._retransmit, key)
-        self.transport.write(exchange.data, exchange.remote)
+        self._write(exchange.data, exchange.remote)
 
     def _exchange_done(self, message, outcome):
         remote = message.remote
@@ -577,7 +611,23 @@ class MessageLayer(coap.Coap):
             except Exception:
                 log.failure("exchange result callback failed")
 
+    def startProtocol(self):
+        self._socket = getattr(self.transport, "socket", None)
+
+    def _write(self, data, remote):
+        """Send a datagram (straight to the socket: the address came from it)."""
+        if self._socket is None:
+            self.transport.write(data, remote)
+            return
+        try:
+            self._socket.sendto(data, remote)
+        except OSError:
+            self.counters["sendErrors"] += 1
+
     def stopProtocol(self):
+        if self._sweep is not None and self._sweep.active():
+            self._sweep.cancel()
+        self._sweep = None
         for exchange in self.active_exchanges.values():
             if exchange.timer.active():
                 exchange.timer.cancel()
@@ -585,7 +635,7 @@ class MessageLayer(coap.Coap):
 
     def stats(self):
         """Counters of this layer as a plain dict."""
-        out = dict(self.counters)
+        out = {code_text(k) if isinstance(k, int) else k: v for k, v in self.counters.items()}
         out["dedupEntries"] = len(self.recent)
         out["dedupEvictions"] = self.recent.evictions
         out["activeExchanges"] = len(self.active_exchanges)

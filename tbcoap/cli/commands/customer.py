@@ -1,0 +1,77 @@
+"""``tbcoap customer``: create and list customers, list the devices a customer owns.
+
+A customer's API key is shown once, by ``customer create``: the server keeps only its
+digest. Give it to the customer, who claims devices with ``tbcoap --key KEY claim ...``.
+"""
+
+from __future__ import annotations
+
+from tbcoap.cli.client import segment
+from tbcoap.cli.commands import count
+from tbcoap.cli.commands import device as device_commands
+from tbcoap.cli.output import fields, iso, table
+
+KEY_NOTE = ("note: the API key is shown only this once (the server keeps no copy); store it now.\n"
+            "The customer claims with it as: tbcoap --key=KEY claim DEVICE_NAME --secret S")
+
+
+def register(commands):
+    """Add ``tbcoap customer ...``."""
+    group = commands.group("customer", "manage customers (the owners of claimed devices)")
+    p = group.command("create", create, "create a customer and print its API key (shown once)")
+    p.add_argument("title", metavar="TITLE", help="the customer's title")
+    p = group.command("list", list_customers, "list customers, a page at a time")
+    paging(p, "customers")
+    p = group.command("devices", devices, "list the devices a customer owns (admin key, or that customer's key)")
+    p.add_argument("customer_id", metavar="CUSTOMER_ID", help="the customer's id (uuid)")
+    paging(p, "devices")
+
+
+def paging(parser, noun):
+    """Add ``--page-size`` and ``--page``."""
+    parser.add_argument("--page-size", type=count(1), default=100, metavar="N",
+                        help=f"{noun} per page (default 100)")
+    parser.add_argument("--page", type=count(0), default=0, metavar="P", help="page number, from 0 (default 0)")
+
+
+def page_text(page, number, headers, rows, singular, plural) -> str:
+    """Rows as a table, with where the page is in the whole list when there is more than one."""
+    total, pages = page.get("totalElements", len(rows)), page.get("totalPages", 1)
+    lines = [table(headers, rows)] if rows else [f"no {plural} on this page"]
+    if pages > 1 or number > 0:
+        more = f"; next: --page {number + 1}" if page.get("hasNext") else ""
+        noun = singular if total == 1 else plural
+        lines.append(f"page {number + 1} of {pages} (--page {number}), {total} {noun} in all{more}")
+    return "\n".join(lines)
+
+
+def describe(customer) -> str:
+    """A new customer as ``key: value`` lines, its key and the note that it is shown once."""
+    lines = fields([("title", customer.get("title")), ("id", (customer.get("id") or {}).get("id")),
+                    ("created", iso(customer.get("createdTime"))), ("api key", customer.get("apiKey"))])
+    return f"{lines}\n{KEY_NOTE}"
+
+
+async def create(ctx, args):
+    """POST /api/customer {"title"}."""
+    reply = await ctx.client.call("POST", "/api/customer", body={"title": args.title})
+    ctx.show(reply, describe)
+
+
+async def list_customers(ctx, args):
+    """GET /api/customers?pageSize=N&page=P."""
+    reply = await ctx.client.get("/api/customers", {"pageSize": args.page_size, "page": args.page})
+
+    def render(page):
+        rows = [(c.get("title"), (c.get("id") or {}).get("id"), iso(c.get("createdTime")))
+                for c in page.get("data", [])]
+        return page_text(page, args.page, ("title", "id", "created"), rows, "customer", "customers")
+
+    ctx.show(reply, render)
+
+
+async def devices(ctx, args):
+    """GET /api/customer/{customerId}/devices?pageSize=N&page=P."""
+    reply = await ctx.client.get(f"/api/customer/{segment(args.customer_id)}/devices",
+                                 {"pageSize": args.page_size, "page": args.page})
+    ctx.show(reply, lambda page: device_commands.render_page(page, args.page))

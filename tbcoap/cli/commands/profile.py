@@ -1,0 +1,86 @@
+"""``tbcoap profile``: create and list device profiles and their provisioning settings.
+
+A device's ``type`` names its profile. A profile that allows provisioning
+(ALLOW_CREATE_NEW_DEVICES or CHECK_PRE_PROVISIONED_DEVICES) has a provision key and
+secret, which a device sends to ``POST /api/v1/provision`` to get its access token.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from tbcoap.cli.commands.customer import page_text, paging
+from tbcoap.cli.errors import UsageError
+from tbcoap.cli.output import fields, iso
+
+PROVISION_TYPES = ("DISABLED", "ALLOW_CREATE_NEW_DEVICES", "CHECK_PRE_PROVISIONED_DEVICES")
+
+
+def register(commands):
+    """Add ``tbcoap profile ...``."""
+    group = commands.group("profile", "manage device profiles and their provisioning settings")
+    p = group.command(
+        "create", create, "create a device profile",
+        description="Create a device profile. DISABLED (the default) refuses provisioning; "
+                    "ALLOW_CREATE_NEW_DEVICES lets a device with the key and secret create itself; "
+                    "CHECK_PRE_PROVISIONED_DEVICES gives the token of an existing device of this "
+                    "profile, once. Both of those need --provision-key and --provision-secret "
+                    "(provision keys are unique).")
+    p.add_argument("name", metavar="NAME", help="the profile's name (what devices give as their type)")
+    p.add_argument("--provision-type", type=provision_type, default="DISABLED", metavar="TYPE",
+                   help=f"one of {', '.join(PROVISION_TYPES)} (any case; default DISABLED)")
+    # not --key: that is the global option (the admin key)
+    p.add_argument("--provision-key", metavar="KEY", help="the provision device key (unique among profiles)")
+    p.add_argument("--provision-secret", "--secret", dest="provision_secret", metavar="SECRET",
+                   help="the provision device secret")
+    p = group.command("list", list_profiles, "list device profiles, a page at a time")
+    paging(p, "profiles")
+
+
+def provision_type(text) -> str:
+    """An argparse type: a provision type, in any case, ``-`` for ``_``."""
+    value = text.strip().upper().replace("-", "_")
+    if value not in PROVISION_TYPES:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(PROVISION_TYPES)} (got {text!r})")
+    return value
+
+
+def request_body(args) -> dict:
+    """The REST body of ``profile create``; UsageError when provisioning lacks a key or secret."""
+    if args.provision_type != "DISABLED" and not (args.provision_key and args.provision_secret):
+        raise UsageError(f"--provision-type {args.provision_type} needs --provision-key and --provision-secret")
+    body = {"name": args.name, "provisionType": args.provision_type}
+    if args.provision_key is not None:
+        body["provisionDeviceKey"] = args.provision_key
+    if args.provision_secret is not None:
+        body["provisionDeviceSecret"] = args.provision_secret
+    return body
+
+
+def describe(profile) -> str:
+    """A profile as ``key: value`` lines."""
+    return fields([
+        ("name", profile.get("name")), ("id", (profile.get("id") or {}).get("id")),
+        ("provision type", profile.get("provisionType")),
+        ("provision key", profile.get("provisionDeviceKey")),
+        ("provision secret", profile.get("provisionDeviceSecret")),
+        ("created", iso(profile.get("createdTime")))])
+
+
+async def create(ctx, args):
+    """POST /api/deviceProfile."""
+    body = request_body(args)
+    ctx.show(await ctx.client.call("POST", "/api/deviceProfile", body=body), describe)
+
+
+async def list_profiles(ctx, args):
+    """GET /api/deviceProfiles?pageSize=N&page=P (secrets only with --json)."""
+    reply = await ctx.client.get("/api/deviceProfiles", {"pageSize": args.page_size, "page": args.page})
+
+    def render(page):
+        rows = [(p.get("name"), p.get("provisionType"), p.get("provisionDeviceKey"),
+                 (p.get("id") or {}).get("id"), iso(p.get("createdTime"))) for p in page.get("data", [])]
+        return page_text(page, args.page, ("name", "provision type", "provision key", "id", "created"), rows,
+                         "profile", "profiles")
+
+    ctx.show(reply, render)
