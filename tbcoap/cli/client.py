@@ -50,8 +50,8 @@ class Client:
         data = _parse(text)
         if response.code >= 400:
             if isinstance(data, dict) and "message" in data:
-                raise ApiError(data.get("status", response.code), data["message"])
-            raise ApiError(response.code, response.phrase.decode("latin-1", "replace"))
+                raise ApiError(data.get("status", response.code), data["message"], data)
+            raise ApiError(response.code, response.phrase.decode("latin-1", "replace"), data)
         return Reply(data, text)
 
     async def _exchange(self, method, path, params, body):

@@ -16,10 +16,11 @@ class UsageError(CliError):
 class ApiError(CliError):
     """The server answered with an error: ``{"status": .., "message": ..}``."""
 
-    def __init__(self, status, message):
+    def __init__(self, status, message, data=None):
         super().__init__(f"{status} {message}")
         self.status = status
         self.message = message
+        self.data = data  # the answer's JSON, for answers with more to say (claim refusals)
 
 
 class Unreachable(CliError):

@@ -76,6 +76,10 @@ class Commands:
         self._subparsers = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
         self._common = common
 
+    def command(self, name, func, help, **kwargs):
+        """A command of its own at the top level (``tbcoap NAME ...``); returns its parser."""
+        return Group(self._subparsers, self._common).command(name, func, help, **kwargs)
+
     def group(self, name, help, **kwargs) -> Group:
         """A new command group ``tbcoap NAME COMMAND ...``."""
         parser = self._subparsers.add_parser(name, help=help, description=kwargs.pop("description", help),

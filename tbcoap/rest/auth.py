@@ -41,7 +41,7 @@ def load_admin_key(settings) -> str:
     except FileNotFoundError:
         pass
     os.makedirs(settings["data-dir"], exist_ok=True)
-    key = secrets.token_urlsafe(32)
+    key = secrets.token_hex(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(key + "\n")

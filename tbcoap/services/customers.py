@@ -30,7 +30,7 @@ class CustomerService:
         """A new customer and its API key (shown once): fires ``(customer, key)``."""
         if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE:
             raise BadRequest("title must be non-empty text of at most 255 characters")
-        key = secrets.token_urlsafe(32)
+        key = secrets.token_hex(24)  # hex: never starts with "-", which a command line would take for an option
         customer = yield self.store.add_customer(Customer(id=new_id(), title=title), key_digest(key))
         return customer, key
 

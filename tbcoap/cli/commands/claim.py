@@ -6,20 +6,14 @@ the device is given to the calling customer. The device must first have asked to
 SUCCESS, FAILURE (wrong secret, no request or an expired one; a wrong secret also removes the
 device's request) or CLAIMED (the device already has a customer). ``--release`` frees the
 device again (the admin key, or the owning customer's).
-
-The server's refusal is ``400 {"response": "FAILURE"}``, a body without the usual
-``status``/``message``; ``Client.call`` keeps only the status of such an answer, so the claim
-is sent with ``raw_call``, which returns the status and body of every answer.
 """
 
 from __future__ import annotations
 
 import json
 
-from twisted.internet import defer
-
-from tbcoap.cli.client import Reply, segment
-from tbcoap.cli.errors import ApiError, CliError, Unreachable
+from tbcoap.cli.client import segment
+from tbcoap.cli.errors import ApiError, CliError
 
 REFUSALS = ("FAILURE", "CLAIMED")
 DESCRIPTION = """Claim a device for the customer whose key is given with --key, using the secret the
@@ -33,14 +27,8 @@ instead (the admin key, or the key of the customer that owns it; another custome
 
 def register(commands):
     """Add ``tbcoap claim DEVICE_NAME (--secret S | --release)``: a command of its own, no group."""
-    add = getattr(commands, "command", None)
-    if add is None:
-        # tbcoap.cli.main.Commands offers groups only: add the top-level command the way
-        # Group.command adds a subcommand, on the top-level subparsers.
-        from tbcoap.cli.main import Group
-
-        add = Group(commands._subparsers, commands._common).command
-    p = add("claim", claim, "claim a device for a customer (customer key), or release it", description=DESCRIPTION)
+    p = commands.command("claim", claim, "claim a device for a customer (customer key), or release it",
+                         description=DESCRIPTION)
     p.add_argument("device_name", metavar="DEVICE_NAME", help="the device's name")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--secret", metavar="S", help="the secret the device sent with its claim request ('' for none)")
@@ -52,57 +40,21 @@ def path(device_name) -> str:
     return f"/api/customer/device/{segment(device_name)}/claim"
 
 
-async def raw_call(client, method, call_path, body=None):
-    """Like ``client.call`` but an error status is returned, not raised: ``(status, Reply)``.
-
-    Uses the client's transport (``_exchange``) so that connection errors and the timeout
-    are reported exactly as for every other command.
-    """
-    answer = defer.ensureDeferred(client._exchange(method, call_path, None, body))
-    answer.addTimeout(client.timeout, client._reactor)
-    try:
-        response, text = await answer
-    except defer.TimeoutError:
-        raise Unreachable(f"no answer from {client.url} within {client.timeout:g} s") from None
-    return response, Reply(parse(text), text)
-
-
-def parse(text):
-    """The JSON value of an answer's text (None when empty, the text itself if not JSON)."""
-    try:
-        return json.loads(text) if text.strip() else None
-    except ValueError:
-        return text
-
-
-def api_error(response, data) -> ApiError:
-    """The ApiError ``Client.call`` raises for this error answer."""
-    if isinstance(data, dict) and "message" in data:
-        return ApiError(data.get("status", response.code), data["message"])
-    return ApiError(response.code, response.phrase.decode("latin-1", "replace"))
-
-
-def refusal(response, data):
-    """FAILURE or CLAIMED when the answer is the claim's refusal, else None."""
-    if response.code == 400 and isinstance(data, dict) and data.get("response") in REFUSALS:
-        return data["response"]
-    return None
-
-
 async def claim(ctx, args):
     """POST /api/customer/device/{deviceName}/claim {"secretKey"}, or DELETE it with --release."""
     if args.release:
         reply = await ctx.client.call("DELETE", path(args.device_name))
         ctx.show(reply, lambda device: f"released {device.get('name', args.device_name)}: it has no customer now")
         return
-    response, reply = await raw_call(ctx.client, "POST", path(args.device_name), {"secretKey": args.secret})
-    result = refusal(response, reply.data)
-    if result is not None:
-        if ctx.json and reply.text:
-            ctx.print(reply.text)
-        raise CliError(f"claim failed: {result}")
-    if response.code >= 400:
-        raise api_error(response, reply.data)
+    try:
+        reply = await ctx.client.call("POST", path(args.device_name), body={"secretKey": args.secret})
+    except ApiError as error:
+        result = error.data.get("response") if error.status == 400 and isinstance(error.data, dict) else None
+        if result not in REFUSALS:
+            raise
+        if ctx.json:
+            ctx.print(json.dumps(error.data, separators=(",", ":")))
+        raise CliError(f"claim failed: {result}") from None
     ctx.show(reply, lambda data: claimed_text(data, args.device_name))
 
 
