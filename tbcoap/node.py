@@ -14,6 +14,7 @@ from tbcoap.deviceapi.api import DeviceApi
 from tbcoap.rest.app import make_site
 from tbcoap.rest.auth import load_admin_key
 from tbcoap.deviceapi.observers import ObserverRegistry
+from tbcoap.ratelimit import RateLimiter, parse_rate_limit
 from tbcoap.service import check_rules, check_store
 
 log = Logger()
@@ -41,7 +42,9 @@ class TbcoapService(Service):
         self.core = Core(self.store, plugins, rules=check_rules(settings, plugins),
                          rule_timeout=settings["rule-timeout"], claim_duration_ms=settings["claim-duration"])
         self.observers = ObserverRegistry(self.core)
-        self.device_api = DeviceApi(self.core, self.observers, max_body=settings["max-body"])
+        self.device_api = DeviceApi(self.core, self.observers, max_body=settings["max-body"],
+                                    device_limiter=_limiter(settings["device-rate-limit"]),
+                                    peer_limiter=_limiter(settings["peer-rate-limit"]))
         self.coap = MessageLayer(self.device_api, max_body=settings["max-body"],
                                  piggyback_window=settings["piggyback-timeout"] / 1000,
                                  ack_timeout=settings["ack-timeout"], max_retransmit=settings["max-retransmit"])
@@ -123,7 +126,14 @@ class TbcoapService(Service):
 
     def stats(self):
         """Every counter of this node (for /api/admin/stats)."""
-        return {"coap": self.coap.stats(), "observers": self.observers.stats(), **self.core.stats()}
+        limits = {name: limiter.stats() for name, limiter in (("device", self.device_api.device_limiter),
+                                                              ("peer", self.device_api.peer_limiter)) if limiter}
+        return {"coap": self.coap.stats(), "observers": self.observers.stats(), "rateLimits": limits,
+                **self.core.stats()}
+
+
+def _limiter(spec):
+    return RateLimiter(parse_rate_limit(spec)) if spec else None
 
 
 def _address(port):

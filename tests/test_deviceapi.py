@@ -275,3 +275,24 @@ async def test_duplicate_con_is_processed_once_and_answered_again(coap, rest, de
     assert stats["coap"]["duplicates"] == 1
     assert stats["store"]["writes"] >= 1
     assert await history(rest, device, "dup") == [(77, 1)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_rate_limits_answer_429_with_max_age(start_node):
+    limited = await start_node("--device-rate-limit", "3:60", "--peer-rate-limit", "5:60")
+    await limited.core.devices.create("a", token="TOKEN-1")
+    await limited.core.devices.create("b", token="TOKEN-2")
+    client = await open_client(("127.0.0.1", limited.coap_address[1]))
+    codes = [code_text((await client.request(POST, TELEMETRY, b'{"a":1}')).code) for _ in range(4)]
+    assert codes == ["2.01", "2.01", "2.01", "4.29"]
+    refused = await client.request(POST, TELEMETRY, b'{"a":1}')
+    assert 1 <= refused.opt.getOption(tx.MAX_AGE)[0].value <= 60 and diagnostic(refused)
+    # another device from the same address: its own device limit, but the address's limit of 5
+    # (3 used; refused requests use none)
+    other = [code_text((await client.request(POST, "/api/v1/TOKEN-2/telemetry", b"{}")).code) for _ in range(3)]
+    assert other == ["2.01", "2.01", "4.29"]
+    assert code_text((await client.request(POST, "/api/v1/NOPE/telemetry", b"{}")).code) == "4.01"  # token first
+    fresh = await open_client(("127.0.0.1", limited.coap_address[1]))  # another source port
+    assert code_text((await fresh.request(POST, "/api/v1/TOKEN-2/telemetry", b"{}")).code) == "2.01"
+    await client.port.stopListening()
+    await fresh.port.stopListening()

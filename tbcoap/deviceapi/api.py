@@ -9,6 +9,8 @@ become CoAP codes here and nowhere else.
 from __future__ import annotations
 
 import json
+import math
+import time
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -26,6 +28,7 @@ from tbcoap.services.values import parse_json
 log = Logger()
 
 TEXT, LINK_FORMAT, JSON_FORMAT = 0, 40, 50
+TOO_MANY_REQUESTS = (4 << 5) | 29
 ACCEPTED_FORMATS = (None, TEXT, JSON_FORMAT)
 MAX_DIAGNOSTIC = 96
 GET, POST = coap.GET, coap.POST
@@ -54,10 +57,12 @@ class Route:
 class DeviceApi:
     """Answers CoAP requests for /api/v1/... and /.well-known/core."""
 
-    def __init__(self, core, observers, max_body=65536):
+    def __init__(self, core, observers, max_body=65536, device_limiter=None, peer_limiter=None):
         self.core = core
         self.observers = observers
         self.max_body = max_body
+        self.device_limiter = device_limiter
+        self.peer_limiter = peer_limiter
         self.routes = {
             "telemetry": Route({POST: self.post_telemetry}),
             "attributes": Route({GET: self.get_attributes, POST: self.post_attributes}),
@@ -89,20 +94,20 @@ class DeviceApi:
             return error(coap.METHOD_NOT_ALLOWED, f"{feature} does not take {_method(request.code)}")
         device = self.core.devices.cached(token)
         if device is not None:
-            return self._authorized(device, handler, request, extra)
+            return self._authorized(device, token, handler, request, extra)
         d = self.core.devices.authenticate(token)
-        d.addCallback(self._authenticated, handler, request, extra)
+        d.addCallback(self._authenticated, token, handler, request, extra)
         d.addErrback(self._failed, request, token)
         return d
 
-    def _authenticated(self, device, handler, request, extra):
+    def _authenticated(self, device, token, handler, request, extra):
         if device is None:
             return error(coap.UNAUTHORIZED, "unknown access token")
-        return self._authorized(device, handler, request, extra)
+        return self._authorized(device, token, handler, request, extra)
 
-    def _authorized(self, device, handler, request, extra):
+    def _authorized(self, device, token, handler, request, extra):
         self.core.activity.touch(device.id)
-        answer = self._check_body(request)
+        answer = self._rate_limited(request, token) or self._check_body(request)
         if answer is not None:
             return answer
         try:
@@ -112,6 +117,20 @@ class DeviceApi:
         if isinstance(result, defer.Deferred):
             return result.addErrback(self._failed, request, None, device)
         return result
+
+    def _rate_limited(self, request, token=None):
+        """4.29 with Max-Age when the device token or the source address is over its limit."""
+        wait = 0.0
+        now = time.monotonic()
+        if token is not None and self.device_limiter is not None:
+            wait = self.device_limiter.check(token, now)
+        if not wait and self.peer_limiter is not None:
+            wait = self.peer_limiter.check((request.remote[0], request.remote[1]), now)
+        if not wait:
+            return None
+        answer = error(TOO_MANY_REQUESTS, "rate limit exceeded, retry after Max-Age seconds")
+        answer.opt.addOption(coap.UintOption(coap.MAX_AGE, max(1, math.ceil(wait))))
+        return answer
 
     def _check_body(self, request):
         """Size (4.13), Content-Format (4.15) and Observe (4.00) checks, or None when fine."""
@@ -161,7 +180,7 @@ class DeviceApi:
         """POST /api/v1/provision (no token): 2.01 with the credentials, or 4.00 with SPEC's JSON."""
         if request.code != POST:
             return error(coap.METHOD_NOT_ALLOWED, "provision takes POST only")
-        answer = self._check_body(request)
+        answer = self._rate_limited(request) or self._check_body(request)
         if answer is not None:
             return answer
         try:
