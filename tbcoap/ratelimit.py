@@ -63,12 +63,20 @@ class RateLimiter:
 
     def check(self, key, now: float) -> float:
         """Count a request of ``key`` at ``now``: 0.0 if allowed, else seconds to wait (> 0)."""
-        keys = self._keys
-        st = keys.get(key)
-        if st is None:
-            st = self._new(key, now)
+        wait = self.wait(key, now)
+        if wait:
+            self.refused += 1
         else:
-            keys.move_to_end(key)
+            self.take(key, now)
+        return wait
+
+    def wait(self, key, now: float) -> float:
+        """Seconds until ``key`` may make a request (0.0: now), counting nothing.
+
+        With several limiters, ask each ``wait`` first and ``take`` from all only
+        when none refuses, so that a refused request uses up nothing anywhere.
+        """
+        st = self._state(key, now)
         wait = 0.0
         for off, n, s, w in self._plan:
             if w is None:
@@ -96,9 +104,11 @@ class RateLimiter:
                         break
                     j += 1
                 wait = max(wait, (j + SLOTS + 1) * w - now, 1e-9)
-        if wait:
-            self.refused += 1
-            return wait
+        return wait
+
+    def take(self, key, now: float):
+        """Record an allowed request of ``key`` at ``now`` (after ``wait`` said 0)."""
+        st = self._state(key, now)
         st[0] = now
         for off, n, s, w in self._plan:
             if w is None:
@@ -106,9 +116,15 @@ class RateLimiter:
                 st[head] = now
                 st[off] = head + 1 if head < off + n else off + 1
             else:
-                st[off + 2 + st[off] % (SLOTS + 1)] += 1
+                st[off + 2 + int(now // w) % (SLOTS + 1)] += 1
                 st[off + 1] += 1
-        return 0.0
+
+    def _state(self, key, now):
+        st = self._keys.get(key)
+        if st is None:
+            return self._new(key, now)
+        self._keys.move_to_end(key)
+        return st
 
     def _new(self, key, now):
         keys = self._keys

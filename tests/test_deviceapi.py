@@ -288,7 +288,7 @@ async def test_rate_limits_answer_429_with_max_age(start_node):
     refused = await client.request(POST, TELEMETRY, b'{"a":1}')
     assert 1 <= refused.opt.getOption(tx.MAX_AGE)[0].value <= 60 and diagnostic(refused)
     # another device from the same address: its own device limit, but the address's limit of 5
-    # (3 used; refused requests use none)
+    # (3 used; refused requests use none, neither of the device's limit nor of the address's)
     other = [code_text((await client.request(POST, "/api/v1/TOKEN-2/telemetry", b"{}")).code) for _ in range(3)]
     assert other == ["2.01", "2.01", "4.29"]
     assert code_text((await client.request(POST, "/api/v1/NOPE/telemetry", b"{}")).code) == "4.01"  # token first

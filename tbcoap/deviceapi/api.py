@@ -120,14 +120,21 @@ class DeviceApi:
 
     def _rate_limited(self, request, token=None):
         """4.29 with Max-Age when the device token or the source address is over its limit."""
-        wait = 0.0
         now = time.monotonic()
+        checks = []
         if token is not None and self.device_limiter is not None:
-            wait = self.device_limiter.check(token, now)
-        if not wait and self.peer_limiter is not None:
-            wait = self.peer_limiter.check((request.remote[0], request.remote[1]), now)
-        if not wait:
+            checks.append((self.device_limiter, token))
+        if self.peer_limiter is not None:
+            checks.append((self.peer_limiter, (request.remote[0], request.remote[1])))
+        if not checks:
             return None
+        wait = max(limiter.wait(key, now) for limiter, key in checks)
+        if not wait:
+            for limiter, key in checks:
+                limiter.take(key, now)
+            return None
+        for limiter, _ in checks:
+            limiter.refused += 1
         answer = error(TOO_MANY_REQUESTS, "rate limit exceeded, retry after Max-Age seconds")
         answer.opt.addOption(coap.UintOption(coap.MAX_AGE, max(1, math.ceil(wait))))
         return answer
