@@ -33,7 +33,9 @@ from tbcoap.models import (
 )
 
 from . import schema
-from .writer import GroupCommitWriter, translate
+from .writer import Checkpointer, GroupCommitWriter, translate
+
+WAL_SAFETY_PAGES = 16384  # the writer checkpoints itself only past this many WAL pages (64 MiB)
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _CHUNK = 500  # keys per IN (...) list
@@ -179,6 +181,7 @@ class SQLiteStore:
         self._state = "new"  # -> opening -> open -> closing -> closed
         self._writer = None
         self._pool = None
+        self._checkpointer = None
         self._local = threading.local()
         self._readers = []
         self._readers_lock = threading.Lock()
@@ -200,6 +203,8 @@ class SQLiteStore:
     def _opened(self, _):
         self._pool = ThreadPool(0, self._read_threads, name="tbcoap-sqlite-read")
         self._pool.start()
+        self._checkpointer = Checkpointer(self._connect)
+        self._checkpointer.start()
         self._state = "open"
         # a safety net for owners that never call close(): "during" runs after every
         # "before shutdown" trigger (a Service's stopService) has finished with the store
@@ -259,6 +264,7 @@ class SQLiteStore:
             "failedWrites": w.failed if w else 0,
             "largestBatch": w.largest_batch if w else 0,
             "reads": self._reads,
+            "checkpoints": self._checkpointer.checkpoints if self._checkpointer else 0,
         }
 
     # -- connections (called in the writer and reader threads) ---------------
@@ -291,12 +297,15 @@ class SQLiteStore:
                     raise
                 time.sleep(0.01)
         conn.execute(f"PRAGMA synchronous = {self._sync.upper()}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_SAFETY_PAGES}")
         schema.migrate(conn)
         conn.execute("BEGIN IMMEDIATE")
         schema.ensure_default_profile(conn)
         conn.execute("COMMIT")
 
     def _finish(self, conn):
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self._pool.stop()  # runs the reads already queued, then joins the threads
         with self._readers_lock:
             readers, self._readers = self._readers, []

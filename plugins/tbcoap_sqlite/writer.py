@@ -225,3 +225,46 @@ class GroupCommitWriter:
                 self.failed += 1
                 d.errback(Failure(value, type(value), value.__traceback__))
 
+
+
+class Checkpointer:
+    """Copies the WAL into the database from its own thread and connection.
+
+    The writer's own automatic checkpoint would run right after a commit,
+    delaying the next batch by a checkpoint's fsyncs; here a PASSIVE checkpoint
+    runs every ``interval`` seconds beside the writer, which keeps only a
+    large automatic checkpoint as a safety valve.
+    """
+
+    log = Logger()
+
+    def __init__(self, connect, interval=0.2):
+        self._connect = connect
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tbcoap-sqlite-checkpoint", daemon=True)
+        self.checkpoints = 0
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        """End the thread (called from the writer thread at close)."""
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        try:
+            conn = self._connect()
+        except Exception:
+            self.log.failure("sqlite checkpointer could not connect")
+            return
+        try:
+            while not self._stop.wait(self._interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:
+                    self.log.warn("sqlite checkpoint failed: {error}", error=exc)
+        finally:
+            conn.close()

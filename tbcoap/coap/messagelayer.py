@@ -100,8 +100,11 @@ def decode(data: bytes, remote) -> coap.Message:
                 raise Malformed("payload marker without payload", mtype, mid)
             payload = data[pos:]
             break
-        delta, pos = _extended(byte >> 4, data, pos, mtype, mid)
-        length, pos = _extended(byte & 15, data, pos, mtype, mid)
+        delta, length = byte >> 4, byte & 15
+        if delta > 12:
+            delta, pos = _extended(delta, data, pos, mtype, mid)
+        if length > 12:
+            length, pos = _extended(length, data, pos, mtype, mid)
         if pos + length > end:
             raise Malformed("truncated option", mtype, mid)
         number += delta
@@ -114,10 +117,11 @@ def decode(data: bytes, remote) -> coap.Message:
     message = coap.Message(mtype=mtype, mid=mid, code=code, payload=payload, token=data[4:4 + tkl])
     message.remote = remote
     message.unknown_critical = unknown
+    add = message.opt.addOption
     for number, raw in options:
         option = OPTION_FORMATS.get(number, coap.OpaqueOption)(number)
         option.decode(raw)
-        message.opt.addOption(option)
+        add(option)
     return message
 
 
@@ -376,6 +380,9 @@ class MessageLayer(coap.Coap):
     def _deferred_answer(self, answer, pending):
         self._answer(pending.request, pending.key, answer, separate=pending.acked)
         pending.key = None  # marks it answered, also when that happened synchronously
+        waiting = self._waiting
+        while waiting and waiting[0].key is None:  # answers come mostly in order: drop them now
+            waiting.popleft()
 
     def _empty_ack(self, pending):
         pending.acked = True

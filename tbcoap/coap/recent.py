@@ -38,7 +38,7 @@ class RecentMap:
         if key in data:
             data[key] = value
             return
-        self.expire(now)
+        self.expire(now, budget=4)  # a few at a time: no pause when a busy second expires
         data[key] = value
         self._order.append(key)
         expiry = int(now + self.lifetime) + 1
@@ -56,12 +56,19 @@ class RecentMap:
         if key in self._data:
             self._data[key] = value
 
-    def expire(self, now: float):
-        """Drop every entry whose lifetime has passed."""
-        marks = self._marks
-        while marks and marks[0][0] <= now:
-            for _ in range(marks.popleft()[1]):
-                self._data.pop(self._order.popleft(), None)
+    def expire(self, now: float, budget: int | None = None):
+        """Drop entries whose lifetime has passed (at most ``budget`` of them, if given)."""
+        marks, data, order = self._marks, self._data, self._order
+        while marks and marks[0][0] <= now and budget != 0:
+            head = marks[0]
+            take = head[1] if budget is None else min(head[1], budget)
+            for _ in range(take):
+                data.pop(order.popleft(), None)
+            head[1] -= take
+            if not head[1]:
+                marks.popleft()
+            if budget is not None:
+                budget -= take
 
     def _drop_oldest(self):
         self._data.pop(self._order.popleft(), None)

@@ -31,10 +31,18 @@ class RuleService:
         self.names = list(names)
         self.timeout = timeout
         self.clock = clock or reactor
+        self._cache = {}  # hook -> (implementations seen, their list, the enabled ones in order)
 
     def _impls(self, hook):
-        by_name = {impl.plugin_name: impl for impl in getattr(self.plugins.pm.hook, hook).get_hookimpls()}
-        return [by_name[name] for name in self.names if name in by_name]
+        caller = getattr(self.plugins.pm.hook, hook)
+        impls = caller.get_hookimpls()
+        cached = self._cache.get(hook)
+        if cached is not None and cached[0] == len(impls) and all(a is b for a, b in zip(cached[1], impls)):
+            return cached[2]
+        by_name = {impl.plugin_name: impl for impl in impls}
+        chosen = [by_name[name] for name in self.names if name in by_name]
+        self._cache[hook] = (len(impls), impls, chosen)
+        return chosen
 
     def client_rpc(self, device, request):
         """Deferred answer (a JSON value) of the first enabled rule that answers.

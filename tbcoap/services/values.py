@@ -65,6 +65,9 @@ def _float(literal: str) -> Number:
     return number
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_float=_float, parse_constant=_constant)
+
+
 def parse_json(payload: bytes) -> object:
     """Parse strict JSON: UTF-8, no NaN/Infinity, no duplicate keys, finite numbers."""
     try:
@@ -72,9 +75,7 @@ def parse_json(payload: bytes) -> object:
     except UnicodeDecodeError:
         raise BadRequest("payload is not UTF-8") from None
     try:
-        data = json.loads(
-            text, object_pairs_hook=_object, parse_float=_float, parse_constant=_constant
-        )
+        data = _DECODER.decode(text)
         if "\\ud" in text or "\\uD" in text:  # rare: reject lone surrogates
             json.dumps(data, ensure_ascii=False).encode("utf-8")
     except json.JSONDecodeError as e:
