@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 import tomllib
 from urllib.parse import urlsplit
 
-from twisted.application.service import MultiService
-from twisted.internet import defer, error as neterror
 from twisted.logger import Logger
 from twisted.python import usage
 

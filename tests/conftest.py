@@ -179,12 +179,31 @@ class TwistdProcess:
     def http_url(self):
         return f"http://127.0.0.1:{self.ports['HTTP']}"
 
+    url = http_url
+
+    @property
+    def coap_port(self):
+        return self.ports["CoAP"]
+
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout)
         self.log.close()
         return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One ``twistd -n tbcoap`` process shared by a module's tests (admin key ADMIN_KEY)."""
+    process = TwistdProcess(str(tmp_path_factory.mktemp("server"))).start(timeout=30)
+    try:
+        yield process
+    finally:
+        try:
+            process.stop(signal.SIGTERM, timeout=15)
+        except subprocess.TimeoutExpired:
+            process.stop(signal.SIGKILL)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from tests.coapclient import GET, POST, code_text, open_client
+from tests.coapclient import GET, POST, code_text
 from tests.conftest import Rest
 
 CLAIM = "/api/v1/TOKEN-1/claim"

@@ -9,68 +9,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 
-import pytest
+from tests.conftest import ADMIN_KEY
 
-KEY = "testkey"
+KEY = ADMIN_KEY
 BIN = os.path.dirname(sys.executable)
 LISTEN = re.compile(r"(CoAP|HTTP) listening on (?:udp|tcp) (\S+):(\d+)")
-
-
-class Server:
-    """A running server: its REST URL, CoAP port and data directory."""
-
-    def __init__(self, url, coap_port, data_dir):
-        self.url, self.coap_port, self.data_dir = url, coap_port, data_dir
-
-
-def _wait_for_ports(proc, log_path, deadline):
-    while time.monotonic() < deadline:
-        with open(log_path, encoding="utf-8", errors="replace") as f:
-            ports = {m.group(1): int(m.group(3)) for m in LISTEN.finditer(f.read())}
-        if len(ports) == 2:
-            return ports
-        assert proc.poll() is None, f"twistd exited {proc.returncode}:\n{open(log_path).read()}"
-        time.sleep(0.05)
-    raise AssertionError(f"twistd logged no ports:\n{open(log_path).read()}")
-
-
-def _wait_healthy(url, deadline):
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/api/health", timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url}/api/health never answered 200")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``twistd -n tbcoap`` on free ports with admin key ``testkey``."""
-    data_dir = str(tmp_path_factory.mktemp("server"))
-    log_path = os.path.join(data_dir, "twistd.log")
-    command = [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "tbcoap", "--coap-port", "0",
-               "--http-port", "0", "--data-dir", data_dir, "--admin-key", KEY]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=data_dir)
-    try:
-        deadline = time.monotonic() + 30
-        ports = _wait_for_ports(proc, log_path, deadline)
-        url = f"http://127.0.0.1:{ports['HTTP']}"
-        _wait_healthy(url, deadline)
-        yield Server(url, ports["CoAP"], data_dir)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def tbcoap(*args, url=None, key=KEY, env=None, cwd=None, timeout=60):

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import re
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.error
 import urllib.request
 import uuid
@@ -20,31 +20,11 @@ import pytest
 from txthings import coap as tx
 
 from tbcoap.cli.main import build_parser
-from tests.conftest import ADMIN_KEY, TwistdProcess
+from tests.conftest import ADMIN_KEY
 from tests.coapclient import ACK, POST, build, code_text
 
 CREATED = 65       # 2.01
 BAD_REQUEST = 128  # 4.00
-
-
-class Server:
-    """A running server: its REST URL and CoAP address."""
-
-    def __init__(self, url, coap_address):
-        self.url, self.coap_address = url, coap_address
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``twistd -n tbcoap`` on free ports (CoAP on 127.0.0.1), shared by this module's tests."""
-    process = TwistdProcess(str(tmp_path_factory.mktemp("claims-server"))).start(timeout=30)
-    try:
-        yield Server(process.http_url, process.coap_address)
-    finally:
-        try:
-            process.stop(signal.SIGTERM, timeout=15)
-        except subprocess.TimeoutExpired:
-            process.stop(signal.SIGKILL)
 
 
 def tbcoap(server, *args, key=ADMIN_KEY, timeout=60):
@@ -338,7 +318,7 @@ def test_unreachable_server_on_claim():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    result = tbcoap(Server(f"http://127.0.0.1:{port}", None), "claim", "d", "--secret", "s", key="k")
+    result = tbcoap(types.SimpleNamespace(url=f"http://127.0.0.1:{port}"), "claim", "d", "--secret", "s", key="k")
     assert "cannot connect" in fails(result)
 
 

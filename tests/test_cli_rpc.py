@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,28 +16,8 @@ from txthings import coap as tx
 
 from tbcoap.cli.commands.rpc import http_timeout, json_or_string, request_body
 from tbcoap.cli.main import build_parser
-from tests.conftest import ADMIN_KEY, TwistdProcess
+from tests.conftest import ADMIN_KEY
 from tests.coapclient import ACK, CON, GET, POST, build, code_text
-
-
-class Server:
-    """A running server: its REST URL and CoAP address."""
-
-    def __init__(self, url, coap_address):
-        self.url, self.coap_address = url, coap_address
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``twistd -n tbcoap`` on free ports (CoAP on 127.0.0.1), shared by this module's tests."""
-    process = TwistdProcess(str(tmp_path_factory.mktemp("rpc-server"))).start(timeout=30)
-    try:
-        yield Server(process.http_url, process.coap_address)
-    finally:
-        try:
-            process.stop(signal.SIGTERM, timeout=15)
-        except subprocess.TimeoutExpired:
-            process.stop(signal.SIGKILL)
 
 
 def command(server, *args):

@@ -7,7 +7,7 @@ from twisted.internet import defer, reactor, task
 from txthings import coap as tx
 
 from tbcoap.models import now_ms
-from tests.coapclient import ACK, CON, GET, NON, POST, RST, build, code_text, open_client
+from tests.coapclient import ACK, CON, GET, NON, POST, RST, code_text, open_client
 
 ATTRIBUTES = "/api/v1/TOKEN-1/attributes"
 RPC = "/api/v1/TOKEN-1/rpc"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor, task
 from twisted.python import usage
 
 from tbcoap.hookspecs import hookimpl
