@@ -338,3 +338,13 @@ async def test_shutdown_answers_waiting_rpc_callers_503_and_keeps_the_rpc(start_
     second = await start_node(data_dir=data_dir)
     (rpc,) = await second.core.rpc.store.pending_rpcs(device.id)
     assert rpc.status == "QUEUED" and rpc.method == "m"
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_the_device_answers_waiting_rpc_callers_404(node, rest, device):
+    waiting = call_rest(rest, f"/api/rpc/twoway/{device['id']['id']}", {"method": "m", "timeout": 60000})
+    await sleep(0.2)
+    assert (await rest.delete(f"/api/device/{device['id']['id']}"))[0] == 200
+    status, answer = await waiting
+    assert status == 404 and "deleted" in answer["message"]
+    assert node.core.rpc.stats()["waitingCallers"] == 0

@@ -642,7 +642,8 @@ class MessageLayer(coap.Coap):
 
     def stats(self):
         """Counters of this layer as a plain dict."""
-        out = {code_text(k) if isinstance(k, int) else k: v for k, v in self.counters.items()}
+        out = {"malformed": 0, "duplicates": 0, "rstSent": 0, "notifications": 0}
+        out.update({code_text(k) if isinstance(k, int) else k: v for k, v in self.counters.items()})
         out["dedupEntries"] = len(self.recent)
         out["dedupEvictions"] = self.recent.evictions
         out["activeExchanges"] = len(self.active_exchanges)

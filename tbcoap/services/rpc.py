@@ -66,6 +66,7 @@ class RpcService:
         self._channels = {}   # device_id -> [channel]: objects with send(message_dict, on_result)
         self._busy = set()    # devices with a delivery under way
         self._waiters = {}    # rpc_id -> [(Deferred, oneway)]
+        self._waiter_device = {}  # rpc_id -> device_id, for the RPCs someone waits for
         self._timers = {}     # rpc_id -> DelayedCall
         self._running = False
         bus.subscribe(self._on_event)
@@ -90,6 +91,7 @@ class RpcService:
             return {"rpcId": rpc.id}
         waiting = defer.Deferred()
         self._waiters.setdefault(rpc.id, []).append((waiting, oneway))
+        self._waiter_device[rpc.id] = device_id
         self.bus.publish(RpcChanged(device_id, rpc.id, rpc.status))
         result = yield waiting
         return result
@@ -213,6 +215,10 @@ class RpcService:
                 self.deliver(event.device_id)
         elif isinstance(event, DeviceGone):
             self._channels.pop(event.device_id, None)
+            for rpc_id, device_id in list(self._waiter_device.items()):
+                if device_id == event.device_id:
+                    self._cancel_timer(rpc_id)
+                    self._fail_waiters(rpc_id, NotFound(f"device {device_id} was deleted"))
 
     def _answer_waiters(self, rpc):
         waiters = self._waiters.get(rpc.id, [])
@@ -231,8 +237,10 @@ class RpcService:
                 waiting.errback(error)
         if not waiters:
             self._waiters.pop(rpc.id, None)
+            self._waiter_device.pop(rpc.id, None)
 
     def _fail_waiters(self, rpc_id, error):
+        self._waiter_device.pop(rpc_id, None)
         for waiting, _ in self._waiters.pop(rpc_id, []):
             waiting.errback(error)
 
