@@ -123,6 +123,7 @@ async def device(rest):
 # -- a real twistd process --------------------------------------------------
 
 LISTEN = re.compile(r"(CoAP|HTTP) listening on (udp|tcp) (\S+):(\d+)")
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
 class TwistdProcess:
@@ -136,18 +137,24 @@ class TwistdProcess:
         self.proc = None
         self.ports = {}
 
-    def start(self, timeout=20):
-        os.makedirs(self.data_dir, exist_ok=True)
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        command = [twistd, "-n", "--pidfile=", "tbcoap", "--data-dir", self.data_dir,
+    def command(self):
+        """The command line: test defaults (free ports, 127.0.0.1, the test admin key), then args."""
+        command = [TWISTD, "-n", "--pidfile=", "tbcoap", "--data-dir", self.data_dir,
                    "--coap-interface", "127.0.0.1", "--admin-key", ADMIN_KEY, *self.args]
         if "--coap-port" not in self.args:
             command += ["--coap-port", "0"]
         if "--http-port" not in self.args:
             command += ["--http-port", "0"]
+        return command
+
+    def environment(self):
+        return {**os.environ, **(self.env or {})}
+
+    def start(self, timeout=20):
+        os.makedirs(self.data_dir, exist_ok=True)
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.data_dir,
-                                     env={**os.environ, **(self.env or {})})
+        self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT,
+                                     cwd=os.path.dirname(self.log_path), env=self.environment())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = dict((m.group(1), int(m.group(4))) for m in LISTEN.finditer(self.read_log()))

@@ -28,9 +28,8 @@ from twisted.python import usage
 import tbcoap
 from tbcoap.service import Options
 from tests.coapclient import GET, POST, build, open_client
-from tests.conftest import ADMIN_KEY, LISTEN, TwistdProcess
+from tests.conftest import ADMIN_KEY, TWISTD, TwistdProcess
 
-TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 # what every test server needs: loopback CoAP and free ports
 PORTS = ("--coap-interface", "127.0.0.1", "--coap-port", "0", "--http-port", "0")
 
@@ -52,26 +51,15 @@ class Server(TwistdProcess):
         self.log_path = os.path.join(os.path.dirname(str(data_dir)), log_name)
         self.clean_env = clean_env
 
-    def start(self, timeout=20):
-        os.makedirs(self.data_dir, exist_ok=True)
-        command = [TWISTD, "-n", "--pidfile=", "tbcoap", "--data-dir", self.data_dir, *self.args]
+    def command(self):
+        return [TWISTD, "-n", "--pidfile=", "tbcoap", "--data-dir", self.data_dir, *self.args]
+
+    def environment(self):
         env = dict(os.environ)
         if self.clean_env:
             env.pop("TBCOAP_ADMIN_KEY", None)
         env.update(self.env or {})
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
-                                     cwd=os.path.dirname(self.data_dir), env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = dict((m.group(1), int(m.group(4))) for m in LISTEN.finditer(self.read_log()))
-            if len(found) == 2 and self._healthy(found["HTTP"]):
-                self.ports = found
-                return self
-            if self.proc.poll() is not None:
-                raise AssertionError(f"twistd exited {self.proc.returncode}:\n{self.read_log()}")
-            time.sleep(0.05)
-        raise AssertionError(f"twistd did not start:\n{self.read_log()}")
+        return env
 
 
 @pytest.fixture
