@@ -241,3 +241,17 @@ async def test_failing_plugin_is_500_and_server_lives(node, coap, device):
     assert answer.payload == b"internal server error"
     node.plugins.unregister("broken")
     assert code_text((await coap.request(POST, TELEMETRY, b'{"a":1}')).code) == "2.01"
+
+
+@pytest_twisted.ensureDeferred
+async def test_block1_upload_is_checked_for_path_method_and_token_first(start_node):
+    small = await start_node("--max-body", "200")
+    await small.core.devices.create("d", token="TOKEN-1")
+    client = await open_client(("127.0.0.1", small.coap_address[1]))
+    size1 = [(tx.SIZE1, (1000).to_bytes(2, "big"))]
+    for path, method, code in (("/foo/bar", POST, "4.04"), ("/api/v1/NOPE/telemetry", POST, "4.01"),
+                               ("/api/v1/TOKEN-1/nonsense", POST, "4.00"), (TELEMETRY, 3, "4.05"),
+                               (TELEMETRY, POST, "4.13")):
+        answer = await client.request(method, path, b"x" * 64, block1=(0, True, 2), extra_options=size1)
+        assert code_text(answer.code) == code, path
+    await client.port.stopListening()

@@ -324,10 +324,46 @@ class MessageLayer(coap.Coap):
                     coap.BAD_OPTION, b"unsupported critical option %d" % request.unknown_critical, 0))
             return
         block1 = request.opt.block1
+        if block1 is not None and block1.block_number == 0 and self._precheck(request, key):
+            return
+        self._received_whole(request, key)
+
+    def _precheck(self, request, key):
+        """Before the first block of an upload is taken: the handler's own earlier checks
+        (``handler.precheck``, optional). True if the request was or will be answered here."""
+        precheck = getattr(self.handler, "precheck", None)
+        if precheck is None:
+            return False
+        try:
+            verdict = precheck(request)
+        except Exception:
+            log.failure("request precheck failed")
+            verdict = response(coap.INTERNAL_SERVER_ERROR, b"internal server error", 0)
+        if isinstance(verdict, defer.Deferred):
+            verdict.addErrback(self._handler_failed)
+            verdict.addCallback(self._prechecked, request, key)
+            return True
+        if verdict is not None:
+            request.opt.deleteOption(coap.BLOCK1)
+            self._answer(request, key, verdict)
+            return True
+        return False
+
+    def _prechecked(self, verdict, request, key):
+        if verdict is None:
+            self._received_whole(request, key)
+        else:
+            request.opt.deleteOption(coap.BLOCK1)
+            self._answer(request, key, verdict)
+
+    def _received_whole(self, request, key):
+        """Go on with a request that passed the checks above: blocks, observe, dispatch."""
+        block1 = request.opt.block1
         if block1 is not None:
             request = self._assemble(request, key, block1)
             if request is None:
                 return
+        remote = request.remote
         request.protocol = self
         if request.code == coap.GET and request.opt.observe == 1:
             old = self.observations.get((remote[0], remote[1], request.token))

@@ -71,27 +71,14 @@ class DeviceApi:
         }
 
     def __call__(self, request):
-        if not self.core.ready:
-            return error(coap.SERVICE_UNAVAILABLE, "store not ready, retry later")
-        try:
-            path = [segment.decode("utf-8") for segment in request.opt.uri_path]
-        except UnicodeDecodeError:
-            return error(coap.BAD_REQUEST, "path is not UTF-8")
-        if path == [".well-known", "core"]:
+        routed = self._route(request)
+        if isinstance(routed, coap.Message):
+            return routed
+        if routed == "well-known":
             return self.well_known(request)
-        if len(path) < 2 or path[0] != "api" or path[1] != "v1":
-            return error(coap.NOT_FOUND, "not found")
-        if len(path) == 3 and path[2] == "provision":
+        if routed == "provision":
             return self.provision(request)
-        if len(path) < 4:
-            return error(coap.BAD_REQUEST, "expected /api/v1/{token}/{feature}")
-        token, feature, extra = path[2], path[3].lower(), path[4:]
-        route = self.routes.get(feature)
-        if route is None or len(extra) > route.max_extra:
-            return error(coap.BAD_REQUEST, f"unknown feature /{'/'.join(path[3:])}"[:60])
-        handler = route.methods.get(request.code)
-        if handler is None or (extra and request.code != POST):
-            return error(coap.METHOD_NOT_ALLOWED, f"{feature} does not take {_method(request.code)}")
+        token, handler, extra = routed
         device = self.core.devices.cached(token)
         if device is not None:
             return self._authorized(device, token, handler, request, extra)
@@ -99,6 +86,51 @@ class DeviceApi:
         d.addCallback(self._authenticated, token, handler, request, extra)
         d.addErrback(self._failed, request, token)
         return d
+
+    def _route(self, request):
+        """The path and method checks: an error answer, "well-known", "provision",
+        or ``(token, handler, extra path segments)``."""
+        if not self.core.ready:
+            return error(coap.SERVICE_UNAVAILABLE, "store not ready, retry later")
+        try:
+            path = [segment.decode("utf-8") for segment in request.opt.uri_path]
+        except UnicodeDecodeError:
+            return error(coap.BAD_REQUEST, "path is not UTF-8")
+        if path == [".well-known", "core"]:
+            return "well-known"
+        if len(path) < 2 or path[0] != "api" or path[1] != "v1":
+            return error(coap.NOT_FOUND, "not found")
+        if len(path) == 3 and path[2] == "provision":
+            return "provision"
+        if len(path) < 4:
+            return error(coap.BAD_REQUEST, "expected /api/v1/{token}/{feature}")
+        token, feature, extra = path[2], path[3].lower(), path[4:]
+        route = self.routes.get(feature)
+        if route is None or len(extra) > route.max_extra:
+            return error(coap.BAD_REQUEST, f"unknown feature /{'/'.join(path[3:])}"[:60])
+        if extra and not (extra[0].isascii() and extra[0].isdigit()):
+            return error(coap.BAD_REQUEST, "rpc id must be an integer")
+        handler = route.methods.get(request.code)
+        if handler is None or (extra and request.code != POST):
+            return error(coap.METHOD_NOT_ALLOWED, f"{feature} does not take {_method(request.code)}")
+        return token, handler, extra
+
+    def precheck(self, request):
+        """The checks that come before the size check (path, method, token), for the first
+        block of a Block1 upload: None when they pass, else the answer (or a Deferred of either)."""
+        routed = self._route(request)
+        if isinstance(routed, coap.Message):
+            return routed
+        if routed == "well-known":
+            return error(coap.METHOD_NOT_ALLOWED, "only GET") if request.code != GET else None
+        if routed == "provision":
+            return error(coap.METHOD_NOT_ALLOWED, "provision takes POST only") if request.code != POST else None
+        token = routed[0]
+        if self.core.devices.cached(token) is not None:
+            return None
+        d = self.core.devices.authenticate(token)
+        d.addCallback(lambda device: None if device is not None else error(coap.UNAUTHORIZED, "unknown access token"))
+        return d.addErrback(self._failed, request, token)
 
     def _authenticated(self, device, token, handler, request, extra):
         if device is None:
@@ -239,8 +271,6 @@ class DeviceApi:
         """POST /api/v1/T/rpc/{id}: a reply (2.01); POST /api/v1/T/rpc: client-side RPC (2.05)."""
         body = parse_json(request.payload)
         if request_id is not None:
-            if not request_id.isdigit() or not request_id.isascii():
-                raise BadRequest("rpc id must be an integer")
             return _created(self.core.rpc.reply(device, int(request_id), compact(body)))
         if not isinstance(body, dict) or not isinstance(body.get("method"), str) or not body["method"]:
             raise BadRequest('client RPC needs {"method": "..."}')

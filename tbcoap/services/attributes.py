@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
-from tbcoap.models import SCOPES, now_ms
+from tbcoap.models import SCOPES, now_ms, plain
 from tbcoap.services.bus import SharedAttributesChanged, SharedAttributesDeleted
 from tbcoap.services.values import Limits, parse_attributes
 
@@ -86,9 +86,9 @@ class AttributeService:
 
     @defer.inlineCallbacks
     def shared(self, device):
-        """All shared attributes of a device, flat: ``{key: value}``."""
+        """All shared attributes of a device, flat and JSON-ready: ``{key: value}``."""
         found = yield self.store.get_attributes(device.id, "SHARED_SCOPE", None)
-        return {key: value for key, (value, _ts) in found.items()}
+        return {key: plain(value) for key, (value, _ts) in found.items()}
 
     @defer.inlineCallbacks
     def for_device(self, device, client_keys, shared_keys):
