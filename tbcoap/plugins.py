@@ -2,7 +2,7 @@
 
 Plugins come from the ``tbcoap`` entry-point group (the bundled sqlite store
 included) and from ``register``.  Built-in behaviour (token auth) is itself
-a plugin, registered last so that outside plugins are asked first.
+a plugin, marked ``trylast`` so that outside plugins are asked first.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import importlib.metadata
 import pluggy
 from twisted.internet import defer
 
+import tbcoap
 from tbcoap import builtins, hookspecs
 
 ENTRY_POINT_GROUP = "tbcoap"
@@ -24,7 +25,7 @@ class PluginManager:
         self.pm = pluggy.PluginManager("tbcoap")
         self.pm.add_hookspecs(hookspecs)
         self._sources = {}
-        self.register(builtins, name="tbcoap.builtins", source="builtin")
+        self.register(builtins, name="tbcoap.builtins", source="builtin", version=tbcoap.__version__)
         if load_entry_points:
             self._load_entry_points()
 

@@ -10,7 +10,10 @@ def iso(ms) -> str:
     """Milliseconds since the epoch as ISO 8601 UTC (``2024-01-02T03:04:05.678Z``)."""
     if not isinstance(ms, (int, float)):
         return "-"
-    when = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    try:
+        when = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    except (OverflowError, ValueError, OSError):  # beyond what a calendar date can show
+        return str(ms)
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -20,6 +20,7 @@ from twisted.web.resource import Resource
 from tbcoap.errors import (BadRequest, Forbidden, GatewayTimeout, NotFound, ShuttingDown, StoreUnavailable,
                            Unauthorized)
 from tbcoap.redact import redact_uri
+from tbcoap.services.values import parse_json
 from tbcoap.rest.auth import principal_for
 
 log = Logger()
@@ -37,10 +38,6 @@ class Answer:
 
     status: int
     value: object
-
-
-class Shutdown(Exception):
-    """The node is stopping (503)."""
 
 
 class MethodNotAllowed(Exception):
@@ -72,18 +69,19 @@ class Call:
         self.request = request
         self.principal = principal
         raw = request.uri.partition(b"?")[2].decode("latin-1")
-        self.query = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True, errors="replace").items()}
+        try:
+            pairs = parse_qs(raw, keep_blank_values=True, errors="strict")
+        except UnicodeDecodeError:
+            raise BadRequest("query is not UTF-8") from None
+        self.query = {k: v[0] for k, v in pairs.items()}
 
     def body(self) -> bytes:
         """The raw request body."""
         return self.request.content.read()
 
     def json_object(self) -> dict:
-        """The body as a JSON object, else BadRequest."""
-        try:
-            value = json.loads(self.body() or b"null")
-        except ValueError:
-            raise BadRequest("body is not valid JSON") from None
+        """The body as a JSON object (strict JSON, as devices get), else BadRequest."""
+        value = parse_json(self.body() or b"null")
         if not isinstance(value, dict):
             raise BadRequest("body must be a JSON object")
         return value
@@ -152,7 +150,7 @@ class Api(Resource):
             if principal.role not in the_route.roles:
                 raise Forbidden("this key may not make this call")
             if not self.node.core.ready:
-                raise Shutdown()
+                raise ShuttingDown("server is not ready or shutting down")
         call = Call(self.node, request, principal)
         params = {name: unquote(value) for name, value in match.groupdict().items()}
         result = yield the_route.handler(call, **params)
@@ -185,9 +183,7 @@ def _write_error(failure, request):
         if failure.check(kind):
             status = code
     message = failure.getErrorMessage()
-    if failure.check(Shutdown):
-        status, message = 503, "server is not ready or shutting down"
-    elif status == 503:
+    if status == 503:
         message = message or "store unavailable"
     elif status == 500:
         log.failure("REST call {uri} failed", failure, uri=redact_uri(request.uri.decode("latin-1")))

@@ -11,7 +11,7 @@ from twisted.logger import Logger
 
 from twisted.internet import defer
 
-from tbcoap.errors import Unauthorized
+from tbcoap.errors import ShuttingDown, Unauthorized
 
 log = Logger()
 KEY_FILE = "admin.key"
@@ -73,7 +73,9 @@ def principal_for(request, node):
         raise Unauthorized("missing key: send X-Authorization: Bearer <key>")
     if hmac.compare_digest(key.encode("utf-8"), node.admin_key.encode("utf-8")):
         return Principal("admin")
-    customer_id = (yield node.core.customers.by_key(key)) if node.core.ready else None
+    if not node.core.ready:
+        raise ShuttingDown("server is not ready or shutting down")
+    customer_id = yield node.core.customers.by_key(key)
     if customer_id is None:
         raise Unauthorized("invalid key")
     return Principal("customer", customer_id)

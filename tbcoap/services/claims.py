@@ -11,6 +11,18 @@ from tbcoap.models import ClaimRequest, now_ms
 from tbcoap.services.values import parse_json
 
 DEFAULT_DURATION_MS = 24 * 60 * 60 * 1000
+MAX_DURATION_MS = 10 * 365 * DEFAULT_DURATION_MS
+
+
+def _duration(value) -> int:
+    """``durationMs`` as ThingsBoard reads it: a whole number, also written 6e4 or "60000"."""
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise BadRequest("durationMs must be a whole number of milliseconds")
 SUCCESS, FAILURE, CLAIMED = "SUCCESS", "FAILURE", "CLAIMED"
 
 
@@ -27,14 +39,14 @@ class ClaimService:
         body = parse_json(payload) if payload.strip() else {}
         if not isinstance(body, dict):
             raise BadRequest("claim body must be a JSON object")
-        secret = body.get("secretKey", "")
-        duration = body.get("durationMs", 0)
+        secret = body.get("secretKey") or ""
+        duration = _duration(body.get("durationMs", 0))
         if not isinstance(secret, str):
             raise BadRequest("secretKey must be a string")
-        if isinstance(duration, bool) or not isinstance(duration, int):
-            raise BadRequest("durationMs must be an integer")
         if duration <= 0:
             duration = self.default_duration_ms
+        if duration > MAX_DURATION_MS:
+            raise BadRequest("durationMs must be at most 10 years")
         now = now_ms()
         return self.store.put_claim_request(ClaimRequest(device.id, secret, now + duration), now)
 
