@@ -235,3 +235,12 @@ async def test_provision_request_errors(coap):
 async def test_unauthenticated_provision_answers_stay_small(coap):
     answer = await coap.request(POST, PROVISION, b'{"provisionDeviceKey":"' + b"k" * 200 + b'"}')
     assert len(answer.payload) <= 96
+
+
+@pytest_twisted.ensureDeferred
+async def test_provisioned_devices_obey_the_device_rules(coap, rest):
+    await profile(rest, "sensors", "ALLOW_CREATE_NEW_DEVICES", "key-1", "secret-1")
+    request = {"provisionDeviceKey": "key-1", "provisionDeviceSecret": "secret-1"}
+    assert await provision(coap, {**request, "deviceName": "n" * 300}) == ("4.00", FAILURE)
+    assert await provision(coap, {**request, "deviceName": "ok", "token": "a/b"}) == ("4.00", FAILURE)
+    assert (await rest.get("/api/tenant/devices?pageSize=10&page=0"))[1]["totalElements"] == 0

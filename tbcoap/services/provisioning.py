@@ -7,9 +7,7 @@ import secrets
 
 from twisted.internet import defer
 
-from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken
-from tbcoap.models import Device, new_id
-from tbcoap.services.devices import check_token, generate_token
+from tbcoap.errors import BadRequest
 from tbcoap.services.values import parse_json
 
 NOT_FOUND = {"errorMsg": "Provision data was not found!", "status": "NOT_FOUND"}
@@ -50,17 +48,12 @@ class ProvisionService:
 
     @defer.inlineCallbacks
     def _create(self, profile, name, body):
-        token = body.get("token")
         if body.get("credentialsType", "ACCESS_TOKEN") != "ACCESS_TOKEN":
             return False, FAILURE
-        try:
-            token = check_token(token) if token else generate_token()
-        except BadRequest:
-            return False, FAILURE
-        device = Device(id=new_id(), name=name or f"{profile.name}-{secrets.token_hex(6)}", type=profile.name)
-        try:
-            yield self.store.add_device(device, token)
-        except (DuplicateName, DuplicateToken):
+        name = name or f"{profile.name}-{secrets.token_hex(6)}"
+        try:  # the same checks as any device creation: name, token, profile
+            device, token = yield self.devices.create(name, profile.name, token=body.get("token") or None)
+        except BadRequest:  # also a taken name or token
             return False, FAILURE
         yield self.store.mark_provisioned(device.id)
         return True, success(token)
