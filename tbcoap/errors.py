@@ -51,3 +51,7 @@ class NoRule(TbcoapError):
 
 class RuleTimeout(TbcoapError):
     """A rule took longer than the rule timeout (5.03)."""
+
+
+class RpcFailed(TbcoapError):
+    """The device (or a plugin) failed an RPC (502)."""

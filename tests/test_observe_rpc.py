@@ -348,3 +348,46 @@ async def test_deleting_the_device_answers_waiting_rpc_callers_404(node, rest, d
     status, answer = await waiting
     assert status == 404 and "deleted" in answer["message"]
     assert node.core.rpc.stats()["waitingCallers"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_rpc_rejected_with_rst_fails(node, coap, rest, device):
+    await register_rpc(coap)
+    waiting = call_rest(rest, f"/api/rpc/twoway/{device['id']['id']}", {"method": "m"})
+    request = await notification(coap, b"rpc", ack=False)
+    coap.send_raw(tx.Message(mtype=RST, mid=request.mid, code=tx.EMPTY).encode())
+    status, answer = await waiting
+    assert status == 502 and "rejected" in answer["message"]
+    _, page = await rest.get(f"/api/rpc/persistent/device/{device['id']['id']}")
+    assert page["data"][0]["status"] == "FAILED"
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_rpc_observer_gets_the_rpc(node, coap, rest, device):
+    other = await open_client(("127.0.0.1", node.coap_address[1]))
+    await register_rpc(coap, b"one")
+    await register_rpc(other, b"two", mtype=NON)
+    waiting = call_rest(rest, f"/api/rpc/twoway/{device['id']['id']}", {"method": "both"})
+    first = await notification(coap, b"one")
+    second = await notification(other, b"two")
+    assert body(first) == body(second) == {"id": 1, "method": "both", "params": None}
+    await other.request(POST, f"{RPC}/1", b'"from two"')
+    assert await waiting == (200, "from two")
+    await other.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rpcs_reach_the_new_token_while_the_old_relation_ends(node, coap, rest, device):
+    device_id = device["id"]["id"]
+    await register_rpc(coap, b"old")
+    await rest.post("/api/device/credentials", {"deviceId": {"id": device_id}, "credentialsType": "ACCESS_TOKEN",
+                                                "credentialsId": "TOKEN-2"})
+    ended = await notification(coap, b"old", ack=False)  # not acknowledged: it stays in flight
+    assert code_text(ended.code) == "4.01"
+    fresh = await open_client(("127.0.0.1", node.coap_address[1]))
+    first = await fresh.request(GET, "/api/v1/TOKEN-2/rpc", observe=0, token=b"new")
+    assert code_text(first.code) == "2.05"
+    waiting = call_rest(rest, f"/api/rpc/oneway/{device_id}", {"method": "m"})
+    assert body(await notification(fresh, b"new"))["method"] == "m"
+    assert (await waiting)[0] == 200
+    await fresh.port.stopListening()

@@ -33,7 +33,8 @@ class RpcChannel:
         self.observation = observation
 
     def send(self, message, on_result):
-        """Notify ``{"id","method","params"}``; ``on_result`` gets "ack", "sent" or a failure."""
+        """Notify ``{"id","method","params"}``; ``on_result`` gets "ack" (CON acknowledged),
+        "sent" (NON), or "rst", "timeout", "canceled"."""
         self.observation.notify(json_answer(message), on_result)
 
 
@@ -95,9 +96,18 @@ class ObserverRegistry:
         elif isinstance(event, (DeviceGone, TokenReplaced)):
             code, text = ((coap.NOT_FOUND, b"device deleted") if isinstance(event, DeviceGone)
                           else (coap.UNAUTHORIZED, b"access token replaced"))
-            observations = list(self._attributes.get(event.device_id, ())) + list(self._rpc.get(event.device_id, ()))
-            for observation in observations:
-                observation.notify(response(code, text, 0))
+            for observation in self._detach(event.device_id):
+                observation.notify(response(code, text, 0))  # the last one; it ends the relation
+
+    def _detach(self, device_id):
+        """Take every observation of the device out of service now (no more changes or RPCs go
+        to them, also while their final notification waits for its ACK); returns them."""
+        attributes = self._attributes.pop(device_id, set())
+        rpc = self._rpc.pop(device_id, {})
+        for channel in rpc.values():
+            self.core.rpc.remove_channel(device_id, channel)
+        self._update_activity(device_id)
+        return list(attributes) + list(rpc)
 
     def stats(self):
         """Open observations on this node."""

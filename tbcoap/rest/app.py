@@ -17,8 +17,8 @@ from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from tbcoap.errors import (BadRequest, Forbidden, GatewayTimeout, NotFound, ShuttingDown, StoreUnavailable,
-                           Unauthorized)
+from tbcoap.errors import (BadRequest, Forbidden, GatewayTimeout, NotFound, RpcFailed, ShuttingDown,
+                           StoreUnavailable, Unauthorized)
 from tbcoap.redact import redact_uri
 from tbcoap.services.values import parse_json
 from tbcoap.rest.auth import principal_for
@@ -174,7 +174,7 @@ def _write_json(value, request):
 
 
 STATUS_OF = ((BadRequest, 400), (Unauthorized, 401), (Forbidden, 403), (NotFound, 404),
-             (MethodNotAllowed, 405), (StoreUnavailable, 503), (ShuttingDown, 503), (GatewayTimeout, 504))
+             (MethodNotAllowed, 405), (StoreUnavailable, 503), (ShuttingDown, 503), (RpcFailed, 502), (GatewayTimeout, 504))
 
 
 def _write_error(failure, request):

@@ -13,12 +13,13 @@ import json
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from tbcoap.errors import BadRequest, GatewayTimeout, NotFound, ShuttingDown
+from tbcoap.errors import BadRequest, GatewayTimeout, NotFound, RpcFailed, ShuttingDown
 from tbcoap.models import RPC_FINAL, Rpc, new_id, now_ms
 from tbcoap.services.bus import DeviceGone, RpcChanged
 
 log = Logger()
 
+_VERB = {"EXPIRED": "was not delivered", "TIMEOUT": "got no reply"}
 DEFAULT_TIMEOUT_MS = 10_000
 MIN_TIMEOUT_MS = 5_000
 
@@ -149,7 +150,7 @@ class RpcService:
         now = now_ms()
         pending = yield self.store.pending_rpcs(device_id)
         for rpc in pending:
-            channels = self._channels.get(device_id)
+            channels = list(self._channels.get(device_id, ()))
             if not channels:
                 break
             if rpc.status != "QUEUED" or rpc.expiration_time <= now:
@@ -157,8 +158,10 @@ class RpcService:
             if not (yield self.store.set_rpc_status(rpc.id, "SENT", expect=("QUEUED",))):
                 continue
             message = {"id": rpc.request_id, "method": rpc.method, "params": json.loads(rpc.params_json)}
-            channels[0].send(message, lambda outcome, rpc=rpc, channel=channels[0]: self._sent(rpc, channel, outcome))
+            delivery = _Delivery(rpc, len(channels))
             self.bus.publish(RpcChanged(device_id, rpc.id, "SENT"))
+            for channel in channels:  # every observer of /rpc gets it (SPEC 1.2); the first ACK delivers
+                channel.send(message, lambda outcome, channel=channel: self._sent(delivery, channel, outcome))
             return
         self._busy.discard(device_id)
 
@@ -166,23 +169,39 @@ class RpcService:
         self._busy.discard(device_id)
         log.failure("rpc delivery to device {device} failed", failure, device=device_id)
 
-    def _sent(self, rpc, channel, outcome):
+    def _sent(self, delivery, channel, outcome):
+        """One observer's outcome: "ack"/"sent" delivers; after all of them, a failed delivery
+        goes back to the queue ("timeout", "canceled") or fails ("rst" from every observer)."""
+        rpc = delivery.rpc
+        delivery.outcomes.append(outcome)
+        steps = []
         if outcome in ("ack", "sent"):
-            status = "SUCCESSFUL" if rpc.oneway else "DELIVERED"
+            if not delivery.delivered:
+                delivery.delivered = True
+                steps.append("SUCCESSFUL" if rpc.oneway else "DELIVERED")
         else:
-            status = "QUEUED"  # not acknowledged: back to the queue until it expires
             self.remove_channel(rpc.device_id, channel)
-        d = self.store.set_rpc_status(rpc.id, status, expect=("SENT",))
-        d.addCallback(self._after_sent, rpc, status)
+        done = len(delivery.outcomes) == delivery.expected
+        if done and not delivery.delivered:
+            steps.append("FAILED" if all(o == "rst" for o in delivery.outcomes) else "QUEUED")
+        d = defer.succeed(None)
+        for status in steps:
+            d.addCallback(lambda _, status=status: self.store.set_rpc_status(rpc.id, status, expect=("SENT",)))
+            d.addCallback(self._status_changed, rpc, status)
+        if done:
+            d.addBoth(self._delivery_done, rpc.device_id)
         d.addErrback(lambda f: log.failure("rpc status update failed", f))
 
-    def _after_sent(self, changed, rpc, status):
-        self._busy.discard(rpc.device_id)
+    def _status_changed(self, changed, rpc, status):
         if changed:
-            if status == "SUCCESSFUL":
+            if status in RPC_FINAL:
                 self._cancel_timer(rpc.id)
             self.bus.publish(RpcChanged(rpc.device_id, rpc.id, status))
-        self.deliver(rpc.device_id)
+
+    def _delivery_done(self, result, device_id):
+        self._busy.discard(device_id)
+        self.deliver(device_id)
+        return result
 
     # -- expiry, events, lifecycle ---------------------------------------------
 
@@ -224,8 +243,8 @@ class RpcService:
         waiters = self._waiters.get(rpc.id, [])
         for waiting, oneway in list(waiters):
             if rpc.status in ("EXPIRED", "TIMEOUT", "FAILED"):
-                verb = {"EXPIRED": "was not delivered", "TIMEOUT": "got no reply", "FAILED": "failed"}[rpc.status]
-                error = GatewayTimeout(f"rpc {rpc.request_id} {verb} before it expired")
+                error = (RpcFailed(f"rpc {rpc.request_id} failed: the device rejected it") if rpc.status == "FAILED"
+                         else GatewayTimeout(f"rpc {rpc.request_id} {_VERB[rpc.status]} before it expired"))
             elif rpc.status == "SUCCESSFUL" or (oneway and rpc.status == "DELIVERED"):
                 error = None
             else:
@@ -267,10 +286,18 @@ class RpcService:
                 "rpcChannels": sum(map(len, self._channels.values()))}
 
 
+class _Delivery:
+    """One RPC sent to every observer of a device, waiting for their outcomes."""
+
+    __slots__ = ("rpc", "expected", "outcomes", "delivered")
+
+    def __init__(self, rpc, expected):
+        self.rpc, self.expected, self.outcomes, self.delivered = rpc, expected, [], False
+
+
 def _found(rpc, rpc_id):
     if rpc is None:
         raise NotFound(f"rpc {rpc_id} not found")
     return rpc
 
 
-__all__ = ["RpcService", "RPC_FINAL", "parse_request", "compact"]
