@@ -296,3 +296,12 @@ async def test_rate_limits_answer_429_with_max_age(start_node):
     assert code_text((await fresh.request(POST, "/api/v1/TOKEN-2/telemetry", b"{}")).code) == "2.01"
     await client.port.stopListening()
     await fresh.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_accept_other_than_json_is_406(coap, device):
+    accept = lambda value: [(tx.ACCEPT, bytes([value]))]  # noqa: E731
+    assert code_text((await coap.request(GET, ATTRIBUTES, extra_options=accept(60))).code) == "4.06"
+    assert code_text((await coap.request(GET, ATTRIBUTES, extra_options=accept(50))).code) == "4.04"  # nothing yet
+    assert code_text((await coap.request(GET, "/.well-known/core", extra_options=accept(50))).code) == "4.06"
+    assert code_text((await coap.request(GET, "/.well-known/core", extra_options=accept(40))).code) == "2.05"

@@ -391,3 +391,14 @@ async def test_rpcs_reach_the_new_token_while_the_old_relation_ends(node, coap, 
     assert body(await notification(fresh, b"new"))["method"] == "m"
     assert (await waiting)[0] == 200
     await fresh.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stats_count_queued_rpcs(node, rest, device):
+    for _ in range(2):
+        await rest.post(f"/api/rpc/oneway/{device['id']['id']}", {"method": "m", "persistent": True})
+    status, stats = await rest.get("/api/admin/stats")
+    assert stats["rpc"]["queuedRpcs"] == 2 and stats["rpc"]["pendingRpcs"] == 2
+    await rest.delete(f"/api/device/{device['id']['id']}")
+    status, stats = await rest.get("/api/admin/stats")
+    assert stats["rpc"]["queuedRpcs"] == 0 and stats["rpc"]["pendingRpcs"] == 0

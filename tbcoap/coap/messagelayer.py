@@ -70,7 +70,9 @@ class BlockOption(coap.BlockOption):
         return len(self.encode())
 
 
-OPTION_FORMATS = {**coap.option_formats, coap.BLOCK1: BlockOption, coap.BLOCK2: BlockOption}
+# txThings lists Accept (17) as 16, so it would decode as opaque bytes
+OPTION_FORMATS = {**coap.option_formats, coap.ACCEPT: coap.UintOption, coap.BLOCK1: BlockOption,
+                  coap.BLOCK2: BlockOption}
 
 
 def decode(data: bytes, remote) -> coap.Message:

@@ -172,7 +172,7 @@ class DeviceApi:
         return answer
 
     def _check_body(self, request):
-        """Size (4.13), Content-Format (4.15) and Observe (4.00) checks, or None when fine."""
+        """Size (4.13), Content-Format (4.15), Observe (4.00) and Accept (4.06) checks, or None when fine."""
         if request.code == POST:
             if len(request.payload) > self.max_body:
                 answer = error(coap.REQUEST_ENTITY_TOO_LARGE, f"body over {self.max_body} bytes")
@@ -182,6 +182,8 @@ class DeviceApi:
                 return error(coap.UNSUPPORTED_CONTENT_FORMAT, "send JSON (Content-Format 50, 0 or none)")
         if request.opt.observe is not None and request.code != GET:
             return error(coap.BAD_REQUEST, "Observe is only for GET")
+        if request.opt.accept not in (None, JSON_FORMAT):
+            return error(coap.NOT_ACCEPTABLE, "answers are JSON (Accept: 50)")
         return None
 
     def _failed(self, failure, request, token=None, device=None):
@@ -213,6 +215,8 @@ class DeviceApi:
             return error(coap.METHOD_NOT_ALLOWED, "only GET")
         if request.opt.observe is not None:
             return error(coap.BAD_REQUEST, "not observable")
+        if request.opt.accept not in (None, LINK_FORMAT):
+            return error(coap.NOT_ACCEPTABLE, "the resource list is link format (Accept: 40)")
         return response(coap.CONTENT, WELL_KNOWN, LINK_FORMAT)
 
     def provision(self, request):

@@ -5,9 +5,14 @@ from __future__ import annotations
 from twisted.internet import defer
 
 
+@defer.inlineCallbacks
 def stats(call):
-    """GET /api/admin/stats: counters of every layer."""
-    return call.node.stats()
+    """GET /api/admin/stats: counters of every layer, and the RPCs queued in the store."""
+    out = call.node.stats()
+    counts = yield call.core.rpc.counts()
+    out["rpc"]["queuedRpcs"] = counts["QUEUED"]
+    out["rpc"]["inFlightRpcs"] = counts["SENT"] + counts["DELIVERED"]
+    return out
 
 
 def plugins(call):

@@ -69,6 +69,7 @@ class RpcService:
         self._waiters = {}    # rpc_id -> [(Deferred, oneway)]
         self._waiter_device = {}  # rpc_id -> device_id, for the RPCs someone waits for
         self._timers = {}     # rpc_id -> DelayedCall
+        self._timer_device = {}  # rpc_id -> device_id of the RPCs with a timer
         self._running = False
         bus.subscribe(self._on_event)
 
@@ -209,8 +210,10 @@ class RpcService:
         delay = max(0.0, (rpc.expiration_time - now_ms()) / 1000)
         self._cancel_timer(rpc.id)
         self._timers[rpc.id] = self.clock.callLater(delay, self._expire, rpc)
+        self._timer_device[rpc.id] = rpc.device_id
 
     def _cancel_timer(self, rpc_id):
+        self._timer_device.pop(rpc_id, None)
         timer = self._timers.pop(rpc_id, None)
         if timer is not None and timer.active():
             timer.cancel()
@@ -218,6 +221,7 @@ class RpcService:
     @defer.inlineCallbacks
     def _expire(self, rpc):
         self._timers.pop(rpc.id, None)
+        self._timer_device.pop(rpc.id, None)
         try:
             if (yield self.store.set_rpc_status(rpc.id, "EXPIRED", expect=("QUEUED", "SENT"))):
                 self.bus.publish(RpcChanged(rpc.device_id, rpc.id, "EXPIRED"))
@@ -234,9 +238,11 @@ class RpcService:
                 self.deliver(event.device_id)
         elif isinstance(event, DeviceGone):
             self._channels.pop(event.device_id, None)
-            for rpc_id, device_id in list(self._waiter_device.items()):
+            for rpc_id, device_id in list(self._timer_device.items()):
                 if device_id == event.device_id:
                     self._cancel_timer(rpc_id)
+            for rpc_id, device_id in list(self._waiter_device.items()):
+                if device_id == event.device_id:
                     self._fail_waiters(rpc_id, NotFound(f"device {device_id} was deleted"))
 
     def _answer_waiters(self, rpc):
@@ -281,9 +287,18 @@ class RpcService:
             self._fail_waiters(rpc_id, ShuttingDown("server is stopping; the rpc stays queued"))
 
     def stats(self):
-        """Counters: RPCs with a live expiry timer here, callers waiting, devices observing /rpc."""
+        """Counters of this node: RPCs not yet final with an expiry timer here, callers waiting,
+        /rpc observations (``queuedRpcs``, from the store, is added by ``counts``)."""
         return {"pendingRpcs": len(self._timers), "waitingCallers": sum(map(len, self._waiters.values())),
                 "rpcChannels": sum(map(len, self._channels.values()))}
+
+    @defer.inlineCallbacks
+    def counts(self):
+        """``{"QUEUED": n, "SENT": n, "DELIVERED": n}`` over every device, from the store."""
+        out = {"QUEUED": 0, "SENT": 0, "DELIVERED": 0}
+        for rpc in (yield self.store.pending_rpcs()):
+            out[rpc.status] = out.get(rpc.status, 0) + 1
+        return out
 
 
 class _Delivery:
