@@ -255,3 +255,59 @@ async def test_block1_upload_is_checked_for_path_method_and_token_first(start_no
         answer = await client.request(method, path, b"x" * 64, block1=(0, True, 2), extra_options=size1)
         assert code_text(answer.code) == code, path
     await client.port.stopListening()
+
+
+class FakeClock:
+    """A clock the test moves; timers are recorded, never fired."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def seconds(self):
+        return self.now
+
+    def callLater(self, delay, f, *args):
+        return task.Clock().callLater(delay, f, *args)
+
+
+class Wire:
+    """A transport that keeps what was written."""
+
+    def __init__(self):
+        self.sent = []
+
+    def write(self, data, addr):
+        self.sent.append(tx.Message.decode(data, addr))
+
+
+def observing_layer(mtype):
+    from tbcoap.coap.messagelayer import MessageLayer, response
+
+    clock = FakeClock()
+    layer = MessageLayer(lambda request: response(69, b"{}", 50), clock=clock)
+    layer.transport = Wire()
+    request = decode(build(GET, "/x", mtype=mtype, mid=1, token=b"t", observe=0), ("127.0.0.1", 9))
+    observation = layer.observe(request)
+    layer._answer(request, None, response(69, b"{}", 50))
+    return layer, clock, observation
+
+
+def test_non_relation_gets_a_con_once_a_day():
+    from tbcoap.coap.messagelayer import response
+
+    layer, clock, observation = observing_layer(NON)
+    observation.notify(response(69, b"1", 50))
+    clock.now += 24 * 3600 + 1
+    observation.notify(response(69, b"2", 50))
+    assert [m.mtype for m in layer.transport.sent] == [NON, NON, CON]
+
+
+def test_a_relation_that_does_not_keep_up_is_ended():
+    from tbcoap.coap.messagelayer import MAX_QUEUED, response
+
+    layer, clock, observation = observing_layer(CON)
+    results = []
+    for i in range(MAX_QUEUED + 2):  # the first is in flight (never acknowledged), the rest wait
+        observation.notify(response(69, b"%d" % i, 50), results.append)
+    assert not observation.active and layer.stats()["observationsOverflowed"] == 1
+    assert results.count("canceled") == MAX_QUEUED + 1 and layer.observations == {}

@@ -39,6 +39,8 @@ CON, NON, ACK, RST = coap.CON, coap.NON, coap.ACK, coap.RST
 BLOCK_SZX = 6  # 1024 bytes
 NON_LIFETIME = 145.0  # RFC 7252 §4.8.2
 MAX_HOSTS = 1_000_000  # distinct peer addresses remembered for exchange keys
+MAX_QUEUED = 1000  # notifications waiting in one relation before it is ended
+CON_REFRESH = 24 * 3600.0  # a NON relation gets a CON notification at least this often
 KNOWN_OPTIONS = frozenset({3, 4, 6, 7, 8, 11, 12, 14, 15, 17, 20, 23, 27, 28, 60})
 """Options this server understands; any other critical (odd) one is 4.02."""
 
@@ -172,20 +174,23 @@ class _Upload:
 class Observation:
     """An observe relation (RFC 7641), keyed by (host, port, token).
 
-    ``notify`` sends a notification: CON or NON like the registering GET,
-    Observe numbers from 0 (the registration answer) up by one, one CON in
-    flight at a time (later ones wait in order).  ``on_result`` of each
-    notification gets "ack" (CON acknowledged), "sent" (NON sent), "rst",
-    "timeout" or "canceled".  An RST, an unacknowledged CON or a non-2.xx
-    notification ends the relation; ``on_cancel(reason)`` is called once.
+    ``notify`` sends a notification: CON or NON like the registering GET (a
+    NON relation gets a CON once a day), Observe numbers from 0 (the
+    registration answer) up by one, one CON in flight at a time (later ones
+    wait in order).  ``on_result`` of each notification gets "ack" (CON
+    acknowledged), "sent" (NON sent), "rst", "timeout" or "canceled".  An
+    RST, an unacknowledged CON, a non-2.xx notification or more than
+    MAX_QUEUED waiting notifications end the relation; ``on_cancel(reason)``
+    is called once.
     """
 
     __slots__ = ("layer", "key", "request", "seq", "queue", "in_flight", "ready", "active", "on_cancel",
-                 "__weakref__")
+                 "confirmed", "__weakref__")
 
     def __init__(self, layer, key, request, on_cancel):
         self.layer, self.key, self.request, self.on_cancel = layer, key, request, on_cancel
-        self.seq, self.queue, self.in_flight, self.ready, self.active = 0, [], False, False, True
+        self.seq, self.queue, self.in_flight, self.ready, self.active = 0, deque(), False, False, True
+        self.confirmed = layer.clock.seconds()  # when the client last confirmed it is there
 
     @property
     def confirmable(self):
@@ -197,6 +202,11 @@ class Observation:
         if not self.active:
             _call(on_result, "canceled")
             return
+        if len(self.queue) >= MAX_QUEUED:  # the client does not keep up: end the relation
+            self.layer.counters["observationsOverflowed"] += 1
+            self.cancel("overflow")
+            _call(on_result, "canceled")
+            return
         self.queue.append((answer, on_result))
         self._pump()
 
@@ -206,14 +216,14 @@ class Observation:
             return
         self.active = False
         self.layer._forget_observation(self)
-        queued, self.queue = self.queue, []
+        queued, self.queue = self.queue, deque()
         for _, on_result in queued:
             _call(on_result, "canceled")
         _call(self.on_cancel, reason)
 
     def _pump(self):
         while self.active and self.ready and not self.in_flight and self.queue:
-            answer, on_result = self.queue.pop(0)
+            answer, on_result = self.queue.popleft()
             self.layer._send_notification(self, answer, on_result)
 
 
@@ -500,7 +510,11 @@ class MessageLayer(coap.Coap):
         answer = self._blockwise(request, answer)
         answer.token = request.token
         self.counters["notifications"] += 1
-        if observation.confirmable:
+        now = self.clock.seconds()
+        # RFC 7641 §4.5: a NON relation still gets a CON at least once a day, so a client that is
+        # gone is found out (its relation ends) and relations cannot pile up forever
+        if observation.confirmable or now - observation.confirmed >= CON_REFRESH:
+            observation.confirmed = now
             observation.in_flight = True
             answer.mtype = CON
 
