@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 
 from twisted.application.service import Service
 from twisted.internet import defer, error as neterror
@@ -104,6 +105,8 @@ class TbcoapService(Service):
     def _store_failed(self, failure):
         log.critical("cannot open the store: {error}", error=failure.getErrorMessage())
         if self.exit_on_error and self.reactor.running:
+            # twistd would exit 0 after reactor.stop(): leave with 1 once it has shut down
+            self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
             self.reactor.stop()
 
     @defer.inlineCallbacks

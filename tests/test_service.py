@@ -571,3 +571,13 @@ def test_embedding_rejects_bad_options_without_exiting(tmp_path):
         tbcoap.make_service(["--sync", "bogus", "--data-dir", str(tmp_path)])
     with pytest.raises(usage.UsageError):
         tbcoap.make_service(data_dir=str(tmp_path), store="foo://x")
+
+
+def test_a_file_that_is_not_a_database_stops_the_start_with_exit_1(tmp_path):
+    bad = tmp_path / "corrupt.sqlite3"
+    bad.write_bytes(b"this is not a database" * 100)
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "tbcoap", "--coap-port", "0", "--http-port", "0",
+                             "--admin-key", "k", "--data-dir", str(tmp_path / "d"), "--store", f"sqlite://{bad}"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot open the store" in result.stdout + result.stderr

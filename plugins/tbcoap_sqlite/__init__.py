@@ -45,7 +45,15 @@ def make_store(url, settings):
     sync = str(settings.get("sync") or "normal").lower()
     if sync not in ("normal", "full"):
         raise ValueError(f"sync must be 'normal' or 'full', not {sync!r}")
-    return SQLiteStore(database_path(url, settings), sync=sync)
+    path = database_path(url, settings)
+    folder = os.path.dirname(path)
+    try:  # here, so that a path that cannot be used stops the start with a clear error
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write in {folder}")
+    return SQLiteStore(path, sync=sync)
 
 
 @hookimpl
