@@ -1,7 +1,8 @@
 """zope.interface contracts between tbcoap and its plugins.
 
-Every IStore method returns a Deferred (klein's session store does the
-same); stores raise the errors of ``tbcoap.errors`` through it.  Typed
+Every IStore method but ``stats`` returns a Deferred (klein's session store
+does the same); stores raise the errors of ``tbcoap.errors`` through it.
+tbcoap calls them from the reactor thread only.  Typed
 values are ``bool``, ``int``, ``float``, ``str`` or ``tbcoap.models.Json``.
 Timestamps are integers, milliseconds since the epoch.  The contract test
 suite (tests/test_store_contract.py) runs against every bundled backend.

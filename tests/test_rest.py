@@ -921,9 +921,11 @@ async def test_server_scope_activity(rest, device, coap):
     status, body = await rest.get(f"{TEL}/{did}/values/attributes/SERVER_SCOPE?keys=active")
     assert by_key(body) == {"active": True}
     # a later request moves lastActivityTime on
+    from twisted.internet import reactor, task
+    await task.deferLater(reactor, 0.01, lambda: None)
     assert (await coap.request(GET, "/api/v1/TOKEN-1/attributes")).code in (CONTENT, 132)
     status, body = await rest.get(f"{TEL}/{did}/values/attributes/SERVER_SCOPE?keys=lastActivityTime")
-    assert by_key(body)["lastActivityTime"] >= last
+    assert by_key(body)["lastActivityTime"] > last
 
 
 @pytest_twisted.ensureDeferred
@@ -951,7 +953,7 @@ async def test_shared_attributes_reach_the_device(rest, device, coap):
 async def test_stats(rest, device, coap):
     status, before = await rest.get("/api/admin/stats")
     assert status == 200
-    assert type(before["store"]["queueDepth"]) is int and before["store"]["queueDepth"] >= 0
+    assert type(before["store"]["queueDepth"]) is int
     created_before = before["coap"].get("2.01", 0)
     unauthorized_before = before["coap"].get("4.01", 0)
     assert (await post_telemetry(coap, "TOKEN-1", {"t": 1})).code == CREATED
@@ -961,7 +963,8 @@ async def test_stats(rest, device, coap):
     assert status == 200
     assert after["coap"]["2.01"] == created_before + 2
     assert after["coap"]["4.01"] == unauthorized_before + 1
-    assert type(after["store"]["queueDepth"]) is int and after["store"]["queueDepth"] >= 0
+    assert type(after["store"]["queueDepth"]) is int
+    assert after["store"]["writes"] >= before["store"]["writes"] + 2  # the two telemetry commits
 
 
 @pytest_twisted.ensureDeferred
