@@ -135,3 +135,8 @@ class ClaimRequest:
     device_id: str
     secret: str
     expiration_time: int
+
+
+def compact_json(value) -> str:
+    """``value`` as compact JSON text (no spaces, UTF-8 kept), as tbcoap writes JSON everywhere."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -65,10 +65,14 @@ class RateLimiter:
         """Count a request of ``key`` at ``now``: 0.0 if allowed, else seconds to wait (> 0)."""
         wait = self.wait(key, now)
         if wait:
-            self.refused += 1
+            self.refuse()
         else:
             self.take(key, now)
         return wait
+
+    def refuse(self):
+        """Count a request refused after ``wait`` (by this limiter or, with several, another)."""
+        self.refused += 1
 
     def wait(self, key, now: float) -> float:
         """Seconds until ``key`` may make a request (0.0: now), counting nothing.

@@ -8,7 +8,6 @@ become CoAP codes here and nowhere else.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
@@ -17,31 +16,22 @@ from twisted.logger import Logger
 from txthings import coap
 
 from tbcoap.coap.messagelayer import response
-from tbcoap.deviceapi.observers import json_answer
+from tbcoap.deviceapi.answers import JSON_FORMAT, LINK_FORMAT, TEXT, error, json_answer
 from tbcoap.errors import (BadRequest, NoRule, NotFound, RuleTimeout, ShuttingDown, StoreUnavailable,
                            Unauthorized)
-from tbcoap.models import plain
+from tbcoap.models import compact_json, plain
 from tbcoap.redact import mask_token
-from tbcoap.services.rpc import compact
 from tbcoap.services.values import parse_json
 
 log = Logger()
 
-TEXT, LINK_FORMAT, JSON_FORMAT = 0, 40, 50
 TOO_MANY_REQUESTS = (4 << 5) | 29
 ACCEPTED_FORMATS = (None, TEXT, JSON_FORMAT)
-MAX_DIAGNOSTIC = 96
 GET, POST = coap.GET, coap.POST
 WELL_KNOWN = (
     b'</api/v1>;title="ThingsBoard device API: /api/v1/{token}/'
     b'(telemetry|attributes|rpc)";obs,</api/v1/provision>;ct=50'
 )
-
-
-def error(code, text) -> coap.Message:
-    """An error answer with a short UTF-8 diagnostic (Content-Format 0)."""
-    payload = text.encode("utf-8")[:MAX_DIAGNOSTIC]
-    return response(code, payload.decode("utf-8", "ignore").encode("utf-8"), TEXT)
 
 
 class Route:
@@ -166,7 +156,7 @@ class DeviceApi:
                 limiter.take(key, now)
             return None
         for limiter, _ in checks:
-            limiter.refused += 1
+            limiter.refuse()
         answer = error(TOO_MANY_REQUESTS, "rate limit exceeded, retry after Max-Age seconds")
         answer.opt.addOption(coap.UintOption(coap.MAX_AGE, max(1, math.ceil(wait))))
         return answer
@@ -275,7 +265,7 @@ class DeviceApi:
         """POST /api/v1/T/rpc/{id}: a reply (2.01); POST /api/v1/T/rpc: client-side RPC (2.05)."""
         body = parse_json(request.payload)
         if request_id is not None:
-            return _created(self.core.rpc.reply(device, int(request_id), compact(body)))
+            return _created(self.core.rpc.reply(device, int(request_id), compact_json(body)))
         if not isinstance(body, dict) or not isinstance(body.get("method"), str) or not body["method"]:
             raise BadRequest('client RPC needs {"method": "..."}')
         return self.core.rules.client_rpc(device, body).addCallback(json_answer)
@@ -285,7 +275,7 @@ def _attributes_answer(found):
     if not found:
         return error(coap.NOT_FOUND, "no such attributes")
     body = {section: {k: plain(v) for k, v in values.items()} for section, values in found.items()}
-    return response(coap.CONTENT, _json(body), JSON_FORMAT)
+    return json_answer(body)
 
 
 def _attribute_query(request):
@@ -306,10 +296,6 @@ def _created(result):
     if result is None:
         return response(coap.CREATED)
     return result.addCallback(lambda _: response(coap.CREATED))
-
-
-def _json(body) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _method(code):

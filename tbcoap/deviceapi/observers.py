@@ -8,21 +8,12 @@ end with 4.04, a replaced token's with 4.01 (RFC 7641 §3.2).
 
 from __future__ import annotations
 
-import json
 
 from txthings import coap
 
-from tbcoap.coap.messagelayer import response
+from tbcoap.deviceapi.answers import error, json_answer
 from tbcoap.models import plain
 from tbcoap.services.bus import DeviceGone, SharedAttributesChanged, SharedAttributesDeleted, TokenReplaced
-
-JSON_FORMAT = 50
-
-
-def json_answer(body, code=coap.CONTENT):
-    """A 2.05 (or ``code``) JSON answer."""
-    return response(code, json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), JSON_FORMAT)
-
 
 class RpcChannel:
     """An ``/rpc`` observation as the RPC service sees it."""
@@ -94,10 +85,10 @@ class ObserverRegistry:
             for observation in list(self._attributes.get(event.device_id, ())):
                 observation.notify(json_answer({"deleted": list(event.keys)}))
         elif isinstance(event, (DeviceGone, TokenReplaced)):
-            code, text = ((coap.NOT_FOUND, b"device deleted") if isinstance(event, DeviceGone)
-                          else (coap.UNAUTHORIZED, b"access token replaced"))
+            code, text = ((coap.NOT_FOUND, "device deleted") if isinstance(event, DeviceGone)
+                          else (coap.UNAUTHORIZED, "access token replaced"))
             for observation in self._detach(event.device_id):
-                observation.notify(response(code, text, 0))  # the last one; it ends the relation
+                observation.notify(error(code, text))  # the last one; it ends the relation
 
     def _detach(self, device_id):
         """Take every observation of the device out of service now (no more changes or RPCs go

@@ -24,6 +24,7 @@ from tbcoap.services.values import parse_json
 from tbcoap.rest.auth import principal_for
 
 log = Logger()
+MAX_PAGE_SIZE = 10_000
 
 
 
@@ -100,6 +101,13 @@ class Call:
         if value < minimum:
             raise BadRequest(f"query parameter {name} must be at least {minimum}")
         return value
+
+    def paging(self, required=False):
+        """``(page_size, page)`` from ``pageSize`` (1 to MAX_PAGE_SIZE; 100 unless required) and ``page``."""
+        page_size = self.int_param("pageSize", None if required else 100, minimum=1)
+        if page_size > MAX_PAGE_SIZE:
+            raise BadRequest(f"pageSize must be at most {MAX_PAGE_SIZE}")
+        return page_size, self.int_param("page", 0)
 
     @defer.inlineCallbacks
     def device(self, device_id):

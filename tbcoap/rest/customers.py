@@ -8,20 +8,10 @@ from tbcoap.errors import BadRequest, NotFound
 from tbcoap.rest.app import Answer
 from tbcoap.rest.views import device_json, page_json
 
-MAX_PAGE_SIZE = 10_000
-
-
 def customer_json(customer) -> dict:
     """A customer (without its key)."""
     return {"id": {"entityType": "CUSTOMER", "id": customer.id}, "title": customer.title,
             "createdTime": customer.created_time}
-
-
-def _paging(call):
-    page_size = call.int_param("pageSize", 100, minimum=1)
-    if page_size > MAX_PAGE_SIZE:
-        raise BadRequest(f"pageSize must be at most {MAX_PAGE_SIZE}")
-    return page_size, call.int_param("page", 0)
 
 
 @defer.inlineCallbacks
@@ -34,7 +24,7 @@ def create_customer(call):
 @defer.inlineCallbacks
 def list_customers(call):
     """GET /api/customers?pageSize&page."""
-    page_size, page = _paging(call)
+    page_size, page = call.paging()
     customers, total = yield call.core.customers.page(page_size, page)
     return page_json([customer_json(c) for c in customers], total, page_size, page)
 
@@ -45,7 +35,7 @@ def customer_devices(call, customer_id):
     if call.principal.role == "customer" and call.principal.customer_id != customer_id:
         raise NotFound(f"customer {customer_id} not found")
     yield call.core.customers.get(customer_id)
-    page_size, page = _paging(call)
+    page_size, page = call.paging()
     devices, total = yield call.core.customers.devices(customer_id, page_size, page)
     return page_json([device_json(d) for d in devices], total, page_size, page)
 

@@ -7,9 +7,6 @@ from twisted.internet import defer
 from tbcoap.errors import BadRequest
 from tbcoap.rest.views import device_json, page_json
 
-MAX_PAGE_SIZE = 10_000
-
-
 @defer.inlineCallbacks
 def create_device(call):
     """POST /api/device {"name","type"?,"label"?} (?accessToken=T chooses the token)."""
@@ -65,9 +62,6 @@ def tenant_devices(call):
     if "deviceName" in call.query:
         device = yield call.core.devices.by_name(call.query["deviceName"])
         return device_json(device)
-    page_size = call.int_param("pageSize", minimum=1)
-    if page_size > MAX_PAGE_SIZE:
-        raise BadRequest(f"pageSize must be at most {MAX_PAGE_SIZE}")
-    page = call.int_param("page", 0)
+    page_size, page = call.paging(required=True)  # required, as in ThingsBoard
     devices, total = yield call.core.devices.page(page_size, page)
     return page_json([device_json(d) for d in devices], total, page_size, page)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from tbcoap.rest.customers import _paging
 from tbcoap.rest.views import page_json
 
 
@@ -26,6 +25,6 @@ def create_profile(call):
 @defer.inlineCallbacks
 def list_profiles(call):
     """GET /api/deviceProfiles?pageSize&page."""
-    page_size, page = _paging(call)
+    page_size, page = call.paging()
     profiles, total = yield call.core.profiles.page(page_size, page)
     return page_json([profile_json(p) for p in profiles], total, page_size, page)

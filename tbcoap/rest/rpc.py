@@ -6,12 +6,8 @@ import json
 
 from twisted.internet import defer
 
-from tbcoap.errors import BadRequest
 from tbcoap.rest.app import RawJson
 from tbcoap.rest.views import page_json
-
-MAX_PAGE_SIZE = 10_000
-
 
 def rpc_json(rpc) -> dict:
     """A persistent RPC as ``GET /api/rpc/persistent/{id}`` shows it."""
@@ -69,9 +65,6 @@ def delete_persistent(call, rpc_id):
 def device_rpcs(call, device_id):
     """GET /api/rpc/persistent/device/{deviceId}?pageSize&page: newest first."""
     yield call.core.devices.get(device_id)
-    page_size = call.int_param("pageSize", 100, minimum=1)
-    if page_size > MAX_PAGE_SIZE:
-        raise BadRequest(f"pageSize must be at most {MAX_PAGE_SIZE}")
-    page = call.int_param("page", 0)
+    page_size, page = call.paging()
     rpcs, total = yield call.core.rpc.page(device_id, page_size, page)
     return page_json([rpc_json(r) for r in rpcs], total, page_size, page)

@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from tbcoap.errors import BadRequest, GatewayTimeout, NotFound, RpcFailed, ShuttingDown
-from tbcoap.models import RPC_FINAL, Rpc, new_id, now_ms
+from tbcoap.models import RPC_FINAL, Rpc, compact_json, new_id, now_ms
 from tbcoap.services.bus import DeviceGone, RpcChanged
 
 log = Logger()
@@ -22,11 +22,6 @@ log = Logger()
 _VERB = {"EXPIRED": "was not delivered", "TIMEOUT": "got no reply"}
 DEFAULT_TIMEOUT_MS = 10_000
 MIN_TIMEOUT_MS = 5_000
-
-
-def compact(value) -> str:
-    """Compact JSON text."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def parse_request(body) -> dict:
@@ -48,7 +43,7 @@ def parse_request(body) -> dict:
     now = now_ms()
     return {
         "method": method,
-        "params_json": compact(body.get("params")),
+        "params_json": compact_json(body.get("params")),
         "expiration_time": expiration if expiration is not None else now + max(int(timeout), MIN_TIMEOUT_MS),
         "persistent": persistent,
         "created_time": now,

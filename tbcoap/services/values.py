@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from tbcoap.errors import BadRequest
-from tbcoap.models import Json
+from tbcoap.models import Json, compact_json
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _NUMERIC = re.compile(r"-?[0-9]+(\.[0-9]+)?")
@@ -137,7 +137,7 @@ def type_value(value):
         return value
     if kind is dict or kind is list:
         try:
-            return Json(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+            return Json(compact_json(value))
         except RecursionError:
             raise BadRequest("JSON nested too deeply") from None
     if kind is float:  # not from parse_json: no literal to go by
