@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from twisted.logger import Logger
 from twisted.python import usage
 
+from tbcoap.datadir import DEFAULT_DATA_DIR
 from tbcoap.plugins import PluginManager
 from tbcoap.ratelimit import parse_rate_limit
 
@@ -27,7 +28,7 @@ SETTINGS = {
     "coap-interface": ("::", str, "address to listen on for CoAP ('::' or '0.0.0.0': all)"),
     "http-port": (8080, int, "TCP port of the REST API (0: any free port)"),
     "http-interface": ("127.0.0.1", str, "address to listen on for REST"),
-    "data-dir": ("./tbcoap-data", str, "directory for the SQLite file and the generated admin key"),
+    "data-dir": (DEFAULT_DATA_DIR, str, "directory for the SQLite file and the generated admin key"),
     "store": (None, str, "store URL: sqlite:///PATH (default <data-dir>/tbcoap.sqlite3), or a plugin's scheme"),
     "admin-key": (None, str, "REST admin key (else $TBCOAP_ADMIN_KEY, else generated into data-dir)"),
     "max-body": (65536, int, "largest request body in bytes (4.13 above)"),

@@ -1149,7 +1149,9 @@ async def test_newer_schema_is_refused(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_unopenable_path(tmp_path):
     (tmp_path / "file").write_text("not a directory")
-    store = make_store(f"sqlite://{tmp_path}/file/db.sqlite3", {})
+    with pytest.raises(ValueError, match="cannot create"):  # the factory refuses it at start
+        make_store(f"sqlite://{tmp_path}/file/db.sqlite3", {})
+    store = SQLiteStore(f"{tmp_path}/file/db.sqlite3")
     await raises(StoreUnavailable, store.open())
     await raises(StoreUnavailable, store.get_device(new_id()))
 

@@ -19,10 +19,9 @@ import tbcoap
 from tbcoap.cli import commands as commands_package
 from tbcoap.cli.client import Client
 from tbcoap.cli.errors import CliError, UsageError
-from tbcoap.rest.auth import key_file
+from tbcoap.datadir import DEFAULT_DATA_DIR, key_file
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_DATA_DIR = "./tbcoap-data"
 KEY_ENV = "TBCOAP_ADMIN_KEY"
 DESCRIPTION = """Manage a tbcoap server over its REST API: devices, tokens, telemetry, attributes.
 The admin key is --key, else $TBCOAP_ADMIN_KEY, else the file admin.key in --data-dir.

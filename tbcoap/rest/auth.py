@@ -11,10 +11,10 @@ from twisted.logger import Logger
 
 from twisted.internet import defer
 
+from tbcoap.datadir import key_file
 from tbcoap.errors import ShuttingDown, Unauthorized
 
 log = Logger()
-KEY_FILE = "admin.key"
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,6 @@ def load_admin_key(settings) -> str:
         f.write(key + "\n")
     log.info("generated the REST admin key into {path}", path=path)
     return key
-
-
-def key_file(data_dir) -> str:
-    """Where the generated admin key is kept."""
-    return os.path.join(data_dir, KEY_FILE)
 
 
 def bearer_key(request) -> str | None:
