@@ -93,11 +93,15 @@ class PluginManager:
         return backends
 
 
+def call_impl(impl, **kwargs):
+    """Call one hook implementation with the arguments it declares; always a Deferred."""
+    return defer.maybeDeferred(impl.function, *[kwargs[name] for name in impl.argnames])
+
+
 @defer.inlineCallbacks
 def _ask_in_order(impls, kwargs):
     for impl in impls:
-        args = [kwargs[name] for name in impl.argnames]
-        answer = yield defer.maybeDeferred(impl.function, *args)
+        answer = yield call_impl(impl, **kwargs)
         if answer is not None:
             return answer
     return None

@@ -12,14 +12,12 @@ import os
 import tomllib
 from urllib.parse import urlsplit
 
-from twisted.logger import Logger
 from twisted.python import usage
 
 from tbcoap.datadir import DEFAULT_DATA_DIR
 from tbcoap.plugins import PluginManager
 from tbcoap.ratelimit import parse_rate_limit
 
-log = Logger()
 GC_THRESHOLDS = (20_000, 50, 100)
 
 # name: (default, converter, help)

@@ -27,7 +27,7 @@ import random
 import weakref
 from collections import Counter, deque
 
-from twisted.internet import defer, reactor as default_reactor
+from twisted.internet import defer
 from twisted.logger import Logger
 from txthings import coap
 
@@ -248,7 +248,9 @@ class MessageLayer(coap.Coap):
         self.block_szx = block_szx
         self.ack_timeout = ack_timeout
         self.max_retransmit = max_retransmit
-        self.clock = clock or default_reactor
+        if clock is None:
+            from twisted.internet import reactor as clock  # late: the application chooses the reactor
+        self.clock = clock
         self.counters = Counter()
         self.refusing = False  # set while shutting down: new requests get 5.03
         self.recent = RecentMap(coap.EXCHANGE_LIFETIME, dedup_cap)

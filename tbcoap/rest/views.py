@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tbcoap.models import Json, plain
+from tbcoap.models import plain
 
 
 def device_json(device) -> dict:
@@ -42,5 +42,3 @@ def attributes_json(found) -> list:
     """``{key: (value, ts)}`` as ``[{"key","value","lastUpdateTs"}]`` with typed values."""
     return [{"key": key, "value": plain(value), "lastUpdateTs": ts} for key, (value, ts) in sorted(found.items())]
 
-
-__all__ = ["Json", "attributes_json", "device_json", "page_json", "ts_json", "value_text"]

@@ -10,6 +10,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from tbcoap.errors import NoRule, RuleTimeout
+from tbcoap.plugins import call_impl
 
 log = Logger()
 RULE_HOOKS = ("tbcoap_client_rpc", "tbcoap_telemetry_uploaded", "tbcoap_attributes_uploaded")
@@ -58,8 +59,7 @@ class RuleService:
     @defer.inlineCallbacks
     def _ask(self, impls, device, request):
         for impl in impls:
-            kwargs = {"device": device, "request": request}
-            d = defer.maybeDeferred(impl.function, *[kwargs[name] for name in impl.argnames])
+            d = call_impl(impl, device=device, request=request)
             d.addTimeout(self.timeout, self.clock)
             try:
                 answer = yield d
@@ -72,7 +72,6 @@ class RuleService:
     def uploaded(self, hook, device, **kwargs):
         """Tell every enabled rule about an upload; failures are logged, never returned."""
         for impl in self._impls(hook):
-            args = {"device": device, **kwargs}
-            d = defer.maybeDeferred(impl.function, *[args[name] for name in impl.argnames])
+            d = call_impl(impl, device=device, **kwargs)
             d.addErrback(lambda f, name=impl.plugin_name: log.failure("rule {rule} failed on {hook}", f,
                                                                       rule=name, hook=hook))
