@@ -39,3 +39,14 @@ def fields(pairs) -> str:
     """``(label, value)`` pairs as aligned ``label: value`` lines."""
     width = max(len(label) for label, _ in pairs) + 1
     return "\n".join(f"{label + ':':<{width}} {text(value)}" for label, value in pairs)
+
+
+def page_text(page, number, headers, rows, singular, plural) -> str:
+    """Rows of a page as a table, with where the page is in the whole list when there is more than one."""
+    total, pages = page.get("totalElements", len(rows)), page.get("totalPages", 1)
+    lines = [table(headers, rows)] if rows else [f"no {plural} on this page"]
+    if pages > 1 or number > 0:
+        more = f"; next: --page {number + 1}" if page.get("hasNext") else ""
+        noun = singular if total == 1 else plural
+        lines.append(f"page {number + 1} of {pages} (--page {number}), {total} {noun} in all{more}")
+    return "\n".join(lines)

@@ -38,3 +38,10 @@ def count(minimum):
             raise argparse.ArgumentTypeError(f"must be at least {minimum}")
         return value
     return parse
+
+
+def paging(parser, noun):
+    """Add ``--page-size`` and ``--page`` to a listing command."""
+    parser.add_argument("--page-size", type=count(1), default=100, metavar="N",
+                        help=f"{noun} per page (default 100)")
+    parser.add_argument("--page", type=count(0), default=0, metavar="P", help="page number, from 0 (default 0)")

@@ -7,9 +7,9 @@ digest. Give it to the customer, who claims devices with ``tbcoap --key KEY clai
 from __future__ import annotations
 
 from tbcoap.cli.client import segment
-from tbcoap.cli.commands import count
+from tbcoap.cli.commands import paging
 from tbcoap.cli.commands import device as device_commands
-from tbcoap.cli.output import fields, iso, table
+from tbcoap.cli.output import fields, iso, page_text
 
 KEY_NOTE = ("note: the API key is shown only this once (the server keeps no copy); store it now.\n"
             "The customer claims with it as: tbcoap --key=KEY claim DEVICE_NAME --secret S")
@@ -25,24 +25,6 @@ def register(commands):
     p = group.command("devices", devices, "list the devices a customer owns (admin key, or that customer's key)")
     p.add_argument("customer_id", metavar="CUSTOMER_ID", help="the customer's id (uuid)")
     paging(p, "devices")
-
-
-def paging(parser, noun):
-    """Add ``--page-size`` and ``--page``."""
-    parser.add_argument("--page-size", type=count(1), default=100, metavar="N",
-                        help=f"{noun} per page (default 100)")
-    parser.add_argument("--page", type=count(0), default=0, metavar="P", help="page number, from 0 (default 0)")
-
-
-def page_text(page, number, headers, rows, singular, plural) -> str:
-    """Rows as a table, with where the page is in the whole list when there is more than one."""
-    total, pages = page.get("totalElements", len(rows)), page.get("totalPages", 1)
-    lines = [table(headers, rows)] if rows else [f"no {plural} on this page"]
-    if pages > 1 or number > 0:
-        more = f"; next: --page {number + 1}" if page.get("hasNext") else ""
-        noun = singular if total == 1 else plural
-        lines.append(f"page {number + 1} of {pages} (--page {number}), {total} {noun} in all{more}")
-    return "\n".join(lines)
 
 
 def describe(customer) -> str:

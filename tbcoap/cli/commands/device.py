@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tbcoap.cli.client import segment
-from tbcoap.cli.commands import count
-from tbcoap.cli.output import fields, iso, table
+from tbcoap.cli.commands import paging
+from tbcoap.cli.output import fields, iso, page_text
 
 REF = "NAME_OR_ID"
 REF_HELP = "the device's id (uuid) or name"
@@ -19,8 +19,7 @@ def register(commands):
     p.add_argument("--label")
     p.add_argument("--token", help="its access token (default: a random one)")
     p = group.command("list", list_devices, "list devices, a page at a time")
-    p.add_argument("--page-size", type=count(1), default=100, metavar="N", help="devices per page (default 100)")
-    p.add_argument("--page", type=count(0), default=0, metavar="P", help="page number, from 0 (default 0)")
+    paging(p, "devices")
     p = group.command("show", show, "show one device")
     p.add_argument("device", metavar=REF, help=REF_HELP)
     p = group.command("delete", delete, "delete a device with its data")
@@ -60,13 +59,7 @@ async def list_devices(ctx, args):
 def render_page(page, number) -> str:
     """A page of devices as a table, with where it is in the whole list."""
     rows = [(d.get("name"), d.get("type"), d["id"]["id"], iso(d.get("createdTime"))) for d in page["data"]]
-    total, pages = page.get("totalElements", len(rows)), page.get("totalPages", 1)
-    lines = [table(("name", "type", "id", "created"), rows)] if rows else ["no devices on this page"]
-    if pages > 1 or number > 0:
-        more = f"; next: --page {number + 1}" if page.get("hasNext") else ""
-        noun = "device" if total == 1 else "devices"
-        lines.append(f"page {number + 1} of {pages} (--page {number}), {total} {noun} in all{more}")
-    return "\n".join(lines)
+    return page_text(page, number, ("name", "type", "id", "created"), rows, "device", "devices")
 
 
 async def show(ctx, args):

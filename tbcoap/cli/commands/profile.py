@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from tbcoap.cli.commands.customer import page_text, paging
+from tbcoap.cli.commands import paging
 from tbcoap.cli.errors import UsageError
-from tbcoap.cli.output import fields, iso
+from tbcoap.cli.output import fields, iso, page_text
 
 PROVISION_TYPES = ("DISABLED", "ALLOW_CREATE_NEW_DEVICES", "CHECK_PRE_PROVISIONED_DEVICES")
 

@@ -13,8 +13,8 @@ import math
 import time
 
 from tbcoap.cli.client import segment
-from tbcoap.cli.commands import count
-from tbcoap.cli.output import fields, iso, table
+from tbcoap.cli.commands import count, paging
+from tbcoap.cli.output import fields, iso, page_text
 
 DEVICE = "DEVICE"
 DEVICE_HELP = "the device's id (uuid) or name"
@@ -49,8 +49,7 @@ def register(commands):
     p.add_argument("rpc_id", metavar="RPC_ID", help="the id 'rpc send --persistent' printed")
     p = group.command("list", list_rpcs, "list a device's RPCs, newest first, a page at a time")
     p.add_argument("device", metavar=DEVICE, help=DEVICE_HELP)
-    p.add_argument("--page-size", type=count(1), default=100, metavar="N", help="RPCs per page (default 100)")
-    p.add_argument("--page", type=count(0), default=0, metavar="P", help="page number, from 0 (default 0)")
+    paging(p, "RPCs")
     p = group.command("delete", delete, "delete an RPC (a caller still waiting for it gets 404)")
     p.add_argument("rpc_id", metavar="RPC_ID", help="the RPC's id")
 
@@ -162,14 +161,8 @@ def render_page(page, number) -> str:
         request = rpc.get("request") or {}
         rows.append(((rpc.get("id") or {}).get("id"), request.get("id"), request.get("method"), rpc.get("status"),
                      iso(rpc.get("createdTime")), iso(rpc.get("expirationTime"))))
-    total, pages = page.get("totalElements", len(rows)), page.get("totalPages", 1)
-    lines = [table(("id", "request", "method", "status", "created", "expiration"), rows)] if rows \
-        else ["no RPCs on this page"]
-    if pages > 1 or number > 0:
-        more = f"; next: --page {number + 1}" if page.get("hasNext") else ""
-        noun = "RPC" if total == 1 else "RPCs"
-        lines.append(f"page {number + 1} of {pages} (--page {number}), {total} {noun} in all{more}")
-    return "\n".join(lines)
+    return page_text(page, number, ("id", "request", "method", "status", "created", "expiration"), rows,
+                     "RPC", "RPCs")
 
 
 async def delete(ctx, args):
