@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 
@@ -105,8 +106,8 @@ class TbcoapService(Service):
     def _store_failed(self, failure):
         log.critical("cannot open the store: {error}", error=failure.getErrorMessage())
         if self.exit_on_error and self.reactor.running:
-            # twistd would exit 0 after reactor.stop(): leave with 1 once it has shut down
-            self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+            # twistd would exit 0 after reactor.stop(): leave with 1 once it has cleaned up
+            atexit.register(os._exit, 1)
             self.reactor.stop()
 
     @defer.inlineCallbacks

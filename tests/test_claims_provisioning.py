@@ -113,7 +113,9 @@ async def test_claim_body_defaults(coap, rest, device):
     assert (await claim(acme, "dev-1", ""))[1]["response"] == "SUCCESS"
 
 
-@pytest.mark.parametrize("payload", [b"[1]", b'{"secretKey":5}', b'{"durationMs":"x"}', b"{"])
+@pytest.mark.parametrize("payload", [b"[1]", b'{"secretKey":5}', b'{"secretKey":false}', b'{"durationMs":"x"}',
+                                     b'{"durationMs":"--5"}', b'{"durationMs":"' + b"9" * 5000 + b'"}',
+                                     b'{"durationMs":1e300}', b"{"])
 @pytest_twisted.ensureDeferred
 async def test_bad_claim_bodies_are_400(coap, device, payload):
     assert code_text((await coap.request(POST, CLAIM, payload)).code) == "4.00"

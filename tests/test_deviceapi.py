@@ -305,3 +305,23 @@ async def test_accept_other_than_json_is_406(coap, device):
     assert code_text((await coap.request(GET, ATTRIBUTES, extra_options=accept(50))).code) == "4.04"  # nothing yet
     assert code_text((await coap.request(GET, "/.well-known/core", extra_options=accept(50))).code) == "4.06"
     assert code_text((await coap.request(GET, "/.well-known/core", extra_options=accept(40))).code) == "2.05"
+
+
+@pytest_twisted.ensureDeferred
+async def test_accept_does_not_matter_for_answers_without_body(coap, device):
+    accept_text = [(tx.ACCEPT, b"")]  # Accept: 0 (text/plain)
+    assert code_text((await coap.request(POST, TELEMETRY, b'{"a":1}', extra_options=accept_text)).code) == "2.01"
+    assert code_text((await coap.request(POST, "/api/v1/TOKEN-1/rpc", b'{"method":"m"}',
+                                          extra_options=accept_text)).code) == "4.06"
+
+
+@pytest_twisted.ensureDeferred
+async def test_rate_limit_comes_before_size_for_uploads_too(start_node):
+    limited = await start_node("--device-rate-limit", "1:60", "--max-body", "200")
+    await limited.core.devices.create("d", token="TOKEN-1")
+    client = await open_client(("127.0.0.1", limited.coap_address[1]))
+    assert code_text((await client.request(POST, TELEMETRY, b"{}")).code) == "2.01"
+    size1 = [(tx.SIZE1, (1000).to_bytes(2, "big"))]
+    answer = await client.request(POST, TELEMETRY, b"x" * 64, block1=(0, True, 2), extra_options=size1)
+    assert code_text(answer.code) == "4.29"
+    await client.port.stopListening()

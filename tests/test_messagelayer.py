@@ -305,9 +305,16 @@ def test_non_relation_gets_a_con_once_a_day():
 def test_a_relation_that_does_not_keep_up_is_ended():
     from tbcoap.coap.messagelayer import MAX_QUEUED, response
 
-    layer, clock, observation = observing_layer(CON)
+    layer, clock, observation = observing_layer(NON)
+    observation.in_flight = True  # as if a CON were waiting for its ACK: everything queues
     results = []
-    for i in range(MAX_QUEUED + 2):  # the first is in flight (never acknowledged), the rest wait
+    for i in range(MAX_QUEUED + 1):
         observation.notify(response(69, b"%d" % i, 50), results.append)
-    assert not observation.active and layer.stats()["observationsOverflowed"] == 1
-    assert results.count("canceled") == MAX_QUEUED + 1 and layer.observations == {}
+    assert layer.stats()["observationsOverflowed"] == 1 and results.count("canceled") == MAX_QUEUED + 1
+    observation.notify(response(69, b"late", 50), results.append)
+    assert results[-1] == "canceled"
+    observation.in_flight = False
+    observation._pump()  # the final notification goes out and ends the relation
+    final = layer.transport.sent[-1]
+    assert code_text(final.code) == "5.03" and final.opt.observe is None
+    assert not observation.active and layer.observations == {}

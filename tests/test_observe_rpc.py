@@ -351,15 +351,35 @@ async def test_deleting_the_device_answers_waiting_rpc_callers_404(node, rest, d
 
 
 @pytest_twisted.ensureDeferred
-async def test_rpc_rejected_with_rst_fails(node, coap, rest, device):
+async def test_rpc_answered_with_rst_goes_back_to_the_queue(node, coap, rest, device):
     await register_rpc(coap)
     waiting = call_rest(rest, f"/api/rpc/twoway/{device['id']['id']}", {"method": "m"})
     request = await notification(coap, b"rpc", ack=False)
-    coap.send_raw(tx.Message(mtype=RST, mid=request.mid, code=tx.EMPTY).encode())
-    status, answer = await waiting
-    assert status == 502 and "rejected" in answer["message"]
+    coap.send_raw(tx.Message(mtype=RST, mid=request.mid, code=tx.EMPTY).encode())  # e.g. a rebooted device
+    await sleep(0.2)
     _, page = await rest.get(f"/api/rpc/persistent/device/{device['id']['id']}")
-    assert page["data"][0]["status"] == "FAILED"
+    assert page["data"][0]["status"] == "QUEUED" and not waiting.called
+    await register_rpc(coap, b"again")
+    again = await notification(coap, b"again")
+    assert body(again)["id"] == 1
+    await coap.request(POST, f"{RPC}/1", b'"ok"')
+    assert await waiting == (200, "ok")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_silent_observer_does_not_hold_up_the_next_rpc(start_node):
+    slow = await start_node("--ack-timeout", "2")
+    device, _ = await slow.core.devices.create("d", token="TOKEN-1")
+    live = await open_client(("127.0.0.1", slow.coap_address[1]))
+    silent = await open_client(("127.0.0.1", slow.coap_address[1]))
+    await register_rpc(live, b"live")
+    await register_rpc(silent, b"silent")  # never acknowledges anything
+    for number in (1, 2):
+        answer = defer.ensureDeferred(slow.core.rpc.submit(device.id, {"method": f"m{number}"}, True))
+        assert body(await notification(live, b"live", timeout=1.5))["id"] == number
+        assert (await answer).status == "SUCCESSFUL"
+    await live.port.stopListening()
+    await silent.port.stopListening()
 
 
 @pytest_twisted.ensureDeferred

@@ -185,12 +185,13 @@ class Observation:
     """
 
     __slots__ = ("layer", "key", "request", "seq", "queue", "in_flight", "ready", "active", "on_cancel",
-                 "confirmed", "__weakref__")
+                 "confirmed", "ending", "__weakref__")
 
     def __init__(self, layer, key, request, on_cancel):
         self.layer, self.key, self.request, self.on_cancel = layer, key, request, on_cancel
         self.seq, self.queue, self.in_flight, self.ready, self.active = 0, deque(), False, False, True
         self.confirmed = layer.clock.seconds()  # when the client last confirmed it is there
+        self.ending = False  # a final notification is queued: nothing more is taken
 
     @property
     def confirmable(self):
@@ -199,13 +200,18 @@ class Observation:
 
     def notify(self, answer, on_result=None):
         """Queue or send one notification (a response Message from ``response``)."""
-        if not self.active:
+        if not self.active or self.ending:
             _call(on_result, "canceled")
             return
-        if len(self.queue) >= MAX_QUEUED:  # the client does not keep up: end the relation
+        if len(self.queue) >= MAX_QUEUED:  # the client does not keep up: end the relation, telling it
             self.layer.counters["observationsOverflowed"] += 1
-            self.cancel("overflow")
+            queued, self.queue = self.queue, deque()
+            for _, waiting in queued:
+                _call(waiting, "canceled")
             _call(on_result, "canceled")
+            self.ending = True
+            self.queue.append((response(coap.SERVICE_UNAVAILABLE, b"too many notifications waiting", 0), None))
+            self._pump()
             return
         self.queue.append((answer, on_result))
         self._pump()

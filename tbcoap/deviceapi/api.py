@@ -114,12 +114,15 @@ class DeviceApi:
         if routed == "well-known":
             return error(coap.METHOD_NOT_ALLOWED, "only GET") if request.code != GET else None
         if routed == "provision":
-            return error(coap.METHOD_NOT_ALLOWED, "provision takes POST only") if request.code != POST else None
+            if request.code != POST:
+                return error(coap.METHOD_NOT_ALLOWED, "provision takes POST only")
+            return self._rate_limited(request, count=False)
         token = routed[0]
         if self.core.devices.cached(token) is not None:
-            return None
+            return self._rate_limited(request, token, count=False)
         d = self.core.devices.authenticate(token)
-        d.addCallback(lambda device: None if device is not None else error(coap.UNAUTHORIZED, "unknown access token"))
+        d.addCallback(lambda device: self._rate_limited(request, token, count=False) if device is not None
+                      else error(coap.UNAUTHORIZED, "unknown access token"))
         return d.addErrback(self._failed, request, token)
 
     def _authenticated(self, device, token, handler, request, extra):
@@ -140,8 +143,9 @@ class DeviceApi:
             return result.addErrback(self._failed, request, None, device)
         return result
 
-    def _rate_limited(self, request, token=None):
-        """4.29 with Max-Age when the device token or the source address is over its limit."""
+    def _rate_limited(self, request, token=None, count=True):
+        """4.29 with Max-Age when the device token or the source address is over its limit
+        (``count`` False: only look, as for the first block of an upload)."""
         now = time.monotonic()
         checks = []
         if token is not None and self.device_limiter is not None:
@@ -153,7 +157,8 @@ class DeviceApi:
         wait = max(limiter.wait(key, now) for limiter, key in checks)
         if not wait:
             for limiter, key in checks:
-                limiter.take(key, now)
+                if count:
+                    limiter.take(key, now)
             return None
         for limiter, _ in checks:
             limiter.refuse()
@@ -172,7 +177,7 @@ class DeviceApi:
                 return error(coap.UNSUPPORTED_CONTENT_FORMAT, "send JSON (Content-Format 50, 0 or none)")
         if request.opt.observe is not None and request.code != GET:
             return error(coap.BAD_REQUEST, "Observe is only for GET")
-        if request.opt.accept not in (None, JSON_FORMAT):
+        if request.opt.accept not in (None, JSON_FORMAT) and _answers_with_body(request):
             return error(coap.NOT_ACCEPTABLE, "answers are JSON (Accept: 50)")
         return None
 
@@ -290,6 +295,13 @@ def _attribute_query(request):
             keys = [key for key in value.split(",") if key]
             lists[name] = keys or None
     return lists.get("clientKeys"), lists.get("sharedKeys")
+
+
+def _answers_with_body(request):
+    """True for the requests whose success answer has a body (where Accept matters)."""
+    path = request.opt.uri_path
+    feature = path[3].lower() if len(path) > 3 else b""
+    return request.code == GET or len(path) == 3 or (feature == b"rpc" and len(path) == 4)
 
 
 def _created(result):

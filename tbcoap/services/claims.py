@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 
 from twisted.internet import defer
 
@@ -10,13 +11,14 @@ from tbcoap.errors import BadRequest, Forbidden
 from tbcoap.models import ClaimRequest, now_ms
 from tbcoap.services.values import parse_json
 
+_WHOLE = re.compile(r"-?[0-9]{1,19}")
 DEFAULT_DURATION_MS = 24 * 60 * 60 * 1000
 MAX_DURATION_MS = 10 * 365 * DEFAULT_DURATION_MS
 
 
 def _duration(value) -> int:
     """``durationMs`` as ThingsBoard reads it: a whole number, also written 6e4 or "60000"."""
-    if isinstance(value, str) and value.lstrip("-").isdigit():
+    if isinstance(value, str) and _WHOLE.fullmatch(value):
         return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -39,7 +41,9 @@ class ClaimService:
         body = parse_json(payload) if payload.strip() else {}
         if not isinstance(body, dict):
             raise BadRequest("claim body must be a JSON object")
-        secret = body.get("secretKey") or ""
+        secret = body.get("secretKey")
+        if secret is None:  # absent or null: no secret, as ThingsBoard's default
+            secret = ""
         duration = _duration(body.get("durationMs", 0))
         if not isinstance(secret, str):
             raise BadRequest("secretKey must be a string")

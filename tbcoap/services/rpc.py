@@ -61,6 +61,7 @@ class RpcService:
         self.clock = clock or reactor
         self._channels = {}   # device_id -> [channel]: objects with send(message_dict, on_result)
         self._busy = set()    # devices with a delivery under way
+        self._again = set()   # devices asked for while busy: look again when done
         self._waiters = {}    # rpc_id -> [(Deferred, oneway)]
         self._waiter_device = {}  # rpc_id -> device_id, for the RPCs someone waits for
         self._timers = {}     # rpc_id -> DelayedCall
@@ -136,10 +137,22 @@ class RpcService:
         log.info("reply from device {device} for unknown or finished rpc {id}", device=device.id, id=request_id)
 
     def deliver(self, device_id):
-        """Send the device's next queued RPC if it observes ``/rpc`` here and nothing is in flight."""
-        if self._running and device_id in self._channels and device_id not in self._busy:
-            self._busy.add(device_id)
-            self._deliver_next(device_id).addErrback(self._delivery_failed, device_id)
+        """Send the device's next queued RPC if it observes ``/rpc`` here and nothing is in flight
+        (if something is, look again once it is done: an RPC queued meanwhile is not forgotten)."""
+        if not self._running or device_id not in self._channels:
+            return
+        if device_id in self._busy:
+            self._again.add(device_id)
+            return
+        self._busy.add(device_id)
+        self._again.discard(device_id)
+        self._deliver_next(device_id).addErrback(self._delivery_failed, device_id)
+
+    def _idle(self, device_id):
+        """Delivery to the device has ended; start again if someone asked meanwhile."""
+        self._busy.discard(device_id)
+        if device_id in self._again:
+            self.deliver(device_id)
 
     @defer.inlineCallbacks
     def _deliver_next(self, device_id):
@@ -159,33 +172,32 @@ class RpcService:
             for channel in channels:  # every observer of /rpc gets it (SPEC 1.2); the first ACK delivers
                 channel.send(message, lambda outcome, channel=channel: self._sent(delivery, channel, outcome))
             return
-        self._busy.discard(device_id)
+        self._idle(device_id)
 
     def _delivery_failed(self, failure, device_id):
-        self._busy.discard(device_id)
+        self._idle(device_id)
         log.failure("rpc delivery to device {device} failed", failure, device=device_id)
 
     def _sent(self, delivery, channel, outcome):
-        """One observer's outcome: "ack"/"sent" delivers; after all of them, a failed delivery
-        goes back to the queue ("timeout", "canceled") or fails ("rst" from every observer)."""
+        """One observer's outcome.  The first "ack"/"sent" delivers the RPC and lets the next one
+        go; an observation that did not take it ("rst", "timeout", "canceled") has ended, and if
+        none took it, it goes back to the queue until it expires (SPEC 2)."""
         rpc = delivery.rpc
-        delivery.outcomes.append(outcome)
-        steps = []
+        delivery.outcomes += 1
+        status = None
         if outcome in ("ack", "sent"):
             if not delivery.delivered:
                 delivery.delivered = True
-                steps.append("SUCCESSFUL" if rpc.oneway else "DELIVERED")
+                status = "SUCCESSFUL" if rpc.oneway else "DELIVERED"
         else:
             self.remove_channel(rpc.device_id, channel)
-        done = len(delivery.outcomes) == delivery.expected
-        if done and not delivery.delivered:
-            steps.append("FAILED" if all(o == "rst" for o in delivery.outcomes) else "QUEUED")
-        d = defer.succeed(None)
-        for status in steps:
-            d.addCallback(lambda _, status=status: self.store.set_rpc_status(rpc.id, status, expect=("SENT",)))
-            d.addCallback(self._status_changed, rpc, status)
-        if done:
-            d.addBoth(self._delivery_done, rpc.device_id)
+            if delivery.outcomes == delivery.expected and not delivery.delivered:
+                status = "QUEUED"
+        if status is None:
+            return
+        d = self.store.set_rpc_status(rpc.id, status, expect=("SENT",))
+        d.addCallback(self._status_changed, rpc, status)
+        d.addBoth(self._delivery_done, rpc.device_id)  # the next RPC need not wait for slow observers
         d.addErrback(lambda f: log.failure("rpc status update failed", f))
 
     def _status_changed(self, changed, rpc, status):
@@ -195,8 +207,8 @@ class RpcService:
             self.bus.publish(RpcChanged(rpc.device_id, rpc.id, status))
 
     def _delivery_done(self, result, device_id):
-        self._busy.discard(device_id)
-        self.deliver(device_id)
+        self._again.add(device_id)  # the next RPC, if any
+        self._idle(device_id)
         return result
 
     # -- expiry, events, lifecycle ---------------------------------------------
@@ -302,7 +314,7 @@ class _Delivery:
     __slots__ = ("rpc", "expected", "outcomes", "delivered")
 
     def __init__(self, rpc, expected):
-        self.rpc, self.expected, self.outcomes, self.delivered = rpc, expected, [], False
+        self.rpc, self.expected, self.outcomes, self.delivered = rpc, expected, 0, False
 
 
 def _found(rpc, rpc_id):
