@@ -1,0 +1,33 @@
+"""The examples in examples/ work as their comments say."""
+
+import importlib.util
+import pathlib
+
+import pytest_twisted
+
+from tbcoap.service import Options
+from tests.coapclient import POST, code_text, open_client
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_example_config_file_is_valid():
+    options = Options()
+    options.parseOptions(["--config", str(EXAMPLES / "tbcoap.toml"), "--coap-port", "0"])
+    assert options.settings["coap-port"] == 0  # the command line wins
+    assert options.settings["device-rate-limit"] == "100:1,3000:60"
+
+
+@pytest_twisted.ensureDeferred
+async def test_embedding_example_rule_answers_client_rpc(start_node):
+    spec = importlib.util.spec_from_file_location("embed_example", EXAMPLES / "embed.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    node = await start_node("--rules", "clock,echo", plugins=[example.ClockRule()])
+    await node.core.devices.create("thermostat", token="TOKEN-1")
+    client = await open_client(("127.0.0.1", node.coap_address[1]))
+    answer = await client.request(POST, "/api/v1/TOKEN-1/rpc", b'{"method":"getTime"}')
+    assert code_text(answer.code) == "2.05" and b'"device":"thermostat"' in answer.payload
+    echoed = await client.request(POST, "/api/v1/TOKEN-1/rpc", b'{"method":"other"}')
+    assert echoed.payload == b'{"method":"other"}'
+    await client.port.stopListening()
