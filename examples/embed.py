@@ -6,10 +6,12 @@ A plugin object registered in code (here a rule that answers client-side RPC
 "getTime") is enabled by naming it in --rules before the bundled echo rule.
 """
 
+import sys
 import time
 
 from twisted.application.service import MultiService
 from twisted.internet import reactor
+from twisted.logger import globalLogBeginner, textFileLogObserver
 
 import tbcoap
 from tbcoap.hookspecs import hookimpl
@@ -28,6 +30,7 @@ class ClockRule:
 
 
 def main():
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])  # shows the "listening on" lines
     application = MultiService()
     node = tbcoap.make_service(["--data-dir", "./tbcoap-data", "--rules", "clock,echo"], plugins=[ClockRule()])
     node.setServiceParent(application)
