@@ -380,12 +380,16 @@ class SQLiteStore:
 
         return self._write(job)
 
-    def _device_where(self, where, value):
+    def _row_as(self, model, sql, value):
+        """Deferred ``model(*row)`` of the one row ``sql`` finds for ``value``, or None."""
         def read(conn):
-            row = conn.execute(f"SELECT {_DEVICE} FROM {where}", (value,)).fetchone()
-            return Device(*row) if row else None
+            row = conn.execute(sql, (value,)).fetchone()
+            return model(*row) if row else None
 
         return self._read(read)
+
+    def _device_where(self, where, value):
+        return self._row_as(Device, f"SELECT {_DEVICE} FROM {where}", value)
 
     def get_device(self, device_id):
         return self._device_where("devices d WHERE d.id = ?", device_id)
@@ -743,11 +747,7 @@ class SQLiteStore:
         return self._write(job)
 
     def _customer_where(self, column, value):
-        def read(conn):
-            row = conn.execute(f"SELECT {_CUSTOMER} FROM customers WHERE {column} = ?", (value,)).fetchone()
-            return Customer(*row) if row else None
-
-        return self._read(read)
+        return self._row_as(Customer, f"SELECT {_CUSTOMER} FROM customers WHERE {column} = ?", value)
 
     def get_customer(self, customer_id):
         return self._customer_where("id", customer_id)
