@@ -29,6 +29,25 @@ class StoreBackend:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One setting a plugin takes, declared by ``tbcoap_plugin_settings``.
+
+    Given as ``--plugin-option NAME.KEY=VALUE`` or in the config file's
+    ``[plugins.NAME]`` table.  ``type`` is ``str``, ``int``, ``float`` or
+    ``bool``; ``check(value)`` may raise ValueError with a message for a value
+    of the right type that is still wrong.  A ``required`` setting without a
+    value stops the start, but only when the plugin is active.
+    """
+
+    key: str
+    type: type = str
+    default: object = None
+    help: str = ""
+    required: bool = False
+    check: Callable | None = None
+
+
 @hookspec
 def tbcoap_store_backends():
     """Return a StoreBackend (or a list of them) this plugin offers."""
@@ -52,3 +71,23 @@ def tbcoap_telemetry_uploaded(device, entries):
 @hookspec
 def tbcoap_attributes_uploaded(device, values):
     """See a device's committed client attributes ``{key: value}``; the result is ignored."""
+
+
+@hookspec
+def tbcoap_plugin_settings():
+    """Return the list of Setting this plugin takes (its ``[plugins.NAME]`` keys)."""
+
+
+@hookspec
+def tbcoap_startup(config):
+    """The node has started with this plugin active: ``config`` is its validated ``{key: value}``."""
+
+
+@hookspec
+def tbcoap_shutdown():
+    """The node is stopping: finish or hand off pending work (a Deferred is waited for, up to 10 s)."""
+
+
+@hookspec
+def tbcoap_stats():
+    """Return a dict of this plugin's counters, shown under ``plugins.NAME`` in /api/admin/stats."""

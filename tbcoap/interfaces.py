@@ -30,8 +30,14 @@ class IDeviceStore(Interface):
     def device_by_token(token):
         """The ``Device`` whose access token this is, or None."""
 
-    def list_devices(limit, offset):
-        """``(devices, total)``: a page of devices ordered by creation, and how many exist."""
+    def list_devices(limit, offset, text_search=None, sort_property="createdTime", descending=False):
+        """``(devices, total)``: a page of devices and how many match.
+
+        ``text_search``: only devices whose name contains it, ignoring case.
+        ``sort_property``: ``createdTime``, ``name``, ``type`` or ``label`` (BadRequest
+        for another), ties broken by id.  The store searches and sorts: this must stay
+        fast with 100,000 devices.
+        """
 
     def delete_device(device_id):
         """Delete a device with its token, telemetry, attributes, RPCs, claim request and
@@ -123,10 +129,16 @@ class ICustomerStore(Interface):
     """Customers, their API keys (kept as SHA-256 hex digests) and the devices they own."""
 
     def add_customer(customer, key_digest):
-        """Store a new ``Customer`` with the digest of its API key; fires the customer."""
+        """Store a new ``Customer`` with the digest of its API key; fires the customer.
+
+        DuplicateName if a customer has that title.
+        """
 
     def get_customer(customer_id):
         """The ``Customer``, or None."""
+
+    def customer_by_title(title):
+        """The ``Customer`` with that title (the oldest, should there be several), or None."""
 
     def customer_by_key_digest(key_digest):
         """The ``Customer`` whose API key has that digest, or None."""
@@ -138,8 +150,9 @@ class ICustomerStore(Interface):
         """Set the device's owner (None frees it) if its owner is now ``expect_customer_id``
         (None: free); fires True if it changed, False if not (NotFound if no device or customer)."""
 
-    def list_customer_devices(customer_id, limit, offset):
-        """``(devices, total)`` owned by the customer, ordered by creation."""
+    def list_customer_devices(customer_id, limit, offset, text_search=None, sort_property="createdTime",
+                              descending=False):
+        """``(devices, total)`` owned by the customer, searched and sorted as ``list_devices``."""
 
 
 class IClaimStore(Interface):

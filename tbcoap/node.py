@@ -10,12 +10,14 @@ from twisted.application.service import Service
 from twisted.internet import defer, error as neterror
 from twisted.logger import Logger
 
+import tbcoap
 from tbcoap.coap.messagelayer import MessageLayer
 from tbcoap.core import Core
 from tbcoap.deviceapi.api import DeviceApi
 from tbcoap.rest.app import make_site
 from tbcoap.rest.auth import load_admin_key
 from tbcoap.deviceapi.observers import ObserverRegistry
+from tbcoap.plugins import AUTH_HOOK, STORE_HOOK
 from tbcoap.ratelimit import RateLimiter, parse_rate_limit
 from tbcoap.service import check_rules, check_store
 
@@ -37,6 +39,7 @@ class TbcoapService(Service):
         self.reactor = reactor or default_reactor
         self.exit_on_error = exit_on_error
         backend = check_store(settings, plugins)
+        self.store_scheme = backend.scheme
         try:
             self.store = backend.factory(settings["store"], settings)
         except ValueError as exc:
@@ -79,9 +82,7 @@ class TbcoapService(Service):
         self.http_address = _address(self.http_port)
         log.info("CoAP listening on udp {address}", address=_show(self.coap_address))
         log.info("HTTP listening on tcp {address}", address=_show(self.http_address))
-        self.opened = defer.maybeDeferred(self.store.open)
-        self.opened.addCallback(self._store_open)
-        self.opened.addErrback(self._store_failed)
+        self.opened = self._open()
 
     def _listen_udp(self):
         interface = self.settings["coap-interface"]
@@ -99,12 +100,32 @@ class TbcoapService(Service):
             self._fatal_now(f"cannot listen for CoAP: {exc}")
 
     @defer.inlineCallbacks
-    def _store_open(self, _):
-        yield self.core.start()
+    def _open(self):
+        """Open the store, start the services and the active plugins; a failure stops a twistd node."""
+        try:
+            yield self.store.open()
+        except Exception as exc:
+            self._start_failed(f"cannot open the store: {exc}")
+            return
         log.info("store {name} open", name=self.store.name)
+        try:
+            yield self.plugins.startup()
+        except Exception as exc:
+            self._start_failed(f"cannot start: {exc}")
+            return
+        yield self.core.start()  # from here on requests are served
+        log.info("{line}", line=self.in_use())
 
-    def _store_failed(self, failure):
-        log.critical("cannot open the store: {error}", error=failure.getErrorMessage())
+    def in_use(self):
+        """One line: the tbcoap version and the store, rule and auth plugins this node uses."""
+        plugins = self.plugins
+        rules = self.core.rules.names
+        return (f"tbcoap {tbcoap.__version__} using store {self.store_scheme} "
+                f"(plugin {', '.join(plugins.in_use([STORE_HOOK]))}), "
+                f"rules {', '.join(rules) if rules else 'none'}, auth {', '.join(plugins.in_use([AUTH_HOOK]))}")
+
+    def _start_failed(self, message):
+        log.critical("{message}", message=message)  # embedded, the node answers 5.03 until it is stopped
         if self.exit_on_error and self.reactor.running:
             # twistd would exit 0 after reactor.stop(): leave with 1 once it has cleaned up
             atexit.register(os._exit, 1)
@@ -120,6 +141,7 @@ class TbcoapService(Service):
         if self.opened is not None and self.opened.called:
             try:
                 yield self.core.stop()
+                yield self.plugins.shutdown(self.reactor)
             finally:
                 yield self.store.close()
         else:
@@ -133,7 +155,7 @@ class TbcoapService(Service):
         limits = {name: limiter.stats() for name, limiter in (("device", self.device_api.device_limiter),
                                                               ("peer", self.device_api.peer_limiter)) if limiter}
         return {"coap": self.coap.stats(), "observers": self.observers.stats(), "rateLimits": limits,
-                **self.core.stats()}
+                **self.core.stats(), "plugins": self.plugins.stats()}
 
 
 def _limiter(spec):

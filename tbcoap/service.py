@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from twisted.python import usage
 
 from tbcoap.datadir import DEFAULT_DATA_DIR
+from tbcoap.pluginconfig import SettingError, collect
 from tbcoap.plugins import PluginManager
 from tbcoap.ratelimit import parse_rate_limit
 
@@ -52,6 +53,27 @@ class Options(usage.Options):
     def __init__(self, plugins=()):
         super().__init__()
         self.extra_plugins = plugins
+        self.plugin_options = []
+
+    def opt_version(self):
+        """Print tbcoap's version and exit"""
+        import tbcoap
+
+        print(f"tbcoap {tbcoap.__version__}")
+        raise SystemExit(0)
+
+    def opt_plugin_option(self, value):
+        """NAME.KEY=VALUE: a setting of plugin NAME (repeatable; also [plugins.NAME] in the config file)"""
+        self.plugin_options.append(value)
+
+    def parseOptions(self, options=None):
+        """As usage.Options; under twistd a bad option or value is one line on stderr and exit status 1."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as exc:
+            if getattr(self, "parent", None) is None:  # embedded: the caller decides
+                raise
+            raise SystemExit(f"twistd tbcoap: {exc} (twistd tbcoap --help lists every option)") from None
 
     def postOptions(self):
         self.settings = resolve_settings(self)
@@ -59,12 +81,19 @@ class Options(usage.Options):
         for plugin in self.extra_plugins:
             self.plugins.register(plugin, name=getattr(plugin, "name", None), source="code")
         check_store(self.settings, self.plugins)
-        check_rules(self.settings, self.plugins)
+        rules = check_rules(self.settings, self.plugins)
+        try:
+            given = collect(self.settings.pop("plugins-table"), self.plugin_options)
+            self.plugins.configure(urlsplit(self.settings["store"]).scheme, rules, given)
+        except SettingError as exc:
+            raise usage.UsageError(str(exc)) from None
+        self.settings["plugins"] = {name: self.plugins.config_for(name) for name in self.plugins.names()}
 
 
 def resolve_settings(given) -> dict:
     """Defaults, then the config file, then the options given; validated and typed."""
     settings = {name: default for name, (default, _, _) in SETTINGS.items()}
+    settings["plugins-table"] = None
     config_path = given.get("config")
     if config_path:
         try:
@@ -72,27 +101,33 @@ def resolve_settings(given) -> dict:
                 config = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise usage.UsageError(f"cannot read config file {config_path}: {exc}")
+        settings["plugins-table"] = config.pop("plugins", None)
         unknown = sorted(set(config) - set(SETTINGS))
         if unknown:
             raise usage.UsageError(f"unknown key(s) in {config_path}: {', '.join(unknown)}")
+        for name, value in config.items():
+            convert = SETTINGS[name][1]
+            if not _right_type(value, convert):
+                raise usage.UsageError(f"{name} in {config_path}: expected {TYPE_WORDS[convert]}, got {value!r}")
         settings.update(config)
     settings.update({name: value for name, value in given.items() if name in SETTINGS and value is not None})
     for name, (_, convert, _) in SETTINGS.items():
         value = settings[name]
-        if value is None:
-            continue
-        if not isinstance(value, str) and not _right_type(value, convert):
-            raise usage.UsageError(f"{name}: expected {convert.__name__}, got {value!r}")
+        if value is None or not isinstance(value, str):
+            continue  # a default, or a config file value of the right type
         try:
             settings[name] = convert(value)
         except (TypeError, ValueError):
-            raise usage.UsageError(f"--{name}: expected {convert.__name__}, got {value!r}")
+            raise usage.UsageError(f"--{name}: expected {TYPE_WORDS[convert]}, got {value!r}")
     _validate(settings)
     if settings["store"] is None:
         path = os.path.abspath(os.path.join(settings["data-dir"], "tbcoap.sqlite3"))
         settings["store"] = "sqlite://" + path
     settings["admin-key"] = settings["admin-key"] or os.environ.get("TBCOAP_ADMIN_KEY") or None
     return settings
+
+
+TYPE_WORDS = {int: "an integer", float: "a number", str: "text"}
 
 
 def _right_type(value, convert):
@@ -179,7 +214,8 @@ def service_from_args(args, plugins=(), **overrides):
 
     args = list(args)
     for name, value in overrides.items():
-        args += [f"--{name.replace('_', '-')}", str(value)]
+        for one in value if isinstance(value, (list, tuple)) else [value]:  # plugin_option=[...] repeats
+            args += [f"--{name.replace('_', '-')}", str(one)]
     options = Options(plugins)
     options.parseOptions(args)
     return TbcoapService(options.settings, options.plugins)

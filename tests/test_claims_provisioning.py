@@ -26,12 +26,33 @@ async def claim(as_customer, name, secret):
 # -- customers and roles ----------------------------------------------------
 
 @pytest_twisted.ensureDeferred
+async def test_who_a_key_is(rest):
+    acme_id, acme = await customer(rest, "ACME")
+    assert await rest.get("/api/auth/user") == (200, {"authority": "TENANT_ADMIN", "customerId": None,
+                                                      "name": "admin"})
+    assert await acme.get("/api/auth/user") == (200, {"authority": "CUSTOMER_USER", "name": "ACME",
+                                                      "customerId": {"entityType": "CUSTOMER", "id": acme_id}})
+    assert (await acme.get("/api/auth/user", key="wrong"))[0] == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_customer_by_title_and_titles_are_unique(rest):
+    acme_id, _ = await customer(rest, "ACME")
+    status, found = await rest.get("/api/tenant/customers?customerTitle=ACME")
+    assert status == 200 and found["id"]["id"] == acme_id and found["title"] == "ACME" and "apiKey" not in found
+    assert (await rest.get("/api/tenant/customers?customerTitle=acme"))[0] == 404
+    assert (await rest.get("/api/tenant/customers"))[0] == 400
+    status, body = await rest.post("/api/customer", {"title": "ACME"})
+    assert status == 400 and "ACME" in body["message"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_customers_and_their_keys(rest, device):
     acme_id, acme = await customer(rest, "ACME")
     await customer(rest, "Other")
     status, page = await rest.get("/api/customers?pageSize=10&page=0")
     assert status == 200 and page["totalElements"] == 2
-    assert [c["title"] for c in page["data"]] == ["ACME", "Other"]
+    assert sorted(c["title"] for c in page["data"]) == ["ACME", "Other"]  # created in one ms, maybe
     assert all("apiKey" not in c for c in page["data"])
     assert (await rest.post("/api/customer", {"title": ""}))[0] == 400
     assert (await rest.post("/api/customer", raw=b"[")) [0] == 400
@@ -40,6 +61,7 @@ async def test_customers_and_their_keys(rest, device):
 @pytest.mark.parametrize("method, path", [
     ("GET", "/api/tenant/devices?pageSize=10&page=0"), ("POST", "/api/device"), ("GET", "/api/customers"),
     ("POST", "/api/customer"), ("GET", "/api/admin/stats"), ("POST", "/api/deviceProfile"),
+    ("GET", "/api/tenant/customers?customerTitle=ACME"), ("GET", "/api/admin/plugins"),
     ("GET", "/api/device/{id}/credentials"), ("POST", "/api/rpc/oneway/{id}"),
 ])
 @pytest_twisted.ensureDeferred
@@ -65,6 +87,10 @@ async def test_customer_reads_only_its_own_devices(node, coap, rest, device):
     status, page = await acme.get(f"/api/customer/{acme_id}/devices")
     assert status == 200 and [d["name"] for d in page["data"]] == ["dev-1"]
     assert (await acme.get(f"/api/customer/{other_id}/devices"))[0] == 404
+    status, page = await acme.get(f"/api/customer/{acme_id}/devices?textSearch=DEV&sortProperty=name&sortOrder=DESC")
+    assert status == 200 and [d["name"] for d in page["data"]] == ["dev-1"]
+    status, page = await acme.get(f"/api/customer/{acme_id}/devices?textSearch=nothing")
+    assert status == 200 and page["data"] == [] and page["totalElements"] == 0
     status, page = await rest.get(f"/api/customer/{acme_id}/devices")
     assert page["totalElements"] == 1
 

@@ -273,3 +273,31 @@ def test_attributes(server):
     assert "n, s" in out
     left = json.loads(ok(tbcoap("--json", "attributes", "get", name, "--scope", "shared", url=server.url)))
     assert {a["key"] for a in left} == {"f", "b", "q", "o"}
+
+
+def test_plugins_lists_what_the_server_uses(server):
+    out = ok(tbcoap("plugins", url=server.url))
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert out.splitlines()[0].split() == ["NAME", "VERSION", "ACTIVE", "SOURCE", "HOOKS"]
+    assert rows["sqlite"][2] == "yes" and "store_backends" in rows["sqlite"][-1]
+    assert rows["echo"][2] == "yes" and rows["tbcoap.builtins"][2] == "yes"
+    described = json.loads(ok(tbcoap("--json", "plugins", url=server.url)))
+    assert {p["name"] for p in described} >= {"sqlite", "echo", "tbcoap.builtins"}
+
+
+def test_version():
+    assert ok(tbcoap("--version", key=None)).strip() == f"tbcoap {tbcoap_version()}"
+
+
+def tbcoap_version():
+    import tbcoap as package
+
+    return package.__version__
+
+
+def test_device_list_search_and_sort(server):
+    prefix = unique("srch")
+    for suffix in ("b", "a", "c"):
+        create(server, f"{prefix}-{suffix}", unique("tok"))
+    out = ok(tbcoap("device", "list", "--search", prefix.upper(), "--sort", "name", "--desc", url=server.url))
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [f"{prefix}-c", f"{prefix}-b", f"{prefix}-a"]

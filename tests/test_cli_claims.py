@@ -148,9 +148,15 @@ def test_customer_devices(server):
     name, token = make_device(server)
     request_claim(server, token, "s")
     ok(tbcoap(server, "claim", name, "--secret", "s", key=key))
+    title = rest(server, "GET", "/api/auth/user", key=key)[1]["name"]
     for as_key in (ADMIN_KEY, key):
-        out = ok(tbcoap(server, "customer", "devices", customer_id, key=as_key))
-        assert name in out and out.splitlines()[0].split() == ["NAME", "TYPE", "ID", "CREATED"]
+        for ref in (customer_id, title):  # an id or a title
+            out = ok(tbcoap(server, "customer", "devices", ref, key=as_key))
+            assert name in out and out.splitlines()[0].split() == ["NAME", "TYPE", "ID", "CREATED"]
+    assert fails(tbcoap(server, "customer", "devices", "no such title")).startswith("tbcoap: 404 ")
+    # a customer key knows only its own title
+    other_title = rest(server, "GET", "/api/auth/user", key=other_key)[1]["name"]
+    assert fails(tbcoap(server, "customer", "devices", other_title, key=key)).startswith("tbcoap: 404 ")
     page = json.loads(ok(tbcoap(server, "--json", "customer", "devices", customer_id)))
     assert [d["name"] for d in page["data"]] == [name]
     assert "no devices on this page" in ok(tbcoap(server, "customer", "devices", other_id))
@@ -174,13 +180,16 @@ def test_claim_success(server):
     assert show(server, name)["customerId"] == {"entityType": "CUSTOMER", "id": customer_id}
     out = ok(tbcoap(server, "device", "show", name))
     assert any(line.split() == ["customer:", customer_id] for line in out.splitlines())
-    # the owner reads its device by id with its own key (the by-name lookup is the tenant's call)
+    # the owner reads its device by id and by name with its own key
     device_id = show(server, name)["id"]["id"]
     assert json.loads(ok(tbcoap(server, "--json", "device", "show", device_id, key=key)))["name"] == name
+    assert json.loads(ok(tbcoap(server, "--json", "device", "show", name, key=key)))["id"]["id"] == device_id
+    ok(tbcoap(server, "telemetry", "latest", name, key=key))  # every command takes the name
     _, other_key = make_customer(server)
     assert rest(server, "GET", f"/api/device/{device_id}", key=other_key)[0] == 404
-    # the CLI then falls back to the by-name lookup (admin only), so it reports 403
-    assert fails(tbcoap(server, "device", "show", device_id, key=other_key)).startswith("tbcoap: 40")
+    # another customer finds it neither by id nor by name
+    assert fails(tbcoap(server, "device", "show", device_id, key=other_key)).startswith("tbcoap: 404 ")
+    assert fails(tbcoap(server, "device", "show", name, key=other_key)).startswith("tbcoap: 404 ")
 
 
 def rest(server, method, path, body=None, key=ADMIN_KEY):

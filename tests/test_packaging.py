@@ -1,6 +1,7 @@
-"""Packaging: the wheel an operator installs carries the twistd plugin, the bundled plugins and
-their entry points; the editable install is a plain path entry that twistd can search."""
+"""Packaging: the wheel an operator installs carries the twistd plugin and the bundled plugins as
+top-level packages ``tbcoap_<name>`` with their entry points, and nothing under a generic name."""
 
+import configparser
 import pathlib
 import subprocess
 import sys
@@ -23,17 +24,34 @@ def wheel(tmp_path_factory):
 def test_wheel_contents(wheel):
     names = set(wheel.namelist())
     assert "twisted/plugins/tbcoap_plugin.py" in names
-    assert "plugins/tbcoap_sqlite/store.py" in names
+    assert {"tbcoap_sqlite/store.py", "tbcoap_sqlite/schema.py", "tbcoap_echo/__init__.py"} <= names
     assert "tbcoap/coap/messagelayer.py" in names
-    assert not any("dropin.cache" in n or n.startswith(("tests/", "benchmarks/")) for n in names)
+    assert not any("dropin.cache" in n or n.startswith(("tests/", "benchmarks/", "plugins/", "examples/"))
+                   for n in names)
     assert "twisted/__init__.py" not in names and "twisted/plugins/__init__.py" not in names
+
+
+def test_wheel_installs_no_generic_top_level_package(wheel):
+    tops = {name.split("/")[0] for name in wheel.namelist() if not name.split("/")[0].endswith(".dist-info")}
+    assert tops == {"tbcoap", "tbcoap_sqlite", "tbcoap_echo", "twisted"}
 
 
 def test_wheel_entry_points(wheel):
     (entry_points,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
-    text = wheel.read(entry_points).decode()
-    assert "sqlite = plugins.tbcoap_sqlite" in text and "echo = plugins.tbcoap_echo" in text
-    assert "tbcoap = tbcoap.cli.main:main" in text
+    parser = configparser.ConfigParser()
+    parser.read_string(wheel.read(entry_points).decode())
+    assert dict(parser["tbcoap"]) == {"sqlite": "tbcoap_sqlite", "echo": "tbcoap_echo"}
+    assert parser["console_scripts"]["tbcoap"] == "tbcoap.cli.main:main"
+
+
+def test_every_source_package_is_listed_in_setup_cfg():
+    """setup.cfg lists packages by hand (the plugins are mapped from plugins/): none may be missing."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    listed = set(config["options"]["packages"].split())
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "tbcoap").rglob("__init__.py")}
+    on_disk |= {p.parent.name for p in (ROOT / "plugins").glob("*/__init__.py")}
+    assert on_disk | {"twisted.plugins"} == listed
 
 
 def test_twistd_lists_tbcoap():

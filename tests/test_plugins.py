@@ -6,9 +6,11 @@ from twisted.internet import defer, task
 from twisted.python import usage
 from zope.interface.verify import verifyObject
 
-from tbcoap.hookspecs import StoreBackend, hookimpl
+import tbcoap
+from tbcoap.hookspecs import Setting, StoreBackend, hookimpl
 from tbcoap.interfaces import IStore
 from tbcoap.models import Device
+from tbcoap.pluginconfig import SettingError
 from tbcoap.plugins import PluginManager
 from tbcoap.service import Options, check_store
 from tests.coapclient import POST, code_text
@@ -111,3 +113,171 @@ async def test_call_first_resolves_each_answer_before_asking_the_next():
     plugins.register(Later(), name="later")
     device = await plugins.call_first("tbcoap_authenticate", token="t", store=None)
     assert device.id == "x" and order == ["later", "now"]
+
+
+# -- settings, lifecycle, stats and which plugins are active ----------------------
+
+class Configurable:
+    """A plugin with settings of every type, a lifecycle and counters, as a third party writes one."""
+
+    name = "configurable"
+
+    def __init__(self, fail_start=False):
+        self.started, self.stopped, self.fail_start = [], 0, fail_start
+
+    @hookimpl
+    def tbcoap_plugin_settings(self):
+        def positive(value):
+            if value <= 0:
+                raise ValueError("plugin configurable: batch must be positive")
+
+        return [Setting("url", str, required=True, help="where to"),
+                Setting("batch", int, 10, check=positive),
+                Setting("wait", float, 0.5),
+                Setting("verbose", bool, False)]
+
+    @hookimpl
+    def tbcoap_startup(self, config):
+        if self.fail_start:
+            raise ValueError("cannot reach the collector")
+        self.started.append(config)
+
+    @hookimpl
+    def tbcoap_shutdown(self):
+        self.stopped += 1
+
+    @hookimpl
+    def tbcoap_stats(self):
+        return {"sent": 3}
+
+
+def configured(*args, plugin=None):
+    options = Options([plugin or Configurable()])
+    options.parseOptions(["--data-dir", "/tmp/unused-tbcoap-data", *args])
+    return options
+
+
+def test_settings_from_the_command_line_are_typed():
+    options = configured("--plugin-option", "configurable.url=http://x/y", "--plugin-option", "configurable.batch=5",
+                         "--plugin-option", "configurable.wait=2", "--plugin-option", "configurable.verbose=yes")
+    assert options.plugins.config_for("configurable") == {"url": "http://x/y", "batch": 5, "wait": 2.0,
+                                                          "verbose": True}
+    assert options.settings["plugins"]["configurable"]["batch"] == 5  # what a store factory sees
+
+
+def test_settings_from_the_config_file_and_the_command_line_wins(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[plugins.configurable]\nurl = "http://file"\nbatch = 7\nwait = 1\nverbose = true\n')
+    options = configured("--config", str(config), "--plugin-option", "configurable.url=http://cli")
+    assert options.plugins.config_for("configurable") == {"url": "http://cli", "batch": 7, "wait": 1.0,
+                                                          "verbose": True}
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--plugin-option", "configurable.batch=x"], ["--plugin-option configurable.batch", "an integer", "'x'"]),
+    (["--plugin-option", "configurable.batch=0"], ["configurable.batch", "batch must be positive"]),
+    (["--plugin-option", "configurable.verbose=maybe"], ["configurable.verbose", "true or false"]),
+    (["--plugin-option", "configurable.wait=soon"], ["configurable.wait", "a number"]),
+    (["--plugin-option", "configurable.colour=red"], ["configurable", "'colour'", "it takes: batch, url, verbose, wait"]),
+    ([], ["configurable", "needs the setting 'url'"]),
+])
+def test_bad_settings_name_the_plugin_and_the_key(args, words):
+    url = ["--plugin-option", "configurable.url=u"] if words[-1] != "needs the setting 'url'" else []
+    with pytest.raises(usage.UsageError) as caught:
+        configured(*url, *args)
+    assert all(word in str(caught.value) for word in words), str(caught.value)
+
+
+def test_config_file_values_must_have_the_type(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[plugins.configurable]\nurl = "u"\nbatch = "7"\n')
+    with pytest.raises(usage.UsageError, match=r"\[plugins.configurable\] batch: plugin configurable expects an integer"):
+        configured("--config", str(config))
+
+
+def test_a_required_setting_is_needed_only_by_an_active_plugin():
+    class StoreWithSettings(OtherScheme):
+        @hookimpl
+        def tbcoap_plugin_settings(self):
+            return [Setting("password", str, required=True)]
+
+    plugins = PluginManager()
+    plugins.register(StoreWithSettings(), name="other")
+    plugins.configure("sqlite", [], {})  # "other" is not the store in use: its password may be missing
+    assert not plugins.is_active("other") and plugins.config_for("other") == {"password": None}
+    with pytest.raises(SettingError, match="plugin other needs the setting 'password'"):
+        plugins.configure("other", [], {})
+    assert plugins.is_active("sqlite")  # a failed configure changes nothing
+
+
+def test_active_plugins_and_the_log_line():
+    options = configured("--plugin-option", "configurable.url=u")
+    described = {p["name"]: p for p in options.plugins.describe()}
+    assert described["sqlite"]["active"] and described["echo"]["active"]  # the store and the default rule
+    assert described["tbcoap.builtins"]["active"]                           # auth: always
+    assert described["configurable"]["active"]                              # no role: always
+    options = configured("--plugin-option", "configurable.url=u", "--rules", "none")
+    assert not {p["name"]: p for p in options.plugins.describe()}["echo"]["active"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_startup_shutdown_and_stats_of_active_plugins(start_node):
+    plugin = Configurable()
+    node = await start_node("--plugin-option", "configurable.url=http://x", plugins=[plugin])
+    assert plugin.started == [{"url": "http://x", "batch": 10, "wait": 0.5, "verbose": False}]
+    assert node.stats()["plugins"] == {"configurable": {"sent": 3}}
+    assert node.in_use() == (f"tbcoap {tbcoap.__version__} using store sqlite (plugin sqlite), rules echo, "
+                             "auth tbcoap.builtins")
+    await node.stopService()
+    assert plugin.stopped == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_plugin_that_cannot_start_leaves_the_node_unavailable(start_node):
+    node = await start_node("--plugin-option", "configurable.url=http://x", plugins=[Configurable(fail_start=True)])
+    assert not node.core.ready  # embedded: it answers 5.03 until stopped (twistd exits with status 1)
+
+
+class Shy:
+    """A rule that is installed but not named in --rules: none of its hooks is called."""
+
+    name = "shy"
+
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def tbcoap_client_rpc(self, request):
+        self.calls.append("rpc")
+
+    @hookimpl
+    def tbcoap_startup(self):
+        self.calls.append("startup")
+
+    @hookimpl
+    def tbcoap_stats(self):
+        self.calls.append("stats")
+        return {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_inactive_plugin_is_not_started(start_node):
+    shy = Shy()
+    node = await start_node(plugins=[shy])
+    assert "shy" not in node.stats()["plugins"]
+    assert shy.calls == []
+    assert {p["name"]: p["active"] for p in node.plugins.describe()}["shy"] is False
+
+
+def test_a_plugin_registered_in_code_replaces_the_installed_one_of_that_name():
+    class MyEcho:
+        name = "echo"
+
+        @hookimpl
+        def tbcoap_client_rpc(self, request):
+            return {"mine": True}
+
+    options = Options([MyEcho()])
+    options.parseOptions(["--data-dir", "/tmp/unused-tbcoap-data"])
+    echo = {p["name"]: p for p in options.plugins.describe()}["echo"]
+    assert echo["source"] == "code" and echo["hooks"] == ["tbcoap_client_rpc"]

@@ -74,6 +74,8 @@ KEYED_CALLS = [
     ("DELETE", TEL + "/{id}/SHARED_SCOPE?keys=a"),
     ("GET", "/api/admin/stats"),
     ("GET", "/api/admin/plugins"),
+    ("GET", "/api/auth/user"),
+    ("GET", "/api/tenant/customers?customerTitle=x"),
 ]
 
 
@@ -981,6 +983,23 @@ async def test_plugins(rest):
     assert all(h.startswith("tbcoap_") for h in sqlite[0]["hooks"])
     # the built-in token auth is a plugin too, with its hook
     assert any("tbcoap_authenticate" in p["hooks"] for p in body)
+    # which of them this node uses: the store, the rules of --rules (echo by default), auth always
+    active = {p["name"]: p["active"] for p in body}
+    assert active["sqlite"] is True and active["echo"] is True and active["tbcoap.builtins"] is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_device_list_searched_and_sorted(rest):
+    for name in ("beta-Sensor", "alpha-sensor", "gamma-pump"):
+        await create(rest, name)
+    status, page = await rest.get("/api/tenant/devices?pageSize=10&page=0&textSearch=SENSOR&sortProperty=name")
+    assert status == 200 and [d["name"] for d in page["data"]] == ["alpha-sensor", "beta-Sensor"]
+    assert page["totalElements"] == 2
+    status, page = await rest.get("/api/tenant/devices?pageSize=1&page=0&sortProperty=createdTime&sortOrder=DESC")
+    assert [d["name"] for d in page["data"]] == ["gamma-pump"] and page["hasNext"] is True
+    for bad in ("sortProperty=colour", "sortOrder=UP"):
+        status, body = await rest.get(f"/api/tenant/devices?pageSize=10&page=0&{bad}")
+        assert status == 400 and bad.partition("=")[0] in body["message"]
 
 
 # -- token changes racing an authentication in flight ------------------------------

@@ -14,8 +14,6 @@ import socket
 import stat
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 import pytest_twisted
@@ -26,14 +24,14 @@ from twisted.python import usage
 
 import tbcoap
 from tbcoap.service import Options
-from tests.coapclient import GET, POST, build, open_client
+from tests.blocking import Coap, rest
+from tests.coapclient import GET, POST, open_client
 from tests.conftest import ADMIN_KEY, TWISTD, TwistdProcess
 
 # what every test server needs: loopback CoAP and free ports
 PORTS = ("--coap-interface", "127.0.0.1", "--coap-port", "0", "--http-port", "0")
 
 CREATED, CONTENT, BAD_REQUEST, UNAUTHORIZED, NOT_ALLOWED, TOO_LARGE = 65, 69, 128, 129, 133, 141
-CON_TYPE = 0
 
 
 # -- helpers -----------------------------------------------------------------
@@ -82,27 +80,6 @@ def launch(tmp_path):
             server.log.close()
 
 
-def rest(base, method, path, body=None, key=ADMIN_KEY, headers=None):
-    """``(status, parsed JSON or raw bytes)`` of one REST call."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method)
-    if key:
-        request.add_header("X-Authorization", f"Bearer {key}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            status, content = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, content = exc.code, exc.read()
-    try:
-        return status, json.loads(content) if content else None
-    except ValueError:
-        return status, content
-
-
 def create_device(server, name, token, key=ADMIN_KEY):
     status, body = rest(server.http_url, "POST", f"/api/device?accessToken={token}",
                         {"name": name, "type": "default"}, key=key)
@@ -116,58 +93,6 @@ def history(server, device_id, key, start, end):
                         f"?keys={key}&startTs={start}&endTs={end}&limit=100000&orderBy=ASC")
     assert status == 200, body
     return {int(p["ts"]): p["value"] for p in body.get(key, [])}
-
-
-class Coap:
-    """A blocking CoAP client on a plain UDP socket."""
-
-    def __init__(self, address):
-        self.address = address
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.mid = 1000
-
-    def close(self):
-        self.sock.close()
-
-    def send(self, method, path, payload=b"", token=b"tk", mid=None):
-        """Send a CON request; its MID."""
-        if mid is None:
-            self.mid = (self.mid + 1) & 0xFFFF
-            mid = self.mid
-        if isinstance(payload, str):
-            payload = payload.encode()
-        self.sock.sendto(build(method, path, payload, mid=mid, token=token), self.address)
-        return mid
-
-    def receive(self, timeout):
-        """``(type, code, mid, token, payload)`` of the next datagram, or None after ``timeout``."""
-        self.sock.settimeout(timeout)
-        try:
-            data, _ = self.sock.recvfrom(70000)
-        except socket.timeout:
-            return None
-        tkl = data[0] & 0x0F
-        payload = data.partition(b"\xff")[2] if b"\xff" in data[4 + tkl:] else b""
-        return (data[0] >> 4) & 3, data[1], int.from_bytes(data[2:4], "big"), data[4:4 + tkl], payload
-
-    def request(self, method, path, payload=b"", token=b"tk", timeout=10.0):
-        """A CON request answered (retransmitted each second with the same MID); the response code."""
-        mid = self.send(method, path, payload, token)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            answer = self.receive(1.0)
-            if answer is None:
-                self.send(method, path, payload, token, mid=mid)
-                continue
-            mtype, code, rmid, rtoken, _ = answer
-            if code == 0 or rtoken != token:
-                continue  # an empty ACK, or an old answer
-            if mtype == CON_TYPE:
-                self.sock.sendto(bytes([0x60, 0, *rmid.to_bytes(2, "big")]), self.address)
-            elif rmid != mid:
-                continue
-            return code
-        raise AssertionError(f"no answer to {path}")
 
 
 # twistd ends a clean SIGTERM shutdown by re-raising the signal on itself
@@ -230,6 +155,14 @@ BAD_STARTS = {
                             ["bad.toml"]),
     "config-missing": (lambda tmp: ["--config", str(tmp / "missing.toml")], ["missing.toml"]),
     "config-is-a-directory": (lambda tmp: ["--config", str(tmp)], ["config"]),
+    "config-value-of-wrong-type": (lambda tmp: ["--config", _bad_config(tmp, "t.toml", 'coap-port = "5683"\n')],
+                                   ["coap-port", "t.toml", "integer"]),
+    "unknown-option": (lambda tmp: ["--no-such-option"], ["no-such-option"]),
+    "plugin-option-not-a-setting": (lambda tmp: ["--plugin-option", "nonsense"], ["plugin-option", "NAME.KEY=VALUE"]),
+    "plugin-option-unknown-plugin": (lambda tmp: ["--plugin-option", "ghost.url=x"], ["ghost", "no installed plugin"]),
+    "plugin-option-no-settings": (lambda tmp: ["--plugin-option", "echo.speed=2"], ["echo", "takes no settings"]),
+    "plugins-table-unknown-plugin": (lambda tmp: ["--config", _bad_config(tmp, "p.toml", "[plugins.ghost]\nurl = 1\n")],
+                                     ["[plugins.ghost]", "no installed plugin"]),
 }
 
 
@@ -246,6 +179,14 @@ def test_bad_start_is_one_clear_line(tmp_path, case):
     code, output = run_twistd("--data-dir", str(tmp_path / "data"), "--admin-key", "k", *PORTS,
                               *make_args(tmp_path), cwd=tmp_path)
     _assert_clear_failure(code, output, *words)
+    # the one line, not the help text before it: it says how to get help instead
+    assert len(output.strip().splitlines()) == 1, output
+    assert output.startswith("twistd tbcoap: ") and "twistd tbcoap --help" in output
+
+
+def test_version(tmp_path):
+    code, output = run_twistd("--version", cwd=tmp_path)
+    assert code == 0 and output.strip() == f"tbcoap {tbcoap.__version__}"
 
 
 def test_http_port_in_use_is_one_clear_line(tmp_path):
@@ -342,6 +283,9 @@ def test_port_zero_logs_the_bound_ports(launch):
     (coap_host, coap_port), (http_host, http_port) = coap_lines[0], http_lines[0]
     assert coap_host == "127.0.0.1" and http_host == "127.0.0.1"
     assert int(coap_port) > 0 and int(http_port) > 0
+    # one line names the version and the plugins in use
+    assert f"tbcoap {tbcoap.__version__} using store sqlite (plugin sqlite), rules echo, auth tbcoap.builtins\n" \
+        in log
     # the logged ports are the real ones
     assert rest(f"http://127.0.0.1:{http_port}", "GET", "/api/health", key=None)[0] == 200
     client = Coap(("127.0.0.1", int(coap_port)))

@@ -118,7 +118,13 @@ CREATE TABLE provisioned (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS = [_V1, _V2, _V3]
+# Customers are found by title (ThingsBoard's customerTitle look-up; titles are unique
+# from here on, a database that already holds two of one title keeps them).
+_V4 = """
+CREATE INDEX customers_by_title ON customers (title, created_time, id);
+"""
+
+MIGRATIONS = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

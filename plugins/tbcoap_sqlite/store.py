@@ -8,6 +8,7 @@ its own read-only connection, inside a transaction for a consistent view.
 import dataclasses
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -42,6 +43,8 @@ _CHUNK = 500  # keys per IN (...) list
 _DEVICE = "d.id, d.name, d.type, d.label, d.created_time, d.customer_id"
 _PROFILE = "id, name, provision_type, provision_key, provision_secret, created_time"
 _CUSTOMER = "id, title, created_time"
+_DEVICE_SORT = {"createdTime": "d.created_time", "name": "d.name", "type": "d.type", "label": "d.label"}
+_LIKE_SPECIAL = re.compile(r"[%_\\]")
 _RPC = (
     "id, device_id, request_id, method, params_json, oneway, persistent,"
     " expiration_time, created_time, status, response_json"
@@ -154,6 +157,11 @@ def _require_customer(conn, customer_id):
 
 def _is_id(value):
     return isinstance(value, str) and bool(value)
+
+
+def _fold(text):
+    """Case folding for searches that SQLite's LIKE cannot fold (non-ASCII)."""
+    return text.casefold() if isinstance(text, str) else text
 
 
 def _check_page(limit, offset):
@@ -321,6 +329,7 @@ class SQLiteStore:
         if conn is None:
             conn = self._connect()
             conn.execute("PRAGMA query_only = ON")
+            conn.create_function("tbcoap_fold", 1, _fold, deterministic=True)
             with self._readers_lock:
                 self._readers.append(conn)
             self._local.conn = conn
@@ -414,8 +423,38 @@ class SQLiteStore:
 
         return self._read(read)
 
-    def list_devices(self, limit, offset):
-        return self._page("devices d", _DEVICE, limit, offset, Device)
+    def list_devices(self, limit, offset, text_search=None, sort_property="createdTime", descending=False):
+        return self._device_page("", (), limit, offset, text_search, sort_property, descending)
+
+    def _device_page(self, where, params, limit, offset, text_search, sort_property, descending):
+        """A page of devices matching ``where`` (SQL after WHERE, or ""), searched and sorted here."""
+        try:
+            _check_page(limit, offset)
+            _check(sort_property in _DEVICE_SORT, f"cannot sort devices by {sort_property!r}")
+            _check(text_search is None or isinstance(text_search, str), "text_search must be a string")
+        except BadRequest:
+            return defer.fail()
+        terms, params = ([where] if where else []), list(params)
+        if text_search:
+            if text_search.isascii():  # LIKE folds ASCII case, and uses no Python per row
+                terms.append("d.name LIKE ? ESCAPE '\\'")
+                params.append("%" + _LIKE_SPECIAL.sub(r"\\\g<0>", text_search) + "%")
+            else:
+                terms.append("instr(tbcoap_fold(d.name), ?) > 0")
+                params.append(text_search.casefold())
+        condition = f" WHERE {' AND '.join(terms)}" if terms else ""
+        order = "DESC" if descending else "ASC"
+
+        def read(conn):
+            rows = conn.execute(
+                f"SELECT {_DEVICE} FROM devices d{condition}"
+                f" ORDER BY {_DEVICE_SORT[sort_property]} {order}, d.id {order} LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            )
+            items = [Device(*row) for row in rows]
+            return items, _one(conn, f"SELECT count(*) FROM devices d{condition}", *params)
+
+        return self._read(read)
 
     def delete_device(self, device_id):
         def job(conn):
@@ -738,6 +777,8 @@ class SQLiteStore:
                 raise BadRequest("this API key is used by another customer")
             if _one(conn, "SELECT 1 FROM customers WHERE id = ?", customer.id):
                 raise BadRequest("a customer with this id exists")
+            if _one(conn, "SELECT 1 FROM customers WHERE title = ?", customer.title):
+                raise DuplicateName(f"a customer titled {customer.title!r} exists")
             conn.execute(
                 "INSERT INTO customers (id, title, created_time, key_digest) VALUES (?, ?, ?, ?)",
                 (customer.id, customer.title, customer.created_time, key_digest),
@@ -751,6 +792,10 @@ class SQLiteStore:
 
     def get_customer(self, customer_id):
         return self._customer_where("id", customer_id)
+
+    def customer_by_title(self, title):
+        sql = f"SELECT {_CUSTOMER} FROM customers WHERE title = ? ORDER BY created_time, id LIMIT 1"
+        return self._row_as(Customer, sql, title)
 
     def customer_by_key_digest(self, key_digest):
         if not _is_id(key_digest):
@@ -783,22 +828,10 @@ class SQLiteStore:
 
         return self._write(job)
 
-    def list_customer_devices(self, customer_id, limit, offset):
-        try:
-            _check_page(limit, offset)
-        except BadRequest:
-            return defer.fail()
-
-        def read(conn):
-            rows = conn.execute(
-                f"SELECT {_DEVICE} FROM devices d WHERE d.customer_id = ?"
-                " ORDER BY d.created_time, d.id LIMIT ? OFFSET ?",
-                (customer_id, limit, offset),
-            )
-            items = [Device(*row) for row in rows]
-            return items, _one(conn, "SELECT count(*) FROM devices WHERE customer_id = ?", customer_id)
-
-        return self._read(read)
+    def list_customer_devices(self, customer_id, limit, offset, text_search=None, sort_property="createdTime",
+                              descending=False):
+        return self._device_page("d.customer_id = ?", (customer_id,), limit, offset, text_search, sort_property,
+                                 descending)
 
     # -- claim requests ------------------------------------------------------------------
 

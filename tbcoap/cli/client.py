@@ -14,6 +14,8 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 
 from tbcoap.cli.errors import ApiError, Unreachable
 
+MAX_SEARCH_PAGES = 100  # of 1,000 devices each, when a customer key looks a name up
+
 
 @dataclass
 class Reply:
@@ -84,18 +86,49 @@ class Client:
 
     async def device_reply(self, ref) -> Reply:
         """GET the device ``ref``: as an id when it is a uuid, else (or if no such id) as a name."""
-        by_name = ("/api/tenant/devices", {"deviceName": ref})
         if not _is_uuid(ref):
-            return await self.get(*by_name)
+            return await self._device_by_name(ref)
         try:
             return await self.get(f"/api/device/{segment(ref)}")
         except ApiError as first:
             if first.status != 404:
                 raise
             try:
-                return await self.get(*by_name)
+                return await self._device_by_name(ref)
             except ApiError as second:
                 raise (first if second.status == 404 else second) from None
+
+    async def _device_by_name(self, name) -> Reply:
+        """The admin's look-up by name; with a customer key, a search of the customer's own devices."""
+        try:
+            return await self.get("/api/tenant/devices", {"deviceName": name})
+        except ApiError as refused:
+            if refused.status != 403:
+                raise
+        me = (await self.get("/api/auth/user")).data
+        path = f"/api/customer/{segment(me['customerId']['id'])}/devices"
+        for page in range(MAX_SEARCH_PAGES):  # the search is "contains": keep the exact name
+            found = (await self.get(path, {"textSearch": name, "pageSize": 1000, "page": page})).data
+            for device in found["data"]:
+                if device["name"] == name:
+                    return Reply(device, json.dumps(device))
+            if not found["hasNext"]:
+                break
+        raise ApiError(404, f"device named {name!r} not found", None)
+
+    async def customer_id(self, ref) -> str:
+        """The id of the customer ``ref``: an id (uuid) or a title; a customer key knows only itself."""
+        if _is_uuid(ref):
+            return ref
+        try:
+            return (await self.get("/api/tenant/customers", {"customerTitle": ref})).data["id"]["id"]
+        except ApiError as refused:
+            if refused.status != 403:
+                raise
+        me = (await self.get("/api/auth/user")).data
+        if me.get("name") != ref:
+            raise ApiError(404, f"no customer titled {ref!r} that this key may see", None)
+        return me["customerId"]["id"]
 
 
 def _parse(text):

@@ -25,6 +25,7 @@ from tbcoap.rest.auth import principal_for
 
 log = Logger()
 MAX_PAGE_SIZE = 10_000
+DEVICE_SORT_PROPERTIES = ("createdTime", "name", "type", "label")
 
 
 
@@ -117,6 +118,17 @@ class Call:
                 and device.customer_id != self.principal.customer_id:
             raise NotFound(f"device {device_id} not found")
         return device
+
+    def device_query(self) -> dict:
+        """ThingsBoard's ``textSearch``, ``sortProperty`` and ``sortOrder`` as store arguments."""
+        sort_property = self.query.get("sortProperty") or "createdTime"
+        if sort_property not in DEVICE_SORT_PROPERTIES:
+            raise BadRequest(f"sortProperty must be one of {', '.join(DEVICE_SORT_PROPERTIES)}")
+        order = (self.query.get("sortOrder") or "ASC").upper()
+        if order not in ("ASC", "DESC"):
+            raise BadRequest("sortOrder must be ASC or DESC")
+        return {"text_search": self.query.get("textSearch") or None, "sort_property": sort_property,
+                "descending": order == "DESC"}
 
     def keys_param(self, name="keys"):
         """A comma-separated list parameter, or None when absent or empty."""

@@ -30,13 +30,33 @@ def list_customers(call):
 
 
 @defer.inlineCallbacks
+def tenant_customer(call):
+    """GET /api/tenant/customers?customerTitle=TITLE: the customer with that title."""
+    title = call.query.get("customerTitle")
+    if not title:
+        raise BadRequest("query parameter customerTitle is required")
+    customer = yield call.core.customers.by_title(title)
+    return customer_json(customer)
+
+
+def who(call):
+    """GET /api/auth/user (any key): who the key is, as ThingsBoard answers it."""
+    principal = call.principal
+    if principal.role == "admin":
+        return {"authority": "TENANT_ADMIN", "customerId": None, "name": "admin"}
+    return call.core.customers.get(principal.customer_id).addCallback(
+        lambda customer: {"authority": "CUSTOMER_USER", "name": customer.title,
+                          "customerId": {"entityType": "CUSTOMER", "id": customer.id}})
+
+
+@defer.inlineCallbacks
 def customer_devices(call, customer_id):
     """GET /api/customer/{customerId}/devices?pageSize&page: the admin, or that customer itself."""
     if call.principal.role == "customer" and call.principal.customer_id != customer_id:
         raise NotFound(f"customer {customer_id} not found")
     yield call.core.customers.get(customer_id)
     page_size, page = call.paging()
-    devices, total = yield call.core.customers.devices(customer_id, page_size, page)
+    devices, total = yield call.core.customers.devices(customer_id, page_size, page, **call.device_query())
     return page_json([device_json(d) for d in devices], total, page_size, page)
 
 

@@ -63,5 +63,5 @@ def tenant_devices(call):
         device = yield call.core.devices.by_name(call.query["deviceName"])
         return device_json(device)
     page_size, page = call.paging(required=True)  # required, as in ThingsBoard
-    devices, total = yield call.core.devices.page(page_size, page)
+    devices, total = yield call.core.devices.page(page_size, page, **call.device_query())
     return page_json([device_json(d) for d in devices], total, page_size, page)

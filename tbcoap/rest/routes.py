@@ -1,9 +1,9 @@
 """Every REST call: method, path (ThingsBoard's), handler, roles."""
 
 from tbcoap.rest import admin, customers, devices, profiles, rpc, telemetry
+from tbcoap.rest.app import route
 
 BOTH = ("admin", "customer")
-from tbcoap.rest.app import route
 
 DEVICE = "/api/plugins/telemetry/DEVICE/{device_id}"
 
@@ -30,6 +30,8 @@ ROUTES = [
     route("GET", "/api/rpc/persistent/device/{device_id}", rpc.device_rpcs),
     route("POST", "/api/customer", customers.create_customer),
     route("GET", "/api/customers", customers.list_customers),
+    route("GET", "/api/tenant/customers", customers.tenant_customer),
+    route("GET", "/api/auth/user", customers.who, BOTH),
     route("GET", "/api/customer/{customer_id}/devices", customers.customer_devices, BOTH),
     route("POST", "/api/customer/device/{device_name}/claim", customers.claim, BOTH),
     route("DELETE", "/api/customer/device/{device_name}/claim", customers.unclaim, BOTH),

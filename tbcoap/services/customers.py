@@ -57,6 +57,14 @@ class CustomerService:
             self._by_digest[digest] = customer.id
         return self._by_digest[digest]
 
-    def devices(self, customer_id, page_size, page):
-        """Deferred ``(devices, total)`` the customer owns."""
-        return self.store.list_customer_devices(customer_id, page_size, page * page_size)
+    def devices(self, customer_id, page_size, page, **query):
+        """Deferred ``(devices, total)`` the customer owns; ``query`` as ``IStore.list_devices`` takes it."""
+        return self.store.list_customer_devices(customer_id, page_size, page * page_size, **query)
+
+    @defer.inlineCallbacks
+    def by_title(self, title):
+        """The Customer with that title, or NotFound."""
+        customer = yield self.store.customer_by_title(title)
+        if customer is None:
+            raise NotFound(f"no customer titled {title!r}")
+        return customer

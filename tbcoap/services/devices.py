@@ -129,9 +129,9 @@ class DeviceService:
             raise NotFound(f"device named {name!r} not found")
         return device
 
-    def page(self, page_size, page):
-        """Deferred ``(devices, total)`` for one page."""
-        return self.store.list_devices(page_size, page * page_size)
+    def page(self, page_size, page, **query):
+        """Deferred ``(devices, total)`` for one page; ``query`` as ``IStore.list_devices`` takes it."""
+        return self.store.list_devices(page_size, page * page_size, **query)
 
     @defer.inlineCallbacks
     def delete(self, device_id):

@@ -10,10 +10,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from tbcoap.errors import NoRule, RuleTimeout
-from tbcoap.plugins import call_impl
+from tbcoap.plugins import RULE_HOOKS, call_impl
 
 log = Logger()
-RULE_HOOKS = ("tbcoap_client_rpc", "tbcoap_telemetry_uploaded", "tbcoap_attributes_uploaded")
 
 
 def rule_names(plugins):

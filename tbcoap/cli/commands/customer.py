@@ -23,7 +23,7 @@ def register(commands):
     p = group.command("list", list_customers, "list customers, a page at a time")
     paging(p, "customers")
     p = group.command("devices", devices, "list the devices a customer owns (admin key, or that customer's key)")
-    p.add_argument("customer_id", metavar="CUSTOMER_ID", help="the customer's id (uuid)")
+    p.add_argument("customer", metavar="TITLE_OR_ID", help="the customer's title or id (uuid)")
     paging(p, "devices")
 
 
@@ -54,6 +54,7 @@ async def list_customers(ctx, args):
 
 async def devices(ctx, args):
     """GET /api/customer/{customerId}/devices?pageSize=N&page=P."""
-    reply = await ctx.client.get(f"/api/customer/{segment(args.customer_id)}/devices",
+    customer_id = await ctx.client.customer_id(args.customer)
+    reply = await ctx.client.get(f"/api/customer/{segment(customer_id)}/devices",
                                  {"pageSize": args.page_size, "page": args.page})
     ctx.show(reply, lambda page: device_commands.render_page(page, args.page))

@@ -20,6 +20,10 @@ def register(commands):
     p.add_argument("--token", help="its access token (default: a random one)")
     p = group.command("list", list_devices, "list devices, a page at a time")
     paging(p, "devices")
+    p.add_argument("--search", metavar="TEXT", help="only devices whose name contains TEXT (any case)")
+    p.add_argument("--sort", choices=("createdTime", "name", "type", "label"), default="createdTime",
+                   help="order of the list (default createdTime)")
+    p.add_argument("--desc", action="store_true", help="newest (or last) first")
     p = group.command("show", show, "show one device")
     p.add_argument("device", metavar=REF, help=REF_HELP)
     p = group.command("delete", delete, "delete a device with its data")
@@ -51,8 +55,12 @@ async def create(ctx, args):
 
 
 async def list_devices(ctx, args):
-    """GET /api/tenant/devices?pageSize=N&page=P."""
-    reply = await ctx.client.get("/api/tenant/devices", {"pageSize": args.page_size, "page": args.page})
+    """GET /api/tenant/devices?pageSize=N&page=P (textSearch, sortProperty, sortOrder)."""
+    params = {"pageSize": args.page_size, "page": args.page, "sortProperty": args.sort,
+              "sortOrder": "DESC" if args.desc else "ASC"}
+    if args.search:
+        params["textSearch"] = args.search
+    reply = await ctx.client.get("/api/tenant/devices", params)
     ctx.show(reply, lambda page: render_page(page, args.page))
 
 

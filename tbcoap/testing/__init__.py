@@ -1,0 +1,1 @@
+"""Helpers for testing tbcoap and its plugins (need pytest and pytest-twisted)."""

@@ -1,0 +1,974 @@
+"""The IStore contract: one test suite that every storage backend must pass.
+
+tbcoap runs it against its bundled backends; a plugin author runs it against a new one from
+the plugin's own tests (pytest and pytest-twisted installed)::
+
+    # tests/test_contract.py of your plugin
+    import pytest
+    from tbcoap.testing.store_contract import *  # noqa: F401,F403  the tests and the store fixture
+
+    @pytest.fixture
+    def open_backend(tmp_path):
+        async def open_store():
+            store = MyStore(...)        # on this test's data: a second call must reach the same data
+            await store.open()
+            return store
+        return open_store
+
+Each test gets ``store`` (opened through ``open_backend`` and closed afterwards); the
+persistence tests open a second instance through ``open_backend`` itself.
+"""
+
+from dataclasses import replace
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+from zope.interface.verify import verifyObject
+
+from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, StoreUnavailable
+from tbcoap.interfaces import IClaimStore, ICustomerStore, IProvisionStore, IStore
+from tbcoap.models import (
+    RPC_FINAL,
+    RPC_STATUSES,
+    ClaimRequest,
+    Customer,
+    Device,
+    DeviceProfile,
+    Json,
+    Rpc,
+    new_id,
+)
+
+
+@pytest_twisted.async_yield_fixture
+async def store(open_backend):
+    """An open store of the backend under test, closed after the test."""
+    s = await open_backend()
+    yield s
+    await s.close()
+
+
+def dev(name, **kw):
+    return Device(id=new_id(), name=name, **kw)
+
+
+def rpc(device, method="m", **kw):
+    """A new Rpc for ``device``; its request_id (0 here) is the store's to choose."""
+    kw.setdefault("request_id", 0)
+    return Rpc(id=new_id(), device_id=device.id, method=method, **kw)
+
+
+async def raises(exc_type, d):
+    with pytest.raises(exc_type):
+        await d
+
+
+async def settled(deferreds):
+    """``[(ok, value_or_failure)]`` once every Deferred has fired."""
+    return await defer.DeferredList(deferreds, consumeErrors=True)
+
+
+TYPED = {
+    "true": True,
+    "false": False,
+    "long": 42,
+    "max": 2**63 - 1,
+    "min": -(2**63),
+    "neg": -7,
+    "double": 21.5,
+    "integral": 42.0,
+    "str": "s",
+    "numtext": "42",
+    "empty": "",
+    "json": Json('{"a":1}'),
+    "jsonlist": Json("[1,2]"),
+}
+
+
+def assert_typed(got, expected):
+    assert got == expected and type(got) is type(expected), (got, expected)
+
+
+# -- life cycle ------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_provides_istore(store):
+    assert verifyObject(IStore, store)
+    for part in (ICustomerStore, IClaimStore, IProvisionStore):
+        assert verifyObject(part, store)
+    assert isinstance(store.name, str) and store.name
+
+
+@pytest_twisted.ensureDeferred
+async def test_check_and_stats(store):
+    assert await store.check() is None
+    stats = store.stats()
+    for key in ("queueDepth", "commits", "writes"):
+        assert type(stats[key]) is int
+    assert stats["queueDepth"] == 0
+    before = stats["writes"]
+    await store.add_device(dev("a"), "ta")
+    assert store.stats()["writes"] == before + 1
+    assert store.stats()["queueDepth"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_depth_counts_waiting_writes(store):
+    d = await store.add_device(dev("a"), "ta")
+    pending = [store.save_telemetry(d.id, [(i, "k", i)]) for i in range(20)]
+    assert store.stats()["queueDepth"] == 20
+    await defer.gatherResults(pending)
+    assert store.stats()["queueDepth"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_after_close_fail(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.close()
+    await store.close()  # idempotent
+    await raises(StoreUnavailable, store.check())
+    await raises(StoreUnavailable, store.get_device(d.id))
+    await raises(StoreUnavailable, store.add_device(dev("b"), "tb"))
+    await raises(StoreUnavailable, store.save_telemetry(d.id, [(1, "k", 1)]))
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_answers_queued_writes(store, open_backend):
+    d = await store.add_device(dev("a"), "ta")
+    order = []
+    writes = [store.save_telemetry(d.id, [(i, "k", i)]) for i in range(100)]
+    for w in writes:
+        w.addBoth(lambda r: (order.append("write"), r)[1])
+    closing = store.close()
+    closing.addCallback(lambda _: order.append("closed"))
+    await raises(StoreUnavailable, store.save_telemetry(d.id, [(1000, "k", 0)]))
+    results = await settled(writes)
+    await closing
+    assert all(ok for ok, _ in results)
+    assert order == ["write"] * 100 + ["closed"]
+    again = await open_backend()
+    try:
+        history = await again.telemetry_history(d.id, ["k"], 0, 10**6, 1000, False)
+        assert [ts for ts, _ in history["k"]] == list(range(100))
+    finally:
+        await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_persistence_across_instances(store, open_backend):
+    d = await store.add_device(dev("a", label="L"), "ta")
+    await store.add_profile(DeviceProfile(id=new_id(), name="p", provision_key="k", provision_secret="s"))
+    await store.save_telemetry(d.id, [(5, k, v) for k, v in TYPED.items()])
+    await store.save_attributes(d.id, "SHARED_SCOPE", TYPED, 7)
+    await store.close()
+    again = await open_backend()
+    try:
+        assert await again.device_by_token("ta") == d
+        assert (await again.profile_by_name("p")).provision_key == "k"
+        latest = await again.latest_telemetry(d.id, None)
+        attrs = await again.get_attributes(d.id, "SHARED_SCOPE", None)
+        for key, value in TYPED.items():
+            assert_typed(latest[key][1], value)
+            assert_typed(attrs[key][0], value)
+    finally:
+        await again.close()
+
+
+# -- devices and tokens ------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_add_and_find_device(store):
+    d = dev("thermo", type="sensor", label="kitchen", created_time=1234)
+    assert await store.add_device(d, "tok") == d
+    assert await store.get_device(d.id) == d
+    assert await store.device_by_name("thermo") == d
+    assert await store.device_by_token("tok") == d
+    assert await store.get_token(d.id) == "tok"
+    owned = dev("owned", customer_id=new_id())
+    await store.add_device(owned, "tok2")
+    assert (await store.get_device(owned.id)).customer_id == owned.customer_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_device_lookups(store):
+    assert await store.get_device(new_id()) is None
+    assert await store.device_by_name("nope") is None
+    assert await store.device_by_token("nope") is None
+    assert await store.get_token(new_id()) is None
+    assert await store.delete_device(new_id()) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_duplicate_name_and_token(store):
+    await store.add_device(dev("a"), "ta")
+    await raises(DuplicateName, store.add_device(dev("a"), "other"))
+    await raises(DuplicateToken, store.add_device(dev("b"), "ta"))
+    assert await store.device_by_token("other") is None
+    assert await store.device_by_name("b") is None
+    await raises(BadRequest, store.add_device(dev("c"), ""))
+    assert (await store.list_devices(10, 0))[1] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_failing_job_in_batch_fails_alone(store):
+    devices = [dev(f"d{i}") for i in range(50)]
+    calls = [store.add_device(d, f"t{i}") for i, d in enumerate(devices)]
+    calls.insert(25, store.add_device(dev("d3"), "fresh"))
+    calls.insert(40, store.add_device(dev("fresh"), "t7"))
+    results = await settled(calls)
+    failed = [r for ok, r in results if not ok]
+    assert len(failed) == 2
+    assert failed[0].check(DuplicateName) and failed[1].check(DuplicateToken)
+    assert [r for ok, r in results if ok] == devices
+    assert (await store.list_devices(100, 0))[1] == 50
+    assert await store.device_by_token("fresh") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_devices_ordered_and_paged(store):
+    a, b = sorted([new_id(), new_id()])
+    made = [
+        Device(id=new_id(), name="late", created_time=300),
+        Device(id=b, name="tie-b", created_time=200),
+        Device(id=a, name="tie-a", created_time=200),
+        Device(id=new_id(), name="early", created_time=100),
+    ]
+    for i, d in enumerate(made):
+        await store.add_device(d, f"t{i}")
+    names = [d.name for d in (await store.list_devices(10, 0))[0]]
+    assert names == ["early", "tie-a", "tie-b", "late"]
+    page, total = await store.list_devices(2, 1)
+    assert [d.name for d in page] == ["tie-a", "tie-b"] and total == 4
+    assert await store.list_devices(2, 10) == ([], 4)
+    await raises(BadRequest, store.list_devices(-1, 0))
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_devices_searched_and_sorted_by_the_store(store):
+    made = [dev("Boiler-2", type="heat", label="b", created_time=100),
+            dev("sensor_1", type="air", label=None, created_time=200),
+            dev("Ärger-Sensor", type="air", label="a", created_time=300),
+            dev("boiler%x", type="heat", label="c", created_time=400)]
+    for i, d in enumerate(made):
+        await store.add_device(d, f"t{i}")
+
+    async def names(**query):
+        devices, total = await store.list_devices(10, 0, **query)
+        assert total == len(devices)
+        return [d.name for d in devices]
+
+    assert await names(text_search="BOILER") == ["Boiler-2", "boiler%x"]  # any case, a part of the name
+    assert await names(text_search="%") == ["boiler%x"]                   # % and _ are plain characters
+    assert await names(text_search="_") == ["sensor_1"]
+    assert await names(text_search="ärger") == ["Ärger-Sensor"]           # not only ASCII
+    assert await names(text_search="sensor") == ["sensor_1", "Ärger-Sensor"]
+    assert await names(text_search="nothing") == []
+    assert await names(sort_property="name") == ["Boiler-2", "boiler%x", "sensor_1", "Ärger-Sensor"]
+    assert await names(sort_property="createdTime", descending=True) == [d.name for d in reversed(made)]
+    assert set((await names(sort_property="type"))[:2]) == {"sensor_1", "Ärger-Sensor"}  # "air" < "heat"
+    page, total = await store.list_devices(1, 1, text_search="boiler", sort_property="name", descending=True)
+    assert [d.name for d in page] == ["Boiler-2"] and total == 2
+    await raises(BadRequest, store.list_devices(10, 0, sort_property="customerTitle"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_device_removes_everything(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_telemetry(d.id, [(1, "t", 1.5)])
+    await store.save_attributes(d.id, "CLIENT_SCOPE", {"c": 1}, 1)
+    await store.save_attributes(d.id, "SERVER_SCOPE", {"s": 1}, 1)
+    assert await store.delete_device(d.id) is True
+    assert await store.get_device(d.id) is None
+    assert await store.device_by_token("ta") is None
+    assert await store.get_token(d.id) is None
+    assert await store.telemetry_keys(d.id) == []
+    assert await store.latest_telemetry(d.id, None) == {}
+    assert await store.telemetry_history(d.id, None, 0, 10, 10, False) == {}
+    for scope in ("CLIENT_SCOPE", "SERVER_SCOPE"):
+        assert await store.get_attributes(d.id, scope, None) == {}
+    assert await store.delete_device(d.id) is False
+    # the name, token and id are free again; nothing of the old data shows
+    again = await store.add_device(Device(id=d.id, name="a"), "ta")
+    assert await store.latest_telemetry(again.id, None) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_token(store):
+    a = await store.add_device(dev("a"), "ta")
+    await store.add_device(dev("b"), "tb")
+    await store.set_token(a.id, "new")
+    assert await store.device_by_token("ta") is None
+    assert await store.device_by_token("new") == a
+    assert await store.get_token(a.id) == "new"
+    await store.set_token(a.id, "new")  # its own token again: fine
+    await raises(DuplicateToken, store.set_token(a.id, "tb"))
+    assert await store.get_token(a.id) == "new"
+    await raises(NotFound, store.set_token(new_id(), "x"))
+    await raises(BadRequest, store.set_token(a.id, ""))
+
+
+# -- profiles ------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_default_profile_exists(store):
+    default = await store.profile_by_name("default")
+    assert default.name == "default" and default.provision_type == "DISABLED"
+    profiles, total = await store.list_profiles(10, 0)
+    assert total == 1 and profiles == [default]
+
+
+@pytest_twisted.ensureDeferred
+async def test_profiles(store):
+    p = DeviceProfile(
+        id=new_id(), name="prov", provision_type="ALLOW_CREATE_NEW_DEVICES",
+        provision_key="key", provision_secret="secret", created_time=4 * 10**12,
+    )
+    assert await store.add_profile(p) == p
+    assert await store.profile_by_name("prov") == p
+    assert await store.profile_by_name("nope") is None
+    await raises(DuplicateName, store.add_profile(DeviceProfile(id=new_id(), name="prov")))
+    await raises(BadRequest, store.add_profile(DeviceProfile(id=new_id(), name="other", provision_key="key")))
+    await raises(BadRequest, store.add_profile(DeviceProfile(id=new_id(), name="x", provision_type="NOPE")))
+    for name in ("n1", "n2"):  # profiles without a key do not collide
+        await store.add_profile(DeviceProfile(id=new_id(), name=name, created_time=5 * 10**12))
+    profiles, total = await store.list_profiles(10, 0)
+    assert [x.name for x in profiles] == ["default", "prov"] + sorted(
+        ["n1", "n2"], key=lambda n: next(x.id for x in profiles if x.name == n)
+    )
+    assert total == 4
+    assert (await store.list_profiles(1, 1)) == ([p], 4)
+
+
+# -- telemetry ---------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_telemetry_typed_round_trip(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_telemetry(d.id, [(10, k, v) for k, v in TYPED.items()])
+    latest = await store.latest_telemetry(d.id, None)
+    history = await store.telemetry_history(d.id, None, 0, 100, 10, False)
+    assert set(latest) == set(history) == set(TYPED)
+    for key, value in TYPED.items():
+        assert latest[key][0] == 10 and history[key][0][0] == 10
+        assert_typed(latest[key][1], value)
+        assert_typed(history[key][0][1], value)
+    assert await store.telemetry_keys(d.id) == sorted(TYPED)
+
+
+@pytest_twisted.ensureDeferred
+async def test_latest_versus_history(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_telemetry(d.id, [(200, "t", 2)])
+    await store.save_telemetry(d.id, [(100, "t", 1)])  # older: history only
+    assert await store.latest_telemetry(d.id, ["t"]) == {"t": (200, 2)}
+    await store.save_telemetry(d.id, [(200, "t", "again")])  # same ts: later write wins
+    assert await store.latest_telemetry(d.id, ["t"]) == {"t": (200, "again")}
+    await store.save_telemetry(d.id, [(300, "t", 3.5), (300, "t", 4.5)])  # within one save too
+    assert await store.latest_telemetry(d.id, ["t"]) == {"t": (300, 4.5)}
+    history = await store.telemetry_history(d.id, ["t"], 0, 1000, 100, False)
+    assert history == {"t": [(100, 1), (200, "again"), (300, 4.5)]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_latest_key_selection(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_telemetry(d.id, [(1, "a", 1), (2, "b", 2), (3, "c", 3)])
+    assert await store.latest_telemetry(d.id, ["a", "c", "missing"]) == {"a": (1, 1), "c": (3, 3)}
+    assert await store.latest_telemetry(d.id, []) == {}
+    assert set(await store.latest_telemetry(d.id, None)) == {"a", "b", "c"}
+    many = [f"k{i}" for i in range(1200)]  # more keys than one IN list takes
+    await store.save_telemetry(d.id, [(5, k, i) for i, k in enumerate(many)])
+    assert len(await store.latest_telemetry(d.id, many)) == 1200
+    assert await store.latest_telemetry(new_id(), None) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_history_range_limit_and_order(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_telemetry(d.id, [(ts, "x", ts) for ts in range(10, 101, 10)])
+    await store.save_telemetry(d.id, [(ts, "y", -ts) for ts in (5, 50, 500)])
+    asc = await store.telemetry_history(d.id, ["x"], 20, 60, 100, False)
+    assert [ts for ts, _ in asc["x"]] == [20, 30, 40, 50, 60]  # both ends included
+    desc = await store.telemetry_history(d.id, ["x"], 20, 60, 100, True)
+    assert [ts for ts, _ in desc["x"]] == [60, 50, 40, 30, 20]
+    last = await store.telemetry_history(d.id, ["x"], 0, 1000, 3, True)
+    first = await store.telemetry_history(d.id, ["x"], 0, 1000, 3, False)
+    assert [ts for ts, _ in last["x"]] == [100, 90, 80] and [ts for ts, _ in first["x"]] == [10, 20, 30]
+    both = await store.telemetry_history(d.id, None, 0, 60, 2, False)  # limit is per key
+    assert both == {"x": [(10, 10), (20, 20)], "y": [(5, -5), (50, -50)]}
+    assert await store.telemetry_history(d.id, ["x", "nope"], 1000, 2000, 5, False) == {}
+    await raises(BadRequest, store.telemetry_history(d.id, None, 0, 10, 0, False))
+
+
+@pytest_twisted.ensureDeferred
+async def test_telemetry_save_is_all_or_nothing(store):
+    d = await store.add_device(dev("a"), "ta")
+    await raises(BadRequest, store.save_telemetry(d.id, [(1, "ok", 1), (1, "big", 2**64), (1, "ok2", 2)]))
+    await raises(BadRequest, store.save_telemetry(d.id, [(1, "ok", 1), (1, "nan", float("nan"))]))
+    await raises(BadRequest, store.save_telemetry(d.id, [(1, "ok", 1), (1, "obj", object())]))
+    await raises(BadRequest, store.save_telemetry(d.id, [(1, "ok", 1), ("1", "badts", 1)]))
+    await raises(BadRequest, store.save_telemetry(d.id, [(1, "", 1)]))
+    await raises(Exception, store.save_telemetry(d.id, [(1, "short")]))  # fails the Deferred, never raises
+    assert await store.telemetry_keys(d.id) == []
+    assert await store.save_telemetry(d.id, []) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_device_writes(store):
+    missing = new_id()
+    await raises(NotFound, store.save_telemetry(missing, [(1, "k", 1)]))
+    await raises(NotFound, store.save_attributes(missing, "SHARED_SCOPE", {"k": 1}, 1))
+    await raises(NotFound, store.delete_attributes(missing, "SHARED_SCOPE", ["k"]))
+    assert await store.telemetry_keys(missing) == []
+
+
+# -- attributes -------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_attributes(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_attributes(d.id, "CLIENT_SCOPE", TYPED, 10)
+    got = await store.get_attributes(d.id, "CLIENT_SCOPE", None)
+    assert set(got) == set(TYPED)
+    for key, value in TYPED.items():
+        assert_typed(got[key][0], value)
+        assert got[key][1] == 10
+    assert await store.get_attributes(d.id, "SHARED_SCOPE", None) == {}  # scopes are apart
+    await store.save_attributes(d.id, "CLIENT_SCOPE", {"long": "changed", "new": 1.5}, 20)
+    got = await store.get_attributes(d.id, "CLIENT_SCOPE", ["long", "new", "str", "missing"])
+    assert got == {"long": ("changed", 20), "new": (1.5, 20), "str": ("s", 10)}
+    assert await store.get_attributes(new_id(), "CLIENT_SCOPE", None) == {}
+    await raises(BadRequest, store.get_attributes(d.id, "NO_SCOPE", None))
+    await raises(BadRequest, store.save_attributes(d.id, "NO_SCOPE", {"k": 1}, 1))
+
+
+@pytest_twisted.ensureDeferred
+async def test_attribute_save_is_all_or_nothing(store):
+    d = await store.add_device(dev("a"), "ta")
+    await raises(BadRequest, store.save_attributes(d.id, "SHARED_SCOPE", {"a": 1, "b": -(2**63) - 1}, 1))
+    assert await store.get_attributes(d.id, "SHARED_SCOPE", None) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_attributes(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_attributes(d.id, "SHARED_SCOPE", {"a": 1, "b": 2, "c": 3}, 1)
+    await store.save_attributes(d.id, "SERVER_SCOPE", {"a": 1}, 1)
+    assert await store.delete_attributes(d.id, "SHARED_SCOPE", ["c", "missing", "a"]) == ["c", "a"]
+    assert await store.get_attributes(d.id, "SHARED_SCOPE", None) == {"b": (2, 1)}
+    assert await store.get_attributes(d.id, "SERVER_SCOPE", None) == {"a": (1, 1)}
+    assert await store.delete_attributes(d.id, "SHARED_SCOPE", ["a"]) == []
+
+
+# -- server-side RPCs -----------------------------------------------------------------------
+
+
+PENDING = [s for s in RPC_STATUSES if s not in RPC_FINAL]
+
+
+@pytest_twisted.ensureDeferred
+async def test_rpc_ids_count_per_device(store):
+    a = await store.add_device(dev("a"), "ta")
+    b = await store.add_device(dev("b"), "tb")
+    made = [
+        rpc(a, "setGpio", params_json='{"pin":7,"value":1}', request_id=99, expiration_time=5000,
+            created_time=1000),
+        rpc(b, oneway=True, persistent=True, expiration_time=2**63 - 1, created_time=0),
+        rpc(a, params_json="null"),
+        rpc(a, params_json="[1,2]", status="SENT", response_json='"r"'),
+        rpc(b),
+    ]
+    stored = [await store.add_rpc(r) for r in made]
+    assert [r.request_id for r in stored] == [1, 1, 2, 3, 2]
+    for given, got in zip(made, stored):
+        assert type(got) is Rpc and got == replace(given, request_id=got.request_id)
+        assert type(got.oneway) is bool and type(got.persistent) is bool
+        assert await store.get_rpc(got.id) == got
+        assert await store.rpc_by_request_id(got.device_id, got.request_id) == got
+    assert await store.rpc_by_request_id(a.id, 4) is None
+    assert await store.rpc_by_request_id(b.id, 3) is None
+    assert await store.rpc_by_request_id(new_id(), 1) is None
+    assert await store.get_rpc(new_id()) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_rpc_ids_are_never_reused(store, open_backend):
+    a = await store.add_device(dev("a"), "ta")
+    first = [await store.add_rpc(rpc(a)) for _ in range(3)]
+    assert await store.delete_rpc(first[2].id) is True  # the newest
+    assert await store.delete_rpc(first[2].id) is False
+    assert await store.get_rpc(first[2].id) is None
+    assert (await store.add_rpc(rpc(a))).request_id == 4
+    for r in await store.list_rpcs(a.id, 100, 0).addCallback(lambda page: page[0]):
+        assert await store.delete_rpc(r.id) is True
+    assert await store.list_rpcs(a.id, 10, 0) == ([], 0)
+    assert (await store.add_rpc(rpc(a))).request_id == 5  # none left, still counting on
+    kept = await store.add_rpc(rpc(a, status="DELIVERED"))
+    await store.delete_rpc((await store.rpc_by_request_id(a.id, 5)).id)
+    await store.close()
+    again = await open_backend()
+    try:
+        assert await again.get_rpc(kept.id) == kept
+        assert (await again.add_rpc(rpc(a))).request_id == 7  # 6 was the last, deleted or not
+        assert await again.delete_rpc(new_id()) is False
+    finally:
+        await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_add_rpc_gets_consecutive_ids(store):
+    a = await store.add_device(dev("a"), "ta")
+    b = await store.add_device(dev("b"), "tb")
+    calls = [store.add_rpc(rpc(a if i % 3 else b, f"m{i}")) for i in range(75)]  # none awaited yet
+    stored = await defer.gatherResults(calls)
+    ids_a = [r.request_id for r in stored if r.device_id == a.id]
+    ids_b = [r.request_id for r in stored if r.device_id == b.id]
+    assert sorted(ids_a) == list(range(1, 51)) and sorted(ids_b) == list(range(1, 26))
+    assert len({r.id for r in stored}) == 75
+    page, total = await store.list_rpcs(a.id, 100, 0)
+    assert total == 50 and sorted(page, key=lambda r: r.request_id) == sorted(
+        (r for r in stored if r.device_id == a.id), key=lambda r: r.request_id
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_rpc_status_compare_and_set(store):
+    a = await store.add_device(dev("a"), "ta")
+    r = await store.add_rpc(rpc(a))
+    assert await store.set_rpc_status(r.id, "SENT") is True  # no expect: any status
+    assert (await store.get_rpc(r.id)).status == "SENT"
+    assert await store.set_rpc_status(r.id, "DELIVERED", expect=["QUEUED", "SENT"]) is True
+    assert await store.set_rpc_status(r.id, "QUEUED", expect=("QUEUED", "SENT")) is False  # lost the race
+    assert (await store.get_rpc(r.id)).status == "DELIVERED"
+    assert await store.set_rpc_status(r.id, "SUCCESSFUL", '{"ok":true}', expect={"DELIVERED"}) is True
+    got = await store.get_rpc(r.id)
+    assert (got.status, got.response_json) == ("SUCCESSFUL", '{"ok":true}')
+    assert await store.set_rpc_status(r.id, "FAILED", '"late"', expect=PENDING) is False
+    assert (await store.get_rpc(r.id)).response_json == '{"ok":true}'  # a failed CAS changes nothing
+    assert await store.set_rpc_status(r.id, "TIMEOUT") is True  # response None: kept
+    got = await store.get_rpc(r.id)
+    assert (got.status, got.response_json) == ("TIMEOUT", '{"ok":true}')
+    assert got == replace(r, status="TIMEOUT", response_json='{"ok":true}')  # nothing else changed
+    assert await store.set_rpc_status(r.id, "FAILED", expect=[]) is False
+    assert await store.set_rpc_status(new_id(), "SENT") is False
+    assert await store.set_rpc_status(new_id(), "SENT", expect=["QUEUED"]) is False
+    await raises(BadRequest, store.set_rpc_status(r.id, "DONE"))
+    await raises(BadRequest, store.set_rpc_status(r.id, "SENT", expect=["NOPE"]))
+    await raises(BadRequest, store.set_rpc_status(r.id, "SENT", response_json={"a": 1}))
+    assert (await store.get_rpc(r.id)).status == "TIMEOUT"
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_compare_and_set_has_one_winner(store):
+    a = await store.add_device(dev("a"), "ta")
+    r = await store.add_rpc(rpc(a, status="DELIVERED"))
+    calls = [store.set_rpc_status(r.id, s, f'"{s}"', expect=["DELIVERED"]) for s in ("SUCCESSFUL", "TIMEOUT")]
+    results = await defer.gatherResults(calls)
+    assert sorted(results) == [False, True]
+    winner = ("SUCCESSFUL", "TIMEOUT")[results.index(True)]
+    got = await store.get_rpc(r.id)
+    assert (got.status, got.response_json) == (winner, f'"{winner}"')
+
+
+@pytest_twisted.ensureDeferred
+async def test_pending_and_listed_rpcs(store):
+    a = await store.add_device(dev("a"), "ta")
+    b = await store.add_device(dev("b"), "tb")
+    made = {}
+    for status in RPC_STATUSES:  # one RPC of each status on each device, request ids 1..7
+        for d in (b, a):
+            made[d.id, status] = await store.add_rpc(rpc(d, status=status))
+    for d in (a, b):
+        pending = await store.pending_rpcs(d.id)
+        assert pending == [made[d.id, s] for s in PENDING]
+        assert [r.request_id for r in pending] == [1, 2, 3]
+    everything = await store.pending_rpcs()
+    first, second = sorted([a.id, b.id])
+    assert everything == [made[first, s] for s in PENDING] + [made[second, s] for s in PENDING]
+    assert await store.pending_rpcs(new_id()) == []
+    await store.set_rpc_status(made[a.id, "SENT"].id, "SUCCESSFUL")  # leaves the pending ones
+    await store.set_rpc_status(made[a.id, "FAILED"].id, "QUEUED")  # and back in
+    assert [r.request_id for r in await store.pending_rpcs(a.id)] == [1, 3, 7]
+
+    page, total = await store.list_rpcs(a.id, 100, 0)
+    assert total == 7 and [r.request_id for r in page] == [7, 6, 5, 4, 3, 2, 1]  # newest first
+    page, total = await store.list_rpcs(a.id, 3, 2)
+    assert total == 7 and [r.request_id for r in page] == [5, 4, 3]
+    assert page[0] == made[a.id, RPC_STATUSES[4]]  # request id 5
+    assert await store.list_rpcs(a.id, 3, 7) == ([], 7)
+    assert await store.list_rpcs(a.id, 0, 0) == ([], 7)
+    assert await store.list_rpcs(new_id(), 10, 0) == ([], 0)
+    await raises(BadRequest, store.list_rpcs(a.id, -1, 0))
+    await raises(BadRequest, store.list_rpcs(a.id, 10, -1))
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_device_removes_rpcs(store):
+    a = await store.add_device(dev("a"), "ta")
+    b = await store.add_device(dev("b"), "tb")
+    gone = [await store.add_rpc(rpc(a, status=s)) for s in ("QUEUED", "SUCCESSFUL")]
+    other = await store.add_rpc(rpc(b))
+    assert await store.delete_device(a.id) is True
+    for r in gone:
+        assert await store.get_rpc(r.id) is None
+        assert await store.rpc_by_request_id(a.id, r.request_id) is None
+    assert await store.pending_rpcs(a.id) == []
+    assert await store.list_rpcs(a.id, 10, 0) == ([], 0)
+    assert await store.pending_rpcs() == [other]  # the other device keeps its own
+    assert await store.get_rpc(other.id) == other
+    await raises(NotFound, store.add_rpc(rpc(a)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_add_rpc_checks_its_input(store):
+    a = await store.add_device(dev("a"), "ta")
+    await raises(NotFound, store.add_rpc(rpc(Device(id=new_id(), name="ghost"))))
+    bad = [
+        rpc(a, method=""),
+        rpc(a, method=None),
+        rpc(a, method=7),
+        rpc(a, params_json={"a": 1}),
+        rpc(a, params_json=None),
+        rpc(a, response_json={"a": 1}),
+        rpc(a, status="DONE"),
+        rpc(a, status=None),
+        rpc(a, expiration_time=1.5),
+        rpc(a, expiration_time="1"),
+        rpc(a, expiration_time=None),
+        rpc(a, created_time=2**64),
+        rpc(a, created_time=True),
+    ]
+    for r in bad:  # each fails its Deferred (raises() would not catch a synchronous raise)
+        await raises(BadRequest, store.add_rpc(r))
+    results = await settled([store.add_rpc(r) for r in bad] + [store.add_rpc(rpc(a))])
+    assert [ok for ok, _ in results] == [False] * len(bad) + [True]
+    assert results[-1][1].request_id == 1  # refused RPCs took no id
+    assert await store.list_rpcs(a.id, 10, 0) == ([results[-1][1]], 1)
+
+
+# -- customers ---------------------------------------------------------------------------------
+
+
+def cust(title="c", **kw):
+    return Customer(id=new_id(), title=title, **kw)
+
+
+def digest(n):
+    return f"{n:064x}"  # the shape of a SHA-256 hex digest
+
+
+@pytest_twisted.ensureDeferred
+async def test_customers(store):
+    assert await store.list_customers(10, 0) == ([], 0)
+    c = cust("Acme", created_time=1234)
+    assert await store.add_customer(c, digest(1)) == c
+    assert await store.get_customer(c.id) == c
+    assert await store.customer_by_key_digest(digest(1)) == c
+    assert await store.get_customer(new_id()) is None
+    assert await store.customer_by_key_digest(digest(2)) is None
+    assert await store.customer_by_key_digest("") is None
+    assert await store.customer_by_key_digest(None) is None
+    assert await store.list_customers(10, 0) == ([c], 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_add_customer_refusals(store):
+    c = await store.add_customer(cust("Acme"), digest(1))
+    await raises(BadRequest, store.add_customer(cust("Other"), digest(1)))  # the key is taken
+    await raises(BadRequest, store.add_customer(cust(""), digest(2)))
+    await raises(BadRequest, store.add_customer(cust(None), digest(3)))
+    await raises(BadRequest, store.add_customer(cust(7), digest(4)))
+    await raises(BadRequest, store.add_customer(cust("x"), ""))
+    await raises(BadRequest, store.add_customer(cust("x"), None))
+    await raises(BadRequest, store.add_customer(replace(c, title="Again"), digest(5)))  # its id is taken
+    for n in (2, 3, 4, 5):
+        assert await store.customer_by_key_digest(digest(n)) is None
+    assert await store.list_customers(10, 0) == ([c], 1)
+    assert await store.get_customer(c.id) == c
+    # titles are unique, as in ThingsBoard
+    await raises(DuplicateName, store.add_customer(cust("Acme"), digest(6)))
+    assert await store.customer_by_key_digest(digest(6)) is None
+    assert await store.customer_by_title("Acme") == c
+    assert await store.customer_by_title("acme") is None and await store.customer_by_title("") is None
+    assert (await store.list_customers(10, 0))[1] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_add_customer_one_key_one_winner(store):
+    results = await settled([store.add_customer(cust(f"c{i}"), digest(9)) for i in range(10)])
+    assert [ok for ok, _ in results].count(True) == 1
+    assert all(r.check(BadRequest) for ok, r in results if not ok)
+    winner = next(r for ok, r in results if ok)
+    assert await store.customer_by_key_digest(digest(9)) == winner
+    assert (await store.list_customers(100, 0))[1] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_customers_ordered_and_paged(store):
+    a, b = sorted([new_id(), new_id()])
+    made = [
+        Customer(id=new_id(), title="late", created_time=300),
+        Customer(id=b, title="tie-b", created_time=200),
+        Customer(id=a, title="tie-a", created_time=200),
+        Customer(id=new_id(), title="early", created_time=100),
+    ]
+    for i, c in enumerate(made):
+        await store.add_customer(c, digest(i))
+    titles = [c.title for c in (await store.list_customers(10, 0))[0]]
+    assert titles == ["early", "tie-a", "tie-b", "late"]
+    page, total = await store.list_customers(2, 1)
+    assert [c.title for c in page] == ["tie-a", "tie-b"] and total == 4
+    assert await store.list_customers(2, 10) == ([], 4)
+    assert await store.list_customers(0, 0) == ([], 4)
+    await raises(BadRequest, store.list_customers(-1, 0))
+    await raises(BadRequest, store.list_customers(10, -1))
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_device_customer_compare_and_set(store):
+    d = await store.add_device(dev("a"), "ta")
+    c1 = await store.add_customer(cust("one"), digest(1))
+    c2 = await store.add_customer(cust("two"), digest(2))
+    assert d.customer_id is None
+    assert await store.set_device_customer(d.id, c1.id, None) is True
+    owned = replace(d, customer_id=c1.id)
+    assert await store.get_device(d.id) == owned
+    assert await store.device_by_name("a") == owned
+    assert await store.device_by_token("ta") == owned
+    assert await store.list_devices(10, 0) == ([owned], 1)
+    # the owner is not what the caller expects: nothing changes
+    assert await store.set_device_customer(d.id, c2.id, None) is False
+    assert await store.set_device_customer(d.id, None, c2.id) is False
+    assert await store.set_device_customer(d.id, None, None) is False
+    assert (await store.get_device(d.id)).customer_id == c1.id
+    # the expected owner: moved, then freed
+    assert await store.set_device_customer(d.id, c2.id, c1.id) is True
+    assert (await store.get_device(d.id)).customer_id == c2.id
+    assert await store.set_device_customer(d.id, None, c2.id) is True
+    assert await store.get_device(d.id) == d
+    assert await store.set_device_customer(d.id, None, c2.id) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_device_customer_not_found(store):
+    d = await store.add_device(dev("a"), "ta")
+    c = await store.add_customer(cust(), digest(1))
+    await raises(NotFound, store.set_device_customer(new_id(), c.id, None))
+    await raises(NotFound, store.set_device_customer(new_id(), None, c.id))
+    await raises(NotFound, store.set_device_customer(d.id, new_id(), None))  # no such customer
+    assert (await store.get_device(d.id)).customer_id is None
+    await store.set_device_customer(d.id, c.id, None)
+    await raises(NotFound, store.set_device_customer(d.id, new_id(), c.id))
+    assert (await store.get_device(d.id)).customer_id == c.id
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_claims_have_one_winner(store):
+    d = await store.add_device(dev("a"), "ta")
+    customers = [await store.add_customer(cust(f"c{i}"), digest(i)) for i in range(10)]
+    results = await defer.gatherResults([store.set_device_customer(d.id, c.id, None) for c in customers])
+    assert results.count(True) == 1
+    winner = customers[results.index(True)]
+    assert (await store.get_device(d.id)).customer_id == winner.id
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_customer_devices(store):
+    c1 = await store.add_customer(cust("one"), digest(1))
+    c2 = await store.add_customer(cust("two"), digest(2))
+    a, b = sorted([new_id(), new_id()])
+    mine = [
+        Device(id=new_id(), name="late", created_time=300),
+        Device(id=b, name="tie-b", created_time=200),
+        Device(id=a, name="tie-a", created_time=200),
+        Device(id=new_id(), name="early", created_time=100),
+    ]
+    others = [Device(id=new_id(), name="theirs", created_time=150), Device(id=new_id(), name="free")]
+    for i, d in enumerate(mine + others):
+        await store.add_device(d, f"t{i}")
+    for d in mine:
+        assert await store.set_device_customer(d.id, c1.id, None) is True
+    await store.set_device_customer(others[0].id, c2.id, None)
+    devices, total = await store.list_customer_devices(c1.id, 10, 0)
+    assert [d.name for d in devices] == ["early", "tie-a", "tie-b", "late"] and total == 4
+    assert all(d.customer_id == c1.id for d in devices)
+    page, total = await store.list_customer_devices(c1.id, 2, 1)
+    assert [d.name for d in page] == ["tie-a", "tie-b"] and total == 4
+    assert await store.list_customer_devices(c1.id, 2, 10) == ([], 4)
+    assert await store.list_customer_devices(c2.id, 10, 0) == ([replace(others[0], customer_id=c2.id)], 1)
+    assert await store.list_customer_devices(new_id(), 10, 0) == ([], 0)
+    searched, total = await store.list_customer_devices(c1.id, 10, 0, text_search="TIE", sort_property="name",
+                                                        descending=True)
+    assert [d.name for d in searched] == ["tie-b", "tie-a"] and total == 2
+    await store.set_device_customer(mine[0].id, None, c1.id)
+    assert (await store.list_customer_devices(c1.id, 10, 0))[1] == 3
+    await store.delete_device(mine[1].id)
+    assert [d.name for d in (await store.list_customer_devices(c1.id, 10, 0))[0]] == ["early", "tie-a"]
+    await raises(BadRequest, store.list_customer_devices(c1.id, -1, 0))
+    await raises(BadRequest, store.list_customer_devices(c1.id, 10, -1))
+
+
+# -- claim requests ------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_claim_request_first_wins_until_it_expires(store):
+    d = await store.add_device(dev("a"), "ta")
+    assert await store.get_claim_request(d.id) is None
+    first = ClaimRequest(device_id=d.id, secret="s1", expiration_time=1000)
+    assert await store.put_claim_request(first, 500) is True
+    assert await store.get_claim_request(d.id) == first
+    # not expired yet: the first request stays
+    second = ClaimRequest(device_id=d.id, secret="s2", expiration_time=5000)
+    assert await store.put_claim_request(second, 600) is False
+    assert await store.put_claim_request(second, 999) is False
+    assert await store.get_claim_request(d.id) == first
+    # expired (expiration_time is no longer after now): it is still there, the service decides
+    assert await store.get_claim_request(d.id) == first
+    assert await store.put_claim_request(second, 1000) is True
+    assert await store.get_claim_request(d.id) == second
+    third = ClaimRequest(device_id=d.id, secret="", expiration_time=9000)  # an empty secret is a secret
+    assert await store.put_claim_request(third, 4999) is False
+    assert await store.put_claim_request(third, 6000) is True
+    assert await store.get_claim_request(d.id) == third
+
+
+@pytest_twisted.ensureDeferred
+async def test_claim_requests_are_per_device(store):
+    a = await store.add_device(dev("a"), "ta")
+    b = await store.add_device(dev("b"), "tb")
+    ra = ClaimRequest(device_id=a.id, secret="sa", expiration_time=1000)
+    rb = ClaimRequest(device_id=b.id, secret="sb", expiration_time=2000)
+    assert await store.put_claim_request(ra, 0) is True
+    assert await store.put_claim_request(rb, 0) is True
+    assert await store.get_claim_request(a.id) == ra
+    assert await store.get_claim_request(b.id) == rb
+    assert await store.delete_claim_request(a.id) is True
+    assert await store.delete_claim_request(a.id) is False
+    assert await store.get_claim_request(a.id) is None
+    assert await store.get_claim_request(b.id) == rb
+    # once deleted, a new request is taken at once
+    again = ClaimRequest(device_id=a.id, secret="new", expiration_time=3000)
+    assert await store.put_claim_request(again, 0) is True
+    assert await store.get_claim_request(a.id) == again
+
+
+@pytest_twisted.ensureDeferred
+async def test_claim_request_refusals(store):
+    d = await store.add_device(dev("a"), "ta")
+    ghost = new_id()
+    await raises(NotFound, store.put_claim_request(ClaimRequest(device_id=ghost, secret="s", expiration_time=9), 0))
+    assert await store.get_claim_request(ghost) is None
+    assert await store.delete_claim_request(ghost) is False
+    for bad, now in (
+        (ClaimRequest(device_id=d.id, secret=None, expiration_time=9), 0),
+        (ClaimRequest(device_id=d.id, secret=7, expiration_time=9), 0),
+        (ClaimRequest(device_id=d.id, secret="s", expiration_time=None), 0),
+        (ClaimRequest(device_id=d.id, secret="s", expiration_time=1.5), 0),
+        (ClaimRequest(device_id=d.id, secret="s", expiration_time=9), None),
+        ((d.id, "s", 9), 0),
+    ):
+        await raises(BadRequest, store.put_claim_request(bad, now))
+    assert await store.get_claim_request(d.id) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_claim_requests_have_one_winner(store):
+    d = await store.add_device(dev("a"), "ta")
+    requests = [ClaimRequest(device_id=d.id, secret=f"s{i}", expiration_time=10**6) for i in range(10)]
+    results = await defer.gatherResults([store.put_claim_request(r, 0) for r in requests])
+    assert results.count(True) == 1
+    assert await store.get_claim_request(d.id) == requests[results.index(True)]
+
+
+# -- provisioning ------------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_profile_by_provision_key(store):
+    p = DeviceProfile(
+        id=new_id(), name="prov", provision_type="CHECK_PRE_PROVISIONED_DEVICES",
+        provision_key="key", provision_secret="secret",
+    )
+    await store.add_profile(p)
+    await store.add_profile(DeviceProfile(id=new_id(), name="keyless"))
+    assert await store.profile_by_provision_key("key") == p
+    assert await store.profile_by_provision_key("KEY") is None
+    assert await store.profile_by_provision_key("secret") is None
+    assert await store.profile_by_provision_key("") is None
+    assert await store.profile_by_provision_key(None) is None  # profiles without a key never match
+
+
+@pytest_twisted.ensureDeferred
+async def test_mark_provisioned(store):
+    a = await store.add_device(dev("a"), "ta")
+    b = await store.add_device(dev("b"), "tb")
+    assert await store.mark_provisioned(a.id) is True
+    assert await store.mark_provisioned(a.id) is False
+    assert await store.mark_provisioned(b.id) is True
+    await raises(NotFound, store.mark_provisioned(new_id()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_mark_provisioned_has_one_winner(store):
+    d = await store.add_device(dev("a"), "ta")
+    results = await defer.gatherResults([store.mark_provisioned(d.id) for _ in range(10)])
+    assert results.count(True) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_device_removes_claim_request_and_provisioned_mark(store):
+    d = await store.add_device(dev("a"), "ta")
+    other = await store.add_device(dev("b"), "tb")
+    for x in (d, other):
+        await store.put_claim_request(ClaimRequest(device_id=x.id, secret="s", expiration_time=10**6), 0)
+        await store.mark_provisioned(x.id)
+    assert await store.delete_device(d.id) is True
+    assert await store.get_claim_request(d.id) is None
+    assert await store.delete_claim_request(d.id) is False
+    await raises(NotFound, store.mark_provisioned(d.id))
+    await raises(NotFound, store.put_claim_request(ClaimRequest(device_id=d.id, secret="s", expiration_time=9), 0))
+    # the same id again starts clean; the other device keeps its own
+    await store.add_device(Device(id=d.id, name="a"), "ta")
+    assert await store.get_claim_request(d.id) is None
+    fresh = ClaimRequest(device_id=d.id, secret="new", expiration_time=10)
+    assert await store.put_claim_request(fresh, 0) is True
+    assert await store.mark_provisioned(d.id) is True
+    assert (await store.get_claim_request(other.id)).secret == "s"
+    assert await store.mark_provisioned(other.id) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_customers_claims_and_provisioning_persist(store, open_backend):
+    c = await store.add_customer(cust("Acme", created_time=77), digest(1))
+    owned = await store.add_device(dev("owned"), "to")
+    waiting = await store.add_device(dev("waiting"), "tw")
+    await store.set_device_customer(owned.id, c.id, None)
+    request = ClaimRequest(device_id=waiting.id, secret="s", expiration_time=10**6)
+    await store.put_claim_request(request, 0)
+    await store.mark_provisioned(owned.id)
+    p = DeviceProfile(id=new_id(), name="prov", provision_type="ALLOW_CREATE_NEW_DEVICES",
+                      provision_key="pk", provision_secret="ps")
+    await store.add_profile(p)
+    await store.close()
+    again = await open_backend()
+    try:
+        assert await again.get_customer(c.id) == c
+        assert await again.customer_by_key_digest(digest(1)) == c
+        assert await again.list_customers(10, 0) == ([c], 1)
+        assert (await again.get_device(owned.id)).customer_id == c.id
+        assert await again.list_customer_devices(c.id, 10, 0) == ([replace(owned, customer_id=c.id)], 1)
+        assert await again.get_claim_request(waiting.id) == request
+        assert await again.put_claim_request(replace(request, secret="late"), 1) is False
+        assert await again.mark_provisioned(owned.id) is False
+        assert await again.mark_provisioned(waiting.id) is True
+        assert await again.profile_by_provision_key("pk") == p
+        assert await again.set_device_customer(owned.id, None, c.id) is True
+    finally:
+        await again.close()
