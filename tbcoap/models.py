@@ -35,7 +35,7 @@ PROVISION_TYPES = ("DISABLED", "ALLOW_CREATE_NEW_DEVICES", "CHECK_PRE_PROVISIONE
 
 @dataclass(frozen=True, slots=True)
 class DeviceProfile:
-    """A device profile; provisioning fields are flat (SPEC section 9)."""
+    """A device profile; provisioning fields are flat (ThingsBoard nests them; both forms are accepted)."""
 
     id: str
     name: str

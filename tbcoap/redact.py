@@ -1,4 +1,4 @@
-"""Keeping access tokens out of logs (SPEC 7): at most 4 characters and a hash."""
+"""Keeping access tokens out of logs (docs/security.md): at most 4 characters and a hash."""
 
 import hashlib
 import re

@@ -70,6 +70,10 @@ class Coap:
 
     def request(self, method, path, payload=b"", token=b"tk", timeout=10.0):
         """A CON request answered (retransmitted each second with the same MID); the response code."""
+        return self.exchange(method, path, payload, token, timeout)[0]
+
+    def exchange(self, method, path, payload=b"", token=b"tk", timeout=10.0):
+        """As ``request``; ``(code, payload)`` of the answer."""
         mid = self.send(method, path, payload, token)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -77,12 +81,12 @@ class Coap:
             if answer is None:
                 self.send(method, path, payload, token, mid=mid)
                 continue
-            mtype, code, rmid, rtoken, _ = answer
+            mtype, code, rmid, rtoken, body = answer
             if code == 0 or rtoken != token:
                 continue  # an empty ACK, or an old answer
             if mtype == CON_TYPE:
                 self.sock.sendto(bytes([0x60, 0, *rmid.to_bytes(2, "big")]), self.address)
             elif rmid != mid:
                 continue
-            return code
+            return code, body
         raise AssertionError(f"no answer to {path}")

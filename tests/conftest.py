@@ -34,9 +34,14 @@ def require(condition, why, how):
         pytest.skip(message)
 
 
+PROJECT_TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".clients",
+                             "node_modules", ".bin")
+
+
 def require_tool(name, how):
-    """The path of an external program, or skip/fail with how to get it."""
-    path = shutil.which(name)
+    """The path of an external program (on PATH, or installed into the project's .clients/ by
+    tests/install-clients.sh), or skip/fail with how to get it."""
+    path = shutil.which(name, path=PROJECT_TOOLS) or shutil.which(name)
     require(path is not None, f"{name} is not installed", how)
     return path
 

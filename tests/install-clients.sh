@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# Install the external CoAP clients the tests drive (SPEC section 8), when this machine can:
-# libcoap's coap-client (Debian: libcoap3-bin) and npm's coap-cli. Tests that need a missing
-# one skip with a message, or fail when TBCOAP_REQUIRE_ALL=1 (as in CI).
+# Install the external clients the tests drive, when this machine can:
+#  - npm's coap-cli, into .clients/ in the project (never globally);
+#  - Debian's libcoap3-bin (coap-client-notls), system-wide with apt-get: said before it is done.
+# A test that needs a missing client skips with a message saying how to get it, or fails when
+# TBCOAP_REQUIRE_ALL=1 (as in CI).
 set -u
+cd "$(dirname "$0")/.."
+say() { echo "install-clients: $*" >&2; }
+
+if [ -x .clients/node_modules/.bin/coap ]; then
+    :
+elif command -v npm >/dev/null 2>&1; then
+    say "installing npm's coap-cli into $(pwd)/.clients (project-local)"
+    npm install --silent --no-audit --no-fund --prefix .clients coap-cli >/dev/null 2>&1 \
+        || say "npm install coap-cli failed; the npm client tests will not run"
+else
+    say "npm is missing: cannot install coap-cli (the npm client tests will not run)"
+fi
+
 if ! command -v coap-client-notls >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        (apt-get update -qq && apt-get install -y -qq libcoap3-bin) >/dev/null 2>&1 \
-            || echo "install-clients: could not install libcoap3-bin" >&2
+        say "installing Debian's libcoap3-bin SYSTEM-WIDE with apt-get (coap-client-notls)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcoap3-bin) >/dev/null 2>&1 \
+            || say "apt-get could not install libcoap3-bin"
     else
-        echo "install-clients: coap-client-notls missing (apt-get install libcoap3-bin as root)" >&2
-    fi
-fi
-if ! command -v coap >/dev/null 2>&1; then
-    if command -v npm >/dev/null 2>&1; then
-        npm install -g --silent coap-cli >/dev/null 2>&1 || echo "install-clients: npm install -g coap-cli failed" >&2
-    else
-        echo "install-clients: npm missing, cannot install coap-cli" >&2
+        say "coap-client-notls is missing: as root, apt-get install libcoap3-bin"
     fi
 fi
 exit 0

@@ -1,4 +1,4 @@
-"""SPEC 1 (claim and provision rows) and 3 (customers, roles, claiming, profiles, provisioning)."""
+"""Claiming and provisioning over CoAP, customers, roles, claiming and profiles over REST."""
 
 import json
 

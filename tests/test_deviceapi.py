@@ -1,4 +1,4 @@
-"""SPEC section 1 over real UDP: the device API's answers, codes, diagnostics and order of checks."""
+"""The device API over real UDP: the device API's answers, codes, diagnostics and order of checks."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Durability under load (SPEC 1.1): an acknowledged telemetry message survives SIGKILL.
+"""Durability under load : an acknowledged telemetry message survives SIGKILL.
 
 A real ``twistd -n tbcoap`` takes a closed-loop CoAP load (one confirmable POST
 in flight on each of many source ports, every message with its own client

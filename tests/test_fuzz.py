@@ -1,4 +1,4 @@
-"""SPEC 1.2 (malformed datagrams) and 7 (safety) by fuzzing: hypothesis properties of the
+"""Malformed datagrams and safety by fuzzing: hypothesis properties of the
 decoder and the message layer, and 100,000 garbage datagrams against a real in-process node.
 
 The oracles are independent of tbcoap's decoder: datagrams are encoded with txThings'
@@ -31,7 +31,7 @@ REMOTE = ("192.0.2.7", 40000)
 def fuzz(examples):
     return settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-# -- an independent reference parser (RFC 7252 section 3 + SPEC 1.2) ---------
+# -- an independent reference parser (RFC 7252 section 3 and docs/device-api.md) ---------
 
 
 class Ref:
@@ -405,7 +405,7 @@ def test_datagram_received_never_raises_and_answers_as_spec(data):
         else:
             assert written == []
         return
-    # well-formed: what a server must do with it (SPEC 1.2, RFC 7252 sections 4.2-4.3, 5.2)
+    # well-formed: what a server must do with it (docs/device-api.md, RFC 7252 sections 4.2-4.3, 5.2)
     code = ref.code
     answers = [tx.Message.decode(d, REMOTE) for d, _ in written]
     if code == tx.EMPTY:
@@ -436,7 +436,7 @@ def test_datagram_received_never_raises_and_answers_as_spec(data):
 @given(st.lists(st.tuples(any_datagrams, st.sampled_from([REMOTE, ("192.0.2.8", 5683)])), max_size=25))
 def test_datagram_received_sequences_keep_the_layer_sound(sequence):
     """Many datagrams into one layer (duplicates, block-wise state, two peers): never raises,
-    and each malformed one is answered by the SPEC alone."""
+    and each malformed one is answered as documented alone."""
     layer = make_layer()
     with LogCapture() as logged:
         for data, remote in sequence:
@@ -453,7 +453,7 @@ def test_datagram_received_sequences_keep_the_layer_sound(sequence):
 
 
 def test_datagram_received_known_malformed_examples():
-    """The SPEC 1.2 list, one by one, through the layer."""
+    """The documented list of malformed datagrams, one by one, through the layer."""
     cases = [
         (b"\x40\x01\x00", []),                           # short: dropped
         (b"\x80\x01\x00\x01", []),                       # version 2: dropped

@@ -1,4 +1,4 @@
-"""SPEC 1.2 at the message layer: validation, RST, duplicates, piggybacking, block-wise."""
+"""The message layer: validation, RST, duplicates, piggybacking, block-wise."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""SPEC 1 (observe rows), 1.2 and 2 over real UDP: shared-attribute observation, server-side RPC."""
+"""Observe and server-side RPC over real UDP: shared-attribute observation, server-side RPC."""
 
 import json
 

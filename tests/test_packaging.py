@@ -58,3 +58,9 @@ def test_twistd_lists_tbcoap():
     twistd = pathlib.Path(sys.executable).parent / "twistd"
     result = subprocess.run([str(twistd), "--help"], capture_output=True, text=True, check=True)
     assert "tbcoap" in result.stdout
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text().splitlines()
+    (command,) = [line.strip() for line in readme[:15] if "pytest" in line and line.startswith("    ")]
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines()

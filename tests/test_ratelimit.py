@@ -1,4 +1,4 @@
-"""SPEC 1 (4.29 with Max-Age), 4 (--device/--peer-rate-limit N:S[,N:S]) and 7 (bounded memory):
+"""Rate limits: 4.29 with Max-Age, --device/--peer-rate-limit N:S[,N:S], bounded memory:
 the RateLimiter on its own, with explicit clock values, no network."""
 
 import math

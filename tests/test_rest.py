@@ -1,6 +1,6 @@
-"""The HTTP REST API (SPEC section 3), tested over real sockets against an in-process node.
+"""The HTTP REST API (docs/rest-api.md), tested over real sockets against an in-process node.
 
-Each test drives the API with the admin key (``rest``) and, where the SPEC ties a REST call to
+Each test drives the API with the admin key (``rest``) and, where the API ties a REST call to
 what a device sees, checks the device side with a raw CoAP client (``coap``).
 """
 
@@ -559,7 +559,7 @@ async def test_latest_values_as_strings(rest, device, coap):
         "l": "42",
         "b": "true",
         "s": "x",
-        "big": "1e20",  # integral, beyond 64 bits: STRING of its literal (SPEC 1.1)
+        "big": "1e20",  # integral, beyond 64 bits: STRING of its literal 
         "j": '{"a":1}',
     }
     for key, points in body.items():

@@ -1,4 +1,4 @@
-"""Client-side RPC through rule plugins, and rules seeing uploads (SPEC 1, 5, 9)."""
+"""Client-side RPC through rule plugins, and rules seeing uploads."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Payload typing rules of SPEC 1.1 and the limits of SPEC 7."""
+"""Payload typing rules and per-request limits (docs/device-api.md)."""
 
 import json
 from decimal import Decimal

@@ -6,7 +6,7 @@ from tbcoap.coap.messagelayer import response
 from tbcoap.models import compact_json
 
 TEXT, LINK_FORMAT, JSON_FORMAT = 0, 40, 50
-MAX_DIAGNOSTIC = 96  # SPEC 7: an error answer to an unauthenticated request stays small
+MAX_DIAGNOSTIC = 96  # amplification: an error answer to an unauthenticated request stays small
 
 
 def json_answer(body, code=coap.CONTENT) -> coap.Message:

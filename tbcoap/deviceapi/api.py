@@ -1,7 +1,7 @@
-"""ThingsBoard's CoAP device API (SPEC section 1): routing, order of checks, codes.
+"""ThingsBoard's CoAP device API (docs/device-api.md): routing, order of checks, codes.
 
-``DeviceApi`` is the message layer's request handler.  Checks run in SPEC's
-order: path (4.04, 4.00 for an unknown feature), method (4.05), token
+``DeviceApi`` is the message layer's request handler.  Checks run in the
+documented order: path (4.04, 4.00 for an unknown feature), method (4.05), token
 (4.01), size (4.13), Content-Format (4.15), payload (4.00).  Domain errors
 become CoAP codes here and nowhere else.
 """
@@ -215,7 +215,7 @@ class DeviceApi:
         return response(coap.CONTENT, WELL_KNOWN, LINK_FORMAT)
 
     def provision(self, request):
-        """POST /api/v1/provision (no token): 2.01 with the credentials, or 4.00 with SPEC's JSON."""
+        """POST /api/v1/provision (no token): 2.01 with the credentials, or 4.00 with the provisioning JSON."""
         if request.code != POST:
             return error(coap.METHOD_NOT_ALLOWED, "provision takes POST only")
         answer = self._rate_limited(request) or self._check_body(request)

@@ -2,7 +2,7 @@
 
 On one node the bus calls its subscribers at once, in the publisher's
 call; a store plugin for several nodes may offer a bus that also carries
-the events to other nodes (SPEC 6).  Events are small frozen dataclasses.
+the events to other nodes (docs/design.md).  Events are small frozen dataclasses.
 """
 
 from __future__ import annotations

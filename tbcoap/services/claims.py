@@ -1,4 +1,4 @@
-"""Device claiming (SPEC 3): a device asks to be claimed, a customer claims it with the secret."""
+"""Device claiming (docs/rest-api.md): a device asks to be claimed, a customer claims it with the secret."""
 
 from __future__ import annotations
 

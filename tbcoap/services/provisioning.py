@@ -1,4 +1,4 @@
-"""Device provisioning (SPEC 3): a device without a token asks for one with its profile's key and secret."""
+"""Device provisioning (docs/rest-api.md, docs/device-api.md): a device without a token asks for one with its profile's key and secret."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def success(token):
 
 
 class ProvisionService:
-    """Answers ``POST /api/v1/provision``: ``(ok, body)`` with SPEC's exact bodies."""
+    """Answers ``POST /api/v1/provision``: ``(ok, body)`` with ThingsBoard's exact bodies."""
 
     def __init__(self, store, devices):
         self.store = store

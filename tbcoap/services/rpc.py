@@ -1,4 +1,4 @@
-"""Server-side RPC (SPEC section 2): queue, per-device ids, delivery, expiry, replies.
+"""Server-side RPC (docs/device-api.md, docs/rest-api.md): queue, per-device ids, delivery, expiry, replies.
 
 Every RPC lives in the store with its status; this service only keeps what
 cannot be stored: the REST callers waiting for an answer, the expiry timers
@@ -169,7 +169,7 @@ class RpcService:
             message = {"id": rpc.request_id, "method": rpc.method, "params": json.loads(rpc.params_json)}
             delivery = _Delivery(rpc, len(channels))
             self.bus.publish(RpcChanged(device_id, rpc.id, "SENT"))
-            for channel in channels:  # every observer of /rpc gets it (SPEC 1.2); the first ACK delivers
+            for channel in channels:  # every observer of /rpc gets it (each registration is notified); the first ACK delivers
                 channel.send(message, lambda outcome, channel=channel: self._sent(delivery, channel, outcome))
             return
         self._idle(device_id)
@@ -181,7 +181,7 @@ class RpcService:
     def _sent(self, delivery, channel, outcome):
         """One observer's outcome.  The first "ack"/"sent" delivers the RPC and lets the next one
         go; an observation that did not take it ("rst", "timeout", "canceled") has ended, and if
-        none took it, it goes back to the queue until it expires (SPEC 2)."""
+        none took it, it goes back to the queue until it expires (an RST or a lost CON is not a delivery)."""
         rpc = delivery.rpc
         delivery.outcomes += 1
         status = None

@@ -1,4 +1,4 @@
-"""Device payload typing (SPEC 1.1): the one place these rules live.
+"""Device payload typing (docs/device-api.md): the one place these rules live.
 
 ``parse_json`` is strict JSON; ``type_value`` gives a value its ThingsBoard
 type (bool, int, float, str or Json); ``parse_telemetry`` and
@@ -23,7 +23,7 @@ _INFINITIES = (float("inf"), float("-inf"))
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-request limits (SPEC 7)."""
+    """Per-request limits (docs/device-api.md, Limits)."""
 
     max_keys: int = 1000  # entries per request (telemetry: all (ts, key) pairs)
     max_key_length: int = 255

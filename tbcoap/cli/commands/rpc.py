@@ -18,7 +18,7 @@ from tbcoap.cli.output import fields, iso, page_text
 
 DEVICE = "DEVICE"
 DEVICE_HELP = "the device's id (uuid) or name"
-DEFAULT_RPC_TIMEOUT_MS = 10_000   # the server's default (SPEC section 2)
+DEFAULT_RPC_TIMEOUT_MS = 10_000   # the server's default (docs/rest-api.md)
 MIN_RPC_TIMEOUT_MS = 5_000        # the server raises shorter timeouts to this
 MARGIN_S = 5                      # extra seconds to wait beyond the RPC's expiry
 
