@@ -36,8 +36,10 @@ class Setting:
     Given as ``--plugin-option NAME.KEY=VALUE`` or in the config file's
     ``[plugins.NAME]`` table.  ``type`` is ``str``, ``int``, ``float`` or
     ``bool``; ``check(value)`` may raise ValueError with a message for a value
-    of the right type that is still wrong.  A ``required`` setting without a
-    value stops the start, but only when the plugin is active.
+    of the right type that is still wrong (tbcoap puts the plugin and key in
+    front of it).  A ``required`` setting without a value stops the start, but
+    only when the plugin is active.  A ``secret`` value is never repeated in an
+    error message.
     """
 
     key: str
@@ -46,6 +48,11 @@ class Setting:
     help: str = ""
     required: bool = False
     check: Callable | None = None
+    secret: bool = False
+
+
+SHUTDOWN_TIMEOUT = 10.0
+"""Seconds tbcoap waits for the plugins' ``tbcoap_shutdown`` Deferreds before it goes on."""
 
 
 @hookspec

@@ -75,14 +75,14 @@ def validate(name, declared, given, active) -> dict:
 
 def _convert(setting, given, name):
     value, kind = given.value, setting.type
+    wrong = (f"{given.origin}: plugin {name} expects {TYPE_NAMES.get(kind, kind.__name__)}"
+             + ("" if setting.secret else f", got {given.value!r}"))
     try:
         value = _from_text(value, kind) if given.is_text and kind is not str else value
     except ValueError:
-        raise SettingError(f"{given.origin}: plugin {name} expects {TYPE_NAMES.get(kind, kind.__name__)}, "
-                           f"got {given.value!r}") from None
+        raise SettingError(wrong) from None
     if not _has_type(value, kind):
-        raise SettingError(f"{given.origin}: plugin {name} expects {TYPE_NAMES.get(kind, kind.__name__)}, "
-                           f"got {given.value!r}")
+        raise SettingError(wrong)
     value = float(value) if kind is float else value
     if setting.check is not None:
         try:

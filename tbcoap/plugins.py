@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 import tbcoap
 from tbcoap import builtins, hookspecs
+from tbcoap.hookspecs import SHUTDOWN_TIMEOUT
 from tbcoap.pluginconfig import SettingError, validate
 
 log = Logger()
@@ -27,7 +28,6 @@ BUILTIN = "tbcoap.builtins"
 STORE_HOOK = "tbcoap_store_backends"
 AUTH_HOOK = "tbcoap_authenticate"
 RULE_HOOKS = ("tbcoap_client_rpc", "tbcoap_telemetry_uploaded", "tbcoap_attributes_uploaded")
-SHUTDOWN_TIMEOUT = 10.0
 
 
 class PluginManager:

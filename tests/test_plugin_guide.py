@@ -72,7 +72,7 @@ def test_the_guide_plugin_refuses_a_bad_setting(installed, tmp_path):
                             timeout=60, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "twistd tbcoap: --plugin-option hello.greeting: plugin hello: greeting must not be empty "
+        "twistd tbcoap: --plugin-option hello.greeting: the greeting must not be empty "
         "(twistd tbcoap --help lists every option)"]
 
 

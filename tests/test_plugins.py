@@ -129,7 +129,7 @@ class Configurable:
     def tbcoap_plugin_settings(self):
         def positive(value):
             if value <= 0:
-                raise ValueError("plugin configurable: batch must be positive")
+                raise ValueError("batch must be positive")
 
         return [Setting("url", str, required=True, help="where to"),
                 Setting("batch", int, 10, check=positive),
@@ -281,3 +281,15 @@ def test_a_plugin_registered_in_code_replaces_the_installed_one_of_that_name():
     options.parseOptions(["--data-dir", "/tmp/unused-tbcoap-data"])
     echo = {p["name"]: p for p in options.plugins.describe()}["echo"]
     assert echo["source"] == "code" and echo["hooks"] == ["tbcoap_client_rpc"]
+
+
+def test_a_secret_setting_is_never_repeated_in_an_error():
+    from tbcoap.pluginconfig import collect, validate
+
+    declared = [Setting("pin", int, secret=True), Setting("count", int)]
+    for key in ("pin", "count"):
+        given = collect(None, [f"vault.{key}=s3cr3t-value"])["vault"]
+        with pytest.raises(SettingError) as caught:
+            validate("vault", declared, given, active=True)
+        assert f"--plugin-option vault.{key}: plugin vault expects an integer" in str(caught.value)
+        assert ("s3cr3t-value" in str(caught.value)) is (key == "count")
