@@ -62,6 +62,7 @@ async def test_uploads_are_batched_in_order(webhook_node, webhook_server, webhoo
     await webhook_tools.until(lambda: len(events(webhook_server.ingest)) == 7)
     assert [len(body) for body in webhook_server.ingest.delivered()] == [3, 3, 1]
     assert [event["entries"][0]["values"]["n"] for event in events(webhook_server.ingest)] == list(range(7))
+    await webhook_tools.until(lambda: stats(node)["sent"] == 7)  # the endpoint has it before the plugin hears back
     counters = stats(node)
     assert (counters["batches"], counters["sent"], counters["queued"]) == (3, 7, 0)
 
@@ -93,6 +94,7 @@ async def test_server_errors_are_retried_with_backoff(webhook_node, webhook_serv
     assert [post.code for post in posts] == [500, 503, 200]
     assert posts[0].body == posts[1].body == posts[2].body
     assert posts[1].at - posts[0].at >= 0.1 and posts[2].at - posts[1].at >= 0.2  # doubling
+    await webhook_tools.until(lambda: stats(node)["sent"] == 1)  # the endpoint has it before the plugin hears back
     counters = stats(node)
     assert (counters["retries"], counters["sent"], counters["failed"]) == (2, 1, 0)
     assert counters["lastError"] == "HTTP 503"
