@@ -192,7 +192,8 @@ class IStore(IDeviceStore, ITelemetryStore, IAttributeStore, IRpcStore, ICustome
         """Finish (commit and answer) pending writes, then release resources."""
 
     def check():
-        """Fire with None if the store works now, fail with StoreUnavailable if not."""
+        """Fire with None if the store works now, fail with StoreUnavailable if not: also when
+        it cannot complete writes (a write has waited more than 5 s), not only when it is down."""
 
     def stats():
         """A plain dict of counters (e.g. ``queueDepth``), returned directly, not a Deferred."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 import atexit
 import errno
 import os
+import sys
 
 from twisted.application.service import Service
 from twisted.internet import defer, error as neterror
 from twisted.logger import Logger
 
 import tbcoap
+from tbcoap import datadir
 from tbcoap.coap.messagelayer import MessageLayer
 from tbcoap.core import Core
 from tbcoap.deviceapi.api import DeviceApi
@@ -20,6 +22,7 @@ from tbcoap.deviceapi.observers import ObserverRegistry
 from tbcoap.plugins import AUTH_HOOK, STORE_HOOK
 from tbcoap.ratelimit import RateLimiter, parse_rate_limit
 from tbcoap.service import check_rules, check_store
+from tbcoap.services.values import Limits
 
 log = Logger()
 
@@ -44,16 +47,25 @@ class TbcoapService(Service):
             self.store = backend.factory(settings["store"], settings)
         except ValueError as exc:
             self._fatal_now(f"--store: {exc}")
-        self.core = Core(self.store, plugins, rules=check_rules(settings, plugins),
+        limits = Limits(max_keys=settings["max-request-keys"], max_key_length=settings["max-key-length"],
+                        max_string_bytes=settings["max-value-size"])
+        self.core = Core(self.store, plugins, rules=check_rules(settings, plugins), limits=limits,
                          rule_timeout=settings["rule-timeout"], claim_duration_ms=settings["claim-duration"])
-        self.observers = ObserverRegistry(self.core)
+        self.observers = ObserverRegistry(self.core, max_per_device=settings["max-device-observations"])
         self.device_api = DeviceApi(self.core, self.observers, max_body=settings["max-body"],
                                     device_limiter=_limiter(settings["device-rate-limit"]),
-                                    peer_limiter=_limiter(settings["peer-rate-limit"]))
+                                    peer_limiter=_limiter(settings["peer-rate-limit"]),
+                                    provision_limiter=_limiter(settings["provision-rate-limit"]))
         self.coap = MessageLayer(self.device_api, max_body=settings["max-body"],
                                  piggyback_window=settings["piggyback-timeout"] / 1000,
-                                 ack_timeout=settings["ack-timeout"], max_retransmit=settings["max-retransmit"])
+                                 ack_timeout=settings["ack-timeout"], max_retransmit=settings["max-retransmit"],
+                                 dedup_cap=settings["dedup-entries"], answer_cache=settings["answer-cache"],
+                                 max_observations=settings["max-observations"],
+                                 max_peer_observations=settings["max-peer-observations"],
+                                 notification_bytes=settings["notification-queue"])
         self.admin_key = None
+        self.lock = None
+        self.site = None
         self.coap_port = self.http_port = None
         self.coap_address = self.http_address = None
         self.opened = None
@@ -64,25 +76,55 @@ class TbcoapService(Service):
         raise RuntimeError(message)
 
     def startService(self):
+        """Lock the data directory, load the admin key, listen, then open the store.
+
+        A failure here leaves nothing behind: ports are closed and the lock released; under
+        twistd the process logs why and exits with status 1 through the reactor's orderly
+        stop (so twistd removes its pidfile), embedded it raises RuntimeError.
+        """
         super().startService()
+        try:
+            self._start()
+        except StartFailed as exc:
+            self._undo_start()
+            if not self.exit_on_error:
+                raise RuntimeError(str(exc)) from None
+            print(f"tbcoap: {exc}", file=sys.stderr)
+            self._start_failed(str(exc))
+
+    def _start(self):
         settings = self.settings
         try:
-            self.admin_key = load_admin_key(settings)
+            self.lock = datadir.Lock(settings["data-dir"])
+        except datadir.DataDirBusy as exc:
+            raise StartFailed(str(exc)) from None
         except OSError as exc:
-            self._fatal_now(f"cannot keep the admin key in {settings['data-dir']}: {exc}")
+            raise StartFailed(f"cannot use the data directory {settings['data-dir']}: {exc}") from None
+        try:
+            self.admin_key = load_admin_key(settings)
+        except (OSError, ValueError) as exc:
+            raise StartFailed(f"cannot read or keep the admin key: {exc}") from None
         self.coap_port = self._listen_udp()
-        site = make_site(self)
+        site = self.site = make_site(self)
         try:
             self.http_port = self.reactor.listenTCP(settings["http-port"], site,
                                                     interface=settings["http-interface"])
         except neterror.CannotListenError as exc:
-            self.coap_port.stopListening()
-            self._fatal_now(f"cannot listen for HTTP: {exc}")
+            raise StartFailed(f"cannot listen for HTTP: {exc}") from None
         self.coap_address = _address(self.coap_port)
         self.http_address = _address(self.http_port)
         log.info("CoAP listening on udp {address}", address=_show(self.coap_address))
         log.info("HTTP listening on tcp {address}", address=_show(self.http_address))
         self.opened = self._open()
+
+    def _undo_start(self):
+        for port in (self.coap_port, self.http_port):
+            if port is not None:
+                port.stopListening()
+        self.coap_port = self.http_port = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _listen_udp(self):
         interface = self.settings["coap-interface"]
@@ -93,11 +135,11 @@ class TbcoapService(Service):
             no_ipv6 = interface == "::" and getattr(exc.socketError, "errno", None) in (
                 errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
             if not no_ipv6:
-                self._fatal_now(f"cannot listen for CoAP: {exc}")
+                raise StartFailed(f"cannot listen for CoAP: {exc}") from None
         try:
             return self.reactor.listenUDP(self.settings["coap-port"], self.coap, interface="0.0.0.0", **kwargs)
         except neterror.CannotListenError as exc:
-            self._fatal_now(f"cannot listen for CoAP: {exc}")
+            raise StartFailed(f"cannot listen for CoAP: {exc}") from None
 
     @defer.inlineCallbacks
     def _open(self):
@@ -126,10 +168,13 @@ class TbcoapService(Service):
 
     def _start_failed(self, message):
         log.critical("{message}", message=message)  # embedded, the node answers 5.03 until it is stopped
-        if self.exit_on_error and self.reactor.running:
-            # twistd would exit 0 after reactor.stop(): leave with 1 once it has cleaned up
+        if self.exit_on_error:
+            # twistd would exit 0 after reactor.stop(): leave with 1 once it has cleaned up (pidfile too)
             atexit.register(os._exit, 1)
-            self.reactor.stop()
+            if self.reactor.running:
+                self.reactor.stop()
+            else:
+                self.reactor.callWhenRunning(self.reactor.stop)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -148,18 +193,28 @@ class TbcoapService(Service):
             self.core.ready = False
         if self.coap_port is not None:
             yield self.coap_port.stopListening()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
         log.info("tbcoap stopped")
 
     def stats(self):
         """Every counter of this node (for /api/admin/stats)."""
-        limits = {name: limiter.stats() for name, limiter in (("device", self.device_api.device_limiter),
-                                                              ("peer", self.device_api.peer_limiter)) if limiter}
-        return {"coap": self.coap.stats(), "observers": self.observers.stats(), "rateLimits": limits,
+        api = self.device_api
+        limits = {name: limiter.stats() for name, limiter in (("device", api.device_limiter),
+                                                              ("peer", api.peer_limiter),
+                                                              ("provision", api.provision_limiter)) if limiter}
+        http = {"refused": dict(sorted(self.site.refusals.items())) if self.site is not None else {}}
+        return {"coap": self.coap.stats(), "http": http, "observers": self.observers.stats(), "rateLimits": limits,
                 **self.core.stats(), "plugins": self.plugins.stats()}
 
 
+class StartFailed(Exception):
+    """The node cannot start; the message says why, in one line."""
+
+
 def _limiter(spec):
-    return RateLimiter(parse_rate_limit(spec)) if spec else None
+    return RateLimiter(parse_rate_limit(spec)) if spec and spec != "off" else None
 
 
 def _address(port):

@@ -85,8 +85,8 @@ class RateLimiter:
         for off, n, s, w in self._plan:
             if w is None:
                 oldest = st[st[off]]
-                if now - oldest < s:
-                    wait = max(wait, oldest + s - now, 1e-9)
+                if now - oldest < s:  # (at most s: float rounding could make it an ulp more)
+                    wait = max(wait, min(s, oldest + s - now), 1e-9)
                 continue
             c, cur = int(now // w), st[off]
             if c > cur:  # slide: empty the sub-windows that left the window

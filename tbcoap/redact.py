@@ -4,7 +4,7 @@ import hashlib
 import re
 from urllib.parse import unquote_plus
 
-_QUERY_PARAM = re.compile(r"([?&])([^=&#\s]*)=([^&#\s]*)")
+_QUERY_PARAM = re.compile(r"([?&])([^=&\s]*)=([^&\s]*)")  # "#" is part of a value: never a fragment here
 _DEVICE_PATH = re.compile(r"(/api/v1/)([^/?\s]+)")
 
 

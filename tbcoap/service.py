@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import tomllib
 from urllib.parse import urlsplit
 
@@ -20,6 +21,21 @@ from tbcoap.plugins import PluginManager
 from tbcoap.ratelimit import parse_rate_limit
 
 GC_THRESHOLDS = (20_000, 50, 100)
+MIN_REST_BODY = 65536  # a valid key may always send this much (what an unauthenticated request may)
+
+_SIZE = re.compile(r"(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)", re.I)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def size(value) -> int:
+    """A size in bytes from ``65536``, ``"64KiB"``, ``"64k"`` or ``"1MiB"`` (units of 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.fullmatch(str(value).strip())
+    if not match:
+        raise ValueError(f"not a size: {value!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)[:1].lower()]
+
 
 # name: (default, converter, help)
 SETTINGS = {
@@ -40,6 +56,18 @@ SETTINGS = {
     "claim-duration": (86_400_000, int, "ms a device's claim request lasts when it gives no durationMs"),
     "ack-timeout": (2.0, float, "seconds before a CON notification is first retransmitted (RFC 7252 ACK_TIMEOUT)"),
     "max-retransmit": (4, int, "retransmissions of a CON notification before its observation ends"),
+    "max-device-observations": (16, int, "observations per device; one more ends the device's oldest"),
+    "max-peer-observations": (1000, int, "observations per source IP address (5.03 with Max-Age beyond)"),
+    "max-observations": (100_000, int, "observations in all (5.03 with Max-Age beyond)"),
+    "answer-cache": ("64MiB", size, "bytes of answers kept for duplicate requests and Block2 transfers"),
+    "notification-queue": ("64MiB", size, "bytes of notifications waiting behind unacknowledged ones"),
+    "dedup-entries": (1_000_000, int, "requests remembered for duplicate detection (oldest go first)"),
+    "provision-rate-limit": ("10:60", str, "provisioning requests per source IP address, N:S[,N:S] (4.29)"),
+    "max-request-keys": (1000, int, "keys in one telemetry or attribute upload"),
+    "max-key-length": (255, int, "characters in a telemetry or attribute key"),
+    "max-value-size": ("64KiB", size, "UTF-8 bytes of one STRING or JSON value"),
+    "max-rest-body": ("1MiB", size, "largest REST request body (413 above; 64 KiB before a valid key)"),
+    "admin-key-file": (None, str, "file holding the REST admin key (safer than --admin-key)"),
 }
 
 
@@ -113,8 +141,8 @@ def resolve_settings(given) -> dict:
     settings.update({name: value for name, value in given.items() if name in SETTINGS and value is not None})
     for name, (_, convert, _) in SETTINGS.items():
         value = settings[name]
-        if value is None or not isinstance(value, str):
-            continue  # a default, or a config file value of the right type
+        if value is None or (not isinstance(value, str) and convert is not size) or convert is str:
+            continue  # a config file value of the right type, or text
         try:
             settings[name] = convert(value)
         except (TypeError, ValueError):
@@ -127,13 +155,15 @@ def resolve_settings(given) -> dict:
     return settings
 
 
-TYPE_WORDS = {int: "an integer", float: "a number", str: "text"}
+TYPE_WORDS = {int: "an integer", float: "a number", str: "text", size: "a size (65536, 64KiB, 1MiB)"}
 
 
 def _right_type(value, convert):
     """A config file value (not text from the command line) of the setting's own type."""
     if isinstance(value, bool):
         return False
+    if convert is size:
+        return isinstance(value, (int, str))
     return isinstance(value, int) if convert is int else isinstance(value, (int, float)) if convert is float \
         else isinstance(value, str)
 
@@ -155,8 +185,15 @@ def _validate(settings):
         raise usage.UsageError("--claim-duration must be positive")
     if not 0 <= settings["max-retransmit"] <= 20:
         raise usage.UsageError("--max-retransmit must be 0 to 20")
-    for name in ("device-rate-limit", "peer-rate-limit"):
-        if settings[name]:
+    for name in ("max-device-observations", "max-peer-observations", "max-observations", "dedup-entries",
+                 "answer-cache", "notification-queue", "max-request-keys", "max-key-length", "max-value-size",
+                 "max-rest-body"):
+        if settings[name] < 1:
+            raise usage.UsageError(f"--{name} must be positive")
+    if settings["max-rest-body"] < MIN_REST_BODY:
+        raise usage.UsageError(f"--max-rest-body must be at least {MIN_REST_BODY} bytes")
+    for name in ("device-rate-limit", "peer-rate-limit", "provision-rate-limit"):
+        if settings[name] and settings[name] != "off":
             try:
                 parse_rate_limit(settings[name])
             except ValueError as exc:

@@ -83,8 +83,10 @@ async def start_node(tmp_path):
     started = []
 
     async def start(*args, data_dir=None, plugins=()):
+        # each node its own data directory unless the test says otherwise (one node per directory)
+        data_dir = data_dir or tmp_path / ("data" if not started else f"data-{len(started)}")
         service = service_from_args(["--coap-port", "0", "--http-port", "0", "--coap-interface", "127.0.0.1",
-                                     "--data-dir", str(data_dir or tmp_path / "data"),
+                                     "--data-dir", str(data_dir),
                                      "--admin-key", ADMIN_KEY, *args], plugins)
         service.startService()
         started.append(service)
@@ -231,3 +233,51 @@ def twistd(tmp_path):
     yield start
     for process in started:
         process.stop(signal.SIGKILL)
+
+
+# what every test server needs: loopback CoAP and free ports
+LOOPBACK_PORTS = ("--coap-interface", "127.0.0.1", "--coap-port", "0", "--http-port", "0")
+
+
+class Server(TwistdProcess):
+    """``twistd -n tbcoap`` with exactly the arguments given (``--admin-key`` only if asked).
+
+    Each start gets its own log file, so a restart on the same data dir does
+    not read the ports of the previous run.
+    """
+
+    def __init__(self, data_dir, *args, env=None, log_name="twistd.log", clean_env=True):
+        super().__init__(str(data_dir), *args, env=env)
+        self.log_path = os.path.join(os.path.dirname(str(data_dir)), log_name)
+        self.clean_env = clean_env
+
+    def command(self):
+        return [TWISTD, "-n", "--pidfile=", "tbcoap", "--data-dir", self.data_dir, *self.args]
+
+    def environment(self):
+        env = dict(os.environ)
+        if self.clean_env:
+            env.pop("TBCOAP_ADMIN_KEY", None)
+        env.update(self.env or {})
+        return env
+
+
+@pytest.fixture
+def launch(tmp_path):
+    """Factory: ``launch(*args, data_dir=.., log_name=.., env=..)``; every process is killed afterwards."""
+    started = []
+
+    def start(*args, data_dir=None, log_name=None, env=None, key=ADMIN_KEY):
+        data_dir = data_dir or tmp_path / "data"
+        args = (*LOOPBACK_PORTS, *(("--admin-key", key) if key else ()), *args)
+        server = Server(data_dir, *args, env=env, log_name=log_name or f"run{len(started)}.log")
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        if server.proc and server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(10)
+        if not server.log.closed:
+            server.log.close()

@@ -303,7 +303,8 @@ def test_non_relation_gets_a_con_once_a_day():
 
 
 def test_a_relation_that_does_not_keep_up_is_ended():
-    from tbcoap.coap.messagelayer import MAX_QUEUED, response
+    from tbcoap.coap.messagelayer import response
+    from tbcoap.coap.observe import MAX_QUEUED
 
     layer, clock, observation = observing_layer(NON)
     observation.in_flight = True  # as if a CON were waiting for its ACK: everything queues

@@ -26,59 +26,15 @@ import tbcoap
 from tbcoap.service import Options
 from tests.blocking import Coap, rest
 from tests.coapclient import GET, POST, open_client
-from tests.conftest import ADMIN_KEY, TWISTD, TwistdProcess
+from tests.conftest import ADMIN_KEY, LOOPBACK_PORTS, TWISTD, Server
 
 # what every test server needs: loopback CoAP and free ports
-PORTS = ("--coap-interface", "127.0.0.1", "--coap-port", "0", "--http-port", "0")
+PORTS = LOOPBACK_PORTS
 
 CREATED, CONTENT, BAD_REQUEST, UNAUTHORIZED, NOT_ALLOWED, TOO_LARGE = 65, 69, 128, 129, 133, 141
 
 
 # -- helpers -----------------------------------------------------------------
-
-class Server(TwistdProcess):
-    """``twistd -n tbcoap`` with exactly the arguments given (``--admin-key`` only if asked).
-
-    Each start gets its own log file, so a restart on the same data dir does
-    not read the ports of the previous run.
-    """
-
-    def __init__(self, data_dir, *args, env=None, log_name="twistd.log", clean_env=True):
-        super().__init__(str(data_dir), *args, env=env)
-        self.log_path = os.path.join(os.path.dirname(str(data_dir)), log_name)
-        self.clean_env = clean_env
-
-    def command(self):
-        return [TWISTD, "-n", "--pidfile=", "tbcoap", "--data-dir", self.data_dir, *self.args]
-
-    def environment(self):
-        env = dict(os.environ)
-        if self.clean_env:
-            env.pop("TBCOAP_ADMIN_KEY", None)
-        env.update(self.env or {})
-        return env
-
-
-@pytest.fixture
-def launch(tmp_path):
-    """Factory: ``launch(*args, data_dir=.., log_name=.., env=..)``; every process is killed afterwards."""
-    started = []
-
-    def start(*args, data_dir=None, log_name=None, env=None, key=ADMIN_KEY):
-        data_dir = data_dir or tmp_path / "data"
-        args = (*PORTS, *(("--admin-key", key) if key else ()), *args)
-        server = Server(data_dir, *args, env=env, log_name=log_name or f"run{len(started)}.log")
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
-        if server.proc and server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(10)
-        if not server.log.closed:
-            server.log.close()
-
 
 def create_device(server, name, token, key=ADMIN_KEY):
     status, body = rest(server.http_url, "POST", f"/api/device?accessToken={token}",

@@ -48,7 +48,7 @@ def make_store(url, settings):
     path = database_path(url, settings)
     folder = os.path.dirname(path)
     try:  # here, so that a path that cannot be used stops the start with a clear error
-        os.makedirs(folder, exist_ok=True)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"cannot create {folder}: {exc.strerror}") from None
     if not os.access(folder, os.W_OK):

@@ -36,6 +36,7 @@ from tbcoap.models import (
 from . import schema
 from .writer import Checkpointer, GroupCommitWriter, translate
 
+STALLED_WRITE = 5.0  # seconds a write may wait before check() says the store cannot write
 WAL_SAFETY_PAGES = 16384  # the writer checkpoints itself only past this many WAL pages (64 MiB)
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -159,6 +160,15 @@ def _is_id(value):
     return isinstance(value, str) and bool(value)
 
 
+def private_files(path):
+    """The database file (created if missing) and its WAL and shared-memory files: 0600, whatever
+    the umask (SQLite gives new -wal and -shm files the database file's mode)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name):
+            os.chmod(name, 0o600)
+
+
 def _fold(text):
     """Case folding for searches that SQLite's LIKE cannot fold (non-ASCII)."""
     return text.casefold() if isinstance(text, str) else text
@@ -255,8 +265,12 @@ class SQLiteStore:
             d.callback(None)
 
     def check(self):
-        if self._writer is not None and self._state == "open" and not self._writer.alive():
-            return defer.fail(StoreUnavailable("sqlite writer thread is not running"))
+        if self._writer is not None and self._state == "open":
+            if not self._writer.alive():
+                return defer.fail(StoreUnavailable("sqlite writer thread is not running"))
+            waited = self._writer.oldest_wait()
+            if waited > STALLED_WRITE:
+                return defer.fail(StoreUnavailable(f"sqlite writes have waited {waited:.0f} s (database locked?)"))
 
         def read(conn):
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -273,6 +287,7 @@ class SQLiteStore:
             "largestBatch": w.largest_batch if w else 0,
             "reads": self._reads,
             "checkpoints": self._checkpointer.checkpoints if self._checkpointer else 0,
+            "oldestWriteWait": round(w.oldest_wait(), 3) if w else 0.0,
         }
 
     # -- connections (called in the writer and reader threads) ---------------
@@ -287,9 +302,10 @@ class SQLiteStore:
 
     def _connect_writer(self):
         try:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+            private_files(self.path)
         except OSError as exc:
-            raise StoreUnavailable(f"cannot create the directory of {self.path}: {exc}") from exc
+            raise StoreUnavailable(f"cannot create {self.path}: {exc}") from exc
         return self._connect()
 
     def _setup(self, conn):

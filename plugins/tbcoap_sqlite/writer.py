@@ -12,6 +12,7 @@ reactor iteration, not once per job, so a burst of requests shares a commit.
 import collections
 import sqlite3
 import threading
+import time
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -71,6 +72,7 @@ class GroupCommitWriter:
         self._thread = None
         self._wake_scheduled = False
         self.pending = 0  # submitted, not yet answered
+        self._submitted = collections.deque()  # when each unanswered job was submitted (monotonic)
         self.commits = 0
         self.writes = 0
         self.failed = 0
@@ -95,6 +97,7 @@ class GroupCommitWriter:
         """Queue ``job``; the Deferred fires with its result after the commit."""
         d = defer.Deferred()
         self._jobs.append((job, d))  # deque.append is atomic; the wake-up follows this iteration
+        self._submitted.append(time.monotonic())
         self.pending += 1
         if not self._wake_scheduled:
             self._wake_scheduled = True
@@ -215,8 +218,15 @@ class GroupCommitWriter:
 
     # -- back in the reactor -------------------------------------------------
 
+    def oldest_wait(self) -> float:
+        """Seconds the oldest unanswered write has waited (0 when none waits)."""
+        submitted = self._submitted
+        return time.monotonic() - submitted[0] if submitted else 0.0
+
     def _deliver(self, batch, outcomes):
         self.pending -= len(batch)
+        for _ in range(len(batch)):  # batches are answered in the order they were submitted
+            self._submitted.popleft()
         for (_, d), (ok, value) in zip(batch, outcomes):
             if ok:
                 self.writes += 1

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import random
 import weakref
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from txthings import coap
 
+from tbcoap.coap.budget import ByteBudget
+from tbcoap.coap.observe import Observation, call_safely
 from tbcoap.coap.recent import RecentMap
 
 log = Logger()
@@ -38,8 +40,12 @@ log = Logger()
 CON, NON, ACK, RST = coap.CON, coap.NON, coap.ACK, coap.RST
 BLOCK_SZX = 6  # 1024 bytes
 NON_LIFETIME = 145.0  # RFC 7252 §4.8.2
-MAX_HOSTS = 1_000_000  # distinct peer addresses remembered for exchange keys
-MAX_QUEUED = 1000  # notifications waiting in one relation before it is ended
+MAX_HOSTS = 200_000  # distinct peer addresses remembered for exchange keys (then forgotten at once)
+MAX_UPLOADS = 1024  # Block1 uploads being reassembled (each up to --max-body)
+MAX_PEER_UPLOADS = 16  # of them from one source address
+PEER_SHARE = 16  # one source address may hold at most this fraction of the notification budget
+SNAPSHOT_OVERHEAD = 512  # a kept large answer's options and objects
+MAX_LARGE_ANSWERS = 4096  # answers over one block kept for their later blocks (bytes: the answer cache)
 CON_REFRESH = 24 * 3600.0  # a NON relation gets a CON notification at least this often
 KNOWN_OPTIONS = frozenset({3, 4, 6, 7, 8, 11, 12, 14, 15, 17, 20, 23, 27, 28, 60})
 """Options this server understands; any other critical (odd) one is 4.02."""
@@ -171,82 +177,13 @@ class _Upload:
         self.data, self.expires = bytearray(), expires
 
 
-class Observation:
-    """An observe relation (RFC 7641), keyed by (host, port, token).
-
-    ``notify`` sends a notification: CON or NON like the registering GET (a
-    NON relation gets a CON once a day), Observe numbers from 0 (the
-    registration answer) up by one, one CON in flight at a time (later ones
-    wait in order).  ``on_result`` of each notification gets "ack" (CON
-    acknowledged), "sent" (NON sent), "rst", "timeout" or "canceled".  An
-    RST, an unacknowledged CON, a non-2.xx notification or more than
-    MAX_QUEUED waiting notifications end the relation; ``on_cancel(reason)``
-    is called once.
-    """
-
-    __slots__ = ("layer", "key", "request", "seq", "queue", "in_flight", "ready", "active", "on_cancel",
-                 "confirmed", "ending", "__weakref__")
-
-    def __init__(self, layer, key, request, on_cancel):
-        self.layer, self.key, self.request, self.on_cancel = layer, key, request, on_cancel
-        self.seq, self.queue, self.in_flight, self.ready, self.active = 0, deque(), False, False, True
-        self.confirmed = layer.clock.seconds()  # when the client last confirmed it is there
-        self.ending = False  # a final notification is queued: nothing more is taken
-
-    @property
-    def confirmable(self):
-        """True if notifications are CON (the registering GET was)."""
-        return self.request.mtype == CON
-
-    def notify(self, answer, on_result=None):
-        """Queue or send one notification (a response Message from ``response``)."""
-        if not self.active or self.ending:
-            _call(on_result, "canceled")
-            return
-        if len(self.queue) >= MAX_QUEUED:  # the client does not keep up: end the relation, telling it
-            self.layer.counters["observationsOverflowed"] += 1
-            queued, self.queue = self.queue, deque()
-            for _, waiting in queued:
-                _call(waiting, "canceled")
-            _call(on_result, "canceled")
-            self.ending = True
-            self.queue.append((response(coap.SERVICE_UNAVAILABLE, b"too many notifications waiting", 0), None))
-            self._pump()
-            return
-        self.queue.append((answer, on_result))
-        self._pump()
-
-    def cancel(self, reason="canceled"):
-        """End the relation without telling the client."""
-        if not self.active:
-            return
-        self.active = False
-        self.layer._forget_observation(self)
-        queued, self.queue = self.queue, deque()
-        for _, on_result in queued:
-            _call(on_result, "canceled")
-        _call(self.on_cancel, reason)
-
-    def _pump(self):
-        while self.active and self.ready and not self.in_flight and self.queue:
-            answer, on_result = self.queue.popleft()
-            self.layer._send_notification(self, answer, on_result)
-
-
-def _call(callback, *args):
-    if callback is not None:
-        try:
-            callback(*args)
-        except Exception:
-            log.failure("observe callback failed")
-
-
 class MessageLayer(coap.Coap):
     """A txThings ``Coap`` protocol for servers: correct, bounded and quiet."""
 
     def __init__(self, handler, *, max_body=65536, piggyback_window=0.5, block_szx=BLOCK_SZX,
                  dedup_cap=1_000_000, ack_timeout=coap.ACK_TIMEOUT, max_retransmit=coap.MAX_RETRANSMIT,
-                 max_observations=100_000, clock=None):
+                 max_observations=100_000, max_peer_observations=1000, notification_bytes=64 << 20,
+                 answer_cache=64 << 20, clock=None):
         super().__init__(endpoint=None)
         self.handler = handler
         self.max_body = max_body
@@ -259,12 +196,19 @@ class MessageLayer(coap.Coap):
         self.clock = clock
         self.counters = Counter()
         self.refusing = False  # set while shutting down: new requests get 5.03
-        self.recent = RecentMap(coap.EXCHANGE_LIFETIME, dedup_cap)
+        self.answer_budget = ByteBudget(answer_cache)  # answers kept for duplicates and for Block2
+        self.recent = RecentMap(coap.EXCHANGE_LIFETIME, dedup_cap, self.answer_budget, _answer_cost)
         self.active_exchanges = {}
-        self._uploads = {}
-        self._large = RecentMap(coap.MAX_TRANSMIT_WAIT, 256)
-        self.observations = {}
+        self._uploads = OrderedDict()  # Block1 uploads being reassembled, least recently continued first
+        self._peer_uploads = {}  # host -> how many of them it has
+        self._large = RecentMap(coap.MAX_TRANSMIT_WAIT, MAX_LARGE_ANSWERS, self.answer_budget, _snapshot_cost)
+        self.observations = {}  # (host, port, token) -> Observation
         self.max_observations = max_observations
+        self.max_peer_observations = max_peer_observations
+        self._peer_observations = {}  # host -> how many relations it has
+        self.notification_budget = ByteBudget(notification_bytes)
+        self._peer_queued = {}  # host -> bytes of notifications waiting for it
+        self.max_peer_queued = max(notification_bytes // PEER_SHARE, 1)
         self._host_ids = {}
         self._next_host_id = 1
         self._waiting = deque()  # CON requests answered later, oldest first: one timer for all
@@ -480,17 +424,26 @@ class MessageLayer(coap.Coap):
 
         The answer to ``request`` then carries Observe 0 if it is 2.xx (else the
         observation is dropped); a registration with the same token from the same
-        peer replaces the old one.  None when the observation limit is reached.
+        peer replaces the old one.  None when the limit per source address or in
+        all is reached (counted).
         """
         remote = request.remote
-        key = (remote[0], remote[1], request.token)
+        host = remote[0]
+        key = (host, remote[1], request.token)
         old = self.observations.get(key)
         if old is not None:
             old.cancel("replaced")
+        peers = self._peer_observations
+        if peers.get(host, 0) >= self.max_peer_observations:
+            self.counters["observationsRefusedPeer"] += 1
+            return None
         if len(self.observations) >= self.max_observations:
             self.counters["observationsRefused"] += 1
             return None
-        observation = self.observations[key] = Observation(self, key, request, on_cancel)
+        block2 = request.opt.block2
+        szx = min(self.block_szx, block2.size_exponent) if block2 is not None else self.block_szx
+        observation = self.observations[key] = Observation(self, key, request, szx, on_cancel)
+        peers[host] = peers.get(host, 0) + 1
         request.observation = observation
         return observation
 
@@ -505,18 +458,48 @@ class MessageLayer(coap.Coap):
             self._next_host_id += 1
         return (host_id << 32) | (remote[1] << 16) | mid
 
-    def _forget_observation(self, observation):
+    def queue_charge(self, host, size) -> bool:
+        """Charge a waiting notification to its source address (at most a 16th of the budget)
+        and to the budget; False (nothing charged) if either is full."""
+        queued = self._peer_queued.get(host, 0)
+        if queued + size > self.max_peer_queued:
+            self.notification_budget.refusals += 1
+            return False
+        if not self.notification_budget.take(size):
+            return False
+        self._peer_queued[host] = queued + size
+        return True
+
+    def queue_release(self, host, size):
+        """Give back what ``queue_charge`` took."""
+        if size:
+            self.notification_budget.give(size)
+            left = self._peer_queued[host] - size
+            if left:
+                self._peer_queued[host] = left
+            else:
+                del self._peer_queued[host]
+
+    def forget_observation(self, observation):
+        """An observation ended: it leaves the tables (O(1))."""
         if self.observations.get(observation.key) is observation:
             del self.observations[observation.key]
+            host = observation.key[0]
+            left = self._peer_observations[host] - 1
+            if left:
+                self._peer_observations[host] = left
+            else:
+                del self._peer_observations[host]
 
-    def _send_notification(self, observation, answer, on_result):
-        request = observation.request
-        final = not 64 <= answer.code < 96
+    def send_notification(self, observation, code, payload, content_format, on_result):
+        """Send one notification of ``observation`` now (called by the observation in its order)."""
+        answer = response(code, payload, content_format)
+        final = not 64 <= code < 96
         if not final:
             observation.seq = (observation.seq + 1) & 0xFFFFFF
             answer.opt.observe = observation.seq
-        answer = self._blockwise(request, answer)
-        answer.token = request.token
+        answer = self._notification_blocks(observation, answer)
+        answer.token = observation.token
         self.counters["notifications"] += 1
         now = self.clock.seconds()
         # RFC 7641 §4.5: a NON relation still gets a CON at least once a day, so a client that is
@@ -528,7 +511,7 @@ class MessageLayer(coap.Coap):
 
             def done(outcome):
                 observation.in_flight = False
-                _call(on_result, outcome)
+                call_safely(on_result, outcome)
                 if outcome != "ack":
                     observation.cancel(outcome)
                 elif final:
@@ -536,14 +519,14 @@ class MessageLayer(coap.Coap):
                 else:
                     observation._pump()
 
-            self.send_confirmable(answer, request.remote, done)
+            self.send_confirmable(answer, observation.remote, done)
         else:
             answer.mtype = NON
             answer.mid = self.nextMessageID()
-            remote = request.remote
+            remote = observation.remote
             self._write(answer.encode(), remote)
             self._sent_non.put((remote[0], remote[1], answer.mid), weakref.ref(observation), self.clock.seconds())
-            _call(on_result, "sent")
+            call_safely(on_result, "sent")
             if final:
                 observation.cancel("ended")
 
@@ -568,6 +551,21 @@ class MessageLayer(coap.Coap):
         answer.opt.addOption(BlockOption(coap.BLOCK2, (number, start + size < len(payload), szx)))
         return answer
 
+    def _notification_blocks(self, observation, answer):
+        """A notification larger than the relation's block size goes out as block 0 with Size2; the
+        client fetches the rest with GETs of the registered path, answered from the block cache."""
+        size = 1 << (observation.szx + 4)
+        payload = answer.payload
+        if len(payload) <= size:
+            return answer
+        remote = observation.remote
+        path, query = observation.path
+        self._large.put((remote[0], remote[1], coap.GET, path, query), _snapshot(answer), self.clock.seconds())
+        answer.opt.addOption(coap.UintOption(coap.SIZE2, len(payload)))
+        answer.payload = payload[:size]
+        answer.opt.addOption(BlockOption(coap.BLOCK2, (0, True, observation.szx)))
+        return answer
+
     def _large_key(self, request):
         remote = request.remote
         return (remote[0], remote[1], request.code, tuple(request.opt.uri_path), tuple(request.opt.uri_query))
@@ -578,13 +576,12 @@ class MessageLayer(coap.Coap):
         size = 1 << (szx + 4)
         ukey = self._large_key(request)
         now = self.clock.seconds()
-        if number == 0:
-            self._forget_stale_uploads(now)
-            upload = self._uploads[ukey] = _Upload(now + coap.MAX_TRANSMIT_WAIT)
-        else:
-            upload = self._uploads.get(ukey)
+        upload = self._new_upload(ukey, now) if number == 0 else self._uploads.get(ukey)
         fail = None
-        if szx == 7:
+        if number == 0 and upload is None:
+            fail = response(coap.SERVICE_UNAVAILABLE, b"too many uploads from this address", 0)
+            fail.opt.addOption(coap.UintOption(coap.MAX_AGE, int(coap.MAX_TRANSMIT_WAIT)))
+        elif szx == 7:
             fail = response(coap.BAD_REQUEST, b"block size exponent 7 is reserved", 0)
         elif upload is None or len(upload.data) != number * size:
             fail = response(coap.REQUEST_ENTITY_INCOMPLETE, b"block %d out of sequence" % number, 0)
@@ -594,29 +591,51 @@ class MessageLayer(coap.Coap):
             fail = response(coap.REQUEST_ENTITY_TOO_LARGE, b"body over %d bytes" % self.max_body, 0)
             fail.opt.addOption(coap.UintOption(coap.SIZE1, self.max_body))
         if fail is not None:
-            self._uploads.pop(ukey, None)
+            self._end_upload(ukey)
             request.opt.deleteOption(coap.BLOCK1)
             self._answer(request, key, fail)
             return None
         upload.data += request.payload
         if more:
             upload.expires = now + coap.MAX_TRANSMIT_WAIT
+            self._uploads.move_to_end(ukey)  # least recently continued first: expiry pops from the front
             request.opt.deleteOption(coap.BLOCK1)
             cont = response(coap.CONTINUE)
             cont.opt.addOption(BlockOption(coap.BLOCK1, (number, True, szx)))
             self._answer(request, key, cont)
             return None
-        del self._uploads[ukey]
+        self._end_upload(ukey)
         request.payload = bytes(upload.data)
         return request
 
-    def _forget_stale_uploads(self, now, cap=1024):
+    def _new_upload(self, ukey, now):
+        """A fresh Block1 upload for ``ukey``, or None when its address has as many as it may.
+
+        Stale uploads go first (from the front, O(1) each), then the oldest if all are in use.
+        """
         uploads = self._uploads
-        for ukey in [k for k, u in uploads.items() if u.expires < now]:
-            del uploads[ukey]
-        while len(uploads) >= cap:
-            del uploads[next(iter(uploads))]
+        self._end_upload(ukey)
+        while uploads and next(iter(uploads.values())).expires < now:
+            self._end_upload(next(iter(uploads)))
+        host = ukey[0]
+        if self._peer_uploads.get(host, 0) >= MAX_PEER_UPLOADS:
+            self.counters["uploadsRefused"] += 1
+            return None
+        while len(uploads) >= MAX_UPLOADS:
+            self._end_upload(next(iter(uploads)))
             self.counters["uploadEvictions"] += 1
+        upload = uploads[ukey] = _Upload(now + coap.MAX_TRANSMIT_WAIT)
+        self._peer_uploads[host] = self._peer_uploads.get(host, 0) + 1
+        return upload
+
+    def _end_upload(self, ukey):
+        if self._uploads.pop(ukey, None) is not None:
+            host = ukey[0]
+            left = self._peer_uploads[host] - 1
+            if left:
+                self._peer_uploads[host] = left
+            else:
+                del self._peer_uploads[host]
 
     # -- sending -----------------------------------------------------------
 
@@ -706,14 +725,29 @@ class MessageLayer(coap.Coap):
         out.update({code_text(k) if isinstance(k, int) else k: v for k, v in self.counters.items()})
         out["dedupEntries"] = len(self.recent)
         out["dedupEvictions"] = self.recent.evictions
+        out["answerCacheBytes"] = self.answer_budget.used
+        out["answerCacheEvictions"] = self.answer_budget.refusals
+        out["blockAnswers"] = len(self._large)
         out["activeExchanges"] = len(self.active_exchanges)
         out["observations"] = len(self.observations)
+        out["observingPeers"] = len(self._peer_observations)
+        out["notificationBytes"] = self.notification_budget.used
+        out["notificationBudgetRefusals"] = self.notification_budget.refusals
         return out
 
 
 def _size1(request):
     option = request.opt.getOption(coap.SIZE1)
     return option[0].value if option else 0
+
+
+def _answer_cost(value):
+    """Bytes a duplicate-cache entry holds: an encoded answer, or nothing (a code or None)."""
+    return len(value) if isinstance(value, bytes) else 0
+
+
+def _snapshot_cost(snapshot):
+    return len(snapshot[1]) + SNAPSHOT_OVERHEAD
 
 
 def _snapshot(answer):

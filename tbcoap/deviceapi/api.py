@@ -26,6 +26,8 @@ from tbcoap.services.values import parse_json
 log = Logger()
 
 TOO_MANY_REQUESTS = (4 << 5) | 29
+OBSERVE_RETRY = 60  # Max-Age (s) of a registration refused for want of room
+INT64_MAX = 2**63 - 1
 ACCEPTED_FORMATS = (None, TEXT, JSON_FORMAT)
 GET, POST = coap.GET, coap.POST
 WELL_KNOWN = (
@@ -47,12 +49,14 @@ class Route:
 class DeviceApi:
     """Answers CoAP requests for /api/v1/... and /.well-known/core."""
 
-    def __init__(self, core, observers, max_body=65536, device_limiter=None, peer_limiter=None):
+    def __init__(self, core, observers, max_body=65536, device_limiter=None, peer_limiter=None,
+                 provision_limiter=None):
         self.core = core
         self.observers = observers
         self.max_body = max_body
         self.device_limiter = device_limiter
         self.peer_limiter = peer_limiter
+        self.provision_limiter = provision_limiter  # per source IP address, whatever the port
         self.routes = {
             "telemetry": Route({POST: self.post_telemetry}),
             "attributes": Route({GET: self.get_attributes, POST: self.post_attributes}),
@@ -100,6 +104,8 @@ class DeviceApi:
             return error(coap.BAD_REQUEST, f"unknown feature /{'/'.join(path[3:])}"[:60])
         if extra and not (extra[0].isascii() and extra[0].isdigit()):
             return error(coap.BAD_REQUEST, "rpc id must be an integer")
+        if extra and (len(extra[0]) > 19 or int(extra[0]) > INT64_MAX):
+            return error(coap.BAD_REQUEST, "rpc id out of range")
         handler = route.methods.get(request.code)
         if handler is None or (extra and request.code != POST):
             return error(coap.METHOD_NOT_ALLOWED, f"{feature} does not take {_method(request.code)}")
@@ -116,7 +122,7 @@ class DeviceApi:
         if routed == "provision":
             if request.code != POST:
                 return error(coap.METHOD_NOT_ALLOWED, "provision takes POST only")
-            return self._rate_limited(request, count=False)
+            return self._rate_limited(request, count=False, provisioning=True)
         token = routed[0]
         if self.core.devices.cached(token) is not None:
             return self._rate_limited(request, token, count=False)
@@ -143,15 +149,18 @@ class DeviceApi:
             return result.addErrback(self._failed, request, None, device)
         return result
 
-    def _rate_limited(self, request, token=None, count=True):
-        """4.29 with Max-Age when the device token or the source address is over its limit
-        (``count`` False: only look, as for the first block of an upload)."""
+    def _rate_limited(self, request, token=None, count=True, provisioning=False):
+        """4.29 with Max-Age when the device token, the source address and port, or (provisioning)
+        the source IP address is over its limit (``count`` False: only look, as for the first
+        block of an upload)."""
         now = time.monotonic()
         checks = []
         if token is not None and self.device_limiter is not None:
             checks.append((self.device_limiter, token))
         if self.peer_limiter is not None:
             checks.append((self.peer_limiter, (request.remote[0], request.remote[1])))
+        if provisioning and self.provision_limiter is not None:
+            checks.append((self.provision_limiter, request.remote[0]))
         if not checks:
             return None
         wait = max(limiter.wait(key, now) for limiter, key in checks)
@@ -218,7 +227,7 @@ class DeviceApi:
         """POST /api/v1/provision (no token): 2.01 with the credentials, or 4.00 with the provisioning JSON."""
         if request.code != POST:
             return error(coap.METHOD_NOT_ALLOWED, "provision takes POST only")
-        answer = self._rate_limited(request) or self._check_body(request)
+        answer = self._rate_limited(request, provisioning=True) or self._check_body(request)
         if answer is not None:
             return answer
         try:
@@ -248,7 +257,7 @@ class DeviceApi:
         if request.opt.observe == 0:
             observation = request.protocol.observe(request)
             if observation is None:
-                return error(coap.SERVICE_UNAVAILABLE, "too many observations")
+                return _too_many_observations()
             self.observers.add_attributes(device, observation)
             return self.core.attributes.shared(device).addCallback(json_answer)
         client_keys, shared_keys = _attribute_query(request)
@@ -262,7 +271,7 @@ class DeviceApi:
         if request.opt.observe == 0:
             observation = request.protocol.observe(request)
             if observation is None:
-                return error(coap.SERVICE_UNAVAILABLE, "too many observations")
+                return _too_many_observations()
             self.observers.add_rpc(device, observation)
         return json_answer({})
 
@@ -274,6 +283,13 @@ class DeviceApi:
         if not isinstance(body, dict) or not isinstance(body.get("method"), str) or not body["method"]:
             raise BadRequest('client RPC needs {"method": "..."}')
         return self.core.rules.client_rpc(device, body).addCallback(json_answer)
+
+
+def _too_many_observations():
+    """5.03 with Max-Age: this address (or the node) has as many observations as it may hold."""
+    answer = error(coap.SERVICE_UNAVAILABLE, "too many observations, retry after Max-Age seconds")
+    answer.opt.addOption(coap.UintOption(coap.MAX_AGE, OBSERVE_RETRY))
+    return answer
 
 
 def _attributes_answer(found):

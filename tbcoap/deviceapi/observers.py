@@ -1,13 +1,17 @@
 """Devices observing ``/attributes`` and ``/rpc``: turning bus events into CoAP notifications.
 
-Shared-attribute changes go to every observation of the device (only the
-changed keys; deletions as ``{"deleted": [..]}``).  ``/rpc`` observations are
-channels the RPC service sends through.  A deleted device's observations
-end with 4.04, a replaced token's with 4.01 (RFC 7641 §3.2).
+A device keeps at most ``max_per_device`` relations (both kinds together); a registration
+beyond that ends its oldest.  Shared-attribute changes go to every ``/attributes`` relation of
+the device; changes that arrive while a relation is busy (a CON in flight) merge, latest value
+per key and deletions included, and go out as one notification when it is free.  ``/rpc``
+relations are channels the RPC service sends through, in order.  A deleted device's relations
+end with 4.04, a replaced token's with 4.01 (RFC 7641 §3.2).  Every change here costs time in
+proportion to the relations of the device concerned, never a scan of all of them.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 
 from txthings import coap
 
@@ -15,10 +19,14 @@ from tbcoap.deviceapi.answers import error, json_answer
 from tbcoap.models import plain
 from tbcoap.services.bus import DeviceGone, SharedAttributesChanged, SharedAttributesDeleted, TokenReplaced
 
+DELETED = object()  # a merged change that deletes its key
+
+
 class RpcChannel:
     """An ``/rpc`` observation as the RPC service sees it."""
 
     __slots__ = ("observation",)
+    kind = "rpcObservations"
 
     def __init__(self, observation):
         self.observation = observation
@@ -29,78 +37,118 @@ class RpcChannel:
         self.observation.notify(json_answer(message), on_result)
 
 
-class ObserverRegistry:
-    """Which observations each device has on this node."""
+class AttributeWatch:
+    """An ``/attributes`` observation with the changes merged while it was busy."""
 
-    def __init__(self, core):
+    __slots__ = ("observation", "pending")
+    kind = "attributeObservations"
+
+    def __init__(self, observation):
+        self.observation = observation
+        self.pending = {}  # key -> typed value, or DELETED
+        observation.on_idle = self.flush
+
+    def merge(self, changes):
+        """Take ``{key: value or DELETED}`` and send it now if the relation is free."""
+        self.pending.update(changes)
+        self.flush()
+
+    def flush(self):
+        """Send what is pending, if the relation is free: the changed keys, then the deletions."""
+        observation = self.observation
+        if not self.pending or not observation.idle:
+            return
+        pending, self.pending = self.pending, {}
+        changed = {key: plain(value) for key, value in pending.items() if value is not DELETED}
+        deleted = [key for key, value in pending.items() if value is DELETED]
+        if changed:
+            observation.notify(json_answer(changed))
+        if deleted:
+            observation.notify(json_answer({"deleted": deleted}))
+
+
+class ObserverRegistry:
+    """Which observations each device has on this node, in the order they were registered."""
+
+    def __init__(self, core, max_per_device=16):
         self.core = core
-        self._attributes = {}  # device_id -> {observation}
-        self._rpc = {}         # device_id -> {observation: RpcChannel}
+        self.max_per_device = max_per_device
+        self._devices = {}  # device_id -> {observation: AttributeWatch | RpcChannel}
+        self._counts = Counter()
         core.bus.subscribe(self._on_event)
 
     def observing(self, device_id):
         """How many observations the device has here."""
-        return len(self._attributes.get(device_id, ())) + len(self._rpc.get(device_id, ()))
+        return len(self._devices.get(device_id, ()))
 
     def add_attributes(self, device, observation):
         """An ``/attributes`` observation was registered."""
-        self._attributes.setdefault(device.id, set()).add(observation)
-        observation.on_cancel = lambda reason: self._ended(self._attributes, device.id, observation)
-        self._update_activity(device.id)
+        self._add(device.id, observation, AttributeWatch(observation))
 
     def add_rpc(self, device, observation):
         """An ``/rpc`` observation was registered; it becomes an RPC channel."""
         channel = RpcChannel(observation)
-        self._rpc.setdefault(device.id, {})[observation] = channel
-        observation.on_cancel = lambda reason: self._rpc_ended(device.id, observation)
-        self._update_activity(device.id)
+        self._add(device.id, observation, channel)
         self.core.rpc.add_channel(device.id, channel)
 
-    def _rpc_ended(self, device_id, observation):
-        channel = self._rpc.get(device_id, {}).get(observation)
-        if channel is not None:
-            self.core.rpc.remove_channel(device_id, channel)
-        self._ended(self._rpc, device_id, observation)
+    def _add(self, device_id, observation, member):
+        members = self._devices.setdefault(device_id, {})
+        while len(members) >= self.max_per_device:  # the device's oldest relation makes room
+            oldest = next(iter(members))
+            self._ended(device_id, oldest)
+            self._counts["replacedObservations"] += 1
+            oldest.cancel("replaced")
+        members[observation] = member
+        self._counts[member.kind] += 1
+        observation.on_cancel = lambda reason: self._ended(device_id, observation)
+        self._update_activity(device_id)
 
-    def _ended(self, table, device_id, observation):
-        members = table.get(device_id)
-        if members is not None and observation in members:
-            if isinstance(members, dict):
-                del members[observation]
-            else:
-                members.discard(observation)
-            if not members:
-                del table[device_id]
+    def _ended(self, device_id, observation):
+        members = self._devices.get(device_id)
+        member = members.pop(observation, None) if members is not None else None
+        if member is None:
+            return
+        if not members:
+            del self._devices[device_id]
+        self._counts[member.kind] -= 1
+        if isinstance(member, RpcChannel):
+            self.core.rpc.remove_channel(device_id, member)
         self._update_activity(device_id)
 
     def _update_activity(self, device_id):
         self.core.activity.set_observing(device_id, self.observing(device_id))
 
     def _on_event(self, event):
-        if isinstance(event, SharedAttributesChanged):
-            body = {key: plain(value) for key, value in event.values.items()}
-            for observation in list(self._attributes.get(event.device_id, ())):
-                observation.notify(json_answer(body))
-        elif isinstance(event, SharedAttributesDeleted):
-            for observation in list(self._attributes.get(event.device_id, ())):
-                observation.notify(json_answer({"deleted": list(event.keys)}))
+        if isinstance(event, (SharedAttributesChanged, SharedAttributesDeleted)):
+            members = self._devices.get(event.device_id)
+            if not members:
+                return
+            changes = event.values if isinstance(event, SharedAttributesChanged) \
+                else dict.fromkeys(event.keys, DELETED)
+            for member in list(members.values()):
+                if isinstance(member, AttributeWatch):
+                    member.merge(changes)
         elif isinstance(event, (DeviceGone, TokenReplaced)):
             code, text = ((coap.NOT_FOUND, "device deleted") if isinstance(event, DeviceGone)
                           else (coap.UNAUTHORIZED, "access token replaced"))
             for observation in self._detach(event.device_id):
+                observation.on_idle = None
                 observation.notify(error(code, text))  # the last one; it ends the relation
 
     def _detach(self, device_id):
         """Take every observation of the device out of service now (no more changes or RPCs go
         to them, also while their final notification waits for its ACK); returns them."""
-        attributes = self._attributes.pop(device_id, set())
-        rpc = self._rpc.pop(device_id, {})
-        for channel in rpc.values():
-            self.core.rpc.remove_channel(device_id, channel)
+        members = self._devices.pop(device_id, {})
+        for observation, member in members.items():
+            self._counts[member.kind] -= 1
+            if isinstance(member, RpcChannel):
+                self.core.rpc.remove_channel(device_id, member)
         self._update_activity(device_id)
-        return list(attributes) + list(rpc)
+        return list(members)
 
     def stats(self):
-        """Open observations on this node."""
-        return {"attributeObservations": sum(map(len, self._attributes.values())),
-                "rpcObservations": sum(map(len, self._rpc.values()))}
+        """Open observations on this node, and how many were ended to make room on their device."""
+        return {"attributeObservations": self._counts["attributeObservations"],
+                "rpcObservations": self._counts["rpcObservations"],
+                "replacedObservations": self._counts["replacedObservations"],
+                "maxPerDevice": self.max_per_device}

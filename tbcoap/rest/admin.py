@@ -23,17 +23,17 @@ def plugins(call):
 @defer.inlineCallbacks
 def health(call):
     """GET /api/health (no key): 200 UP, or 503 with what is down."""
-    down = []
+    down = {}
     if call.node.coap_port is None or not call.node.coap_port.connected:
-        down.append("coap")
+        down["coap"] = "not listening"
     if not call.core.ready:
-        down.append("store")
+        down["store"] = f"{call.node.store.name} store not open"
     else:
         try:
             yield call.node.store.check()
-        except Exception:
-            down.append("store")
+        except Exception as exc:
+            down["store"] = f"{call.node.store.name}: {exc}"
     if down:
         call.request.setResponseCode(503)
-        return {"status": "DOWN", "down": down}
+        return {"status": "DOWN", "down": sorted(down), "details": down}
     return {"status": "UP"}

@@ -21,7 +21,8 @@ from tbcoap.errors import (BadRequest, Forbidden, GatewayTimeout, NotFound, RpcF
                            StoreUnavailable, Unauthorized)
 from tbcoap.redact import redact_uri
 from tbcoap.services.values import parse_json
-from tbcoap.rest.auth import principal_for
+from tbcoap.rest.auth import bearer_key, known_key, principal_for
+from tbcoap.rest.limits import UNAUTHENTICATED_BODY, LimitedChannel, LimitedRequest
 
 log = Logger()
 MAX_PAGE_SIZE = 10_000
@@ -243,8 +244,28 @@ def redacting_log_formatter(timestamp, request):
     return http.combinedLogFormatter(timestamp, _Redacted(request))
 
 
+class ApiSite(server.Site):
+    """The REST API's Site: HTTP with limits (tbcoap.rest.limits) and a redacting access log."""
+
+    protocol = LimitedChannel
+    requestFactory = LimitedRequest
+
+    def __init__(self, node, resource):
+        super().__init__(resource, logFormatter=redacting_log_formatter)
+        self.node = node
+        self.refusals = {}  # HTTP status -> requests refused by the limits
+
+    def body_limit(self, request) -> int:
+        """How much body this request may send: the full limit with a key known valid from
+        memory, 64 KiB otherwise (its key is checked once the body is in)."""
+        key = bearer_key(request)
+        if key is not None and known_key(key, self.node):
+            return self.node.settings["max-rest-body"]
+        return UNAUTHENTICATED_BODY
+
+
 def make_site(node):
     """The twisted.web Site of the REST API."""
     from tbcoap.rest.routes import ROUTES
 
-    return server.Site(Api(node, ROUTES), logFormatter=redacting_log_formatter)
+    return ApiSite(node, Api(node, ROUTES))

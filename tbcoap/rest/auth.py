@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from twisted.internet import defer
 
+from tbcoap import datadir
 from tbcoap.datadir import key_file
 from tbcoap.errors import ShuttingDown, Unauthorized
 
@@ -26,26 +27,35 @@ class Principal:
 
 
 def load_admin_key(settings) -> str:
-    """The admin key: ``admin-key`` (option or $TBCOAP_ADMIN_KEY), else the data dir's key file.
+    """The admin key: ``admin-key`` (option or $TBCOAP_ADMIN_KEY), else ``admin-key-file``, else
+    the data dir's key file, created on first start (mode 0600) with its location logged.
 
-    The file is created on first start (mode 0600) and its location logged.
+    ValueError for an empty key file or both a key and a key file given.
     """
+    if settings.get("admin-key") and settings.get("admin-key-file"):
+        raise ValueError("give the admin key once: --admin-key (or $TBCOAP_ADMIN_KEY) or --admin-key-file")
     if settings.get("admin-key"):
         return settings["admin-key"]
+    if settings.get("admin-key-file"):
+        return _read_key(settings["admin-key-file"])
     path = key_file(settings["data-dir"])
-    try:
-        with open(path, encoding="utf-8") as f:
-            key = f.read().strip()
-        if key:
-            return key
-    except FileNotFoundError:
-        pass
-    os.makedirs(settings["data-dir"], exist_ok=True)
+    if os.path.exists(path):
+        os.chmod(path, 0o600)
+        return _read_key(path)
+    datadir.ensure(settings["data-dir"])
     key = secrets.token_hex(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(key + "\n")
     log.info("generated the REST admin key into {path}", path=path)
+    return key
+
+
+def _read_key(path) -> str:
+    with open(path, encoding="utf-8") as f:
+        key = f.read().strip()
+    if not key:
+        raise ValueError(f"{path} is empty")
     return key
 
 
@@ -58,6 +68,13 @@ def bearer_key(request) -> str | None:
             if scheme.lower() == "bearer" and key.strip():
                 return key.strip()
     return None
+
+
+def known_key(key, node) -> bool:
+    """True if ``key`` is the admin key or a customer key this node has already seen (no I/O)."""
+    if hmac.compare_digest(key.encode("utf-8"), node.admin_key.encode("utf-8")):
+        return True
+    return node.core.customers.known(key)
 
 
 @defer.inlineCallbacks

@@ -80,7 +80,8 @@ class ClaimService:
         """Free a device (admin, or the customer that owns it; another customer: Forbidden)."""
         device = yield self.devices.by_name(device_name)
         if principal.role != "admin" and device.customer_id != principal.customer_id:
-            raise Forbidden("the device belongs to another customer")
+            raise Forbidden("the device is not claimed" if device.customer_id is None
+                            else "the device belongs to another customer")
         if device.customer_id is not None:
             yield self.store.set_device_customer(device.id, None, device.customer_id)
         device = yield self.devices.get(device.id)

@@ -46,6 +46,10 @@ class CustomerService:
             raise NotFound(f"customer {customer_id} not found")
         return customer
 
+    def known(self, key) -> bool:
+        """True if this key was seen before as a customer's (memory only)."""
+        return key_digest(key) in self._by_digest
+
     @defer.inlineCallbacks
     def by_key(self, key):
         """The Customer id whose API key this is, or None (remembered in memory)."""

@@ -59,13 +59,13 @@ class RpcService:
         self.store = store
         self.bus = bus
         self.clock = clock or reactor
-        self._channels = {}   # device_id -> [channel]: objects with send(message_dict, on_result)
+        self._channels = {}   # device_id -> {channel: None}: objects with send(message_dict, on_result)
         self._busy = set()    # devices with a delivery under way
         self._again = set()   # devices asked for while busy: look again when done
         self._waiters = {}    # rpc_id -> [(Deferred, oneway)]
-        self._waiter_device = {}  # rpc_id -> device_id, for the RPCs someone waits for
         self._timers = {}     # rpc_id -> DelayedCall
-        self._timer_device = {}  # rpc_id -> device_id of the RPCs with a timer
+        self._rpc_device = {}    # rpc_id -> device_id of the RPCs with a timer or a waiter
+        self._device_rpcs = {}   # device_id -> {rpc_id} of those: what a deletion ends, found in O(1)
         self._running = False
         bus.subscribe(self._on_event)
 
@@ -89,7 +89,7 @@ class RpcService:
             return {"rpcId": rpc.id}
         waiting = defer.Deferred()
         self._waiters.setdefault(rpc.id, []).append((waiting, oneway))
-        self._waiter_device[rpc.id] = device_id
+        self._track(rpc.id, device_id)
         self.bus.publish(RpcChanged(device_id, rpc.id, rpc.status))
         result = yield waiting
         return result
@@ -114,16 +114,16 @@ class RpcService:
 
     def add_channel(self, device_id, channel):
         """A device observes ``/rpc`` through ``channel``; queued RPCs go out now."""
-        self._channels.setdefault(device_id, []).append(channel)
+        self._channels.setdefault(device_id, {})[channel] = None
         self.deliver(device_id)
 
     def remove_channel(self, device_id, channel):
-        """That observation ended."""
-        channels = self._channels.get(device_id, [])
-        if channel in channels:
-            channels.remove(channel)
-        if not channels:
-            self._channels.pop(device_id, None)
+        """That observation ended (O(1))."""
+        channels = self._channels.get(device_id)
+        if channels is not None:
+            channels.pop(channel, None)
+            if not channels:
+                del self._channels[device_id]
 
     @defer.inlineCallbacks
     def reply(self, device, request_id, response_json):
@@ -217,18 +217,33 @@ class RpcService:
         delay = max(0.0, (rpc.expiration_time - now_ms()) / 1000)
         self._cancel_timer(rpc.id)
         self._timers[rpc.id] = self.clock.callLater(delay, self._expire, rpc)
-        self._timer_device[rpc.id] = rpc.device_id
+        self._track(rpc.id, rpc.device_id)
+
+    def _track(self, rpc_id, device_id):
+        self._rpc_device[rpc_id] = device_id
+        self._device_rpcs.setdefault(device_id, set()).add(rpc_id)
+
+    def _untrack(self, rpc_id):
+        """Forget the RPC's device once it has neither a timer nor a waiter here."""
+        if rpc_id in self._timers or rpc_id in self._waiters:
+            return
+        device_id = self._rpc_device.pop(rpc_id, None)
+        rpcs = self._device_rpcs.get(device_id)
+        if rpcs is not None:
+            rpcs.discard(rpc_id)
+            if not rpcs:
+                del self._device_rpcs[device_id]
 
     def _cancel_timer(self, rpc_id):
-        self._timer_device.pop(rpc_id, None)
         timer = self._timers.pop(rpc_id, None)
         if timer is not None and timer.active():
             timer.cancel()
+        self._untrack(rpc_id)
 
     @defer.inlineCallbacks
     def _expire(self, rpc):
         self._timers.pop(rpc.id, None)
-        self._timer_device.pop(rpc.id, None)
+        self._untrack(rpc.id)
         try:
             if (yield self.store.set_rpc_status(rpc.id, "EXPIRED", expect=("QUEUED", "SENT"))):
                 self.bus.publish(RpcChanged(rpc.device_id, rpc.id, "EXPIRED"))
@@ -244,13 +259,11 @@ class RpcService:
             if event.status in (None, "QUEUED"):
                 self.deliver(event.device_id)
         elif isinstance(event, DeviceGone):
-            self._channels.pop(event.device_id, None)
-            for rpc_id, device_id in list(self._timer_device.items()):
-                if device_id == event.device_id:
-                    self._cancel_timer(rpc_id)
-            for rpc_id, device_id in list(self._waiter_device.items()):
-                if device_id == event.device_id:
-                    self._fail_waiters(rpc_id, NotFound(f"device {device_id} was deleted"))
+            device_id = event.device_id
+            self._channels.pop(device_id, None)
+            for rpc_id in list(self._device_rpcs.get(device_id, ())):  # only this device's RPCs
+                self._cancel_timer(rpc_id)
+                self._fail_waiters(rpc_id, NotFound(f"device {device_id} was deleted"))
 
     def _answer_waiters(self, rpc):
         waiters = self._waiters.get(rpc.id, [])
@@ -269,12 +282,12 @@ class RpcService:
                 waiting.errback(error)
         if not waiters:
             self._waiters.pop(rpc.id, None)
-            self._waiter_device.pop(rpc.id, None)
+            self._untrack(rpc.id)
 
     def _fail_waiters(self, rpc_id, error):
-        self._waiter_device.pop(rpc_id, None)
         for waiting, _ in self._waiters.pop(rpc_id, []):
             waiting.errback(error)
+        self._untrack(rpc_id)
 
     @defer.inlineCallbacks
     def start(self):

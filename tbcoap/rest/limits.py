@@ -1,0 +1,86 @@
+"""HTTP/1.1 with limits a caller without a key cannot get around: twisted.web's channel and
+request, refusing with a JSON answer instead of closing the connection or spooling to disk.
+
+- a request line over 8 KiB: 414; request headers over 16 KiB: 431;
+- a body over the limit: 413, refused from the headers when Content-Length says so, and while
+  it arrives otherwise (chunked).  The limit is ``--max-rest-body`` for a request that carries a
+  key known valid from memory (the admin key, a customer key seen before), and 64 KiB for any
+  other, so a caller without a valid key never has more than 64 KiB of its body read;
+- bodies are kept in memory (they are bounded), never in temporary files.
+"""
+
+from __future__ import annotations
+
+import json
+from io import BytesIO
+
+from twisted.web import http, server
+
+MAX_URL = 8192
+MAX_HEADERS = 16384
+UNAUTHENTICATED_BODY = 65536
+_REASONS = {413: b"Content Too Large", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+
+
+class LimitedChannel(http.HTTPChannel):
+    """An HTTPChannel that answers 414, 431 and 413 (with JSON) where twisted.web would hang up."""
+
+    MAX_LENGTH = MAX_URL + MAX_HEADERS + 1024  # LineReceiver's cap: beyond it lineLengthExceeded
+    totalHeadersSize = MAX_URL + MAX_HEADERS + 1024  # ours below are tighter and answered
+    refused = False
+
+    def lineReceived(self, line):
+        if self.refused:
+            return
+        first = self._receivedHeaderSize == 0 and not self._handlingRequest
+        if first and line and len(line) > MAX_URL + 16:  # "GET " + URL + " HTTP/1.1"
+            return self.refuse(414, f"request line over {MAX_URL} bytes")
+        if not first and self._receivedHeaderSize - self._request_line + len(line) > MAX_HEADERS:
+            return self.refuse(431, f"request headers over {MAX_HEADERS} bytes")
+        if first:
+            self._request_line = len(line)
+        return super().lineReceived(line)
+
+    _request_line = 0
+
+    def lineLengthExceeded(self, line):
+        first = self._receivedHeaderSize == 0
+        self.refuse(414 if first else 431, "request line too long" if first else "request header too long")
+
+    def allHeadersReceived(self):
+        request = self.requests[-1]
+        request.body_limit = self.site.body_limit(request)
+        if self.length is not None and self.length > request.body_limit:
+            return self.refuse(413, f"body over {request.body_limit} bytes")
+        super().allHeadersReceived()
+
+    def refuse(self, status, message):
+        """Answer ``{"status","message"}`` with ``status`` and close the connection."""
+        if self.refused:
+            return
+        self.refused = True
+        body = json.dumps({"status": status, "message": message}).encode()
+        head = (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                b"Connection: close\r\n\r\n" % (status, _REASONS[status], len(body)))
+        self.transport.write(head + body)
+        self.site.refusals[status] = self.site.refusals.get(status, 0) + 1
+        self.setRawMode()
+        self.rawDataReceived = lambda data: None  # read nothing more of this connection
+        self.loseConnection()
+
+
+class LimitedRequest(server.Request):
+    """A Request whose body stays in memory and stops at its limit."""
+
+    body_limit = UNAUTHENTICATED_BODY
+    _received = 0
+
+    def gotLength(self, length):
+        self.content = BytesIO()
+
+    def handleContentChunk(self, data):
+        self._received += len(data)
+        if self._received > self.body_limit:
+            self.channel.refuse(413, f"body over {self.body_limit} bytes")
+            return
+        self.content.write(data)
