@@ -203,7 +203,8 @@ class TbcoapService(Service):
         api = self.device_api
         limits = {name: limiter.stats() for name, limiter in (("device", api.device_limiter),
                                                               ("peer", api.peer_limiter),
-                                                              ("provision", api.provision_limiter)) if limiter}
+                                                              ("provision", api.provision_limiter))
+                  if limiter is not None}
         http = {"refused": dict(sorted(self.site.refusals.items())) if self.site is not None else {}}
         return {"coap": self.coap.stats(), "http": http, "observers": self.observers.stats(), "rateLimits": limits,
                 **self.core.stats(), "plugins": self.plugins.stats()}

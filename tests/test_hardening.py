@@ -233,11 +233,18 @@ async def test_answers_kept_for_duplicates_are_capped_in_bytes(start_node):
     device, _ = await node.core.devices.create("d", token="TOKEN-1")
     await node.core.attributes.save(device.id, "SHARED_SCOPE", json.dumps({"s": "x" * 900}).encode())
     client = await client_on(node)
-    for _ in range(200):  # 200 answers of about 950 bytes each: three times the budget
-        assert code_text((await client.request(GET, ATTRIBUTES)).code) == "2.05"
+    posted = await client.request(POST, "/api/v1/TOKEN-1/telemetry", b'{"n":1}', mid=1)  # the oldest entry
+    for mid in range(2, 202):  # 200 answers of about 950 bytes each: three times the budget
+        assert code_text((await client.request(GET, ATTRIBUTES, mid=mid)).code) == "2.05"
     stats = node.coap.stats()
     assert stats["answerCacheBytes"] <= 64 * 1024 < 200 * 900
-    assert stats["dedupEvictions"] > 0
+    assert stats["dedupAnswersDropped"] > 0 and stats["dedupEvictions"] == 0  # payloads went, keys stayed
+    # a duplicate of the first GET, whose kept answer went, is answered again in full
+    again = await client.request(GET, ATTRIBUTES, mid=2)
+    assert code_text(again.code) == "2.05" and json.loads(again.payload) == {"shared": {"s": "x" * 900}}
+    # the POST before them all is still known as a duplicate: answered, not stored twice
+    duplicate = await client.request(POST, "/api/v1/TOKEN-1/telemetry", b'{"n":1}', mid=1, token=posted.token)
+    assert code_text(duplicate.code) == "2.01" and node.coap.stats()["duplicates"] == 2
     await client.port.stopListening()
 
 
@@ -265,6 +272,8 @@ async def test_rpc_id_beyond_64_bits_is_400(node, coap, device):
     answer = await coap.request(POST, "/api/v1/TOKEN-1/rpc/9223372036854775808", b"{}")
     assert code_text(answer.code) == "4.00"
     assert code_text((await coap.request(POST, "/api/v1/TOKEN-1/rpc/9223372036854775807", b"{}")).code) == "2.01"
+    padded = "0" * 5000 + "1"  # zero-padded: a small id, not a 5,000-digit number
+    assert code_text((await coap.request(POST, "/api/v1/TOKEN-1/rpc/" + padded, b"{}")).code) == "2.01"
 
 
 @pytest_twisted.ensureDeferred

@@ -1,6 +1,7 @@
 """The message layer: validation, RST, duplicates, piggybacking, block-wise."""
 
 import json
+import zlib
 
 import pytest
 import pytest_twisted
@@ -182,6 +183,10 @@ async def test_block2_in_1024_byte_blocks(coap, rest, device):
             break
         number += 1
     assert json.loads(bytes(body)) == json.loads(whole) and len(body) == len(whole) and number == 2
+    # every block carries the same ETag (the whole answer's CRC-32): a client can tell blocks of
+    # one answer from blocks of a recomputed, different one
+    etag = first.opt.getOption(tx.ETAG)[0].value
+    assert etag == zlib.crc32(bytes(body)).to_bytes(4, "big") and part.opt.getOption(tx.ETAG)[0].value == etag
 
 
 @pytest_twisted.ensureDeferred
@@ -257,17 +262,20 @@ async def test_block1_upload_is_checked_for_path_method_and_token_first(start_no
     await client.port.stopListening()
 
 
-class FakeClock:
-    """A clock the test moves; timers are recorded, never fired."""
+class FakeClock(task.Clock):
+    """A clock the test moves: ``now`` jumps without firing timers, ``advance`` fires them."""
 
     def __init__(self):
-        self.now = 1000.0
+        super().__init__()
+        self.rightNow = 1000.0
 
-    def seconds(self):
-        return self.now
+    @property
+    def now(self):
+        return self.rightNow
 
-    def callLater(self, delay, f, *args):
-        return task.Clock().callLater(delay, f, *args)
+    @now.setter
+    def now(self, value):
+        self.rightNow = value
 
 
 class Wire:
@@ -289,6 +297,7 @@ def observing_layer(mtype):
     request = decode(build(GET, "/x", mtype=mtype, mid=1, token=b"t", observe=0), ("127.0.0.1", 9))
     observation = layer.observe(request)
     layer._answer(request, None, response(69, b"{}", 50))
+    clock.advance(0)
     return layer, clock, observation
 
 
@@ -297,8 +306,10 @@ def test_non_relation_gets_a_con_once_a_day():
 
     layer, clock, observation = observing_layer(NON)
     observation.notify(response(69, b"1", 50))
+    clock.advance(0)  # notifications leave on the next reactor turn
     clock.now += 24 * 3600 + 1
     observation.notify(response(69, b"2", 50))
+    clock.advance(0)
     assert [m.mtype for m in layer.transport.sent] == [NON, NON, CON]
 
 
@@ -316,6 +327,7 @@ def test_a_relation_that_does_not_keep_up_is_ended():
     assert results[-1] == "canceled"
     observation.in_flight = False
     observation._pump()  # the final notification goes out and ends the relation
+    clock.advance(0)
     final = layer.transport.sent[-1]
     assert code_text(final.code) == "5.03" and final.opt.observe is None
     assert not observation.active and layer.observations == {}

@@ -270,7 +270,7 @@ class SQLiteStore:
                 return defer.fail(StoreUnavailable("sqlite writer thread is not running"))
             waited = self._writer.oldest_wait()
             if waited > STALLED_WRITE:
-                return defer.fail(StoreUnavailable(f"sqlite writes have waited {waited:.0f} s (database locked?)"))
+                return defer.fail(StoreUnavailable(f"sqlite writes have waited {waited:.1f} s (database locked?)"))
 
         def read(conn):
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()

@@ -23,8 +23,8 @@ its business, type, MID, token and blocks are this layer's.
 
 from __future__ import annotations
 
-import random
 import weakref
+import zlib
 from collections import Counter, OrderedDict, deque
 
 from twisted.internet import defer
@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from txthings import coap
 
 from tbcoap.coap.budget import ByteBudget
+from tbcoap.coap.exchanges import Exchanges
 from tbcoap.coap.observe import Observation, call_safely
 from tbcoap.coap.recent import RecentMap
 
@@ -43,6 +44,7 @@ NON_LIFETIME = 145.0  # RFC 7252 §4.8.2
 MAX_HOSTS = 200_000  # distinct peer addresses remembered for exchange keys (then forgotten at once)
 MAX_UPLOADS = 1024  # Block1 uploads being reassembled (each up to --max-body)
 MAX_PEER_UPLOADS = 16  # of them from one source address
+OUTBOX_BATCH = 1000  # notifications sent per reactor turn
 PEER_SHARE = 16  # one source address may hold at most this fraction of the notification budget
 SNAPSHOT_OVERHEAD = 512  # a kept large answer's options and objects
 MAX_LARGE_ANSWERS = 4096  # answers over one block kept for their later blocks (bytes: the answer cache)
@@ -153,12 +155,6 @@ def response(code: int, payload: bytes = b"", content_format: int | None = None)
     return message
 
 
-class _Exchange:
-    """An outgoing CON waiting for its ACK or RST."""
-
-    __slots__ = ("data", "remote", "timeout", "tries", "timer", "on_result")
-
-
 class _Pending:
     """A request whose answer is a Deferred that has not fired yet."""
 
@@ -197,8 +193,12 @@ class MessageLayer(coap.Coap):
         self.counters = Counter()
         self.refusing = False  # set while shutting down: new requests get 5.03
         self.answer_budget = ByteBudget(answer_cache)  # answers kept for duplicates and for Block2
-        self.recent = RecentMap(coap.EXCHANGE_LIFETIME, dedup_cap, self.answer_budget, _answer_cost)
-        self.active_exchanges = {}
+        self.recent = RecentMap(coap.EXCHANGE_LIFETIME, dedup_cap, self.answer_budget, _answer_cost, _answer_code)
+        self.exchanges = Exchanges(self.clock, self._write, ack_timeout, max_retransmit, self.counters)
+        self._outbox = deque()  # notifications to send, in order; at most OUTBOX_BATCH per reactor turn
+        self._draining = None
+        self._paths = {}  # interned (path, query) of observations: relations of one resource share one
+        self._hosts = {}  # interned host names of observations
         self._uploads = OrderedDict()  # Block1 uploads being reassembled, least recently continued first
         self._peer_uploads = {}  # host -> how many of them it has
         self._large = RecentMap(coap.MAX_TRANSMIT_WAIT, MAX_LARGE_ANSWERS, self.answer_budget, _snapshot_cost)
@@ -246,7 +246,8 @@ class MessageLayer(coap.Coap):
         if message.mtype == CON:
             self._send_empty(RST, message.mid, message.remote)  # CoAP ping
         elif message.mtype in (ACK, RST):
-            self._exchange_done(message, "ack" if message.mtype == ACK else "rst")
+            remote = message.remote
+            self.exchanges.done((remote[0], remote[1], message.mid), "ack" if message.mtype == ACK else "rst")
             if message.mtype == RST:
                 remote = message.remote
                 observation = self._sent_non.get((remote[0], remote[1], message.mid))
@@ -256,7 +257,8 @@ class MessageLayer(coap.Coap):
 
     def _received_response(self, message):
         if message.mtype == ACK:
-            self._exchange_done(message, "ack")
+            remote = message.remote
+            self.exchanges.done((remote[0], remote[1], message.mid), "ack")
         elif message.mtype == CON:
             self._send_empty(RST, message.mid, message.remote)
 
@@ -271,8 +273,13 @@ class MessageLayer(coap.Coap):
             self.counters["duplicates"] += 1
             if request.mtype == CON:
                 answer = recent.get(key)
-                if isinstance(answer, int):  # an empty answer, kept as its code
-                    answer = bytes((0x60 | len(request.token), answer, request.mid >> 8, request.mid & 0xFF))
+                if isinstance(answer, int):
+                    if answer < 0 and request.code == coap.GET:  # its kept answer went for the byte
+                        recent.replace(key, None)                  # budget: a GET is answered again
+                        self._received_whole(request, key)
+                        return
+                    # an empty answer kept as its code (or one that lost its payload to the budget)
+                    answer = bytes((0x60 | len(request.token), abs(answer), request.mid >> 8, request.mid & 0xFF))
                     answer += request.token
                 if answer is not None:
                     self._write(answer, remote)
@@ -427,8 +434,8 @@ class MessageLayer(coap.Coap):
         peer replaces the old one.  None when the limit per source address or in
         all is reached (counted).
         """
-        remote = request.remote
-        host = remote[0]
+        host = self._intern(self._hosts, request.remote[0])
+        remote = (host, request.remote[1])
         key = (host, remote[1], request.token)
         old = self.observations.get(key)
         if old is not None:
@@ -442,10 +449,19 @@ class MessageLayer(coap.Coap):
             return None
         block2 = request.opt.block2
         szx = min(self.block_szx, block2.size_exponent) if block2 is not None else self.block_szx
-        observation = self.observations[key] = Observation(self, key, request, szx, on_cancel)
+        path = self._intern(self._paths, (tuple(request.opt.uri_path), tuple(request.opt.uri_query)))
+        observation = Observation(self, key, remote, request.token, request.mtype == CON, szx, path, on_cancel)
+        self.observations[key] = observation
         peers[host] = peers.get(host, 0) + 1
         request.observation = observation
         return observation
+
+    @staticmethod
+    def _intern(table, value):
+        """One shared object per distinct value (host names, paths) held by many relations."""
+        if len(table) >= MAX_HOSTS:
+            table.clear()
+        return table.setdefault(value, value)
 
     def _exchange_key(self, remote, mid):
         """(host, port, MID) as one int: ids for hosts keep the duplicate cache small and cheap to scan."""
@@ -492,7 +508,27 @@ class MessageLayer(coap.Coap):
                 del self._peer_observations[host]
 
     def send_notification(self, observation, code, payload, content_format, on_result):
-        """Send one notification of ``observation`` now (called by the observation in its order)."""
+        """Queue one notification of ``observation`` for sending (the relation is busy until it is
+        sent, and until acknowledged when CON).  Notifications leave in order, at most
+        OUTBOX_BATCH per reactor turn, so notifying any number of relations never holds the reactor."""
+        observation.in_flight = True
+        self._outbox.append((observation, code, payload, content_format, on_result))
+        if self._draining is None:
+            self._draining = self.clock.callLater(0, self._drain)
+
+    def _drain(self):
+        self._draining = None
+        outbox = self._outbox
+        for _ in range(min(len(outbox), OUTBOX_BATCH)):
+            self._transmit(*outbox.popleft())
+        if outbox:
+            self._draining = self.clock.callLater(0, self._drain)
+
+    def _transmit(self, observation, code, payload, content_format, on_result):
+        if not observation.active:
+            observation.in_flight = False
+            call_safely(on_result, "canceled")
+            return
         answer = response(code, payload, content_format)
         final = not 64 <= code < 96
         if not final:
@@ -506,7 +542,6 @@ class MessageLayer(coap.Coap):
         # gone is found out (its relation ends) and relations cannot pile up forever
         if observation.confirmable or now - observation.confirmed >= CON_REFRESH:
             observation.confirmed = now
-            observation.in_flight = True
             answer.mtype = CON
 
             def done(outcome):
@@ -525,10 +560,13 @@ class MessageLayer(coap.Coap):
             answer.mid = self.nextMessageID()
             remote = observation.remote
             self._write(answer.encode(), remote)
-            self._sent_non.put((remote[0], remote[1], answer.mid), weakref.ref(observation), self.clock.seconds())
+            self._sent_non.put((remote[0], remote[1], answer.mid), weakref.ref(observation), now)
+            observation.in_flight = False
             call_safely(on_result, "sent")
             if final:
                 observation.cancel("ended")
+            else:
+                observation._pump()
 
     def _blockwise(self, request, answer):
         block1 = request.opt.block1
@@ -547,6 +585,7 @@ class MessageLayer(coap.Coap):
         if number == 0:
             self._large.put(self._large_key(request), _snapshot(answer), self.clock.seconds())
             answer.opt.addOption(coap.UintOption(coap.SIZE2, len(payload)))
+        answer.opt.addOption(_etag(payload))  # a block of a recomputed, different answer shows it
         answer.payload = payload[start:start + size]
         answer.opt.addOption(BlockOption(coap.BLOCK2, (number, start + size < len(payload), szx)))
         return answer
@@ -562,6 +601,7 @@ class MessageLayer(coap.Coap):
         path, query = observation.path
         self._large.put((remote[0], remote[1], coap.GET, path, query), _snapshot(answer), self.clock.seconds())
         answer.opt.addOption(coap.UintOption(coap.SIZE2, len(payload)))
+        answer.opt.addOption(_etag(payload))
         answer.payload = payload[:size]
         answer.opt.addOption(BlockOption(coap.BLOCK2, (0, True, observation.szx)))
         return answer
@@ -658,44 +698,8 @@ class MessageLayer(coap.Coap):
     def send_confirmable(self, message, remote, on_result=None):
         """Send a CON with a new MID; ``on_result("ack"|"rst"|"timeout")`` when it ends."""
         message.mid = self.nextMessageID()
-        exchange = _Exchange()
-        exchange.data = message.encode()
-        exchange.remote = remote
-        exchange.timeout = random.uniform(self.ack_timeout, self.ack_timeout * coap.ACK_RANDOM_FACTOR)
-        exchange.tries = 0
-        exchange.on_result = on_result
-        key = (remote[0], remote[1], message.mid)
-        exchange.timer = self.clock.callLater(exchange.timeout, self._retransmit, key)
-        self.active_exchanges[key] = exchange
-        self._write(exchange.data, remote)
+        self.exchanges.start((remote[0], remote[1], message.mid), message.encode(), remote, on_result)
         return message.mid
-
-    def _retransmit(self, key):
-        exchange = self.active_exchanges[key]
-        if exchange.tries >= self.max_retransmit:
-            del self.active_exchanges[key]
-            self.counters["exchangeTimeouts"] += 1
-            self._report(exchange, "timeout")
-            return
-        exchange.tries += 1
-        exchange.timeout *= 2
-        exchange.timer = self.clock.callLater(exchange.timeout, self._retransmit, key)
-        self._write(exchange.data, exchange.remote)
-
-    def _exchange_done(self, message, outcome):
-        remote = message.remote
-        exchange = self.active_exchanges.pop((remote[0], remote[1], message.mid), None)
-        if exchange is None:
-            return
-        exchange.timer.cancel()
-        self._report(exchange, outcome)
-
-    def _report(self, exchange, outcome):
-        if exchange.on_result is not None:
-            try:
-                exchange.on_result(outcome)
-            except Exception:
-                log.failure("exchange result callback failed")
 
     def startProtocol(self):
         self._socket = getattr(self.transport, "socket", None)
@@ -714,10 +718,10 @@ class MessageLayer(coap.Coap):
         if self._sweep is not None and self._sweep.active():
             self._sweep.cancel()
         self._sweep = None
-        for exchange in self.active_exchanges.values():
-            if exchange.timer.active():
-                exchange.timer.cancel()
-        self.active_exchanges.clear()
+        self.exchanges.stop()
+        if self._draining is not None and self._draining.active():
+            self._draining.cancel()
+        self._draining = None
 
     def stats(self):
         """Counters of this layer as a plain dict."""
@@ -727,8 +731,10 @@ class MessageLayer(coap.Coap):
         out["dedupEvictions"] = self.recent.evictions
         out["answerCacheBytes"] = self.answer_budget.used
         out["answerCacheEvictions"] = self.answer_budget.refusals
+        out["dedupAnswersDropped"] = self.recent.shrunk
         out["blockAnswers"] = len(self._large)
-        out["activeExchanges"] = len(self.active_exchanges)
+        out["activeExchanges"] = len(self.exchanges)
+        out["outbox"] = len(self._outbox)
         out["observations"] = len(self.observations)
         out["observingPeers"] = len(self._peer_observations)
         out["notificationBytes"] = self.notification_budget.used
@@ -746,13 +752,24 @@ def _answer_cost(value):
     return len(value) if isinstance(value, bytes) else 0
 
 
+def _etag(payload):
+    """An ETag for the blocks of one answer (RFC 7959 §2.4): its CRC-32."""
+    return coap.OpaqueOption(coap.ETAG, zlib.crc32(payload).to_bytes(4, "big"))
+
+
+def _answer_code(data):
+    """What a kept answer shrinks to for the byte budget: its code, negative (the payload is gone)."""
+    return -data[1]
+
+
 def _snapshot_cost(snapshot):
     return len(snapshot[1]) + SNAPSHOT_OVERHEAD
 
 
 def _snapshot(answer):
     """What is needed to rebuild a large answer for its later blocks."""
-    options = [o for o in answer.opt.optionList() if o.number not in (coap.BLOCK1, coap.BLOCK2, coap.SIZE2)]
+    options = [o for o in answer.opt.optionList() if o.number not in (coap.BLOCK1, coap.BLOCK2, coap.SIZE2,
+                                                                      coap.ETAG)]
     return answer.code, answer.payload, options
 
 

@@ -19,6 +19,7 @@ MAX_QUEUED = 1000  # notifications waiting in one relation before it is ended
 MAX_QUEUED_BYTES = 256 << 10  # bytes waiting in one relation before it is ended
 QUEUED_OVERHEAD = 160  # bytes a waiting notification costs besides its payload (tuple, deque slot)
 SERVICE_UNAVAILABLE = (5 << 5) | 3
+EMPTY = ()  # the queue of a relation with nothing waiting (an empty deque costs 600 bytes)
 
 
 class Observation:
@@ -30,20 +31,18 @@ class Observation:
     the layer's notification budget).  ``on_result`` of each notification gets "ack" (CON
     acknowledged), "sent" (NON sent), "rst", "timeout" or "canceled".  An RST, an
     unacknowledged CON, a non-2.xx notification, more than MAX_QUEUED waiting notifications
-    or a full budget end the relation; ``on_cancel(reason)`` is called once.  ``on_idle()``,
-    if set, is called whenever the relation has nothing in flight and nothing waiting.
+    or a full budget end the relation; ``on_cancel(observation, reason)`` is called once.
+    ``on_idle()``, if set, is called whenever the relation has nothing in flight and nothing
+    waiting; ``tag`` is free for the owner (the device id, say).
     """
 
     __slots__ = ("layer", "key", "remote", "token", "confirmable", "szx", "path", "seq", "queue", "queued_bytes",
-                 "in_flight", "ready", "active", "ending", "confirmed", "on_cancel", "on_idle", "__weakref__")
+                 "in_flight", "ready", "active", "ending", "confirmed", "on_cancel", "on_idle", "tag", "__weakref__")
 
-    def __init__(self, layer, key, request, szx, on_cancel=None):
-        self.layer, self.key, self.on_cancel, self.on_idle = layer, key, on_cancel, None
-        self.remote, self.token = request.remote, request.token
-        self.confirmable = request.mtype == 0  # CON
-        self.szx = szx
-        self.path = (tuple(request.opt.uri_path), tuple(request.opt.uri_query))
-        self.seq, self.queue, self.queued_bytes = 0, deque(), 0
+    def __init__(self, layer, key, remote, token, confirmable, szx, path, on_cancel=None):
+        self.layer, self.key, self.on_cancel, self.on_idle, self.tag = layer, key, on_cancel, None, None
+        self.remote, self.token, self.confirmable, self.szx, self.path = remote, token, confirmable, szx, path
+        self.seq, self.queue, self.queued_bytes = 0, EMPTY, 0  # a deque only once something waits
         self.in_flight, self.ready, self.active, self.ending = False, False, True, False
         self.confirmed = layer.clock.seconds()  # when the client last confirmed it is there
 
@@ -57,19 +56,24 @@ class Observation:
         its code, payload and Content-Format).  What waits is charged to the relation (at most
         MAX_QUEUED notifications and MAX_QUEUED_BYTES) and to the layer's budgets, per source
         address and in all; past any of them the relation ends."""
+        self.notify_raw(answer.code, answer.payload, answer.opt.content_format, on_result)
+
+    def notify_raw(self, code, payload, content_format, on_result=None):
+        """``notify`` without a Message: the code, payload bytes and Content-Format (or None)."""
         if not self.active or self.ending:
             call_safely(on_result, "canceled")
             return
-        payload = answer.payload
         if self.idle:
-            self.layer.send_notification(self, answer.code, payload, answer.opt.content_format, on_result)
+            self.layer.send_notification(self, code, payload, content_format, on_result)
             return
         cost = len(payload) + QUEUED_OVERHEAD
         if len(self.queue) >= MAX_QUEUED or self.queued_bytes + cost > MAX_QUEUED_BYTES \
                 or not self.layer.queue_charge(self.remote[0], cost):
             self._overflow(on_result)
             return
-        self.queue.append((answer.code, payload, answer.opt.content_format, on_result, cost))
+        if self.queue is EMPTY:
+            self.queue = deque()
+        self.queue.append((code, payload, content_format, on_result, cost))
         self.queued_bytes += cost
         self._pump()
 
@@ -84,7 +88,7 @@ class Observation:
         self.ending = True
         self._leave("overflowed")
         text = b"too many notifications waiting"
-        self.queue.append((SERVICE_UNAVAILABLE, text, 0, None, 0))
+        self.queue = deque([(SERVICE_UNAVAILABLE, text, 0, None, 0)])
         self._pump()
 
     def cancel(self, reason="canceled"):
@@ -99,10 +103,10 @@ class Observation:
         """Out of the layer's tables and its owner's, once."""
         self.layer.forget_observation(self)
         on_cancel, self.on_cancel, self.on_idle = self.on_cancel, None, None
-        call_safely(on_cancel, reason)
+        call_safely(on_cancel, self, reason)
 
     def _drop_queue(self):
-        queued, self.queue = self.queue, deque()
+        queued, self.queue = self.queue, EMPTY
         self.layer.queue_release(self.remote[0], self.queued_bytes)
         self.queued_bytes = 0
         for item in queued:
@@ -111,6 +115,8 @@ class Observation:
     def _pump(self):
         while self.active and self.ready and not self.in_flight and self.queue:
             code, payload, content_format, on_result, cost = self.queue.popleft()
+            if not self.queue:
+                self.queue = EMPTY
             self.queued_bytes -= cost
             self.layer.queue_release(self.remote[0], cost)
             self.layer.send_notification(self, code, payload, content_format, on_result)

@@ -104,8 +104,11 @@ class DeviceApi:
             return error(coap.BAD_REQUEST, f"unknown feature /{'/'.join(path[3:])}"[:60])
         if extra and not (extra[0].isascii() and extra[0].isdigit()):
             return error(coap.BAD_REQUEST, "rpc id must be an integer")
-        if extra and (len(extra[0]) > 19 or int(extra[0]) > INT64_MAX):
-            return error(coap.BAD_REQUEST, "rpc id out of range")
+        if extra:
+            digits = extra[0].lstrip("0") or "0"  # zero-padded ids are fine; int() of 5,000 digits is not
+            if len(digits) > 19 or int(digits) > INT64_MAX:
+                return error(coap.BAD_REQUEST, "rpc id out of range")
+            extra = [digits]
         handler = route.methods.get(request.code)
         if handler is None or (extra and request.code != POST):
             return error(coap.METHOD_NOT_ALLOWED, f"{feature} does not take {_method(request.code)}")

@@ -15,11 +15,12 @@ from collections import Counter
 
 from txthings import coap
 
-from tbcoap.deviceapi.answers import error, json_answer
+from tbcoap.deviceapi.answers import JSON_FORMAT, error, json_answer
 from tbcoap.models import plain
 from tbcoap.services.bus import DeviceGone, SharedAttributesChanged, SharedAttributesDeleted, TokenReplaced
 
 DELETED = object()  # a merged change that deletes its key
+CONTENT = coap.CONTENT
 
 
 class RpcChannel:
@@ -31,10 +32,11 @@ class RpcChannel:
     def __init__(self, observation):
         self.observation = observation
 
-    def send(self, message, on_result):
-        """Notify ``{"id","method","params"}``; ``on_result`` gets "ack" (CON acknowledged),
-        "sent" (NON), or "rst", "timeout", "canceled"."""
-        self.observation.notify(json_answer(message), on_result)
+    def send(self, payload, on_result):
+        """Notify ``payload``, the RPC's JSON ``{"id","method","params"}`` as bytes (encoded once for
+        every channel); ``on_result`` gets "ack" (CON acknowledged), "sent" (NON), or "rst",
+        "timeout", "canceled"."""
+        self.observation.notify_raw(CONTENT, payload, JSON_FORMAT, on_result)
 
 
 class AttributeWatch:
@@ -75,6 +77,7 @@ class ObserverRegistry:
         self.max_per_device = max_per_device
         self._devices = {}  # device_id -> {observation: AttributeWatch | RpcChannel}
         self._counts = Counter()
+        self._on_relation_end = self._relation_ended  # one bound method for every relation
         core.bus.subscribe(self._on_event)
 
     def observing(self, device_id):
@@ -100,8 +103,12 @@ class ObserverRegistry:
             oldest.cancel("replaced")
         members[observation] = member
         self._counts[member.kind] += 1
-        observation.on_cancel = lambda reason: self._ended(device_id, observation)
+        observation.tag = device_id
+        observation.on_cancel = self._on_relation_end
         self._update_activity(device_id)
+
+    def _relation_ended(self, observation, reason):
+        self._ended(observation.tag, observation)
 
     def _ended(self, device_id, observation):
         members = self._devices.get(device_id)

@@ -59,7 +59,7 @@ class RpcService:
         self.store = store
         self.bus = bus
         self.clock = clock or reactor
-        self._channels = {}   # device_id -> {channel: None}: objects with send(message_dict, on_result)
+        self._channels = {}   # device_id -> {channel: None}: objects with send(json_bytes, on_result)
         self._busy = set()    # devices with a delivery under way
         self._again = set()   # devices asked for while busy: look again when done
         self._waiters = {}    # rpc_id -> [(Deferred, oneway)]
@@ -166,7 +166,8 @@ class RpcService:
                 continue
             if not (yield self.store.set_rpc_status(rpc.id, "SENT", expect=("QUEUED",))):
                 continue
-            message = {"id": rpc.request_id, "method": rpc.method, "params": json.loads(rpc.params_json)}
+            message = compact_json({"id": rpc.request_id, "method": rpc.method,
+                                    "params": json.loads(rpc.params_json)}).encode()  # once for all channels
             delivery = _Delivery(rpc, len(channels))
             self.bus.publish(RpcChanged(device_id, rpc.id, "SENT"))
             for channel in channels:  # every observer of /rpc gets it (each registration is notified); the first ACK delivers
