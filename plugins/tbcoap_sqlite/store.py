@@ -6,7 +6,6 @@ its own read-only connection, inside a transaction for a consistent view.
 """
 
 import dataclasses
-import math
 import os
 import re
 import sqlite3
@@ -20,9 +19,23 @@ from zope.interface import implementer
 
 from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, StoreUnavailable
 from tbcoap.interfaces import IStore
+from tbcoap.storekit import (
+    DEVICE_SORT_PROPERTIES,
+    check,
+    check_claim_request,
+    check_customer,
+    check_device_query,
+    check_entries,
+    check_owner_change,
+    check_rpc,
+    check_status_change,
+    check_values,
+    is_id,
+    is_int64,
+    key_list,
+)
 from tbcoap.models import (
     PROVISION_TYPES,
-    RPC_STATUSES,
     SCOPES,
     ClaimRequest,
     Customer,
@@ -30,7 +43,6 @@ from tbcoap.models import (
     DeviceProfile,
     Rpc,
     from_kind,
-    kind_of,
 )
 
 from . import schema
@@ -39,12 +51,12 @@ from .writer import Checkpointer, GroupCommitWriter, translate
 STALLED_WRITE = 5.0  # seconds a write may wait before check() says the store cannot write
 WAL_SAFETY_PAGES = 16384  # the writer checkpoints itself only past this many WAL pages (64 MiB)
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _CHUNK = 500  # keys per IN (...) list
 _DEVICE = "d.id, d.name, d.type, d.label, d.created_time, d.customer_id"
 _PROFILE = "id, name, provision_type, provision_key, provision_secret, created_time"
 _CUSTOMER = "id, title, created_time"
 _DEVICE_SORT = {"createdTime": "d.created_time", "name": "d.name", "type": "d.type", "label": "d.label"}
+assert set(_DEVICE_SORT) == set(DEVICE_SORT_PROPERTIES)
 _LIKE_SPECIAL = re.compile(r"[%_\\]")
 _RPC = (
     "id, device_id, request_id, method, params_json, oneway, persistent,"
@@ -64,40 +76,12 @@ _LATEST_UPSERT = (
 )
 
 
-def encode(value):
-    """``(kind, data)``: how a typed value is stored (BadRequest if it cannot be)."""
-    try:
-        kind = kind_of(value)
-    except TypeError as exc:
-        raise BadRequest(str(exc)) from None
-    if kind == "BOOLEAN":
-        return kind, int(value)
-    if kind == "LONG":
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise BadRequest("integer value does not fit in 64 bits")
-        return kind, int(value)
-    if kind == "DOUBLE":
-        if math.isnan(value):
-            raise BadRequest("NaN cannot be stored")
-        return kind, float(value)
-    return kind, str(value)
 
 
-def _check(condition, message):
-    if not condition:
-        raise BadRequest(message)
 
 
-def _is_int(value, low=_INT64_MIN):
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= _INT64_MAX
 
 
-def _key_list(keys):
-    """None, or the distinct keys in their order."""
-    if keys is None:
-        return None
-    _check(not isinstance(keys, str), "keys must be a list of strings, not a string")
-    return list(dict.fromkeys(keys))
 
 
 def _one(conn, sql, *params):
@@ -129,21 +113,8 @@ def _rpc(row):
     )
 
 
-def _is_json_text(value):
-    return value is None or isinstance(value, str)
 
 
-def _check_rpc(rpc):
-    """BadRequest unless ``rpc`` is an Rpc whose fields can be stored."""
-    _check(isinstance(rpc, Rpc), f"not an Rpc: {type(rpc).__name__}")
-    _check(isinstance(rpc.id, str) and rpc.id, "the RPC id must be a non-empty string")
-    _check(isinstance(rpc.device_id, str) and rpc.device_id, "the device id must be a non-empty string")
-    _check(isinstance(rpc.method, str) and rpc.method, "the RPC method must be a non-empty string")
-    _check(isinstance(rpc.params_json, str), "params_json must be JSON text")
-    _check(_is_json_text(rpc.response_json), "response_json must be JSON text or None")
-    _check(isinstance(rpc.oneway, bool) and isinstance(rpc.persistent, bool), "oneway and persistent are booleans")
-    _check(rpc.status in RPC_STATUSES, f"unknown RPC status {rpc.status!r}")
-    _check(_is_int(rpc.expiration_time) and _is_int(rpc.created_time), "RPC times must be integer timestamps")
 
 
 def _require_device(conn, device_id):
@@ -156,8 +127,6 @@ def _require_customer(conn, customer_id):
         raise NotFound(f"no customer with id {customer_id}")
 
 
-def _is_id(value):
-    return isinstance(value, str) and bool(value)
 
 
 def private_files(path):
@@ -174,8 +143,6 @@ def _fold(text):
     return text.casefold() if isinstance(text, str) else text
 
 
-def _check_page(limit, offset):
-    _check(_is_int(limit, 0) and _is_int(offset, 0), "limit and offset must be integers >= 0")
 
 
 @implementer(IStore)
@@ -427,7 +394,7 @@ class SQLiteStore:
         return self._device_where(where, token)
 
     def _page(self, table, columns, limit, offset, build):
-        if not (_is_int(limit, 0) and _is_int(offset, 0)):
+        if not (is_int64(limit, 0) and is_int64(offset, 0)):
             return defer.fail(BadRequest("limit and offset must be integers >= 0"))
 
         def read(conn):
@@ -445,9 +412,7 @@ class SQLiteStore:
     def _device_page(self, where, params, limit, offset, text_search, sort_property, descending):
         """A page of devices matching ``where`` (SQL after WHERE, or ""), searched and sorted here."""
         try:
-            _check_page(limit, offset)
-            _check(sort_property in _DEVICE_SORT, f"cannot sort devices by {sort_property!r}")
-            _check(text_search is None or isinstance(text_search, str), "text_search must be a string")
+            check_device_query(limit, offset, text_search, sort_property)
         except BadRequest:
             return defer.fail()
         terms, params = ([where] if where else []), list(params)
@@ -555,11 +520,7 @@ class SQLiteStore:
 
     def save_telemetry(self, device_id, entries):
         try:
-            rows = []
-            for ts, key, value in entries:
-                _check(_is_int(ts), f"timestamp must be a 64-bit integer, not {ts!r}")
-                _check(isinstance(key, str) and key, "keys must be non-empty strings")
-                rows.append((device_id, key, ts, *encode(value)))
+            rows = [(device_id, key, ts, kind, data) for ts, key, kind, data in check_entries(entries)]
         except Exception:
             return defer.fail()
         if not rows:
@@ -576,7 +537,7 @@ class SQLiteStore:
 
     def latest_telemetry(self, device_id, keys):
         try:
-            keys = _key_list(keys)
+            keys = key_list(keys)
         except BadRequest as exc:
             return defer.fail(exc)
 
@@ -589,9 +550,9 @@ class SQLiteStore:
 
     def telemetry_history(self, device_id, keys, start_ts, end_ts, limit, descending):
         try:
-            keys = _key_list(keys)
-            _check(_is_int(start_ts) and _is_int(end_ts), "start and end must be integer timestamps")
-            _check(_is_int(limit, 1), "limit must be a positive integer")
+            keys = key_list(keys)
+            check(is_int64(start_ts) and is_int64(end_ts), "start and end must be integer timestamps")
+            check(is_int64(limit, 1), "limit must be a positive integer")
         except BadRequest as exc:
             return defer.fail(exc)
         order = "DESC" if descending else "ASC"
@@ -618,12 +579,9 @@ class SQLiteStore:
 
     def save_attributes(self, device_id, scope, values, ts):
         try:
-            _check(scope in SCOPES, f"unknown attribute scope {scope!r}")
-            _check(_is_int(ts), f"timestamp must be a 64-bit integer, not {ts!r}")
-            rows = []
-            for key, value in values.items():
-                _check(isinstance(key, str) and key, "keys must be non-empty strings")
-                rows.append((device_id, scope, key, *encode(value), ts))
+            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check(is_int64(ts), f"timestamp must be a 64-bit integer, not {ts!r}")
+            rows = [(device_id, scope, key, kind, data, ts) for key, kind, data in check_values(values)]
         except Exception:
             return defer.fail()
         if not rows:
@@ -641,8 +599,8 @@ class SQLiteStore:
 
     def get_attributes(self, device_id, scope, keys):
         try:
-            _check(scope in SCOPES, f"unknown attribute scope {scope!r}")
-            keys = _key_list(keys)
+            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            keys = key_list(keys)
         except BadRequest as exc:
             return defer.fail(exc)
 
@@ -655,9 +613,9 @@ class SQLiteStore:
 
     def delete_attributes(self, device_id, scope, keys):
         try:
-            _check(scope in SCOPES, f"unknown attribute scope {scope!r}")
-            _check(keys is not None, "the keys to delete are required")
-            keys = _key_list(keys)
+            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check(keys is not None, "the keys to delete are required")
+            keys = key_list(keys)
         except BadRequest as exc:
             return defer.fail(exc)
 
@@ -678,7 +636,7 @@ class SQLiteStore:
 
     def add_rpc(self, rpc):
         try:
-            _check_rpc(rpc)
+            check_rpc(rpc)
         except BadRequest:
             return defer.fail()
 
@@ -713,19 +671,13 @@ class SQLiteStore:
         return self._rpc_where("id = ?", rpc_id)
 
     def rpc_by_request_id(self, device_id, request_id):
-        if not _is_int(request_id):
+        if not is_int64(request_id):
             return defer.succeed(None)  # no RPC has such an id
         return self._rpc_where("device_id = ? AND request_id = ?", device_id, request_id)
 
     def set_rpc_status(self, rpc_id, status, response_json=None, expect=None):
         try:
-            _check(status in RPC_STATUSES, f"unknown RPC status {status!r}")
-            _check(_is_json_text(response_json), "response_json must be JSON text or None")
-            if expect is not None:
-                _check(not isinstance(expect, str), "expect must be a collection of statuses, not a string")
-                expect = list(dict.fromkeys(expect))
-                for s in expect:
-                    _check(s in RPC_STATUSES, f"unknown RPC status {s!r}")
+            expect = check_status_change(status, response_json, expect)
         except BadRequest:
             return defer.fail()
         if expect is not None and not expect:
@@ -757,7 +709,7 @@ class SQLiteStore:
         return self._read(read)
 
     def list_rpcs(self, device_id, limit, offset):
-        if not (_is_int(limit, 0) and _is_int(offset, 0)):
+        if not (is_int64(limit, 0) and is_int64(offset, 0)):
             return defer.fail(BadRequest("limit and offset must be integers >= 0"))
 
         def read(conn):
@@ -780,11 +732,7 @@ class SQLiteStore:
 
     def add_customer(self, customer, key_digest):
         try:
-            _check(isinstance(customer, Customer), f"not a Customer: {type(customer).__name__}")
-            _check(_is_id(customer.id), "the customer id must be a non-empty string")
-            _check(isinstance(customer.title, str) and customer.title, "the title must be a non-empty string")
-            _check(_is_int(customer.created_time), "created_time must be an integer timestamp")
-            _check(_is_id(key_digest), "the key digest must be a non-empty string")
+            check_customer(customer, key_digest)
         except BadRequest:
             return defer.fail()
 
@@ -814,7 +762,7 @@ class SQLiteStore:
         return self._row_as(Customer, sql, title)
 
     def customer_by_key_digest(self, key_digest):
-        if not _is_id(key_digest):
+        if not is_id(key_digest):
             return defer.succeed(None)
         return self._customer_where("key_digest", key_digest)
 
@@ -823,11 +771,7 @@ class SQLiteStore:
 
     def set_device_customer(self, device_id, customer_id, expect_customer_id):
         try:
-            _check(customer_id is None or _is_id(customer_id), "the customer id must be a string or None")
-            _check(
-                expect_customer_id is None or _is_id(expect_customer_id),
-                "the expected customer id must be a non-empty string or None",
-            )
+            check_owner_change(customer_id, expect_customer_id)
         except BadRequest:
             return defer.fail()
 
@@ -853,10 +797,7 @@ class SQLiteStore:
 
     def put_claim_request(self, request, now):
         try:
-            _check(isinstance(request, ClaimRequest), f"not a ClaimRequest: {type(request).__name__}")
-            _check(isinstance(request.secret, str), "the claim secret must be a string")
-            _check(_is_int(request.expiration_time), "expiration_time must be an integer timestamp")
-            _check(_is_int(now), "now must be an integer timestamp")
+            check_claim_request(request, now)
         except BadRequest:
             return defer.fail()
 

@@ -1,0 +1,135 @@
+"""Helpers for store plugins: the argument checks every IStore makes the same way, and how a
+typed value becomes a (kind, data) pair.  Part of the public plugin API; each check raises
+``tbcoap.errors.BadRequest`` with a message for the caller.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tbcoap.errors import BadRequest
+from tbcoap.models import RPC_STATUSES, ClaimRequest, Customer, Rpc, kind_of
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+DEVICE_SORT_PROPERTIES = ("createdTime", "name", "type", "label")
+
+
+def check(condition, message):
+    """BadRequest(message) unless ``condition``."""
+    if not condition:
+        raise BadRequest(message)
+
+
+def is_int64(value, low=INT64_MIN) -> bool:
+    """An int (not a bool) from ``low`` to the largest 64-bit integer."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= INT64_MAX
+
+
+def is_id(value) -> bool:
+    """A non-empty string."""
+    return isinstance(value, str) and bool(value)
+
+
+def encode_value(value):
+    """``(kind, data)``: the ThingsBoard kind of a typed value and a plain int, float or str for it."""
+    try:
+        kind = kind_of(value)
+    except TypeError as exc:
+        raise BadRequest(str(exc)) from None
+    if kind == "BOOLEAN":
+        return kind, int(value)
+    if kind == "LONG":
+        check(INT64_MIN <= value <= INT64_MAX, "integer value does not fit in 64 bits")
+        return kind, int(value)
+    if kind == "DOUBLE":
+        check(not math.isnan(value), "NaN cannot be stored")
+        return kind, float(value)
+    return kind, str(value)
+
+
+def key_list(keys):
+    """None, or the distinct keys in their order (BadRequest for a plain string)."""
+    if keys is None:
+        return None
+    check(not isinstance(keys, str), "keys must be a list of strings, not a string")
+    return list(dict.fromkeys(keys))
+
+
+def check_entries(entries):
+    """``[(ts, key, kind, data)]`` of telemetry entries ``(ts, key, value)``."""
+    rows = []
+    for ts, key, value in entries:
+        check(is_int64(ts), f"timestamp must be a 64-bit integer, not {ts!r}")
+        check(is_id(key), "keys must be non-empty strings")
+        rows.append((ts, key, *encode_value(value)))
+    return rows
+
+
+def check_values(values):
+    """``[(key, kind, data)]`` of attribute values ``{key: value}``."""
+    rows = []
+    for key, value in values.items():
+        check(is_id(key), "keys must be non-empty strings")
+        rows.append((key, *encode_value(value)))
+    return rows
+
+
+def check_page(limit, offset):
+    check(is_int64(limit, 0) and is_int64(offset, 0), "limit and offset must be integers >= 0")
+
+
+def check_device_query(limit, offset, text_search, sort_property):
+    check_page(limit, offset)
+    check(sort_property in DEVICE_SORT_PROPERTIES, f"cannot sort devices by {sort_property!r}")
+    check(text_search is None or isinstance(text_search, str), "text_search must be a string")
+
+
+def is_json_text(value) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def check_rpc(rpc):
+    """BadRequest unless ``rpc`` is an Rpc whose fields can be stored."""
+    check(isinstance(rpc, Rpc), f"not an Rpc: {type(rpc).__name__}")
+    check(is_id(rpc.id), "the RPC id must be a non-empty string")
+    check(is_id(rpc.device_id), "the device id must be a non-empty string")
+    check(is_id(rpc.method), "the RPC method must be a non-empty string")
+    check(isinstance(rpc.params_json, str), "params_json must be JSON text")
+    check(is_json_text(rpc.response_json), "response_json must be JSON text or None")
+    check(isinstance(rpc.oneway, bool) and isinstance(rpc.persistent, bool), "oneway and persistent are booleans")
+    check(rpc.status in RPC_STATUSES, f"unknown RPC status {rpc.status!r}")
+    check(is_int64(rpc.expiration_time) and is_int64(rpc.created_time), "RPC times must be integer timestamps")
+
+
+def check_status_change(status, response_json, expect):
+    """The statuses ``expect`` as a list (None: any), after checking all three arguments."""
+    check(status in RPC_STATUSES, f"unknown RPC status {status!r}")
+    check(is_json_text(response_json), "response_json must be JSON text or None")
+    if expect is None:
+        return None
+    check(not isinstance(expect, str), "expect must be a collection of statuses, not a string")
+    expect = list(dict.fromkeys(expect))
+    for s in expect:
+        check(s in RPC_STATUSES, f"unknown RPC status {s!r}")
+    return expect
+
+
+def check_customer(customer, key_digest):
+    check(isinstance(customer, Customer), f"not a Customer: {type(customer).__name__}")
+    check(is_id(customer.id), "the customer id must be a non-empty string")
+    check(is_id(customer.title), "the title must be a non-empty string")
+    check(is_int64(customer.created_time), "created_time must be an integer timestamp")
+    check(is_id(key_digest), "the key digest must be a non-empty string")
+
+
+def check_owner_change(customer_id, expect_customer_id):
+    check(customer_id is None or is_id(customer_id), "the customer id must be a string or None")
+    check(expect_customer_id is None or is_id(expect_customer_id),
+          "the expected customer id must be a non-empty string or None")
+
+
+def check_claim_request(request, now):
+    check(isinstance(request, ClaimRequest), f"not a ClaimRequest: {type(request).__name__}")
+    check(isinstance(request.secret, str), "the claim secret must be a string")
+    check(is_int64(request.expiration_time), "expiration_time must be an integer timestamp")
+    check(is_int64(now), "now must be an integer timestamp")
