@@ -9,7 +9,7 @@ from twisted.internet import defer
 
 from tbcoap.services.activity import ActivityTracker
 from tbcoap.services.attributes import AttributeService
-from tbcoap.services.bus import LocalBus
+from tbcoap.events import LocalBus
 from tbcoap.services.claims import DEFAULT_DURATION_MS, ClaimService
 from tbcoap.services.customers import CustomerService
 from tbcoap.services.devices import DeviceService

@@ -179,6 +179,23 @@ class IProvisionStore(Interface):
         """Record that the device was provisioned; fires True the first time, False after."""
 
 
+class IBus(Interface):
+    """Carries change events (``tbcoap.events``) to every subscriber, on this node and, for a store
+    shared by several nodes, on the others."""
+
+    def subscribe(callback):
+        """Call ``callback(event)`` for every event from now on (own and other nodes')."""
+
+    def publish(event):
+        """Deliver ``event`` here at once, and to the other nodes if any."""
+
+    def start():
+        """Connect; fires once events from other nodes arrive (before the node serves)."""
+
+    def close():
+        """Disconnect; fires when done."""
+
+
 class IStore(IDeviceStore, ITelemetryStore, IAttributeStore, IRpcStore, ICustomerStore, IClaimStore,
              IProvisionStore):
     """Everything a storage backend provides."""
@@ -197,3 +214,8 @@ class IStore(IDeviceStore, ITelemetryStore, IAttributeStore, IRpcStore, ICustome
 
     def stats():
         """A plain dict of counters (e.g. ``queueDepth``), returned directly, not a Deferred."""
+
+    def bus():
+        """An ``IBus`` that carries events between the nodes sharing this store, or None for a
+        store one node uses alone (that node then uses a ``tbcoap.events.LocalBus``).  Returned
+        directly; the node starts it after ``open`` and before it serves."""

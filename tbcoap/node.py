@@ -19,6 +19,7 @@ from tbcoap.deviceapi.api import DeviceApi
 from tbcoap.rest.app import make_site
 from tbcoap.rest.auth import load_admin_key
 from tbcoap.deviceapi.observers import ObserverRegistry
+from tbcoap.events import LocalBus
 from tbcoap.plugins import AUTH_HOOK, STORE_HOOK
 from tbcoap.ratelimit import RateLimiter, parse_rate_limit
 from tbcoap.service import check_rules, check_store
@@ -50,6 +51,7 @@ class TbcoapService(Service):
         limits = Limits(max_keys=settings["max-request-keys"], max_key_length=settings["max-key-length"],
                         max_string_bytes=settings["max-value-size"])
         self.core = Core(self.store, plugins, rules=check_rules(settings, plugins), limits=limits,
+                         bus=self.store.bus() or LocalBus(),
                          rule_timeout=settings["rule-timeout"], claim_duration_ms=settings["claim-duration"])
         self.observers = ObserverRegistry(self.core, max_per_device=settings["max-device-observations"])
         self.device_api = DeviceApi(self.core, self.observers, max_body=settings["max-body"],
@@ -151,6 +153,11 @@ class TbcoapService(Service):
             return
         log.info("store {name} open", name=self.store.name)
         try:
+            yield self.core.bus.start()  # before serving: no change made after a registration is missed
+        except Exception as exc:
+            self._start_failed(f"cannot start the {self.store.name} store's bus: {exc}")
+            return
+        try:
             yield self.plugins.startup()
         except Exception as exc:
             self._start_failed(f"cannot start: {exc}")
@@ -188,6 +195,7 @@ class TbcoapService(Service):
                 yield self.core.stop()
                 yield self.plugins.shutdown(self.reactor)
             finally:
+                yield self.core.bus.close()
                 yield self.store.close()
         else:
             self.core.ready = False

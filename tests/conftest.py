@@ -38,6 +38,31 @@ PROJECT_TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
                              "node_modules", ".bin")
 
 
+REDIS_URL = os.environ.get("TBCOAP_TEST_REDIS", "redis://127.0.0.1:6379/9")
+REDIS_HOW = ("start one with: redis-server --port 6379 --save '' --appendonly no "
+             "(or point TBCOAP_TEST_REDIS at one, e.g. redis://host:6379/9)")
+
+
+def redis_reachable(url=None) -> bool:
+    """True if the test Redis answers PING."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url or REDIS_URL)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 6379), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def require_redis():
+    """The test Redis's URL, or skip (fail under TBCOAP_REQUIRE_ALL=1) with how to start one."""
+    require(redis_reachable(), f"no Redis at {REDIS_URL}", REDIS_HOW)
+    return REDIS_URL
+
+
 def require_tool(name, how):
     """The path of an external program (on PATH, or installed into the project's .clients/ by
     tests/install-clients.sh), or skip/fail with how to get it."""

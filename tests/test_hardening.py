@@ -11,7 +11,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 from txthings import coap as tx
 
-from tbcoap.services.bus import LocalBus
+from tbcoap.events import LocalBus
 from tbcoap.services.rpc import RpcService
 from tests.coapclient import ACK, CON, GET, POST, CoapClient, code_text, open_client
 

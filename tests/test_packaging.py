@@ -33,14 +33,14 @@ def test_wheel_contents(wheel):
 
 def test_wheel_installs_no_generic_top_level_package(wheel):
     tops = {name.split("/")[0] for name in wheel.namelist() if not name.split("/")[0].endswith(".dist-info")}
-    assert tops == {"tbcoap", "tbcoap_sqlite", "tbcoap_echo", "twisted"}
+    assert tops == {"tbcoap", "tbcoap_sqlite", "tbcoap_echo", "tbcoap_redis", "twisted"}
 
 
 def test_wheel_entry_points(wheel):
     (entry_points,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
     parser = configparser.ConfigParser()
     parser.read_string(wheel.read(entry_points).decode())
-    assert dict(parser["tbcoap"]) == {"sqlite": "tbcoap_sqlite", "echo": "tbcoap_echo"}
+    assert dict(parser["tbcoap"]) == {"sqlite": "tbcoap_sqlite", "redis": "tbcoap_redis", "echo": "tbcoap_echo"}
     assert parser["console_scripts"]["tbcoap"] == "tbcoap.cli.main:main"
 
 

@@ -5,10 +5,12 @@ opened store; calling it again in the same test must reach the same data.
 """
 
 import functools
+import uuid
 
 import pytest
 
 from tbcoap.testing.store_contract import *  # noqa: F401,F403  the contract's tests and fixtures
+from tbcoap_redis import make_store as make_redis_store
 from tbcoap_sqlite import make_store
 
 
@@ -22,7 +24,21 @@ async def open_sqlite(tmp_path):
     return store
 
 
-BACKENDS = {"sqlite": open_sqlite}
+async def open_redis(tmp_path):
+    """A RedisStore on the test Redis, under a prefix of this test's own (removed afterwards)."""
+    from tests.conftest import require_redis
+
+    url = require_redis()
+    prefix = "contract-" + tmp_path.name.replace("[", "-").replace("]", "")[-40:] + "-" + uuid.uuid4().hex[:6]
+    if not hasattr(open_redis, "prefixes"):
+        open_redis.prefixes = {}
+    prefix = open_redis.prefixes.setdefault(str(tmp_path), prefix)  # a reopen reaches the same data
+    store = make_redis_store(f"{url}?prefix={prefix}", {})
+    await store.open()
+    return store
+
+
+BACKENDS = {"sqlite": open_sqlite, "redis": open_redis}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -244,6 +244,10 @@ class SQLiteStore:
 
         return self._read(read)
 
+    def bus(self):
+        """None: one node uses a SQLite file alone."""
+        return None
+
     def stats(self):
         w = self._writer
         return {

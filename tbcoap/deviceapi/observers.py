@@ -17,7 +17,7 @@ from txthings import coap
 
 from tbcoap.deviceapi.answers import JSON_FORMAT, error, json_answer
 from tbcoap.models import plain
-from tbcoap.services.bus import DeviceGone, SharedAttributesChanged, SharedAttributesDeleted, TokenReplaced
+from tbcoap.events import DeviceGone, Resync, SharedAttributesChanged, SharedAttributesDeleted, TokenReplaced
 
 DELETED = object()  # a merged change that deletes its key
 CONTENT = coap.CONTENT
@@ -135,12 +135,23 @@ class ObserverRegistry:
             for member in list(members.values()):
                 if isinstance(member, AttributeWatch):
                     member.merge(changes)
+        elif isinstance(event, Resync):  # shared changes may have been missed: send the whole set
+            for device_id, members in list(self._devices.items()):
+                if any(isinstance(m, AttributeWatch) for m in members.values()):
+                    d = self.core.store.get_attributes(device_id, "SHARED_SCOPE", None)
+                    d.addCallbacks(self._resend, lambda f: None, callbackArgs=(device_id,))
         elif isinstance(event, (DeviceGone, TokenReplaced)):
             code, text = ((coap.NOT_FOUND, "device deleted") if isinstance(event, DeviceGone)
                           else (coap.UNAUTHORIZED, "access token replaced"))
             for observation in self._detach(event.device_id):
                 observation.on_idle = None
                 observation.notify(error(code, text))  # the last one; it ends the relation
+
+    def _resend(self, found, device_id):
+        values = {key: value for key, (value, _ts) in found.items()}
+        for member in list(self._devices.get(device_id, {}).values()):
+            if isinstance(member, AttributeWatch):
+                member.merge(values)
 
     def _detach(self, device_id):
         """Take every observation of the device out of service now (no more changes or RPCs go

@@ -6,7 +6,7 @@ from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
 from tbcoap.models import SCOPES, now_ms, plain
-from tbcoap.services.bus import SharedAttributesChanged, SharedAttributesDeleted
+from tbcoap.events import SharedAttributesChanged, SharedAttributesDeleted
 from tbcoap.services.values import Limits, parse_attributes
 
 WRITABLE_BY_OPERATOR = ("SHARED_SCOPE", "SERVER_SCOPE")

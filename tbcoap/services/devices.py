@@ -13,7 +13,7 @@ from twisted.internet import defer
 
 from tbcoap.errors import BadRequest, DuplicateToken, NotFound
 from tbcoap.models import Device, DeviceProfile, new_id
-from tbcoap.services.bus import DeviceGone, TokenReplaced
+from tbcoap.events import DeviceGone, Resync, TokenReplaced
 
 TOKEN_CACHE_CAP = 200_000
 MAX_NAME = 255
@@ -75,6 +75,10 @@ class DeviceService:
     def _on_event(self, event):
         if isinstance(event, (DeviceGone, TokenReplaced)):
             self.forget(event.device_id)
+        elif isinstance(event, Resync):  # a change made elsewhere may have been missed
+            self._changes += 1
+            self._by_token.clear()
+            self._token_of.clear()
 
     def forget(self, device_id):
         """Drop a device's cached token (after a change made here or on another node)."""

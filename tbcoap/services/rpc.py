@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from tbcoap.errors import BadRequest, GatewayTimeout, NotFound, RpcFailed, ShuttingDown
 from tbcoap.models import RPC_FINAL, Rpc, compact_json, new_id, now_ms
-from tbcoap.services.bus import DeviceGone, RpcChanged
+from tbcoap.events import DeviceGone, Resync, RpcChanged
 
 log = Logger()
 
@@ -259,6 +259,11 @@ class RpcService:
                 self.get(event.rpc_id).addCallbacks(self._answer_waiters, lambda f: None)
             if event.status in (None, "QUEUED"):
                 self.deliver(event.device_id)
+        elif isinstance(event, Resync):  # RPCs queued or answered on another node meanwhile
+            for rpc_id in list(self._waiters):
+                self.get(rpc_id).addCallbacks(self._answer_waiters, lambda f: None)
+            for device_id in list(self._channels):
+                self.deliver(device_id)
         elif isinstance(event, DeviceGone):
             device_id = event.device_id
             self._channels.pop(device_id, None)

@@ -1,0 +1,530 @@
+"""RedisStore: the IStore in Redis, one Lua script per call (atomic, one round trip).
+
+Calls are sent without waiting for each other on one connection, so a burst of devices shares
+round trips; with ``wait=N`` the writes of one reactor turn share one ``WAIT``.  Typed values
+are kept as one letter of kind and their text (``L42``, ``D21.5``, ``Sx``, ``B1``, ``J{..}``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import txredisapi
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, StoreUnavailable
+from tbcoap.interfaces import IStore
+from tbcoap.models import (PROVISION_TYPES, SCOPES, ClaimRequest, Customer, Device, DeviceProfile, Rpc, from_kind,
+                           new_id, now_ms)
+from tbcoap.storekit import (
+    check,
+    check_claim_request,
+    check_customer,
+    check_device_query,
+    check_entries,
+    check_owner_change,
+    check_page,
+    check_rpc,
+    check_status_change,
+    check_values,
+    is_id,
+    is_int64,
+    key_list,
+)
+
+from . import scripts
+from .bus import RedisBus
+from .connection import Redis
+
+KIND_CODES = {"BOOLEAN": "B", "LONG": "L", "DOUBLE": "D", "STRING": "S", "JSON": "J"}
+KINDS = {code: kind for kind, code in KIND_CODES.items()}
+STALLED_WRITE = 5.0  # seconds a write may wait before check() says the store cannot write
+REFUSALS = {
+    "DUPNAME": lambda what: DuplicateName(f"a {what} with this name exists"),
+    "DUPTOKEN": lambda what: DuplicateToken("this access token is used by another device"),
+    "DUPID": lambda what: BadRequest(f"a {what} with this id exists"),
+    "DUPKEY": lambda what: BadRequest(f"this key is used by another {what}"),
+    "NOTFOUND": lambda what: NotFound("no such device"),
+    "NOCUSTOMER": lambda what: NotFound("no such customer"),
+}
+
+
+def encode(kind, data):
+    """``kind`` and plain data (from storekit) as the stored text."""
+    if kind == "DOUBLE":
+        return "D" + repr(float(data))
+    return KIND_CODES[kind] + str(data)
+
+
+def decode(text):
+    """A typed value from its stored text."""
+    return from_kind(KINDS[text[0]], text[1:])
+
+
+def _point(member):
+    """``(ts, value)`` of a ``ts|value`` member."""
+    ts, _, text = member.partition("|")
+    return int(ts), decode(text)
+
+
+def _device(row):
+    return Device(id=row[0], name=row[1], type=row[2], label=row[3], created_time=int(row[4]), customer_id=row[5])
+
+
+def _profile(row):
+    return DeviceProfile(id=row[0], name=row[1], provision_type=row[2], provision_key=row[3],
+                         provision_secret=row[4], created_time=int(row[5]))
+
+
+def _customer(row):
+    return Customer(id=row[0], title=row[1], created_time=int(row[2]))
+
+
+def _rpc(row):
+    (id_, device, request, method, params, oneway, persistent, expires, created, status, response) = row
+    return Rpc(id=id_, device_id=device, request_id=int(request), method=method, params_json=params,
+               oneway=oneway == "1", persistent=persistent == "1", expiration_time=int(expires),
+               created_time=int(created), status=status, response_json=response)
+
+
+def _pairs(flat):
+    return dict(zip(flat[::2], flat[1::2]))
+
+
+def _fold(name):
+    return name.casefold()
+
+
+@implementer(IStore)
+class RedisStore:
+    """Devices, credentials, profiles, telemetry, attributes, RPCs, customers, claim requests
+    and provisioned marks in Redis, shared by every node that uses the same URL and prefix."""
+
+    name = "redis"
+
+    def __init__(self, url, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.url = url
+        self.reactor = reactor
+        self.redis = Redis(url, reactor)
+        self._sha = {}
+        self._state = "new"
+        self._writes = deque()  # start times of writes not answered yet, oldest first
+        self._bus = None
+        self._waiting_replicas = None
+        self.counters = {"writes": 0, "failedWrites": 0, "reads": 0, "commits": 0, "reconnects": 0}
+
+    # -- life cycle ------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def open(self):
+        if self._state == "open":
+            return
+        if self._state != "new":
+            raise StoreUnavailable(f"redis store is {self._state}")
+        self._state = "opening"
+        try:
+            yield self.redis.connect()
+            yield self._load_scripts()
+            yield self._state_open_run("ENSURE_DEFAULT_PROFILE", new_id(), now_ms())
+        except Exception as exc:
+            yield self.redis.close()
+            self._state = "new"
+            raise StoreUnavailable(f"cannot use redis at {self.url.shown()}: {exc}") from None
+        self._state = "open"
+
+    @defer.inlineCallbacks
+    def _load_scripts(self):
+        for name, source in scripts.SCRIPTS.items():
+            self._sha[name] = yield self.redis.call("SCRIPT", "LOAD", source)
+
+    @defer.inlineCallbacks
+    def close(self):
+        if self._state in ("new", "closed"):
+            self._state = "closed"
+            return
+        self._state = "closing"
+        while self._writes:  # answer what is under way first
+            yield _sleep(self.reactor, 0.01)
+        if self._bus is not None:
+            yield self._bus.close()
+        yield self.redis.close()
+        self._state = "closed"
+
+    def check(self):
+        if self._writes and time.monotonic() - self._writes[0] > STALLED_WRITE:
+            return defer.fail(StoreUnavailable(
+                f"redis writes have waited {time.monotonic() - self._writes[0]:.1f} s"))
+        if self._state != "open":
+            return defer.fail(StoreUnavailable(f"redis store is {self._state.replace('new', 'not open')}"))
+        return self.redis.call("PING").addCallback(lambda _: None)
+
+    def stats(self):
+        return {"queueDepth": len(self._writes), **self.counters,
+                "oldestWriteWait": round(time.monotonic() - self._writes[0], 3) if self._writes else 0.0}
+
+    def bus(self):
+        """The bus between the nodes sharing this Redis (pub/sub as a wake-up)."""
+        if self._bus is None:
+            self._bus = RedisBus(self.redis, f"{self.url.prefix}:events", self.reactor)
+        return self._bus
+
+    # -- running scripts -------------------------------------------------------------
+
+    def _state_open_run(self, name, *args):
+        """Run a script while opening (``_run`` wants the store open)."""
+        return self.redis.call("EVALSHA", self._sha[name], 0, self.url.prefix, *args)
+
+    def _run(self, name, *args):
+        """Deferred reply of script ``name`` with ARGV = prefix, args."""
+        if self._state != "open":
+            return defer.fail(StoreUnavailable(f"redis store is {self._state.replace('new', 'not open')}"))
+        d = self.redis.call("EVALSHA", self._sha[name], 0, self.url.prefix, *args)
+        d.addErrback(self._reload, name, args)
+        return d
+
+    def _reload(self, failure, name, args):
+        """Redis forgot the scripts (a restart, a failover): load them again and retry once."""
+        failure.trap(txredisapi.ResponseError)
+        if not failure.getErrorMessage().startswith("NOSCRIPT"):
+            return failure
+        self.counters["reconnects"] += 1
+        d = self._load_scripts()
+        d.addCallback(lambda _: self.redis.call("EVALSHA", self._sha[name], 0, self.url.prefix, *args))
+        return d
+
+    def _read(self, name, *args):
+        self.counters["reads"] += 1
+        return self._run(name, *args)
+
+    def _write(self, name, what, *args):
+        """Run a writing script; refusal codes become errors, and with ``wait`` the write waits for
+        its replicas (one WAIT for the writes of a reactor turn)."""
+        self._writes.append(time.monotonic())
+        d = self._run(name, *args)
+        d.addCallback(self._refusal, what)
+        if self.url.wait:
+            d.addCallback(self._replicated)
+        d.addBoth(self._written)
+        return d
+
+    def _refusal(self, reply, what):
+        if isinstance(reply, str) and reply in REFUSALS:
+            raise REFUSALS[reply](what)
+        return reply
+
+    def _replicated(self, reply):
+        if self._waiting_replicas is None:
+            waiting = self._waiting_replicas = defer.Deferred()
+
+            def wait():
+                self._waiting_replicas = None
+                timeout_ms = int(self.url.timeout * 1000)
+                d = self.redis.call("WAIT", self.url.wait, timeout_ms)
+                d.chainDeferred(waiting)
+
+            self.reactor.callLater(0, wait)
+        d = defer.Deferred()
+        self._waiting_replicas.addBoth(lambda result: (d.callback(result), result)[1])
+        return d.addCallback(self._enough_replicas, reply)
+
+    def _enough_replicas(self, acknowledged, reply):
+        if int(acknowledged) < self.url.wait:
+            raise StoreUnavailable(f"only {acknowledged} of {self.url.wait} redis replicas acknowledged the write")
+        return reply
+
+    def _written(self, result):
+        self._writes.popleft()
+        if isinstance(result, Failure):
+            self.counters["failedWrites"] += 1
+        else:
+            self.counters["writes"] += 1
+            self.counters["commits"] += 1
+        return result
+
+    # -- devices and profiles --------------------------------------------------
+
+    def add_device(self, device, token):
+        if not is_id(token):
+            return defer.fail(BadRequest("an access token is required"))
+        d = self._write("ADD_DEVICE", "device", device.id, device.name, device.type, device.label or "",
+                        device.created_time, device.customer_id or "", token, _fold(device.name))
+        return d.addCallback(lambda _: device)
+
+    def _device_by(self, index, value):
+        if not isinstance(value, str):
+            return defer.succeed(None)
+        return self._read("DEVICE_BY", index, value).addCallback(lambda row: _device(row) if row else None)
+
+    def get_device(self, device_id):
+        return self._device_by("", device_id)
+
+    def device_by_name(self, name):
+        return self._device_by("dev:name", name)
+
+    def device_by_token(self, token):
+        return self._device_by("token", token)
+
+    def list_devices(self, limit, offset, text_search=None, sort_property="createdTime", descending=False):
+        return self._device_page("", limit, offset, text_search, sort_property, descending)
+
+    def list_customer_devices(self, customer_id, limit, offset, text_search=None, sort_property="createdTime",
+                              descending=False):
+        if not is_id(customer_id):
+            return defer.succeed(([], 0))
+        return self._device_page(customer_id, limit, offset, text_search, sort_property, descending)
+
+    def _device_page(self, customer_id, limit, offset, text_search, sort_property, descending):
+        try:
+            check_device_query(limit, offset, text_search, sort_property)
+        except BadRequest:
+            return defer.fail()
+        d = self._read("LIST_DEVICES", sort_property, "1" if descending else "0", offset, limit,
+                       _fold(text_search or ""), customer_id)
+        return d.addCallback(lambda reply: ([_device(row) for row in reply[1:]], int(reply[0])))
+
+    def delete_device(self, device_id):
+        return self._write("DELETE_DEVICE", "device", device_id).addCallback(lambda n: int(n) == 1)
+
+    def get_token(self, device_id):
+        return self._read("GET_TOKEN", device_id)
+
+    def set_token(self, device_id, token):
+        if not is_id(token):
+            return defer.fail(BadRequest("an access token is required"))
+        return self._write("SET_TOKEN", "device", device_id, token).addCallback(lambda _: None)
+
+    def add_profile(self, profile):
+        if profile.provision_type not in PROVISION_TYPES:
+            return defer.fail(BadRequest(f"unknown provision type {profile.provision_type!r}"))
+        d = self._write("ADD_PROFILE", "device profile", profile.id, profile.name, profile.provision_type,
+                        profile.provision_key or "", profile.provision_secret or "", profile.created_time)
+        return d.addCallback(lambda _: profile)
+
+    def _profile_by(self, index, value):
+        if not isinstance(value, str) or not value:
+            return defer.succeed(None)
+        return self._read("PROFILE_BY", index, value).addCallback(lambda row: _profile(row) if row else None)
+
+    def profile_by_name(self, name):
+        return self._profile_by("name", name)
+
+    def profile_by_provision_key(self, key):
+        return self._profile_by("key", key)
+
+    def _page(self, what, fields, build, limit, offset):
+        try:
+            check_page(limit, offset)
+        except BadRequest:
+            return defer.fail()
+        d = self._read("PAGE", what, offset, limit, *fields)
+        return d.addCallback(lambda reply: ([build(row) for row in reply[1:]], int(reply[0])))
+
+    def list_profiles(self, limit, offset):
+        return self._page("profs", ("id", "name", "type", "key", "secret", "created"), _profile, limit, offset)
+
+    def mark_provisioned(self, device_id):
+        return self._write("MARK_PROVISIONED", "device", device_id).addCallback(lambda n: int(n) == 1)
+
+    # -- telemetry ---------------------------------------------------------------
+
+    def save_telemetry(self, device_id, entries):
+        try:
+            rows = check_entries(entries)
+        except Exception:
+            return defer.fail()
+        if not rows:
+            return defer.succeed(None)
+        args = []
+        for ts, key, kind, data in rows:
+            args += (ts, key, encode(kind, data))
+        return self._write("SAVE_TELEMETRY", "device", device_id, *args).addCallback(lambda _: None)
+
+    def latest_telemetry(self, device_id, keys):
+        try:
+            keys = key_list(keys)
+        except BadRequest as exc:
+            return defer.fail(exc)
+        if keys == []:
+            return defer.succeed({})
+        d = self._read("LATEST", device_id, *(keys or ()))
+        return d.addCallback(lambda flat: {key: _point(member) for key, member in _pairs(flat).items()})
+
+    def telemetry_history(self, device_id, keys, start_ts, end_ts, limit, descending):
+        try:
+            keys = key_list(keys)
+            check(is_int64(start_ts) and is_int64(end_ts), "start and end must be integer timestamps")
+            check(is_int64(limit, 1), "limit must be a positive integer")
+        except BadRequest as exc:
+            return defer.fail(exc)
+        if keys == []:
+            return defer.succeed({})
+        d = self._read("HISTORY", device_id, start_ts, end_ts, limit, "1" if descending else "0", *(keys or ()))
+        return d.addCallback(lambda flat: {key: [_point(m) for m in points] for key, points in _pairs(flat).items()})
+
+    def telemetry_keys(self, device_id):
+        return self._read("LATEST", device_id).addCallback(lambda flat: sorted(flat[::2]))
+
+    # -- attributes --------------------------------------------------------------
+
+    def save_attributes(self, device_id, scope, values, ts):
+        try:
+            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check(is_int64(ts), f"timestamp must be a 64-bit integer, not {ts!r}")
+            rows = check_values(values)
+        except Exception:
+            return defer.fail()
+        if not rows:
+            return defer.succeed(None)
+        args = []
+        for key, kind, data in rows:
+            args += (key, f"{ts}|{encode(kind, data)}")
+        return self._write("SAVE_ATTRIBUTES", "device", device_id, scope, *args).addCallback(lambda _: None)
+
+    def get_attributes(self, device_id, scope, keys):
+        try:
+            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            keys = key_list(keys)
+        except BadRequest as exc:
+            return defer.fail(exc)
+        if keys == []:
+            return defer.succeed({})
+
+        def build(flat):
+            out = {}
+            for key, member in _pairs(flat).items():
+                ts, value = _point(member)
+                out[key] = (value, ts)
+            return out
+
+        return self._read("GET_ATTRIBUTES", device_id, scope, *(keys or ())).addCallback(build)
+
+    def delete_attributes(self, device_id, scope, keys):
+        try:
+            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check(keys is not None, "the keys to delete are required")
+            keys = key_list(keys)
+        except BadRequest as exc:
+            return defer.fail(exc)
+        return self._write("DELETE_ATTRIBUTES", "device", device_id, scope, *keys).addCallback(list)
+
+    # -- server-side RPCs ----------------------------------------------------------
+
+    def add_rpc(self, rpc):
+        try:
+            check_rpc(rpc)
+        except BadRequest:
+            return defer.fail()
+        d = self._write("ADD_RPC", "RPC", rpc.id, rpc.device_id, rpc.method, rpc.params_json,
+                        "1" if rpc.oneway else "0", "1" if rpc.persistent else "0", rpc.expiration_time,
+                        rpc.created_time, rpc.status, "\0" if rpc.response_json is None else rpc.response_json)
+        return d.addCallback(lambda n: Rpc(**{**_fields(rpc), "request_id": int(n)}))
+
+    def get_rpc(self, rpc_id):
+        if not isinstance(rpc_id, str):
+            return defer.succeed(None)
+        return self._read("GET_RPC", rpc_id).addCallback(lambda row: _rpc(row) if row else None)
+
+    def rpc_by_request_id(self, device_id, request_id):
+        if not is_int64(request_id) or not isinstance(device_id, str):
+            return defer.succeed(None)
+        return self._read("GET_RPC", "", device_id, request_id).addCallback(lambda row: _rpc(row) if row else None)
+
+    def set_rpc_status(self, rpc_id, status, response_json=None, expect=None):
+        try:
+            expect = check_status_change(status, response_json, expect)
+        except BadRequest:
+            return defer.fail()
+        if expect is not None and not expect:
+            return defer.succeed(False)
+        d = self._write("SET_RPC_STATUS", "RPC", rpc_id, status,
+                        "\0" if response_json is None else response_json, *(expect or ()))
+        return d.addCallback(lambda n: int(n) == 1)
+
+    def pending_rpcs(self, device_id=None):
+        return self._read("PENDING_RPCS", device_id or "").addCallback(lambda rows: [_rpc(r) for r in rows])
+
+    def list_rpcs(self, device_id, limit, offset):
+        try:
+            check_page(limit, offset)
+        except BadRequest:
+            return defer.fail()
+        d = self._read("LIST_RPCS", device_id, offset, limit)
+        return d.addCallback(lambda reply: ([_rpc(row) for row in reply[1:]], int(reply[0])))
+
+    def delete_rpc(self, rpc_id):
+        return self._write("DELETE_RPC", "RPC", rpc_id).addCallback(lambda n: int(n) == 1)
+
+    # -- customers ---------------------------------------------------------------------
+
+    def add_customer(self, customer, key_digest):
+        try:
+            check_customer(customer, key_digest)
+        except BadRequest:
+            return defer.fail()
+        d = self._write("ADD_CUSTOMER", "customer", customer.id, customer.title, customer.created_time, key_digest)
+
+        def done(reply):
+            return customer
+
+        def duplicate_title(failure):
+            failure.trap(DuplicateName)
+            raise DuplicateName(f"a customer titled {customer.title!r} exists")
+
+        return d.addCallbacks(done, duplicate_title)
+
+    def _customer_by(self, index, value):
+        if not is_id(value):
+            return defer.succeed(None)
+        return self._read("CUSTOMER_BY", index, value).addCallback(lambda row: _customer(row) if row else None)
+
+    def get_customer(self, customer_id):
+        return self._customer_by("", customer_id)
+
+    def customer_by_key_digest(self, key_digest):
+        return self._customer_by("key", key_digest)
+
+    def customer_by_title(self, title):
+        return self._customer_by("title", title)
+
+    def list_customers(self, limit, offset):
+        return self._page("custs", ("id", "title", "created"), _customer, limit, offset)
+
+    def set_device_customer(self, device_id, customer_id, expect_customer_id):
+        try:
+            check_owner_change(customer_id, expect_customer_id)
+        except BadRequest:
+            return defer.fail()
+        d = self._write("SET_DEVICE_CUSTOMER", "device", device_id, customer_id or "", expect_customer_id or "")
+        return d.addCallback(lambda n: int(n) == 1)
+
+    # -- claim requests ------------------------------------------------------------------
+
+    def put_claim_request(self, request, now):
+        try:
+            check_claim_request(request, now)
+        except BadRequest:
+            return defer.fail()
+        d = self._write("PUT_CLAIM", "device", request.device_id, request.secret, request.expiration_time, now)
+        return d.addCallback(lambda n: int(n) == 1)
+
+    def get_claim_request(self, device_id):
+        d = self._read("GET_CLAIM", device_id)
+        return d.addCallback(lambda row: ClaimRequest(device_id, row[0], int(row[1])) if row else None)
+
+    def delete_claim_request(self, device_id):
+        return self._write("DELETE_CLAIM", "device", device_id).addCallback(lambda n: int(n) == 1)
+
+
+def _fields(rpc):
+    return {name: getattr(rpc, name) for name in rpc.__dataclass_fields__}
+
+
+def _sleep(reactor, seconds):
+    from twisted.internet import task
+
+    return task.deferLater(reactor, seconds, lambda: None)

@@ -1,0 +1,120 @@
+"""Change events from the services to whoever delivers them to devices, and the local bus.
+
+On one node the bus calls its subscribers at once, in the publisher's call; a store plugin for
+several nodes offers a bus (``IStore.bus()``) that also carries the events to the other nodes,
+in JSON made by ``to_json`` and read by ``from_json``.  Events are small frozen dataclasses.
+Part of the public plugin API.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from tbcoap.interfaces import IBus
+from tbcoap.models import Json, from_kind, kind_of
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class SharedAttributesChanged:
+    """Shared attributes were written: ``values`` is ``{key: typed value}``."""
+
+    device_id: str
+    values: dict
+
+
+@dataclass(frozen=True)
+class SharedAttributesDeleted:
+    """Shared attributes were deleted."""
+
+    device_id: str
+    keys: tuple
+
+
+@dataclass(frozen=True)
+class RpcChanged:
+    """An RPC was queued or changed status (or a device may have RPCs to deliver)."""
+
+    device_id: str
+    rpc_id: str | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceGone:
+    """A device was deleted."""
+
+    device_id: str
+
+
+@dataclass(frozen=True)
+class TokenReplaced:
+    """A device's access token was replaced."""
+
+    device_id: str
+
+
+@dataclass(frozen=True)
+class Resync:
+    """Events from other nodes may have been missed (the bus reconnected): look at the store again."""
+
+
+EVENTS = {cls.__name__: cls for cls in (SharedAttributesChanged, SharedAttributesDeleted, RpcChanged, DeviceGone,
+                                        TokenReplaced, Resync)}
+
+
+def to_json(event) -> str:
+    """An event as JSON text (typed values keep their type)."""
+    data = asdict(event)
+    if isinstance(event, SharedAttributesChanged):
+        data["values"] = {key: [kind_of(value), _plain(value)] for key, value in event.values.items()}
+    return json.dumps({"event": type(event).__name__, **data}, separators=(",", ":"), ensure_ascii=False)
+
+
+def from_json(text):
+    """The event ``to_json`` made (ValueError for anything else)."""
+    data = json.loads(text)
+    cls = EVENTS[data.pop("event")]
+    if cls is SharedAttributesChanged:
+        data["values"] = {key: from_kind(kind, value) for key, (kind, value) in data["values"].items()}
+    if cls is SharedAttributesDeleted:
+        data["keys"] = tuple(data["keys"])
+    return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+def _plain(value):
+    return str(value) if isinstance(value, Json) else value
+
+
+@implementer(IBus)
+class LocalBus:
+    """Delivers each event to every subscriber, synchronously, on this node."""
+
+    def __init__(self):
+        self._subscribers = []
+
+    def start(self):
+        """Nothing to connect."""
+        return defer.succeed(None)
+
+    def close(self):
+        """Nothing to disconnect."""
+        return defer.succeed(None)
+
+    def subscribe(self, callback):
+        """Call ``callback(event)`` for every event from now on."""
+        self._subscribers.append(callback)
+
+    def publish(self, event):
+        """Deliver ``event``; a failing subscriber is logged and does not stop the others."""
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                log.failure("bus subscriber failed on {event}", event=type(event).__name__)
