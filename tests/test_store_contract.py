@@ -12,6 +12,8 @@ import pytest
 from tbcoap.testing.store_contract import *  # noqa: F401,F403  the contract's tests and fixtures
 from tbcoap_redis import make_store as make_redis_store
 from tbcoap_sqlite import make_store
+from tests.conftest import REDIS_URL, require_redis
+from tests.redisutil import Resp
 
 
 def sqlite_url(tmp_path):
@@ -24,18 +26,27 @@ async def open_sqlite(tmp_path):
     return store
 
 
+REDIS_PREFIXES = {}  # tmp_path -> prefix: a test's reopen reaches the same data
+
+
 async def open_redis(tmp_path):
     """A RedisStore on the test Redis, under a prefix of this test's own (removed afterwards)."""
-    from tests.conftest import require_redis
-
     url = require_redis()
-    prefix = "contract-" + tmp_path.name.replace("[", "-").replace("]", "")[-40:] + "-" + uuid.uuid4().hex[:6]
-    if not hasattr(open_redis, "prefixes"):
-        open_redis.prefixes = {}
-    prefix = open_redis.prefixes.setdefault(str(tmp_path), prefix)  # a reopen reaches the same data
+    prefix = REDIS_PREFIXES.setdefault(str(tmp_path), f"contract-{uuid.uuid4().hex[:12]}")
     store = make_redis_store(f"{url}?prefix={prefix}", {})
     await store.open()
     return store
+
+
+@pytest.fixture(autouse=True)
+def remove_redis_keys(tmp_path):
+    """The keys a Redis contract test made go with it."""
+    yield
+    prefix = REDIS_PREFIXES.pop(str(tmp_path), None)
+    if prefix is not None:
+        client = Resp.for_url(REDIS_URL)
+        client.delete_prefix(prefix)
+        client.close()
 
 
 BACKENDS = {"sqlite": open_sqlite, "redis": open_redis}

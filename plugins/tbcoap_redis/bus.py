@@ -53,6 +53,7 @@ class RedisBus(LocalBus):
         self.factory = None
         self._ready = None
         self._subscriptions = 0
+        self._closed = None
         self.counters = {"published": 0, "received": 0, "publishFailures": 0, "resyncs": 0}
 
     def start(self):
@@ -104,9 +105,12 @@ class RedisBus(LocalBus):
         LocalBus.publish(self, event)
 
     def close(self):
-        if self.factory is None:
-            return defer.succeed(None)
-        return defer.maybeDeferred(self.factory.disconnect)
+        """Disconnect the subscriber (once: a second call waits for the first)."""
+        if self._closed is None:
+            self._closed = defer.maybeDeferred(self.factory.disconnect) if self.factory else defer.succeed(None)
+        done = defer.Deferred()
+        self._closed.addBoth(lambda result: (done.callback(None), result)[1])
+        return done
 
 
 def _fail(message):

@@ -150,9 +150,7 @@ class RedisStore:
         self._state = "closing"
         while self._writes:  # answer what is under way first
             yield _sleep(self.reactor, 0.01)
-        if self._bus is not None:
-            yield self._bus.close()
-        yield self.redis.close()
+        yield self.redis.close()  # the node closes the bus it started, before this
         self._state = "closed"
 
     def check(self):
@@ -223,7 +221,7 @@ class RedisStore:
 
             def wait():
                 self._waiting_replicas = None
-                timeout_ms = int(self.url.timeout * 1000)
+                timeout_ms = int(self.url.timeout * 800)  # answered before the call's own timeout
                 d = self.redis.call("WAIT", self.url.wait, timeout_ms)
                 d.chainDeferred(waiting)
 
