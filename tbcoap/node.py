@@ -24,6 +24,7 @@ from tbcoap.plugins import AUTH_HOOK, STORE_HOOK
 from tbcoap.ratelimit import RateLimiter, parse_rate_limit
 from tbcoap.service import check_rules, check_store
 from tbcoap.services.values import Limits
+from tbcoap.workers import WorkerSupervisor, shared_tcp, shared_udp, watch_parent
 
 log = Logger()
 
@@ -68,6 +69,13 @@ class TbcoapService(Service):
         self.admin_key = None
         self.lock = None
         self.site = None
+        self.supervisor = None
+        self.shared_ports = settings.get("workers", 1) > 1 or settings.get("worker", False)
+        if settings.get("workers", 1) > 1:
+            if self.store.bus() is None:
+                self._fatal_now(f"--workers needs a store several nodes can share (redis://...); "
+                                f"the {self.store.name} store is one node's")
+            self.supervisor = WorkerSupervisor(self, settings["workers"], settings.get("worker-args", []))
         self.coap_port = self.http_port = None
         self.coap_address = self.http_address = None
         self.opened = None
@@ -96,28 +104,54 @@ class TbcoapService(Service):
 
     def _start(self):
         settings = self.settings
-        try:
-            self.lock = datadir.Lock(settings["data-dir"])
-        except datadir.DataDirBusy as exc:
-            raise StartFailed(str(exc)) from None
-        except OSError as exc:
-            raise StartFailed(f"cannot use the data directory {settings['data-dir']}: {exc}") from None
+        if settings.get("worker"):
+            watch_parent(self.reactor)  # the first node holds the lock for its workers
+        else:
+            try:
+                self.lock = datadir.Lock(settings["data-dir"])
+            except datadir.DataDirBusy as exc:
+                raise StartFailed(str(exc)) from None
+            except OSError as exc:
+                raise StartFailed(f"cannot use the data directory {settings['data-dir']}: {exc}") from None
         try:
             self.admin_key = load_admin_key(settings)
         except (OSError, ValueError) as exc:
             raise StartFailed(f"cannot read or keep the admin key: {exc}") from None
+        if settings.get("worker"):  # a worker takes its share of the ports only once it can serve
+            self.opened = self._open()
+            self.opened.addCallback(self._bind_when_ready)
+            return
+        self._bind()
+        self.opened = self._open()
+        if self.supervisor is not None:
+            self.supervisor.start_workers()
+
+    def _bind_when_ready(self, _):
+        if not self.core.ready:
+            return
+        try:
+            self._bind()
+        except StartFailed as exc:
+            self._undo_start()
+            self._start_failed(str(exc))
+
+    def _bind(self):
+        """Listen on the CoAP and HTTP ports and log them."""
+        settings = self.settings
         self.coap_port = self._listen_udp()
         site = self.site = make_site(self)
         try:
-            self.http_port = self.reactor.listenTCP(settings["http-port"], site,
-                                                    interface=settings["http-interface"])
-        except neterror.CannotListenError as exc:
+            if self.shared_ports:
+                self.http_port = shared_tcp(self.reactor, settings["http-interface"], settings["http-port"], site)
+            else:
+                self.http_port = self.reactor.listenTCP(settings["http-port"], site,
+                                                        interface=settings["http-interface"])
+        except (neterror.CannotListenError, OSError) as exc:
             raise StartFailed(f"cannot listen for HTTP: {exc}") from None
         self.coap_address = _address(self.coap_port)
         self.http_address = _address(self.http_port)
         log.info("CoAP listening on udp {address}", address=_show(self.coap_address))
         log.info("HTTP listening on tcp {address}", address=_show(self.http_address))
-        self.opened = self._open()
 
     def _undo_start(self):
         for port in (self.coap_port, self.http_port):
@@ -130,18 +164,23 @@ class TbcoapService(Service):
 
     def _listen_udp(self):
         interface = self.settings["coap-interface"]
-        kwargs = dict(maxPacketSize=65536)
         try:
-            return self.reactor.listenUDP(self.settings["coap-port"], self.coap, interface=interface, **kwargs)
-        except neterror.CannotListenError as exc:
-            no_ipv6 = interface == "::" and getattr(exc.socketError, "errno", None) in (
-                errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
+            return self._bind_udp(interface)
+        except (neterror.CannotListenError, OSError) as exc:
+            error = getattr(exc, "socketError", exc)
+            no_ipv6 = interface == "::" and getattr(error, "errno", None) in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
             if not no_ipv6:
                 raise StartFailed(f"cannot listen for CoAP: {exc}") from None
         try:
-            return self.reactor.listenUDP(self.settings["coap-port"], self.coap, interface="0.0.0.0", **kwargs)
-        except neterror.CannotListenError as exc:
+            return self._bind_udp("0.0.0.0")
+        except (neterror.CannotListenError, OSError) as exc:
             raise StartFailed(f"cannot listen for CoAP: {exc}") from None
+
+    def _bind_udp(self, interface):
+        port = self.settings["coap-port"]
+        if self.shared_ports:
+            return shared_udp(self.reactor, interface, port, self.coap, MAX_DATAGRAM)
+        return self.reactor.listenUDP(port, self.coap, interface=interface, maxPacketSize=MAX_DATAGRAM)
 
     @defer.inlineCallbacks
     def _open(self):
@@ -185,8 +224,11 @@ class TbcoapService(Service):
 
     @defer.inlineCallbacks
     def stopService(self):
-        """Refuse new requests, commit and answer what waits, close the store, then the ports."""
+        """Stop the workers, refuse new requests, commit and answer what waits, close the store,
+        then the ports."""
         super().stopService()
+        if self.supervisor is not None:
+            yield self.supervisor.stopService()
         self.coap.refusing = True
         if self.http_port is not None:
             yield self.http_port.stopListening()
@@ -214,8 +256,14 @@ class TbcoapService(Service):
                                                               ("provision", api.provision_limiter))
                   if limiter is not None}
         http = {"refused": dict(sorted(self.site.refusals.items())) if self.site is not None else {}}
-        return {"coap": self.coap.stats(), "http": http, "observers": self.observers.stats(), "rateLimits": limits,
+        process = {"pid": os.getpid(), "worker": bool(self.settings.get("worker")),
+                   "workers": self.settings.get("workers", 1)}
+        return {"process": process, "coap": self.coap.stats(), "http": http, "observers": self.observers.stats(),
+                "rateLimits": limits,
                 **self.core.stats(), "plugins": self.plugins.stats()}
+
+
+MAX_DATAGRAM = 65536  # read whole datagrams (Twisted's default 8 KiB would cut them)
 
 
 class StartFailed(Exception):

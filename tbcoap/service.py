@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import re
+import sys
 import tomllib
 from urllib.parse import urlsplit
 
@@ -68,6 +69,7 @@ SETTINGS = {
     "max-value-size": ("64KiB", size, "UTF-8 bytes of one STRING or JSON value"),
     "max-rest-body": ("1MiB", size, "largest REST request body (413 above; 64 KiB before a valid key)"),
     "admin-key-file": (None, str, "file holding the REST admin key (safer than --admin-key)"),
+    "workers": (1, int, "node processes sharing the CoAP and HTTP ports (needs a store nodes can share: redis)"),
 }
 
 
@@ -77,6 +79,7 @@ class Options(usage.Options):
     optParameters = [[name, None, None, text if default is None else f"{text} [default: {default}]"]
                      for name, (default, _, text) in SETTINGS.items()]
     optParameters.append(["config", "c", None, "TOML file with the same keys (e.g. coap-port = 5683)"])
+    optFlags = [["worker", None, "(internal) run as one of the worker processes of a --workers node"]]
 
     def __init__(self, plugins=()):
         super().__init__()
@@ -96,6 +99,7 @@ class Options(usage.Options):
 
     def parseOptions(self, options=None):
         """As usage.Options; under twistd a bad option or value is one line on stderr and exit status 1."""
+        self.raw_args = list(options) if options is not None else sys.argv[1:]
         try:
             super().parseOptions(options)
         except usage.UsageError as exc:
@@ -116,6 +120,28 @@ class Options(usage.Options):
         except SettingError as exc:
             raise usage.UsageError(str(exc)) from None
         self.settings["plugins"] = {name: self.plugins.config_for(name) for name in self.plugins.names()}
+        self.settings["worker"] = bool(self["worker"])
+        self.settings["worker-args"] = worker_args(self.raw_args)
+
+
+WORKER_OWN = ("--coap-port", "--coap-interface", "--http-port", "--workers", "--admin-key", "--admin-key-file",
+              "--worker")
+
+
+def worker_args(args):
+    """The command line of a worker: the node's own, less what the first node decides for it
+    (ports, interface, the key, which it gets in its environment)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        name = arg.partition("=")[0]
+        if name in WORKER_OWN:
+            skip = "=" not in arg and name != "--worker"
+            continue
+        out.append(arg)
+    return out
 
 
 def resolve_settings(given) -> dict:
@@ -190,6 +216,8 @@ def _validate(settings):
                  "max-rest-body"):
         if settings[name] < 1:
             raise usage.UsageError(f"--{name} must be positive")
+    if not 1 <= settings["workers"] <= 256:
+        raise usage.UsageError("--workers must be 1 to 256")
     if settings["max-rest-body"] < MIN_REST_BODY:
         raise usage.UsageError(f"--max-rest-body must be at least {MIN_REST_BODY} bytes")
     for name in ("device-rate-limit", "peer-rate-limit", "provision-rate-limit"):

@@ -1,0 +1,108 @@
+"""``--workers N``: N node processes on one machine serving the same ports, on a shared store."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from tests.blocking import Coap, rest
+from tests.coapclient import POST, build
+from tests.conftest import ADMIN_KEY, REDIS_URL, TWISTD, require_redis
+from tests.redisutil import Resp
+
+CREATED = 65
+
+
+@pytest.fixture
+def redis_store():
+    url = require_redis()
+    prefix = f"workers-{uuid.uuid4().hex[:12]}"
+    yield f"{url}?prefix={prefix}"
+    client = Resp.for_url(REDIS_URL)
+    client.delete_prefix(prefix)
+    client.close()
+
+
+def stats_by_worker(server, want, seconds=30):
+    """``{pid: stats}`` from fresh HTTP connections (each may land on another worker), until ``want``
+    workers answered (they start in a second or two)."""
+    seen = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(server.url + "/api/admin/stats",
+                                         headers={"X-Authorization": f"Bearer {ADMIN_KEY}", "Connection": "close"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            stats = json.loads(answer.read())
+        seen[stats["process"]["pid"]] = stats
+        if len(seen) == want:
+            break
+    return seen
+
+
+def children_of(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_workers_share_the_ports_and_keep_each_peer(twistd, redis_store):
+    server = twistd("--store", redis_store, "--workers", "3")
+    deadline = time.monotonic() + 20
+    while len(children_of(server.proc.pid)) < 2:
+        assert time.monotonic() < deadline, server.read_log()
+        time.sleep(0.1)
+    assert len(stats_by_worker(server, 3)) == 3, "every worker takes its share of the ports once ready"
+    assert rest(server.url, "POST", "/api/device?accessToken=W1", {"name": "w"})[0] == 200
+    clients = [Coap(server.coap_address) for _ in range(60)]
+    try:
+        for n, client in enumerate(clients):  # 60 source ports, spread over the workers by the kernel
+            payload = json.dumps({"ts": 1_700_000_000_000 + n, "values": {"n": n}})
+            assert client.request(POST, "/api/v1/W1/telemetry", payload) == CREATED
+        # a retransmission (same port, same MID) reaches the same worker: known as a duplicate there
+        first = clients[0]
+        mid = first.send(POST, "/api/v1/W1/telemetry", b'{"dup":1}')
+        assert first.receive(5)[1] == CREATED
+        first.sock.sendto(build(POST, "/api/v1/W1/telemetry", b'{"dup":1}', mid=mid, token=b"tk"), first.address)
+        assert first.receive(5)[1] == CREATED
+    finally:
+        for client in clients:
+            client.close()
+    workers = stats_by_worker(server, 3)
+    assert len(workers) == 3, "every worker serves HTTP"
+    created = [stats["coap"].get("2.01", 0) for stats in workers.values()]
+    assert sum(created) == 61 and sum(1 for c in created if c) >= 2  # CoAP is spread too (the duplicate
+    # got the kept answer again, not counted twice)
+    assert sum(stats["coap"]["duplicates"] for stats in workers.values()) == 1
+    history = rest(server.url, "GET", "/api/plugins/telemetry/DEVICE/"
+                   + rest(server.url, "GET", "/api/tenant/devices?deviceName=w")[1]["id"]["id"]
+                   + "/values/timeseries?keys=n&startTs=0&endTs=9999999999999&limit=1000")[1]
+    assert len(history["n"]) == 60
+
+
+def test_sigterm_stops_every_worker(twistd, redis_store):
+    server = twistd("--store", redis_store, "--workers", "2")
+    deadline = time.monotonic() + 20
+    while not children_of(server.proc.pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    (child,) = children_of(server.proc.pid)
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(30)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{child}"):
+        assert time.monotonic() < deadline, "a worker outlived the node"
+        time.sleep(0.05)
+    assert "worker" in server.read_log() and "tbcoap stopped" in server.read_log()
+
+
+def test_workers_are_refused_with_sqlite(tmp_path):
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "tbcoap", "--data-dir", str(tmp_path), "--admin-key", "k",
+                             "--coap-port", "0", "--http-port", "0", "--workers", "2"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "--workers needs a store several nodes can share (redis://...); the sqlite store is one node's" \
+        in result.stdout + result.stderr
