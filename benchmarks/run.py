@@ -49,7 +49,7 @@ def start_baseline(workdir):
     return proc, port
 
 
-def start_tbcoap(workdir, extra):
+def start_tbcoap(workdir, extra, create=True):
     log_path = os.path.join(workdir, "tbcoap.log")
     log = open(log_path, "wb")
     proc = subprocess.Popen([os.path.join(BIN, "twistd"), "-n", "--pidfile=", "tbcoap", "--coap-port", "0",
@@ -62,7 +62,8 @@ def start_tbcoap(workdir, extra):
         if len(ports) == 2:
             try:
                 rest(int(ports["HTTP"]), "GET", "/api/health")
-                rest(int(ports["HTTP"]), "POST", f"/api/device?accessToken={TOKEN}", {"name": "bench"})
+                if create:  # (a second node on a shared store finds the device there)
+                    rest(int(ports["HTTP"]), "POST", f"/api/device?accessToken={TOKEN}", {"name": "bench"})
                 return proc, int(ports["CoAP"]), int(ports["HTTP"])
             except OSError:
                 pass
@@ -107,6 +108,7 @@ def main():
     parser.add_argument("--only", choices=("baseline", "tbcoap"))
     parser.add_argument("--progress", action="store_true", help="print progress and RSS every second")
     parser.add_argument("--sync", default="normal", choices=("normal", "full"))
+    parser.add_argument("--store", help="tbcoap's --store (default: its SQLite file)")
     args = parser.parse_args()
     if args.messages:
         args.seconds = None
@@ -120,9 +122,11 @@ def main():
                 proc.kill()
                 proc.wait()
         if args.only != "baseline":
-            proc, port, http = start_tbcoap(workdir, ["--sync", args.sync])
+            extra = ["--sync", args.sync] + (["--store", args.store] if args.store else [])
+            proc, port, http = start_tbcoap(workdir, extra)
             try:
-                results.append(measure(f"tbcoap, durable (--sync {args.sync})", proc, port, args))
+                name = f"tbcoap, {args.store.split('://')[0]}" if args.store else f"tbcoap, durable (--sync {args.sync})"
+                results.append(measure(name, proc, port, args))
                 results[-1].stats = rest(http, "GET", "/api/admin/stats")
             finally:
                 proc.send_signal(signal.SIGTERM)

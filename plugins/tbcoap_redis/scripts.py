@@ -207,27 +207,39 @@ return redis.call('SADD', K('provisioned'), ARGV[2])
 """
 
 SAVE_TELEMETRY = """
--- ARGV: P, device, then (ts, key, encoded value) for each entry; members are 'ts|value'
-local device = ARGV[2]
-if redis.call('EXISTS', K('dev', device)) == 0 then return 'NOTFOUND' end
-local latest = K('tsl', device)
-for i = 3, #ARGV, 3 do
-  local ts, key, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local history = K('tsh', device, key)
-  local member = ts .. '|' .. value
-  for _, old in ipairs(redis.call('ZRANGEBYSCORE', history, ts, ts)) do
-    if string.sub(old, 1, #ts + 1) == ts .. '|' then redis.call('ZREM', history, old) end
-  end
-  redis.call('ZADD', history, ts, member)
-  local current = redis.call('HGET', latest, key)
-  if not current then
-    redis.call('ZADD', K('series'), 0, device .. '\\0' .. key)
-  end
-  if not current or tonumber(string.match(current, '^(-?%d+)|')) <= tonumber(ts) then
-    redis.call('HSET', latest, key, member)
+-- ARGV: P, JSON [[device, [[ts, key, encoded value], ...]], ...] (ts as text): the telemetry saves of
+-- one reactor turn.  Members are 'ts|value'.  Returns 'OK' or 'NOTFOUND' per save: each is stored
+-- whole or (an unknown device) not at all.
+local out = {}
+for _, save in ipairs(cjson.decode(ARGV[2])) do
+  local device = save[1]
+  if redis.call('EXISTS', K('dev', device)) == 0 then
+    out[#out + 1] = 'NOTFOUND'
+  else
+    out[#out + 1] = 'OK'
+    local latest = K('tsl', device)
+    for _, entry in ipairs(save[2]) do
+      local ts, key, value = entry[1], entry[2], entry[3]
+      local history = K('tsh', device, key)
+      local member = ts .. '|' .. value
+      local current = redis.call('HGET', latest, key)
+      local newest = current and tonumber(string.match(current, '^(-?%d+)|'))
+      if newest and newest >= tonumber(ts) then  -- not after every point: one may have this ts
+        for _, old in ipairs(redis.call('ZRANGEBYSCORE', history, ts, ts)) do
+          if string.sub(old, 1, #ts + 1) == ts .. '|' then redis.call('ZREM', history, old) end
+        end
+      end
+      redis.call('ZADD', history, ts, member)
+      if not current then
+        redis.call('ZADD', K('series'), 0, device .. '\\0' .. key)
+      end
+      if not newest or newest <= tonumber(ts) then
+        redis.call('HSET', latest, key, member)
+      end
+    end
   end
 end
-return 'OK'
+return out
 """
 
 LATEST = """

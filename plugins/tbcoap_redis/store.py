@@ -7,6 +7,7 @@ are kept as one letter of kind and their text (``L42``, ``D21.5``, ``Sx``, ``B1`
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 
@@ -41,6 +42,7 @@ from .connection import Redis
 
 KIND_CODES = {"BOOLEAN": "B", "LONG": "L", "DOUBLE": "D", "STRING": "S", "JSON": "J"}
 KINDS = {code: kind for kind, code in KIND_CODES.items()}
+TELEMETRY_BATCH = 500  # telemetry saves sharing one script call
 STALLED_WRITE = 5.0  # seconds a write may wait before check() says the store cannot write
 REFUSALS = {
     "DUPNAME": lambda what: DuplicateName(f"a {what} with this name exists"),
@@ -116,6 +118,8 @@ class RedisStore:
         self._writes = deque()  # start times of writes not answered yet, oldest first
         self._bus = None
         self._waiting_replicas = None
+        self._telemetry = deque()  # (save, Deferred) of telemetry saves waiting for this turn's call
+        self._telemetry_flush = None
         self.counters = {"writes": 0, "failedWrites": 0, "reads": 0, "commits": 0, "reconnects": 0}
 
     # -- life cycle ------------------------------------------------------------
@@ -130,7 +134,7 @@ class RedisStore:
         try:
             yield self.redis.connect()
             yield self._load_scripts()
-            yield self._state_open_run("ENSURE_DEFAULT_PROFILE", new_id(), now_ms())
+            yield self._eval("ENSURE_DEFAULT_PROFILE", new_id(), now_ms())
         except Exception as exc:
             yield self.redis.close()
             self._state = "new"
@@ -173,14 +177,13 @@ class RedisStore:
 
     # -- running scripts -------------------------------------------------------------
 
-    def _state_open_run(self, name, *args):
-        """Run a script while opening (``_run`` wants the store open)."""
-        return self.redis.call("EVALSHA", self._sha[name], 0, self.url.prefix, *args)
-
     def _run(self, name, *args):
-        """Deferred reply of script ``name`` with ARGV = prefix, args."""
+        """Deferred reply of script ``name`` with ARGV = prefix, args (the store must be open)."""
         if self._state != "open":
             return defer.fail(StoreUnavailable(f"redis store is {self._state.replace('new', 'not open')}"))
+        return self._eval(name, *args)
+
+    def _eval(self, name, *args):
         d = self.redis.call("EVALSHA", self._sha[name], 0, self.url.prefix, *args)
         d.addErrback(self._reload, name, args)
         return d
@@ -337,10 +340,28 @@ class RedisStore:
             return defer.fail()
         if not rows:
             return defer.succeed(None)
-        args = []
-        for ts, key, kind, data in rows:
-            args += (ts, key, encode(kind, data))
-        return self._write("SAVE_TELEMETRY", "device", device_id, *args).addCallback(lambda _: None)
+        save = [device_id, [[str(ts), key, encode(kind, data)] for ts, key, kind, data in rows]]
+        if self._state != "open":
+            return defer.fail(StoreUnavailable(f"redis store is {self._state.replace('new', 'not open')}"))
+        self._writes.append(time.monotonic())
+        d = defer.Deferred()
+        self._telemetry.append((save, d))
+        if self._telemetry_flush is None:
+            self._telemetry_flush = self.reactor.callLater(0, self._flush_telemetry)
+        d.addCallback(self._refusal, "device")
+        if self.url.wait:
+            d.addCallback(self._replicated)
+        d.addBoth(self._written)
+        return d.addCallback(lambda _: None)
+
+    def _flush_telemetry(self):
+        """The telemetry saves of a reactor turn in one script call (TELEMETRY_BATCH at most each)."""
+        self._telemetry_flush = None
+        while self._telemetry:
+            batch = [self._telemetry.popleft() for _ in range(min(len(self._telemetry), TELEMETRY_BATCH))]
+            saves = json.dumps([save for save, _ in batch], separators=(",", ":"), ensure_ascii=False)
+            d = self._eval("SAVE_TELEMETRY", saves)  # (also while closing: these were accepted before)
+            d.addCallbacks(_answer_each, _fail_each, callbackArgs=(batch,), errbackArgs=(batch,))
 
     def latest_telemetry(self, device_id, keys):
         try:
@@ -516,6 +537,16 @@ class RedisStore:
 
     def delete_claim_request(self, device_id):
         return self._write("DELETE_CLAIM", "device", device_id).addCallback(lambda n: int(n) == 1)
+
+
+def _answer_each(replies, batch):
+    for reply, (_, d) in zip(replies, batch):
+        d.callback(reply)
+
+
+def _fail_each(failure, batch):
+    for _, d in batch:
+        d.errback(failure)
 
 
 def _fields(rpc):
