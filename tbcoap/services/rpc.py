@@ -162,7 +162,10 @@ class RpcService:
             channels = list(self._channels.get(device_id, ()))
             if not channels:
                 break
-            if rpc.status != "QUEUED" or rpc.expiration_time <= now:
+            if rpc.status != "QUEUED":
+                continue
+            if rpc.expiration_time <= now:  # its timer was on a node that went away, say
+                self._expire(rpc)
                 continue
             if not (yield self.store.set_rpc_status(rpc.id, "SENT", expect=("QUEUED",))):
                 continue
