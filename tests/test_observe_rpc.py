@@ -422,3 +422,19 @@ async def test_stats_count_queued_rpcs(node, rest, device):
     await rest.delete(f"/api/device/{device['id']['id']}")
     status, stats = await rest.get("/api/admin/stats")
     assert stats["rpc"]["queuedRpcs"] == 0 and stats["rpc"]["pendingRpcs"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_rpc_that_expired_without_its_timer_is_marked_expired_not_sent(node, coap, device):
+    """(On several nodes the timer may have been on a node that went away.)"""
+    from tbcoap.models import Rpc, new_id
+
+    stale = await node.core.store.add_rpc(Rpc(id=new_id(), device_id=device["id"]["id"], request_id=0,
+                                              method="old", expiration_time=now_ms() - 1000))
+    await coap.request(GET, RPC, observe=0, token=b"rpc")
+    for _ in range(50):
+        if (await node.core.store.get_rpc(stale.id)).status == "EXPIRED":
+            break
+        await sleep(0.02)
+    assert (await node.core.store.get_rpc(stale.id)).status == "EXPIRED"
+    assert await coap.silence(0.3)  # nothing was sent
