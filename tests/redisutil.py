@@ -81,11 +81,12 @@ class PrivateRedis:
     ``appendfsync always``: what Redis acknowledged survives its being killed.
     """
 
-    def __init__(self, folder, *extra):
+    def __init__(self, folder, *extra, tls=None):
         self.binary = require_tool("redis-server", "install Redis (Debian: apt-get install redis-server)")
         self.folder = folder
         self.port = free_port()
         self.extra = extra
+        self.tls = tls  # (cert file, key file, CA file): TLS only, on self.port
         self.proc = None
         os.makedirs(folder, exist_ok=True)
 
@@ -94,8 +95,13 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self):
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            cert, key, ca = self.tls
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert, "--tls-key-file", key,
+                     "--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+            [self.binary, *ports, "--bind", "127.0.0.1", "--dir", str(self.folder),
              "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile",
              os.path.join(self.folder, "redis.log"), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -104,6 +110,14 @@ class PrivateRedis:
 
     def wait_ready(self, timeout=10.0):
         deadline = time.monotonic() + timeout
+        if self.tls:  # no plain port to PING: wait for the TLS port to accept
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return
+                except OSError:
+                    time.sleep(0.05)
+            raise AssertionError(f"redis-server (TLS) on {self.port} did not start")
         while time.monotonic() < deadline:
             try:
                 client = Resp("127.0.0.1", self.port, timeout=1)

@@ -154,3 +154,33 @@ async def test_a_sentinel_failover_is_followed(start_node, tmp_path):
         sentinel.stop()
         replica.stop()
         primary.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rediss_checks_the_server_certificate(start_node, tmp_path):
+    from tests.certs import make_ca, make_cert
+
+    require_redis_server()
+    ca = make_ca()
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem)
+    cert, key = make_cert(ca, "redis", dns=["localhost"], ips=["127.0.0.1"]).write(tmp_path, "redis")
+    server = PrivateRedis(tmp_path / "tls", tls=(cert, key, str(ca_file))).start()
+    try:
+        node = await start_node("--store", f"rediss://localhost:{server.port}/0?ca={ca_file}&timeout=2")
+        device, _ = await node.core.devices.create("tls-device", token="TOKEN-1")
+        client = await open_client(("127.0.0.1", node.coap_address[1]))
+        assert await post(client, 1) == "2.01"
+        assert (await node.core.telemetry.latest(device.id))["n"][1] == 1
+        await client.port.stopListening()
+        # a certificate authority the server's certificate does not chain to: no connection
+        other = make_ca("another CA")
+        other_file = tmp_path / "other.pem"
+        other_file.write_bytes(other.cert_pem)
+        from tbcoap_redis import make_store
+
+        store = make_store(f"rediss://localhost:{server.port}/0?ca={other_file}&timeout=1", {})
+        with pytest.raises(Exception, match="cannot use redis"):
+            await store.open()
+    finally:
+        server.stop()
