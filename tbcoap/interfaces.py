@@ -77,6 +77,16 @@ class ITelemetryStore(Interface):
         """``{key: [(ts, value), ...]}`` with start_ts <= ts <= end_ts, at most
         ``limit`` per key, ordered by ts; ``keys`` None means all keys."""
 
+    def telemetry_aggregate(device_id, keys, start_ts, end_ts, interval, agg, limit, descending):
+        """``{key: [(ts, value), ...]}``: one point per bucket ``[start_ts + k*interval, start_ts +
+        (k+1)*interval)`` (the last one cut at ``end_ts``, excluded) that holds values, ``ts`` the
+        bucket's middle (its start plus half its length, rounded down).
+
+        ``agg`` is AVG, MIN, MAX or SUM over LONG and DOUBLE values only (others skipped; AVG is a
+        float, SUM an int when every value is, MIN and MAX the value itself), or COUNT of every
+        value (an int).  At most ``limit`` buckets per key, the first ones in the order asked; the
+        store computes them (a year of points is never read into Python).  ``keys`` None: all."""
+
     def telemetry_keys(device_id):
         """Sorted list of the device's time-series keys."""
 

@@ -74,6 +74,24 @@ def check_values(values):
     return rows
 
 
+AGGREGATIONS = ("AVG", "MIN", "MAX", "SUM", "COUNT")
+
+
+def check_aggregate(start_ts, end_ts, interval, agg, limit):
+    """The arguments of ``telemetry_aggregate``."""
+    check(is_int64(start_ts) and is_int64(end_ts), "start and end must be integer timestamps")
+    check(is_int64(interval, 1), "interval must be a positive integer")
+    check(agg in AGGREGATIONS, f"agg must be one of {', '.join(AGGREGATIONS)}")
+    check(is_int64(limit, 1), "limit must be a positive integer")
+
+
+def bucket_ts(start_ts, end_ts, interval, k) -> int:
+    """The timestamp of bucket ``k``: the middle of ``[start + k*interval, start + (k+1)*interval)``,
+    the bucket cut at ``end_ts``."""
+    begin = start_ts + k * interval
+    return begin + (min(begin + interval, end_ts) - begin) // 2
+
+
 def check_page(limit, offset):
     check(is_int64(limit, 0) and is_int64(offset, 0), "limit and offset must be integers >= 0")
 

@@ -270,6 +270,73 @@ end
 return out
 """
 
+AGGREGATE = """
+-- ARGV: P, device, start, end (excluded), interval, agg, limit, desc ('1'/'0'), keys... (none: all).
+-- Returns key, {bucket, encoded value, bucket, ...} pairs; points are read here, in chunks.
+local device, start, stop, interval = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local agg, limit, desc = ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
+local keys = {}
+if #ARGV == 8 then keys = redis.call('HKEYS', K('tsl', device)) else
+  for i = 9, #ARGV do keys[#keys + 1] = ARGV[i] end
+end
+local function f17(x) return string.format('%.17g', x) end
+local out = {}
+for _, key in ipairs(keys) do
+  local history, from = K('tsh', device, key), ARGV[3]
+  local buckets, order = {}, {}
+  while true do
+    local chunk = redis.call('ZRANGEBYSCORE', history, from, '(' .. ARGV[4], 'LIMIT', 0, 5000)
+    for _, member in ipairs(chunk) do
+      local bar = string.find(member, '|', 1, true)
+      local ts, kind, text = tonumber(string.sub(member, 1, bar - 1)), string.sub(member, bar + 1, bar + 1),
+        string.sub(member, bar + 2)
+      local numeric = kind == 'L' or kind == 'D'
+      if agg == 'COUNT' or numeric then
+        local k = math.floor((ts - start) / interval)
+        local b = buckets[k]
+        if not b then
+          b = {n = 0, sum = 0, double = false}
+          buckets[k] = b
+          order[#order + 1] = k
+        end
+        b.n = b.n + 1
+        if numeric then
+          local x = tonumber(text)
+          b.sum = b.sum + x
+          b.double = b.double or kind == 'D'
+          if not b.min or x < b.min then b.min, b.mintext = x, kind .. text end
+          if not b.max or x > b.max then b.max, b.maxtext = x, kind .. text end
+        end
+      end
+    end
+    if #chunk < 5000 then break end
+    local last = chunk[#chunk]
+    from = '(' .. string.sub(last, 1, string.find(last, '|', 1, true) - 1)
+  end
+  if #order > 0 then
+    table.sort(order)
+    local points = {}
+    local first, last, step = 1, math.min(#order, limit), 1
+    if desc then first, last, step = #order, math.max(1, #order - limit + 1), -1 end
+    for i = first, last, step do
+      local k, b = order[i], buckets[order[i]]
+      local value
+      if agg == 'COUNT' then value = 'L' .. b.n
+      elseif agg == 'AVG' then value = 'D' .. f17(b.sum / b.n)
+      elseif agg == 'MIN' then value = b.mintext
+      elseif agg == 'MAX' then value = b.maxtext
+      elseif b.double or math.abs(b.sum) >= 2^53 then value = 'D' .. f17(b.sum)
+      else value = 'L' .. string.format('%d', b.sum) end
+      points[#points + 1] = tostring(k)
+      points[#points + 1] = value
+    end
+    out[#out + 1] = key
+    out[#out + 1] = points
+  end
+end
+return out
+"""
+
 SAVE_ATTRIBUTES = """
 -- ARGV: P, device, scope, then (key, 'ts|encoded value') pairs
 if redis.call('EXISTS', K('dev', ARGV[2])) == 0 then return 'NOTFOUND' end

@@ -21,7 +21,9 @@ from tbcoap.interfaces import IStore
 from tbcoap.models import (PROVISION_TYPES, SCOPES, ClaimRequest, Customer, Device, DeviceProfile, Rpc, from_kind,
                            new_id, now_ms)
 from tbcoap.storekit import (
+    bucket_ts,
     check,
+    check_aggregate,
     check_claim_request,
     check_customer,
     check_device_query,
@@ -385,6 +387,26 @@ class RedisStore:
         d = self._read("HISTORY", device_id, start_ts, end_ts, limit, "1" if descending else "0", *(keys or ()))
         return d.addCallback(lambda flat: {key: [_point(m) for m in points] for key, points in _pairs(flat).items()})
 
+    def telemetry_aggregate(self, device_id, keys, start_ts, end_ts, interval, agg, limit, descending):
+        try:
+            keys = key_list(keys)
+            check_aggregate(start_ts, end_ts, interval, agg, limit)
+        except BadRequest as exc:
+            return defer.fail(exc)
+        if keys == []:
+            return defer.succeed({})
+
+        def build(flat):
+            out = {}
+            for key, points in _pairs(flat).items():
+                out[key] = [(bucket_ts(start_ts, end_ts, interval, int(k)), _aggregated(agg, text))
+                            for k, text in zip(points[::2], points[1::2])]
+            return out
+
+        d = self._read("AGGREGATE", device_id, start_ts, end_ts, interval, agg, limit, "1" if descending else "0",
+                       *(keys or ()))
+        return d.addCallback(build)
+
     def telemetry_keys(self, device_id):
         return self._read("LATEST", device_id).addCallback(lambda flat: sorted(flat[::2]))
 
@@ -537,6 +559,11 @@ class RedisStore:
 
     def delete_claim_request(self, device_id):
         return self._write("DELETE_CLAIM", "device", device_id).addCallback(lambda n: int(n) == 1)
+
+
+def _aggregated(agg, text):
+    value = decode(text)
+    return float(value) if agg == "AVG" else value
 
 
 def _answer_each(replies, batch):

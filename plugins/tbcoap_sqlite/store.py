@@ -21,7 +21,9 @@ from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, S
 from tbcoap.interfaces import IStore
 from tbcoap.storekit import (
     DEVICE_SORT_PROPERTIES,
+    bucket_ts,
     check,
+    check_aggregate,
     check_claim_request,
     check_customer,
     check_device_query,
@@ -572,6 +574,39 @@ class SQLiteStore:
                 ).fetchall()
                 if rows:
                     out[key] = [(ts, from_kind(kind, v)) for ts, kind, v in rows]
+            return out
+
+        return self._read(read)
+
+    def telemetry_aggregate(self, device_id, keys, start_ts, end_ts, interval, agg, limit, descending):
+        try:
+            keys = key_list(keys)
+            check_aggregate(start_ts, end_ts, interval, agg, limit)
+        except BadRequest as exc:
+            return defer.fail(exc)
+        numbers = "" if agg == "COUNT" else " AND kind IN ('LONG', 'DOUBLE')"
+        value = "count(*)" if agg == "COUNT" else f"{agg.lower()}(value)"
+        sql = (f"SELECT (ts - ?) / ? AS bucket, {value}, max(kind = 'DOUBLE') FROM ts_kv"
+               f" WHERE device_id = ? AND key = ? AND ts >= ? AND ts < ?{numbers}"
+               f" GROUP BY bucket ORDER BY bucket {'DESC' if descending else 'ASC'} LIMIT ?")
+
+        def point(bucket, result, any_double):
+            if agg == "AVG" or (agg == "SUM" and any_double):
+                result = float(result)
+            return bucket_ts(start_ts, end_ts, interval, bucket), result
+
+        def read(conn):
+            out = {}
+            for key in _series_keys(conn, device_id) if keys is None else keys:
+                params = (start_ts, interval, device_id, key, start_ts, end_ts, limit)
+                try:
+                    rows = conn.execute(sql, params).fetchall()
+                except sqlite3.OperationalError as exc:  # an integer SUM past 64 bits: add as floats
+                    if "overflow" not in str(exc):
+                        raise
+                    rows = conn.execute(sql.replace("sum(value)", "total(value)"), params).fetchall()
+                if rows:
+                    out[key] = [point(*row) for row in rows]
             return out
 
         return self._read(read)

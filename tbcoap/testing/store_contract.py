@@ -972,3 +972,37 @@ async def test_customers_claims_and_provisioning_persist(store, open_backend):
         assert await again.set_device_customer(owned.id, None, c.id) is True
     finally:
         await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_aggregation_in_buckets(store):
+    d = await store.add_device(dev("a"), "ta")
+    values = [1, 2, 3.5, "text", True, 10, 20, 30, -4, 100]  # ts 0..9; a string and a boolean among them
+    await store.save_telemetry(d.id, [(ts, "t", v) for ts, v in enumerate(values)] + [(12, "t", 999)])
+    await store.save_telemetry(d.id, [(1, "s", "x"), (5, "s", "y")])
+
+    async def agg(kind, keys=("t",), limit=100, descending=False, interval=4, end=10):
+        return await store.telemetry_aggregate(d.id, None if keys is None else list(keys), 0, end, interval, kind,
+                                               limit, descending)
+
+    # buckets [0,4) [4,8) [8,10): the last one cut at the end (10 and beyond excluded)
+    assert await agg("COUNT") == {"t": [(2, 4), (6, 4), (9, 2)]}
+    assert_typed((await agg("COUNT"))["t"][0][1], 4)
+    assert await agg("SUM") == {"t": [(2, 6.5), (6, 60), (9, 96)]}
+    assert_typed((await agg("SUM"))["t"][1][1], 60)       # only LONG values: an int
+    assert_typed((await agg("SUM"))["t"][0][1], 6.5)      # a DOUBLE among them: a float
+    assert await agg("AVG") == {"t": [(2, 6.5 / 3), (6, 20.0), (9, 48.0)]}
+    assert_typed((await agg("AVG"))["t"][1][1], 20.0)
+    assert await agg("MIN") == {"t": [(2, 1), (6, 10), (9, -4)]}
+    assert await agg("MAX") == {"t": [(2, 3.5), (6, 30), (9, 100)]}
+    assert_typed((await agg("MAX"))["t"][0][1], 3.5)
+    assert await agg("MAX", limit=2) == {"t": [(2, 3.5), (6, 30)]}
+    assert await agg("MAX", limit=2, descending=True) == {"t": [(9, 100), (6, 30)]}
+    assert await agg("COUNT", keys=None) == {"t": [(2, 4), (6, 4), (9, 2)], "s": [(2, 1), (6, 1)]}
+    assert await agg("SUM", keys=["s"]) == {}             # no numbers: no bucket
+    assert await agg("COUNT", interval=1000, end=20) == {"t": [(10, 11)]}
+    assert await agg("COUNT", keys=["nope"]) == {}
+    for bad in (dict(interval=0), dict(kind="MEDIAN"), dict(limit=0)):
+        args = {"kind": "SUM", **bad}
+        kind = args.pop("kind")
+        await raises(BadRequest, agg(kind, **args))
