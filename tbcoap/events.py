@@ -54,6 +54,13 @@ class DeviceGone:
 
 
 @dataclass(frozen=True)
+class DeviceUpdated:
+    """A device's name, type, label or additional info changed (caches of it are stale)."""
+
+    device_id: str
+
+
+@dataclass(frozen=True)
 class TokenReplaced:
     """A device's access token was replaced."""
 
@@ -66,7 +73,7 @@ class Resync:
 
 
 EVENTS = {cls.__name__: cls for cls in (SharedAttributesChanged, SharedAttributesDeleted, RpcChanged, DeviceGone,
-                                        TokenReplaced, Resync)}
+                                        DeviceUpdated, TokenReplaced, Resync)}
 
 
 def to_json(event) -> str:

@@ -21,6 +21,10 @@ class IDeviceStore(Interface):
         token is.
         """
 
+    def update_device(device):
+        """Replace a device's name, type, label and additional_info (found by its id); fires the
+        Device.  NotFound if no such device, DuplicateName if another device has the name."""
+
     def get_device(device_id):
         """The ``Device`` with that id, or None."""
 
@@ -53,6 +57,11 @@ class IDeviceStore(Interface):
         """Store a new ``DeviceProfile`` (DuplicateName if the name is taken,
         BadRequest if its provision key is used by another profile)."""
 
+    def update_profile(profile):
+        """Replace a profile's name and provisioning fields (found by its id); fires the profile.
+        Devices whose ``type`` named it are renamed with it.  NotFound if no such profile,
+        DuplicateName if another has the name, BadRequest if another has the provision key."""
+
     def profile_by_name(name):
         """The ``DeviceProfile`` with that name, or None."""
 
@@ -63,12 +72,18 @@ class IDeviceStore(Interface):
 class ITelemetryStore(Interface):
     """Time series: history and latest values per key."""
 
-    def save_telemetry(device_id, entries):
+    def save_telemetry(device_id, entries, ttl=None):
         """Commit ``entries``, a sequence of ``(ts, key, value)``, all or nothing.
 
         Fires only once the data is durable (the device's 2.01 waits for it).
-        Two values of one key with the same ts: the later write wins.
+        Two values of one key with the same ts: the later write wins.  ``ttl`` (ms): the
+        points may be removed once ``ts + ttl`` has passed (``expired_telemetry`` finds them).
         """
+
+    def delete_telemetry(device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):
+        """Delete the points of ``keys`` with start_ts <= ts < end_ts.  A latest value in that range
+        goes too (unless ``delete_latest`` is False); with ``rewrite_latest`` the newest point left,
+        if any, becomes the latest.  NotFound if no such device."""
 
     def latest_telemetry(device_id, keys):
         """``{key: (ts, value)}`` of the latest values; ``keys`` None means all."""
@@ -186,7 +201,9 @@ class IProvisionStore(Interface):
         """The ``DeviceProfile`` with that provision key, or None."""
 
     def mark_provisioned(device_id):
-        """Record that the device was provisioned; fires True the first time, False after."""
+        """Give the device the SERVER_SCOPE attribute ``provisionState`` = ``"provisioned"`` unless
+        it has one (of any value); fires True if it was set, False if one was there.  Deleting
+        that attribute allows provisioning again."""
 
 
 class IBus(Interface):

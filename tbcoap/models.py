@@ -28,6 +28,7 @@ class Device:
     label: str | None = None
     created_time: int = field(default_factory=now_ms)
     customer_id: str | None = None
+    additional_info: str | None = None  # compact JSON text of an object (ThingsBoard's additionalInfo)
 
 
 PROVISION_TYPES = ("DISABLED", "ALLOW_CREATE_NEW_DEVICES", "CHECK_PRE_PROVISIONED_DEVICES")

@@ -107,16 +107,16 @@ async def test_claim_success_frees_the_request(coap, rest, device):
     assert body["device"]["customerId"]["id"] == acme_id and body["device"]["name"] == "dev-1"
     status, again = await rest.get(f"/api/device/{device['id']['id']}")
     assert again["customerId"]["id"] == acme_id
-    assert await claim(acme, "dev-1", "s3cret") == (400, {"response": "CLAIMED"})
+    assert await claim(acme, "dev-1", "s3cret") == (400, "CLAIMED")
 
 
 @pytest_twisted.ensureDeferred
 async def test_claim_failures(coap, rest, device):
     _, acme = await customer(rest)
-    assert await claim(acme, "dev-1", "x") == (400, {"response": "FAILURE"})  # no request
+    assert await claim(acme, "dev-1", "x") == (400, "FAILURE")  # no request
     await coap.request(POST, CLAIM, b'{"secretKey":"right"}')
-    assert await claim(acme, "dev-1", "wrong") == (400, {"response": "FAILURE"})
-    assert await claim(acme, "dev-1", "right") == (400, {"response": "FAILURE"})  # evicted by the wrong one
+    assert await claim(acme, "dev-1", "wrong") == (400, "FAILURE")
+    assert await claim(acme, "dev-1", "right") == (400, "FAILURE")  # evicted by the wrong one
     assert (await claim(acme, "no-such-device", "right"))[0] == 404
     assert (await rest.post("/api/customer/device/dev-1/claim", {"secretKey": "right"}))[0] == 400  # admin key
 
@@ -127,7 +127,7 @@ async def test_first_claim_request_wins_until_it_expires(coap, rest, device):
     await coap.request(POST, CLAIM, b'{"secretKey":"first","durationMs":300}')
     await coap.request(POST, CLAIM, b'{"secretKey":"second","durationMs":60000}')  # ignored: first still valid
     await task.deferLater(reactor, 0.4, lambda: None)
-    assert await claim(acme, "dev-1", "first") == (400, {"response": "FAILURE"})  # expired (and removed)
+    assert await claim(acme, "dev-1", "first") == (400, "FAILURE")  # expired (and removed)
     await coap.request(POST, CLAIM, b'{"secretKey":"third"}')
     assert (await claim(acme, "dev-1", "third"))[1]["response"] == "SUCCESS"
 

@@ -715,9 +715,11 @@ async def test_history_strict_types(rest, device, coap):
     "startTs=0&endTs=",
     "endTs=5000",
     "startTs=0",
-    "startTs=0&endTs=5000&agg=AVG",
-    "startTs=0&endTs=5000&agg=SUM",
-    "agg=MAX",
+    "startTs=0&endTs=5000&agg=AVG",                     # no interval
+    "startTs=0&endTs=5000&agg=SUM&interval=0",
+    "startTs=0&endTs=5000&agg=MEDIAN&interval=1000",
+    "startTs=0&endTs=100000001&agg=SUM&interval=1000",  # over 100,000 buckets
+    "agg=MAX&interval=1000",
     "startTs=0&endTs=5000&orderBy=SIDEWAYS",
 ])
 @pytest_twisted.ensureDeferred
@@ -725,6 +727,22 @@ async def test_history_bad_query_is_400(rest, device, coap, query):
     url = await history_device(rest, device, coap)
     status, body = await rest.get(url + "?keys=t&" + query)
     assert_error(status, body, 400)
+
+
+@pytest.mark.parametrize("path", ["values/timeseries", "values/timeseries/history"])
+@pytest_twisted.ensureDeferred
+async def test_aggregated_history(rest, device, path):
+    base = f"{TEL}/{dev_id(device)}"
+    status, _ = await rest.post(f"{base}/timeseries/ANY", [{"ts": 1000 * n, "values": {"t": n}} for n in range(10)])
+    assert status == 200
+    status, body = await rest.get(f"{base}/{path}?keys=t&startTs=0&endTs=10000&interval=5000&agg=AVG&orderBy=ASC")
+    assert status == 200 and body == {"t": [{"ts": 2500, "value": "2.0"}, {"ts": 7500, "value": "7.0"}]}
+    status, body = await rest.get(f"{base}/{path}?keys=t&startTs=0&endTs=10000&interval=5000&agg=SUM"
+                                  "&useStrictDataTypes=true")  # DESC unless asked: the newest bucket first
+    assert body == {"t": [{"ts": 7500, "value": 35}, {"ts": 2500, "value": 10}]}
+    status, body = await rest.get(f"{base}/{path}?keys=t&startTs=0&endTs=10000&interval=3000&agg=COUNT&limit=2"
+                                  "&orderBy=ASC&useStrictDataTypes=true")
+    assert body == {"t": [{"ts": 1500, "value": 3}, {"ts": 4500, "value": 3}]}
 
 
 @pytest_twisted.ensureDeferred

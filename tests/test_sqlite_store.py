@@ -70,7 +70,7 @@ async def test_file_layout_wal_and_schema_version(tmp_path):
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {
             "devices", "credentials", "device_profiles", "ts_kv", "ts_kv_latest", "attributes",
-            "rpcs", "rpc_counters", "customers", "claim_requests", "provisioned",
+            "rpcs", "rpc_counters", "customers", "claim_requests",
         } <= tables
         assert conn.execute("SELECT count(*) FROM device_profiles WHERE name = 'default'").fetchone()[0] == 1
     finally:
@@ -103,15 +103,37 @@ async def test_migration_steps_run_once(tmp_path, monkeypatch):
         conn.close()
 
 
+async def _old_database(tmp_path, monkeypatch, steps, *statements):
+    """A database with only the first ``steps`` migration steps, and rows written in its own terms."""
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:steps])
+        m.setattr(schema, "SCHEMA_VERSION", steps)
+        store = await _open_sqlite(tmp_path)
+        await store.close()
+    conn = sqlite3.connect(tmp_path / "store" / "tbcoap.sqlite3")
+    for sql, params in statements:
+        conn.execute(sql, params)
+    conn.commit()
+    conn.close()
+
+
+def _version(tmp_path):
+    conn = sqlite3.connect(tmp_path / "store" / "tbcoap.sqlite3")
+    try:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
+
+
+DEVICE_V1 = "INSERT INTO devices (id, name, type, label, created_time, customer_id) VALUES (?, ?, 'default', NULL, 5, ?)"
+TOKEN_V1 = "INSERT INTO credentials (token, device_id) VALUES (?, ?)"
+
+
 @pytest_twisted.ensureDeferred
 async def test_upgrade_from_the_first_schema(tmp_path, monkeypatch):
-    with monkeypatch.context() as m:  # a database made before RPCs existed
-        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
-        m.setattr(schema, "SCHEMA_VERSION", 1)
-        store = await _open_sqlite(tmp_path)
-        d = await store.add_device(dev("a"), "ta")
-        await store.save_attributes(d.id, "SHARED_SCOPE", {"k": 1}, 1)
-        await store.close()
+    d = dev("a", created_time=5)
+    await _old_database(tmp_path, monkeypatch, 1, (DEVICE_V1, (d.id, "a", None)), (TOKEN_V1, ("ta", d.id)),
+                        ("INSERT INTO attributes VALUES (?, 'SHARED_SCOPE', 'k', 'LONG', 1, 1)", (d.id,)))
     store = await _open_sqlite(tmp_path)
     try:
         assert await store.get_device(d.id) == d
@@ -119,28 +141,18 @@ async def test_upgrade_from_the_first_schema(tmp_path, monkeypatch):
         assert (await store.add_rpc(rpc(d))).request_id == 1
     finally:
         await store.close()
-    conn = sqlite3.connect(tmp_path / "store" / "tbcoap.sqlite3")
-    try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION >= 2
-    finally:
-        conn.close()
+    assert _version(tmp_path) == schema.SCHEMA_VERSION
 
 
 @pytest_twisted.ensureDeferred
 async def test_upgrade_from_the_rpc_schema(tmp_path, monkeypatch):
     owner = new_id()
-    with monkeypatch.context() as m:  # a database made before customers existed
-        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
-        m.setattr(schema, "SCHEMA_VERSION", 2)
-        store = await _open_sqlite(tmp_path)
-        d = await store.add_device(dev("a", customer_id=owner), "ta")
-        free = await store.add_device(dev("b"), "tb")
-        first = await store.add_rpc(rpc(d))
-        await store.close()
+    d, free = dev("a", customer_id=owner, created_time=5), dev("b", created_time=5)
+    await _old_database(tmp_path, monkeypatch, 2, (DEVICE_V1, (d.id, "a", owner)), (TOKEN_V1, ("ta", d.id)),
+                        (DEVICE_V1, (free.id, "b", None)), (TOKEN_V1, ("tb", free.id)))
     store = await _open_sqlite(tmp_path)
     try:
         assert await store.get_device(d.id) == d
-        assert await store.get_rpc(first.id) == first
         assert await store.list_customer_devices(owner, 10, 0) == ([d], 1)
         c = await store.add_customer(cust("new"), digest(1))
         assert await store.set_device_customer(free.id, c.id, None) is True
@@ -148,11 +160,20 @@ async def test_upgrade_from_the_rpc_schema(tmp_path, monkeypatch):
         assert await store.mark_provisioned(d.id) is True
     finally:
         await store.close()
-    conn = sqlite3.connect(tmp_path / "store" / "tbcoap.sqlite3")
+    assert _version(tmp_path) == schema.SCHEMA_VERSION
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_turns_provisioned_marks_into_the_attribute(tmp_path, monkeypatch):
+    d = dev("a", created_time=5)
+    await _old_database(tmp_path, monkeypatch, 4, (DEVICE_V1, (d.id, "a", None)), (TOKEN_V1, ("ta", d.id)),
+                        ("INSERT INTO provisioned (device_id) VALUES (?)", (d.id,)))
+    store = await _open_sqlite(tmp_path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION >= 3
+        assert (await store.get_attributes(d.id, "SERVER_SCOPE", None))["provisionState"][0] == "provisioned"
+        assert await store.mark_provisioned(d.id) is False
     finally:
-        conn.close()
+        await store.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -286,7 +307,7 @@ async def test_savepoint_rolls_back_only_the_failing_job(sqlite_store):
     d = await sqlite_store.add_device(dev("a"), "ta")
 
     def half_done(conn):
-        conn.execute("INSERT INTO ts_kv VALUES (?, 'half', 1, 'LONG', 1)", (d.id,))
+        conn.execute("INSERT INTO ts_kv VALUES (?, 'half', 1, 'LONG', 1, NULL)", (d.id,))
         raise ValueError("boom")
 
     jobs = [

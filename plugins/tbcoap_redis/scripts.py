@@ -15,13 +15,15 @@ local NIL = false
 DEVICE_FIELDS = ("id", "name", "type", "label", "created", "customer")
 
 ADD_DEVICE = """
--- ARGV: P, id, name, type, label ('' = none), created, customer ('' = none), token, folded name
+-- ARGV: P, id, name, type, label ('' = none), created, customer ('' = none), token, folded name, info ('' = none)
 local id, name, typ, label, created, customer, token, fold = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local info = ARGV[10]
 if redis.call('HEXISTS', K('dev', 'name'), name) == 1 then return 'DUPNAME' end
 if redis.call('HEXISTS', K('token'), token) == 1 then return 'DUPTOKEN' end
 if redis.call('EXISTS', K('dev', id)) == 1 then return 'DUPID' end
 redis.call('HSET', K('dev', id), 'id', id, 'name', name, 'type', typ, 'created', created, 'token', token, 'fold', fold)
 if label ~= '' then redis.call('HSET', K('dev', id), 'label', label) end
+if info ~= '' then redis.call('HSET', K('dev', id), 'info', info) end
 if customer ~= '' then
   redis.call('HSET', K('dev', id), 'customer', customer)
   redis.call('ZADD', K('cust', customer, 'devs'), created, id)
@@ -42,7 +44,7 @@ if ARGV[2] ~= '' then
   id = redis.call('HGET', P .. ':' .. ARGV[2], ARGV[3])
   if not id then return NIL end
 end
-local d = redis.call('HMGET', K('dev', id), 'id', 'name', 'type', 'label', 'created', 'customer')
+local d = redis.call('HMGET', K('dev', id), 'id', 'name', 'type', 'label', 'created', 'customer', 'info')
 if not d[1] then return NIL end
 return d
 """
@@ -119,7 +121,7 @@ else
 end
 local out = {total}
 for _, id in ipairs(ids) do
-  out[#out + 1] = redis.call('HMGET', K('dev', id), 'id', 'name', 'type', 'label', 'created', 'customer')
+  out[#out + 1] = redis.call('HMGET', K('dev', id), 'id', 'name', 'type', 'label', 'created', 'customer', 'info')
 end
 return out
 """
@@ -148,7 +150,6 @@ redis.call('DEL', K('rpcs', id), K('rpcs', id, 'pending'), K('rpcs', id, 'ids'))
 redis.call('SREM', K('rpcs', 'pending'), id)
 redis.call('HDEL', K('rpcs', 'counters'), id)
 redis.call('DEL', K('claim', id))
-redis.call('SREM', K('provisioned'), id)
 redis.call('DEL', K('dev', id))
 return 1
 """
@@ -178,6 +179,60 @@ redis.call('ZADD', K('profs'), ARGV[3], ARGV[2])
 return 1
 """
 
+UPDATE_PROFILE = """
+-- ARGV: P, id, name, type, key ('' = none), secret ('' = none)
+local id, name, typ, key, secret = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local old = redis.call('HMGET', K('prof', id), 'name', 'key')
+if not old[1] then return 'NOTFOUND' end
+local holder = redis.call('HGET', K('prof', 'name'), name)
+if holder and holder ~= id then return 'DUPNAME' end
+if key ~= '' then
+  local owner = redis.call('HGET', K('prof', 'key'), key)
+  if owner and owner ~= id then return 'DUPKEY' end
+end
+redis.call('HDEL', K('prof', 'name'), old[1])
+redis.call('HSET', K('prof', 'name'), name, id)
+if old[2] then redis.call('HDEL', K('prof', 'key'), old[2]) end
+redis.call('HSET', K('prof', id), 'name', name, 'type', typ)
+if key ~= '' then
+  redis.call('HSET', K('prof', id), 'key', key)
+  redis.call('HSET', K('prof', 'key'), key, id)
+else
+  redis.call('HDEL', K('prof', id), 'key')
+end
+if secret ~= '' then redis.call('HSET', K('prof', id), 'secret', secret) else redis.call('HDEL', K('prof', id), 'secret') end
+if old[1] ~= name then  -- the devices that named it follow (the type index: 'type\\0id')
+  for _, member in ipairs(redis.call('ZRANGEBYLEX', K('devs', 'type'), '[' .. old[1] .. '\\0', '(' .. old[1] .. '\\1')) do
+    local device = string.sub(member, #old[1] + 2)
+    redis.call('HSET', K('dev', device), 'type', name)
+    redis.call('ZREM', K('devs', 'type'), member)
+    redis.call('ZADD', K('devs', 'type'), 0, name .. '\\0' .. device)
+  end
+end
+return redis.call('HMGET', K('prof', id), 'id', 'name', 'type', 'key', 'secret', 'created')
+"""
+
+UPDATE_DEVICE = """
+-- ARGV: P, id, name, type, label ('' = none), additional info ('' = none), folded name
+local id, name, typ, label, info, fold = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local old = redis.call('HMGET', K('dev', id), 'name', 'type', 'label')
+if not old[1] then return 'NOTFOUND' end
+local holder = redis.call('HGET', K('dev', 'name'), name)
+if holder and holder ~= id then return 'DUPNAME' end
+redis.call('HDEL', K('dev', 'name'), old[1])
+redis.call('HSET', K('dev', 'name'), name, id)
+redis.call('ZREM', K('devs', 'name'), old[1] .. '\\0' .. id)
+redis.call('ZREM', K('devs', 'type'), old[2] .. '\\0' .. id)
+redis.call('ZREM', K('devs', 'label'), (old[3] or '') .. '\\0' .. id)
+redis.call('ZADD', K('devs', 'name'), 0, name .. '\\0' .. id)
+redis.call('ZADD', K('devs', 'type'), 0, typ .. '\\0' .. id)
+redis.call('ZADD', K('devs', 'label'), 0, label .. '\\0' .. id)
+redis.call('HSET', K('dev', id), 'name', name, 'type', typ, 'fold', fold)
+if label ~= '' then redis.call('HSET', K('dev', id), 'label', label) else redis.call('HDEL', K('dev', id), 'label') end
+if info ~= '' then redis.call('HSET', K('dev', id), 'info', info) else redis.call('HDEL', K('dev', id), 'info') end
+return redis.call('HMGET', K('dev', id), 'id', 'name', 'type', 'label', 'created', 'customer', 'info')
+"""
+
 PROFILE_BY = """
 -- ARGV: P, index ('name' or 'key'), value
 local id = redis.call('HGET', K('prof', ARGV[2]), ARGV[3])
@@ -202,12 +257,13 @@ return out
 """
 
 MARK_PROVISIONED = """
+-- ARGV: P, device, 'ts|Sprovisioned': the SERVER_SCOPE attribute provisionState, set unless there is one
 if redis.call('EXISTS', K('dev', ARGV[2])) == 0 then return 'NOTFOUND' end
-return redis.call('SADD', K('provisioned'), ARGV[2])
+return redis.call('HSETNX', K('attr', ARGV[2], 'SERVER_SCOPE'), 'provisionState', ARGV[3])
 """
 
 SAVE_TELEMETRY = """
--- ARGV: P, JSON [[device, [[ts, key, encoded value], ...]], ...] (ts as text): the telemetry saves of
+-- ARGV: P, JSON [[device, [[ts, key, encoded value], ...], ttl ms or null], ...] (ts as text): the saves of
 -- one reactor turn.  Members are 'ts|value'.  Returns 'OK' or 'NOTFOUND' per save: each is stored
 -- whole or (an unknown device) not at all.
 local out = {}
@@ -230,6 +286,9 @@ for _, save in ipairs(cjson.decode(ARGV[2])) do
         end
       end
       redis.call('ZADD', history, ts, member)
+      if save[3] then  -- a time to live: found by retention in the expiry index
+        redis.call('ZADD', K('expiring'), tonumber(ts) + save[3], device .. '\\0' .. key .. '\\0' .. ts)
+      end
       if not current then
         redis.call('ZADD', K('series'), 0, device .. '\\0' .. key)
       end
@@ -268,6 +327,30 @@ for _, key in ipairs(keys) do
   if #points > 0 then out[#out + 1] = key; out[#out + 1] = points end
 end
 return out
+"""
+
+DELETE_TELEMETRY = """
+-- ARGV: P, device, start, end (excluded), delete latest ('1'/'0'), rewrite latest ('1'/'0'), keys...
+local device, start, stop = ARGV[2], ARGV[3], ARGV[4]
+local delete_latest, rewrite = ARGV[5] == '1', ARGV[6] == '1'
+if redis.call('EXISTS', K('dev', device)) == 0 then return 'NOTFOUND' end
+for i = 7, #ARGV do
+  local key = ARGV[i]
+  local history = K('tsh', device, key)
+  redis.call('ZREMRANGEBYSCORE', history, start, '(' .. stop)
+  local current = redis.call('HGET', K('tsl', device), key)
+  local ts = current and tonumber(string.match(current, '^(-?%d+)|'))
+  if ts and ts >= tonumber(start) and ts < tonumber(stop) and delete_latest then
+    local newest = rewrite and redis.call('ZREVRANGE', history, 0, 0)[1]
+    if newest then
+      redis.call('HSET', K('tsl', device), key, newest)
+    else
+      redis.call('HDEL', K('tsl', device), key)
+      if redis.call('EXISTS', history) == 0 then redis.call('ZREM', K('series'), device .. '\\0' .. key) end
+    end
+  end
+end
+return 'OK'
 """
 
 AGGREGATE = """

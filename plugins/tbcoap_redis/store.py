@@ -75,7 +75,8 @@ def _point(member):
 
 
 def _device(row):
-    return Device(id=row[0], name=row[1], type=row[2], label=row[3], created_time=int(row[4]), customer_id=row[5])
+    return Device(id=row[0], name=row[1], type=row[2], label=row[3], created_time=int(row[4]), customer_id=row[5],
+                  additional_info=row[6])
 
 
 def _profile(row):
@@ -255,8 +256,14 @@ class RedisStore:
         if not is_id(token):
             return defer.fail(BadRequest("an access token is required"))
         d = self._write("ADD_DEVICE", "device", device.id, device.name, device.type, device.label or "",
-                        device.created_time, device.customer_id or "", token, _fold(device.name))
+                        device.created_time, device.customer_id or "", token, _fold(device.name),
+                        device.additional_info or "")
         return d.addCallback(lambda _: device)
+
+    def update_device(self, device):
+        d = self._write("UPDATE_DEVICE", "device", device.id, device.name, device.type, device.label or "",
+                        device.additional_info or "", _fold(device.name))
+        return d.addCallback(_device)
 
     def _device_by(self, index, value):
         if not isinstance(value, str):
@@ -308,6 +315,13 @@ class RedisStore:
                         profile.provision_key or "", profile.provision_secret or "", profile.created_time)
         return d.addCallback(lambda _: profile)
 
+    def update_profile(self, profile):
+        if profile.provision_type not in PROVISION_TYPES:
+            return defer.fail(BadRequest(f"unknown provision type {profile.provision_type!r}"))
+        d = self._write("UPDATE_PROFILE", "device profile", profile.id, profile.name, profile.provision_type,
+                        profile.provision_key or "", profile.provision_secret or "")
+        return d.addCallback(_profile).addErrback(_no_such, "device profile")
+
     def _profile_by(self, index, value):
         if not isinstance(value, str) or not value:
             return defer.succeed(None)
@@ -331,18 +345,22 @@ class RedisStore:
         return self._page("profs", ("id", "name", "type", "key", "secret", "created"), _profile, limit, offset)
 
     def mark_provisioned(self, device_id):
-        return self._write("MARK_PROVISIONED", "device", device_id).addCallback(lambda n: int(n) == 1)
+        d = self._write("MARK_PROVISIONED", "device", device_id, f"{now_ms()}|Sprovisioned")
+        return d.addCallback(lambda n: int(n) == 1)
 
     # -- telemetry ---------------------------------------------------------------
 
-    def save_telemetry(self, device_id, entries):
+    def save_telemetry(self, device_id, entries, ttl=None):
         try:
+            check(ttl is None or is_int64(ttl, 0), "ttl must be milliseconds (an integer >= 0)")
             rows = check_entries(entries)
         except Exception:
             return defer.fail()
         if not rows:
             return defer.succeed(None)
         save = [device_id, [[str(ts), key, encode(kind, data)] for ts, key, kind, data in rows]]
+        if ttl:
+            save.append(ttl)
         if self._state != "open":
             return defer.fail(StoreUnavailable(f"redis store is {self._state.replace('new', 'not open')}"))
         self._writes.append(time.monotonic())
@@ -364,6 +382,17 @@ class RedisStore:
             saves = json.dumps([save for save, _ in batch], separators=(",", ":"), ensure_ascii=False)
             d = self._eval("SAVE_TELEMETRY", saves)  # (also while closing: these were accepted before)
             d.addCallbacks(_answer_each, _fail_each, callbackArgs=(batch,), errbackArgs=(batch,))
+
+    def delete_telemetry(self, device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):
+        try:
+            check(keys is not None, "the keys to delete are required")
+            keys = key_list(keys)
+            check(is_int64(start_ts) and is_int64(end_ts), "start and end must be integer timestamps")
+        except BadRequest as exc:
+            return defer.fail(exc)
+        d = self._write("DELETE_TELEMETRY", "device", device_id, start_ts, end_ts, "1" if delete_latest else "0",
+                        "1" if rewrite_latest else "0", *keys)
+        return d.addCallback(lambda _: None)
 
     def latest_telemetry(self, device_id, keys):
         try:
@@ -559,6 +588,12 @@ class RedisStore:
 
     def delete_claim_request(self, device_id):
         return self._write("DELETE_CLAIM", "device", device_id).addCallback(lambda n: int(n) == 1)
+
+
+def _no_such(failure, what):
+    """The scripts say NOTFOUND for any missing record; name the right one."""
+    failure.trap(NotFound)
+    raise NotFound(f"no such {what}")
 
 
 def _aggregated(agg, text):

@@ -124,7 +124,19 @@ _V4 = """
 CREATE INDEX customers_by_title ON customers (title, created_time, id);
 """
 
-MIGRATIONS = [_V1, _V2, _V3, _V4]
+# ThingsBoard's additionalInfo on devices; a time to live per telemetry point; the provisioned
+# mark becomes the SERVER_SCOPE attribute provisionState, as ThingsBoard keeps it.
+_V5 = """
+ALTER TABLE devices ADD COLUMN additional_info TEXT;
+ALTER TABLE ts_kv ADD COLUMN expires INTEGER;
+CREATE INDEX ts_kv_expiring ON ts_kv (expires) WHERE expires IS NOT NULL;
+INSERT OR IGNORE INTO attributes (device_id, scope, key, kind, value, last_update_ts)
+    SELECT device_id, 'SERVER_SCOPE', 'provisionState', 'STRING', 'provisioned',
+           CAST(strftime('%s', 'now') AS INTEGER) * 1000 FROM provisioned;
+DROP TABLE provisioned;
+"""
+
+MIGRATIONS = [_V1, _V2, _V3, _V4, _V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

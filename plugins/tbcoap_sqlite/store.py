@@ -37,6 +37,7 @@ from tbcoap.storekit import (
     key_list,
 )
 from tbcoap.models import (
+    now_ms,
     PROVISION_TYPES,
     SCOPES,
     ClaimRequest,
@@ -54,7 +55,7 @@ STALLED_WRITE = 5.0  # seconds a write may wait before check() says the store ca
 WAL_SAFETY_PAGES = 16384  # the writer checkpoints itself only past this many WAL pages (64 MiB)
 
 _CHUNK = 500  # keys per IN (...) list
-_DEVICE = "d.id, d.name, d.type, d.label, d.created_time, d.customer_id"
+_DEVICE = "d.id, d.name, d.type, d.label, d.created_time, d.customer_id, d.additional_info"
 _PROFILE = "id, name, provision_type, provision_key, provision_secret, created_time"
 _CUSTOMER = "id, title, created_time"
 _DEVICE_SORT = {"createdTime": "d.created_time", "name": "d.name", "type": "d.type", "label": "d.label"}
@@ -369,12 +370,26 @@ class SQLiteStore:
             if _one(conn, "SELECT 1 FROM credentials WHERE token = ?", token):
                 raise DuplicateToken("this access token is used by another device")
             conn.execute(
-                "INSERT INTO devices (id, name, type, label, created_time, customer_id)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (device.id, device.name, device.type, device.label, device.created_time, device.customer_id),
+                "INSERT INTO devices (id, name, type, label, created_time, customer_id, additional_info)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (device.id, device.name, device.type, device.label, device.created_time, device.customer_id,
+                 device.additional_info),
             )
             conn.execute("INSERT INTO credentials (token, device_id) VALUES (?, ?)", (token, device.id))
             return device
+
+        return self._write(job)
+
+    def update_device(self, device):
+        def job(conn):
+            _require_device(conn, device.id)
+            owner = _one(conn, "SELECT id FROM devices WHERE name = ?", device.name)
+            if owner is not None and owner != device.id:
+                raise DuplicateName(f"a device named {device.name!r} exists")
+            conn.execute("UPDATE devices SET name = ?, type = ?, label = ?, additional_info = ? WHERE id = ?",
+                         (device.name, device.type, device.label, device.additional_info, device.id))
+            row = conn.execute(f"SELECT {_DEVICE} FROM devices d WHERE d.id = ?", (device.id,)).fetchone()
+            return Device(*row)
 
         return self._write(job)
 
@@ -446,8 +461,7 @@ class SQLiteStore:
     def delete_device(self, device_id):
         def job(conn):
             for table in (
-                "credentials", "ts_kv", "ts_kv_latest", "attributes", "rpcs", "rpc_counters",
-                "claim_requests", "provisioned",
+                "credentials", "ts_kv", "ts_kv_latest", "attributes", "rpcs", "rpc_counters", "claim_requests",
             ):
                 conn.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
             return conn.execute("DELETE FROM devices WHERE id = ?", (device_id,)).rowcount > 0
@@ -493,6 +507,30 @@ class SQLiteStore:
 
         return self._write(job)
 
+    def update_profile(self, profile):
+        if profile.provision_type not in PROVISION_TYPES:
+            return defer.fail(BadRequest(f"unknown provision type {profile.provision_type!r}"))
+
+        def job(conn):
+            old = _one(conn, "SELECT name FROM device_profiles WHERE id = ?", profile.id)
+            if old is None:
+                raise NotFound(f"no device profile with id {profile.id}")
+            if _one(conn, "SELECT 1 FROM device_profiles WHERE name = ? AND id != ?", profile.name, profile.id):
+                raise DuplicateName(f"a device profile named {profile.name!r} exists")
+            key = profile.provision_key
+            if key is not None and _one(conn, "SELECT 1 FROM device_profiles WHERE provision_key = ? AND id != ?",
+                                        key, profile.id):
+                raise BadRequest("this provision key is used by another device profile")
+            conn.execute("UPDATE device_profiles SET name = ?, provision_type = ?, provision_key = ?,"
+                         " provision_secret = ? WHERE id = ?",
+                         (profile.name, profile.provision_type, key, profile.provision_secret, profile.id))
+            if old != profile.name:
+                conn.execute("UPDATE devices SET type = ? WHERE type = ?", (profile.name, old))
+            row = conn.execute(f"SELECT {_PROFILE} FROM device_profiles WHERE id = ?", (profile.id,)).fetchone()
+            return DeviceProfile(*row)
+
+        return self._write(job)
+
     def profile_by_name(self, name):
         def read(conn):
             row = conn.execute(f"SELECT {_PROFILE} FROM device_profiles WHERE name = ?", (name,)).fetchone()
@@ -517,27 +555,57 @@ class SQLiteStore:
     def mark_provisioned(self, device_id):
         def job(conn):
             _require_device(conn, device_id)
-            cursor = conn.execute("INSERT OR IGNORE INTO provisioned (device_id) VALUES (?)", (device_id,))
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO attributes (device_id, scope, key, kind, value, last_update_ts)"
+                " VALUES (?, 'SERVER_SCOPE', 'provisionState', 'STRING', 'provisioned', ?)", (device_id, now_ms()))
             return cursor.rowcount > 0
 
         return self._write(job)
 
     # -- telemetry ---------------------------------------------------------------
 
-    def save_telemetry(self, device_id, entries):
+    def save_telemetry(self, device_id, entries, ttl=None):
         try:
+            check(ttl is None or is_int64(ttl, 0), "ttl must be milliseconds (an integer >= 0)")
             rows = [(device_id, key, ts, kind, data) for ts, key, kind, data in check_entries(entries)]
         except Exception:
             return defer.fail()
         if not rows:
             return defer.succeed(None)
+        history = [(*row, row[2] + ttl if ttl else None) for row in rows]
 
         def job(conn):
             _require_device(conn, device_id)
             conn.executemany(
-                "INSERT OR REPLACE INTO ts_kv (device_id, key, ts, kind, value) VALUES (?, ?, ?, ?, ?)", rows
+                "INSERT OR REPLACE INTO ts_kv (device_id, key, ts, kind, value, expires) VALUES (?, ?, ?, ?, ?, ?)",
+                history,
             )
             conn.executemany(_LATEST_UPSERT, rows)
+
+        return self._write(job)
+
+    def delete_telemetry(self, device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):
+        try:
+            check(keys is not None, "the keys to delete are required")
+            keys = key_list(keys)
+            check(is_int64(start_ts) and is_int64(end_ts), "start and end must be integer timestamps")
+        except BadRequest as exc:
+            return defer.fail(exc)
+
+        def job(conn):
+            _require_device(conn, device_id)
+            for key in keys:
+                conn.execute("DELETE FROM ts_kv WHERE device_id = ? AND key = ? AND ts >= ? AND ts < ?",
+                             (device_id, key, start_ts, end_ts))
+                latest = _one(conn, "SELECT ts FROM ts_kv_latest WHERE device_id = ? AND key = ?", device_id, key)
+                if latest is None or not start_ts <= latest < end_ts or not delete_latest:
+                    continue
+                conn.execute("DELETE FROM ts_kv_latest WHERE device_id = ? AND key = ?", (device_id, key))
+                if rewrite_latest:
+                    conn.execute(
+                        "INSERT INTO ts_kv_latest (device_id, key, ts, kind, value) SELECT device_id, key, ts,"
+                        " kind, value FROM ts_kv WHERE device_id = ? AND key = ? ORDER BY ts DESC LIMIT 1",
+                        (device_id, key))
 
         return self._write(job)
 

@@ -94,8 +94,8 @@ class DeviceApi:
             return "well-known"
         if len(path) < 2 or path[0] != "api" or path[1] != "v1":
             return error(coap.NOT_FOUND, "not found")
-        if len(path) == 3 and path[2] == "provision":
-            return "provision"
+        if (len(path) == 3 and path[2] == "provision") or (len(path) == 4 and path[3].lower() == "provision"):
+            return "provision"  # ThingsBoard reads /api/v1/{anything}/provision as provisioning too
         if len(path) < 4:
             return error(coap.BAD_REQUEST, "expected /api/v1/{token}/{feature}")
         token, feature, extra = path[2], path[3].lower(), path[4:]

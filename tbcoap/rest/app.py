@@ -82,9 +82,13 @@ class Call:
         """The raw request body."""
         return self.request.content.read()
 
-    def json_object(self) -> dict:
-        """The body as a JSON object (strict JSON, as devices get), else BadRequest."""
-        value = parse_json(self.body() or b"null")
+    def json_object(self, optional=False) -> dict:
+        """The body as a JSON object (strict JSON, as devices get), else BadRequest; with
+        ``optional`` an empty body is ``{}``."""
+        body = self.body()
+        if optional and not body.strip():
+            return {}
+        value = parse_json(body or b"null")
         if not isinstance(value, dict):
             raise BadRequest("body must be a JSON object")
         return value
@@ -97,12 +101,25 @@ class Call:
                 raise BadRequest(f"query parameter {name} is required")
             return default
         try:
-            value = int(raw)
+            value = int(raw) if len(raw) <= 20 else None
         except ValueError:
-            raise BadRequest(f"query parameter {name} must be an integer") from None
+            value = None
+        if value is None:
+            raise BadRequest(f"query parameter {name} must be an integer")
+        if value > 2**63 - 1:
+            raise BadRequest(f"query parameter {name} is out of range")
         if value < minimum:
             raise BadRequest(f"query parameter {name} must be at least {minimum}")
         return value
+
+    def bool_param(self, name, default):
+        """A query parameter ``true``/``false`` in any case (tb-rest-client sends ``True``)."""
+        raw = self.query.get(name)
+        if raw is None or raw == "":
+            return default
+        if raw.lower() not in ("true", "false"):
+            raise BadRequest(f"query parameter {name} must be true or false")
+        return raw.lower() == "true"
 
     def paging(self, required=False):
         """``(page_size, page)`` from ``pageSize`` (1 to MAX_PAGE_SIZE; 100 unless required) and ``page``."""

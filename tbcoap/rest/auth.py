@@ -59,13 +59,16 @@ def _read_key(path) -> str:
     return key
 
 
+KEY_SCHEMES = ("bearer", "apikey")  # ThingsBoard 4's API keys are sent as "ApiKey K" (tb-rest-client)
+
+
 def bearer_key(request) -> str | None:
-    """The key of ``X-Authorization: Bearer K`` (or ``Authorization: Bearer K``)."""
+    """The key of ``X-Authorization: Bearer K`` or ``ApiKey K`` (or the same in ``Authorization``)."""
     for header in (b"x-authorization", b"authorization"):
         value = request.getHeader(header)
         if value:
             scheme, _, key = value.decode("utf-8", "replace").strip().partition(" ")
-            if scheme.lower() == "bearer" and key.strip():
+            if scheme.lower() in KEY_SCHEMES and key.strip():
                 return key.strip()
     return None
 
@@ -82,7 +85,7 @@ def principal_for(request, node):
     """Deferred Principal of the caller (admin key or a customer's key), or Unauthorized."""
     key = bearer_key(request)
     if key is None:
-        raise Unauthorized("missing key: send X-Authorization: Bearer <key>")
+        raise Unauthorized("missing key: send X-Authorization: Bearer <key> (or ApiKey <key>)")
     if hmac.compare_digest(key.encode("utf-8"), node.admin_key.encode("utf-8")):
         return Principal("admin")
     if not node.core.ready:

@@ -65,11 +65,12 @@ def claim(call, device_name):
     """POST /api/customer/device/{deviceName}/claim {"secretKey"}: SUCCESS, FAILURE or CLAIMED."""
     if call.principal.role != "customer":
         raise BadRequest("claiming gives the device to the calling customer: use a customer key")
-    secret = call.json_object().get("secretKey", "")
-    result, device = yield call.core.claims.claim(call.principal.customer_id, device_name, secret)
+    secret = call.json_object(optional=True).get("secretKey")
+    result, device = yield call.core.claims.claim(call.principal.customer_id, device_name,
+                                                  "" if secret is None else secret)
     if result == "SUCCESS":
         return {"device": device_json(device), "response": result}
-    return Answer(400, {"response": result})
+    return Answer(400, result)  # the bare JSON string "FAILURE" or "CLAIMED", as ThingsBoard answers
 
 
 @defer.inlineCallbacks

@@ -9,12 +9,18 @@ from tbcoap.rest.views import device_json, page_json
 
 @defer.inlineCallbacks
 def create_device(call):
-    """POST /api/device {"name","type"?,"label"?} (?accessToken=T chooses the token)."""
+    """POST /api/device {"name","type"?,"label"?,"additionalInfo"?} (?accessToken=T chooses the token);
+    with ``"id": {"id": ..}`` it updates that device (ThingsBoard's save)."""
     body = call.json_object()
-    if "id" in body:
-        raise BadRequest("updating a device through POST /api/device is not supported")
-    device, _token = yield call.core.devices.create(
-        body.get("name"), body.get("type"), body.get("label"), call.query.get("accessToken") or None)
+    fields = (body.get("name"), body.get("type"), body.get("label"), body.get("additionalInfo"))
+    ref = body.get("id")
+    if ref is not None:
+        device_id = ref.get("id") if isinstance(ref, dict) else None
+        if not isinstance(device_id, str):
+            raise BadRequest('id must be {"id": "<device id>"} (or null to create)')
+        device = yield call.core.devices.update(device_id, *fields)
+        return device_json(device)
+    device, _token = yield call.core.devices.create(*fields[:3], call.query.get("accessToken") or None, fields[3])
     return device_json(device)
 
 

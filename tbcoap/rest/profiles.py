@@ -8,17 +8,22 @@ from tbcoap.rest.views import page_json
 
 
 def profile_json(profile) -> dict:
-    """A device profile with its (flat) provisioning settings."""
+    """A device profile as ThingsBoard shows it (provisioning nested in ``profileData``), with the
+    provisioning fields flat too."""
     return {"id": {"entityType": "DEVICE_PROFILE", "id": profile.id}, "name": profile.name,
+            "type": "DEFAULT", "transportType": "DEFAULT",
             "provisionType": profile.provision_type, "provisionDeviceKey": profile.provision_key,
             "provisionDeviceSecret": profile.provision_secret, "createdTime": profile.created_time,
-            "default": profile.name == "default"}
+            "default": profile.name == "default",
+            "profileData": {"configuration": {"type": "DEFAULT"}, "transportConfiguration": {"type": "DEFAULT"},
+                            "provisionConfiguration": {"type": profile.provision_type,
+                                                       "provisionDeviceSecret": profile.provision_secret}}}
 
 
 @defer.inlineCallbacks
 def create_profile(call):
-    """POST /api/deviceProfile {"name","provisionType",..}."""
-    profile = yield call.core.profiles.create(call.json_object())
+    """POST /api/deviceProfile {"name","provisionType",..}; with ``"id": {"id": ..}`` it changes that profile."""
+    profile = yield call.core.profiles.save(call.json_object())
     return profile_json(profile)
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
+from tbcoap.storekit import AGGREGATIONS as STORE_AGGREGATIONS
 from tbcoap.rest.views import attributes_json, ts_json
 from tbcoap.services.attributes import check_scope
+
+AGGREGATIONS = ("NONE", *STORE_AGGREGATIONS)
 
 
 @defer.inlineCallbacks
@@ -23,17 +26,22 @@ def timeseries_values(call, device_id):
     yield call.device(device_id)
     keys = call.keys_param()
     strict = call.query.get("useStrictDataTypes", "false").lower() == "true"
-    if call.query.get("agg", "NONE").upper() != "NONE":
-        raise BadRequest("aggregation is not supported (agg=NONE only)")
-    if "startTs" not in call.query and "endTs" not in call.query:
+    agg = (call.query.get("agg") or "NONE").upper()
+    if agg not in AGGREGATIONS:
+        raise BadRequest(f"agg must be one of {', '.join(AGGREGATIONS)}")
+    if "startTs" not in call.query and "endTs" not in call.query and agg == "NONE":
         latest = yield call.core.telemetry.latest(device_id, keys)
         return ts_json({key: [point] for key, point in latest.items()}, strict)
-    order = call.query.get("orderBy", "DESC").upper()
+    order = (call.query.get("orderBy") or "DESC").upper()
     if order not in ("ASC", "DESC"):
         raise BadRequest("orderBy must be ASC or DESC")
-    series = yield call.core.telemetry.history(
-        device_id, keys, call.int_param("startTs"), call.int_param("endTs"),
-        call.int_param("limit", 100, minimum=1), order == "DESC")
+    start, end, limit = call.int_param("startTs"), call.int_param("endTs"), call.int_param("limit", 100, minimum=1)
+    if agg == "NONE":
+        series = yield call.core.telemetry.history(device_id, keys, start, end, limit, order == "DESC")
+    else:
+        interval = call.int_param("interval", minimum=1)
+        series = yield call.core.telemetry.aggregate(device_id, keys, start, end, interval, agg, limit,
+                                                     order == "DESC")
     return ts_json(series, strict)
 
 
@@ -77,3 +85,32 @@ def delete_attributes(call, device_id, scope):
         raise BadRequest("query parameter keys is required")
     yield call.device(device_id)
     yield call.core.attributes.delete(device_id, scope, keys)
+
+
+@defer.inlineCallbacks
+def save_timeseries(call, device_id, scope, ttl=None):
+    """POST .../DEVICE/{id}/timeseries/{scope}[/{ttl}]: telemetry from an operator (any scope name, as in
+    ThingsBoard); ``ttl`` in seconds, 0 for none."""
+    ttl_ms = None
+    if ttl is not None:
+        if not ttl.isascii() or not ttl.isdigit() or len(ttl) > 12:
+            raise BadRequest("ttl must be whole seconds")
+        ttl_ms = int(ttl) * 1000
+    yield call.device(device_id)
+    yield call.core.telemetry.save(device_id, call.body(), ttl_ms)
+
+
+@defer.inlineCallbacks
+def delete_timeseries(call, device_id):
+    """DELETE .../DEVICE/{id}/timeseries/delete?keys=..&deleteAllDataForKeys=true (or startTs, endTs),
+    deleteLatest (default true), rewriteLatestIfDeleted (default false)."""
+    keys = call.keys_param()
+    if not keys:
+        raise BadRequest("query parameter keys is required")
+    if call.bool_param("deleteAllDataForKeys", False):
+        start, end = -(2**63), 2**63 - 1
+    else:
+        start, end = call.int_param("startTs", minimum=-(2**63)), call.int_param("endTs", minimum=-(2**63))
+    yield call.device(device_id)
+    yield call.core.telemetry.delete(device_id, keys, start, end, call.bool_param("deleteLatest", True),
+                                     call.bool_param("rewriteLatestIfDeleted", False))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 from tbcoap.models import plain
 
 
 def device_json(device) -> dict:
-    """``{"id":{"entityType":"DEVICE","id"},"name","type","label","createdTime","customerId"}``."""
-    return {
+    """``{"id":{"entityType":"DEVICE","id"},"name","type","label","createdTime","customerId"}``, with
+    ``"additionalInfo"`` only when the device has some (a provisioned gateway's ``{"gateway":true}``)."""
+    data = {
         "id": {"entityType": "DEVICE", "id": device.id},
         "name": device.name,
         "type": device.type,
@@ -15,6 +18,9 @@ def device_json(device) -> dict:
         "createdTime": device.created_time,
         "customerId": {"entityType": "CUSTOMER", "id": device.customer_id} if device.customer_id else None,
     }
+    if device.additional_info:
+        data["additionalInfo"] = json.loads(device.additional_info)
+    return data
 
 
 def page_json(items, total, page_size, page) -> dict:

@@ -12,11 +12,12 @@ import secrets
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest, DuplicateToken, NotFound
-from tbcoap.models import Device, DeviceProfile, new_id
-from tbcoap.events import DeviceGone, Resync, TokenReplaced
+from tbcoap.models import Device, DeviceProfile, compact_json, new_id
+from tbcoap.events import DeviceGone, DeviceUpdated, Resync, TokenReplaced
 
 TOKEN_CACHE_CAP = 200_000
 MAX_NAME = 255
+MAX_INFO = 65536
 
 
 def generate_token() -> str:
@@ -29,6 +30,23 @@ def check_token(token) -> str:
     if not isinstance(token, str) or not token or len(token) > MAX_NAME or "/" in token:
         raise BadRequest("access token must be 1 to 255 characters without '/'")
     return token
+
+
+def _checked(name, type, label, additional_info):
+    """``(name, type, label, additional info as JSON text or None)`` of a device, or BadRequest."""
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        raise BadRequest("device name must be non-empty text of at most 255 characters")
+    type = type or "default"
+    if not isinstance(type, str) or len(type) > MAX_NAME:
+        raise BadRequest("device type must be text of at most 255 characters")
+    if label is not None and (not isinstance(label, str) or len(label) > MAX_NAME):
+        raise BadRequest("device label must be text of at most 255 characters")
+    if additional_info is not None and not isinstance(additional_info, dict):
+        raise BadRequest("additionalInfo must be a JSON object")
+    info = compact_json(additional_info) if additional_info else None
+    if info is not None and len(info) > MAX_INFO:
+        raise BadRequest(f"additionalInfo must be at most {MAX_INFO} bytes of JSON")
+    return name, type, label, info
 
 
 class DeviceService:
@@ -73,7 +91,7 @@ class DeviceService:
         return device
 
     def _on_event(self, event):
-        if isinstance(event, (DeviceGone, TokenReplaced)):
+        if isinstance(event, (DeviceGone, TokenReplaced, DeviceUpdated)):
             self.forget(event.device_id)
         elif isinstance(event, Resync):  # a change made elsewhere may have been missed
             self._changes += 1
@@ -90,20 +108,30 @@ class DeviceService:
     # -- management -----------------------------------------------------------
 
     @defer.inlineCallbacks
-    def create(self, name, type=None, label=None, token=None):
-        """Create a device (its profile too if ``type`` names none); fires ``(device, token)``."""
-        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
-            raise BadRequest("device name must be non-empty text of at most 255 characters")
-        type = type or "default"
-        if not isinstance(type, str) or len(type) > MAX_NAME:
-            raise BadRequest("device type must be text of at most 255 characters")
-        if label is not None and not isinstance(label, str):
-            raise BadRequest("device label must be text")
+    def create(self, name, type=None, label=None, token=None, additional_info=None):
+        """Create a device (its profile too if ``type`` names none); fires ``(device, token)``.
+
+        ``additional_info`` is a JSON object (ThingsBoard's additionalInfo) or None."""
+        name, type, label, info = _checked(name, type, label, additional_info)
         token = check_token(token) if token is not None else generate_token()
         yield self.ensure_profile(type)
-        device = Device(id=new_id(), name=name, type=type, label=label)
+        device = Device(id=new_id(), name=name, type=type, label=label, additional_info=info)
         yield self.store.add_device(device, token)
         return device, token
+
+    @defer.inlineCallbacks
+    def update(self, device_id, name, type=None, label=None, additional_info=None):
+        """Change a device's name, type, label and additional info (ThingsBoard's save with an id);
+        fires the device.  NotFound if unknown."""
+        name, type, label, info = _checked(name, type, label, additional_info)
+        current = yield self.get(device_id)
+        yield self.ensure_profile(type)
+        device = yield self.store.update_device(Device(id=device_id, name=name, type=type, label=label,
+                                                       created_time=current.created_time,
+                                                       customer_id=current.customer_id, additional_info=info))
+        self.forget(device_id)
+        self.bus.publish(DeviceUpdated(device_id))
+        return device
 
     @defer.inlineCallbacks
     def ensure_profile(self, name):

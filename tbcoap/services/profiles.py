@@ -1,4 +1,4 @@
-"""Device profiles: a device's ``type`` names its profile; provisioning settings are flat."""
+"""Device profiles: a device's ``type`` names its profile; provisioning settings flat or nested."""
 
 from __future__ import annotations
 
@@ -9,29 +9,50 @@ MAX_NAME = 255
 
 
 class ProfileService:
-    """Creates and lists device profiles."""
+    """Creates, changes and lists device profiles."""
 
     def __init__(self, store):
         self.store = store
 
-    def create(self, body: dict):
-        """A profile from ``{"name","provisionType","provisionDeviceKey"?,"provisionDeviceSecret"?}``."""
-        name = body.get("name")
-        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
-            raise BadRequest("name must be non-empty text of at most 255 characters")
-        kind = body.get("provisionType", "DISABLED")
-        if kind not in PROVISION_TYPES:
-            raise BadRequest(f"provisionType must be one of {', '.join(PROVISION_TYPES)}")
-        key, secret = body.get("provisionDeviceKey"), body.get("provisionDeviceSecret")
-        for field, value in (("provisionDeviceKey", key), ("provisionDeviceSecret", secret)):
-            if value is not None and (not isinstance(value, str) or len(value) > MAX_NAME):
-                raise BadRequest(f"{field} must be text of at most 255 characters")
-        if kind != "DISABLED" and not (key and secret):
-            raise BadRequest(f"{kind} needs provisionDeviceKey and provisionDeviceSecret")
-        profile = DeviceProfile(id=new_id(), name=name, provision_type=kind,
-                                provision_key=key or None, provision_secret=secret or None)
-        return self.store.add_profile(profile)
+    def save(self, body: dict):
+        """Create a profile, or change the one ``body["id"]["id"]`` names (ThingsBoard's save).
+
+        Provisioning comes flat (``provisionType``, ``provisionDeviceKey``, ``provisionDeviceSecret``)
+        or as ThingsBoard nests it (``profileData.provisionConfiguration.{type, provisionDeviceSecret}``).
+        """
+        profile = _profile(body)
+        if body.get("id") is None:
+            return self.store.add_profile(profile)
+        ref = body["id"]
+        profile_id = ref.get("id") if isinstance(ref, dict) else None
+        if not isinstance(profile_id, str):
+            raise BadRequest('id must be {"id": "<profile id>"} (or null to create)')
+        return self.store.update_profile(DeviceProfile(id=profile_id, name=profile.name,
+                                                       provision_type=profile.provision_type,
+                                                       provision_key=profile.provision_key,
+                                                       provision_secret=profile.provision_secret))
 
     def page(self, page_size, page):
         """Deferred ``(profiles, total)``."""
         return self.store.list_profiles(page_size, page * page_size)
+
+
+def _profile(body):
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        raise BadRequest("name must be non-empty text of at most 255 characters")
+    nested = (body.get("profileData") or {}).get("provisionConfiguration") if isinstance(
+        body.get("profileData"), dict) else None
+    nested = nested if isinstance(nested, dict) else {}
+    kind = body.get("provisionType") or nested.get("type") or "DISABLED"
+    if kind not in PROVISION_TYPES:
+        raise BadRequest(f"provisionType must be one of {', '.join(PROVISION_TYPES)}")
+    key = body.get("provisionDeviceKey")
+    secret = body.get("provisionDeviceSecret", nested.get("provisionDeviceSecret"))
+    for field, value in (("provisionDeviceKey", key), ("provisionDeviceSecret", secret)):
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_NAME):
+            raise BadRequest(f"{field} must be text of at most 255 characters")
+    if kind != "DISABLED" and not (key and secret):
+        raise BadRequest(f"{kind} needs provisionDeviceKey and provisionDeviceSecret")
+    return DeviceProfile(id=new_id(), name=name, provision_type=kind, provision_key=key or None,
+                         provision_secret=secret or None)

@@ -36,6 +36,8 @@ class ProvisionService:
         for field in ("deviceName", "provisionDeviceKey", "provisionDeviceSecret", "credentialsType", "token"):
             if body.get(field) is not None and not isinstance(body[field], str):
                 raise BadRequest(f"{field} must be a string")
+        if body.get("gateway") is not None and not isinstance(body["gateway"], bool):
+            raise BadRequest("gateway must be true or false")
         key, secret = body.get("provisionDeviceKey"), body.get("provisionDeviceSecret") or ""
         profile = (yield self.store.profile_by_provision_key(key)) if key else None
         if (profile is None or profile.provision_type == "DISABLED"
@@ -52,7 +54,9 @@ class ProvisionService:
             return False, FAILURE
         name = name or f"{profile.name}-{secrets.token_hex(6)}"
         try:  # the same checks as any device creation: name, token, profile
-            device, token = yield self.devices.create(name, profile.name, token=body.get("token") or None)
+            device, token = yield self.devices.create(name, profile.name, token=body.get("token") or None,
+                                                      additional_info={"gateway": True} if body.get("gateway")
+                                                      else None)
         except BadRequest:  # also a taken name or token
             return False, FAILURE
         yield self.store.mark_provisioned(device.id)

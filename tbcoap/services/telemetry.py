@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from twisted.internet import defer
+
 from tbcoap.errors import BadRequest
 from tbcoap.models import now_ms
 from tbcoap.services.values import Limits, parse_telemetry
 
 MAX_HISTORY_LIMIT = 100_000
+MAX_BUCKETS = 100_000
 
 
 class TelemetryService:
@@ -31,6 +34,22 @@ class TelemetryService:
             d.addCallback(lambda _: self.rules.uploaded("tbcoap_telemetry_uploaded", device, entries=entries))
         return d
 
+    def save(self, device_id, payload: bytes, ttl_ms=None):
+        """Store telemetry an operator posted (the device shapes); Deferred fired on commit.
+        ``ttl_ms``: the points may be removed that long after their ts."""
+        entries = parse_telemetry(payload, now_ms(), self.limits)
+        if not entries:
+            return defer.succeed(None)
+        return self.store.save_telemetry(device_id, entries, ttl_ms or None)
+
+    def delete(self, device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):
+        """Delete the points of ``keys`` in [start_ts, end_ts) (ThingsBoard's time-series deletion)."""
+        if not keys:
+            raise BadRequest("query parameter keys is required")
+        if start_ts > end_ts:
+            raise BadRequest("startTs is after endTs")
+        return self.store.delete_telemetry(device_id, keys, start_ts, end_ts, delete_latest, rewrite_latest)
+
     def latest(self, device_id, keys=None):
         """Deferred ``{key: (ts, value)}``; ``keys`` None means every key."""
         return self.store.latest_telemetry(device_id, keys)
@@ -42,6 +61,19 @@ class TelemetryService:
         if start_ts > end_ts:
             raise BadRequest("startTs is after endTs")
         return self.store.telemetry_history(device_id, keys, start_ts, end_ts, limit, descending)
+
+    def aggregate(self, device_id, keys, start_ts, end_ts, interval, agg, limit=100, descending=False):
+        """Deferred ``{key: [(ts, value)]}``: one point per ``interval`` bucket of [start_ts, end_ts),
+        computed by the store; BadRequest for a range of more than MAX_BUCKETS buckets."""
+        if start_ts > end_ts:
+            raise BadRequest("startTs is after endTs")
+        if interval < 1:
+            raise BadRequest("interval must be at least 1 ms")
+        if -(-(end_ts - start_ts) // interval) > MAX_BUCKETS:
+            raise BadRequest(f"at most {MAX_BUCKETS} buckets: make the interval longer or the range shorter")
+        if not 0 < limit <= MAX_HISTORY_LIMIT:
+            raise BadRequest(f"limit must be 1 to {MAX_HISTORY_LIMIT}")
+        return self.store.telemetry_aggregate(device_id, keys, start_ts, end_ts, interval, agg, limit, descending)
 
     def keys(self, device_id):
         """Deferred sorted list of the device's time-series keys."""

@@ -913,6 +913,32 @@ async def test_mark_provisioned(store):
     assert await store.mark_provisioned(a.id) is False
     assert await store.mark_provisioned(b.id) is True
     await raises(NotFound, store.mark_provisioned(new_id()))
+    # the mark is the SERVER_SCOPE attribute provisionState; deleting it allows provisioning again
+    state = await store.get_attributes(a.id, "SERVER_SCOPE", ["provisionState"])
+    assert state["provisionState"][0] == "provisioned"
+    assert await store.delete_attributes(a.id, "SERVER_SCOPE", ["provisionState"]) == ["provisionState"]
+    assert await store.mark_provisioned(a.id) is True
+    await store.save_attributes(b.id, "SERVER_SCOPE", {"provisionState": "anything"}, 1)
+    assert await store.delete_attributes(b.id, "SERVER_SCOPE", ["provisionState"]) == ["provisionState"]
+    await store.save_attributes(b.id, "SERVER_SCOPE", {"provisionState": "any value"}, 1)
+    assert await store.mark_provisioned(b.id) is False  # any value blocks it
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_device(store):
+    a = await store.add_device(dev("a", type="t1", label="L"), "ta")
+    await store.add_device(dev("b"), "tb")
+    changed = await store.update_device(replace(a, name="a2", type="t2", label=None,
+                                                additional_info='{"gateway":true}'))
+    assert changed == replace(a, name="a2", type="t2", label=None, additional_info='{"gateway":true}')
+    assert await store.get_device(a.id) == changed and await store.device_by_name("a2") == changed
+    assert await store.device_by_name("a") is None and await store.device_by_token("ta") == changed
+    assert [d.name for d in (await store.list_devices(10, 0, sort_property="name"))[0]] == ["a2", "b"]
+    assert [d.name for d in (await store.list_devices(10, 0, text_search="A2"))[0]] == ["a2"]
+    await raises(DuplicateName, store.update_device(replace(a, name="b")))
+    await raises(NotFound, store.update_device(dev("ghost")))
+    assert await store.update_device(replace(changed, label="same name again")) == replace(changed,
+                                                                                           label="same name again")
 
 
 @pytest_twisted.ensureDeferred
@@ -1006,3 +1032,65 @@ async def test_aggregation_in_buckets(store):
         args = {"kind": "SUM", **bad}
         kind = args.pop("kind")
         await raises(BadRequest, agg(kind, **args))
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_telemetry(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_telemetry(d.id, [(ts, key, ts) for ts in range(10) for key in ("x", "y", "z")])
+
+    async def history(key):
+        return [ts for ts, _ in (await store.telemetry_history(d.id, [key], 0, 100, 100, False)).get(key, [])]
+
+    await store.delete_telemetry(d.id, ["x"], 2, 5)  # [2, 5): the latest (9) is not in it
+    assert await history("x") == [0, 1, 5, 6, 7, 8, 9]
+    assert (await store.latest_telemetry(d.id, ["x"]))["x"] == (9, 9)
+    await store.delete_telemetry(d.id, ["y"], 5, 10)  # the latest goes with its range
+    assert await history("y") == [0, 1, 2, 3, 4] and await store.latest_telemetry(d.id, ["y"]) == {}
+    await store.delete_telemetry(d.id, ["z"], 8, 10, rewrite_latest=True)  # the newest left becomes latest
+    assert (await store.latest_telemetry(d.id, ["z"]))["z"] == (7, 7)
+    await store.delete_telemetry(d.id, ["x"], 0, 2**62, delete_latest=False)
+    assert await history("x") == [] and (await store.latest_telemetry(d.id, ["x"]))["x"] == (9, 9)
+    await store.delete_telemetry(d.id, ["z"], -(2**63), 2**63 - 1)  # everything of the key
+    assert await history("z") == [] and "z" not in await store.telemetry_keys(d.id)
+    await raises(NotFound, store.delete_telemetry(new_id(), ["x"], 0, 10))
+    await raises(BadRequest, store.delete_telemetry(d.id, None, 0, 10))
+
+
+@pytest_twisted.ensureDeferred
+async def test_telemetry_with_a_time_to_live_is_kept_like_any(store):
+    d = await store.add_device(dev("a"), "ta")
+    await store.save_telemetry(d.id, [(1000, "k", 1)], ttl=60_000)
+    await store.save_telemetry(d.id, [(2000, "k", 2)])
+    history = await store.telemetry_history(d.id, ["k"], 0, 10**6, 10, False)
+    assert history == {"k": [(1000, 1), (2000, 2)]}
+    await raises(BadRequest, store.save_telemetry(d.id, [(3000, "k", 3)], ttl=-1))
+
+
+@pytest_twisted.ensureDeferred
+async def test_device_additional_info_is_kept(store):
+    d = await store.add_device(dev("gw", additional_info='{"gateway":true}'), "tg")
+    assert (await store.get_device(d.id)).additional_info == '{"gateway":true}'
+    assert (await store.list_devices(10, 0))[0] == [d]
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_profile_renames_its_devices_type(store):
+    p = await store.add_profile(DeviceProfile(id=new_id(), name="sensors"))
+    other = await store.add_profile(DeviceProfile(id=new_id(), name="other", provision_type="ALLOW_CREATE_NEW_DEVICES",
+                                                  provision_key="k2", provision_secret="s2"))
+    d = await store.add_device(dev("a", type="sensors"), "ta")
+    e = await store.add_device(dev("b", type="other"), "tb")
+    changed = replace(p, name="meters", provision_type="CHECK_PRE_PROVISIONED_DEVICES", provision_key="k1",
+                      provision_secret="s1")
+    assert await store.update_profile(changed) == changed
+    assert await store.profile_by_name("meters") == changed and await store.profile_by_name("sensors") is None
+    assert await store.profile_by_provision_key("k1") == changed
+    assert (await store.get_device(d.id)).type == "meters" and (await store.get_device(e.id)).type == "other"
+    assert [x.name for x in (await store.list_devices(10, 0, sort_property="type"))[0]] == ["a", "b"]
+    await raises(DuplicateName, store.update_profile(replace(changed, name="other")))
+    await raises(BadRequest, store.update_profile(replace(changed, provision_key="k2")))
+    await raises(NotFound, store.update_profile(DeviceProfile(id=new_id(), name="ghost")))
+    cleared = replace(changed, provision_type="DISABLED", provision_key=None, provision_secret=None)
+    assert await store.update_profile(cleared) == cleared and await store.profile_by_provision_key("k1") is None
+    assert await store.profile_by_name("other") == other

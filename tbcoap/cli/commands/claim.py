@@ -49,7 +49,7 @@ async def claim(ctx, args):
     try:
         reply = await ctx.client.call("POST", path(args.device_name), body={"secretKey": args.secret})
     except ApiError as error:
-        result = error.data.get("response") if error.status == 400 and isinstance(error.data, dict) else None
+        result = error.data if error.status == 400 and isinstance(error.data, str) else None
         if result not in REFUSALS:
             raise
         if ctx.json:
