@@ -48,7 +48,8 @@ def _profile(body):
     if kind not in PROVISION_TYPES:
         raise BadRequest(f"provisionType must be one of {', '.join(PROVISION_TYPES)}")
     key = body.get("provisionDeviceKey")
-    secret = body.get("provisionDeviceSecret", nested.get("provisionDeviceSecret"))
+    secret = body.get("provisionDeviceSecret")
+    secret = nested.get("provisionDeviceSecret") if secret is None else secret
     for field, value in (("provisionDeviceKey", key), ("provisionDeviceSecret", secret)):
         if value is not None and (not isinstance(value, str) or len(value) > MAX_NAME):
             raise BadRequest(f"{field} must be text of at most 255 characters")
