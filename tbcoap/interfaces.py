@@ -44,8 +44,8 @@ class IDeviceStore(Interface):
         """
 
     def delete_device(device_id):
-        """Delete a device with its token, telemetry, attributes, RPCs, claim request and
-        provisioned mark; True if it existed."""
+        """Delete a device with its token, telemetry, attributes (``provisionState`` among them),
+        RPCs and claim request; True if it existed."""
 
     def get_token(device_id):
         """The device's access token, or None if the device does not exist."""
@@ -77,7 +77,7 @@ class ITelemetryStore(Interface):
 
         Fires only once the data is durable (the device's 2.01 waits for it).
         Two values of one key with the same ts: the later write wins.  ``ttl`` (ms): the
-        points may be removed once ``ts + ttl`` has passed (``expired_telemetry`` finds them).
+        points may be removed once ``ts + ttl`` has passed (the store keeps that time with them).
         """
 
     def delete_telemetry(device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):

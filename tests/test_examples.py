@@ -31,3 +31,20 @@ async def test_embedding_example_rule_answers_client_rpc(start_node):
     echoed = await client.request(POST, "/api/v1/TOKEN-1/rpc", b'{"method":"other"}')
     assert echoed.payload == b'{"method":"other"}'
     await client.port.stopListening()
+
+
+def test_thingsboard_client_script_runs_unchanged(server):
+    """examples/thingsboard_client.py: tb-rest-client and an aiocoap device, every step ok."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ADMIN_KEY, require
+
+    require(importlib.util.find_spec("tb_rest_client") is not None, "tb-rest-client is not installed",
+            "pip install tb-rest-client")
+    done = subprocess.run([sys.executable, str(EXAMPLES / "thingsboard_client.py"), "--url", server.http_url,
+                           "--key", ADMIN_KEY, "--coap", f"coap://127.0.0.1:{server.coap_port}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 9 and all(line.startswith("ok ") for line in lines), done.stdout

@@ -140,7 +140,7 @@ redis.call('ZREM', K('devs', 'type'), typ .. '\\0' .. id)
 redis.call('ZREM', K('devs', 'label'), label .. '\\0' .. id)
 if customer then redis.call('ZREM', K('cust', customer, 'devs'), id) end
 for _, key in ipairs(redis.call('HKEYS', K('tsl', id))) do
-  redis.call('DEL', K('tsh', id, key))
+  redis.call('UNLINK', K('tsh', id, key))  -- freed in the background: a series may be large
   redis.call('ZREM', K('series'), id .. '\\0' .. key)
 end
 redis.call('DEL', K('tsl', id))
@@ -354,68 +354,62 @@ return 'OK'
 """
 
 AGGREGATE = """
--- ARGV: P, device, start, end (excluded), interval, agg, limit, desc ('1'/'0'), keys... (none: all).
--- Returns key, {bucket, encoded value, bucket, ...} pairs; points are read here, in chunks.
-local device, start, stop, interval = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local agg, limit, desc = ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
-local keys = {}
-if #ARGV == 8 then keys = redis.call('HKEYS', K('tsl', device)) else
-  for i = 9, #ARGV do keys[#keys + 1] = ARGV[i] end
+-- ARGV: P, device, key, from (a score: 'ts' or '(ts'), to (the other end, excluded), start, interval,
+-- agg, budget, desc ('1'/'0'). Reads at most budget points of one series, from 'from' towards 'to'
+-- (newest first with desc), so one call holds Redis for a bounded time; the store calls again from
+-- the returned cursor. Returns {cursor or '', then per touched bucket: k, n, sum, min, max}, the
+-- sum, min and max encoded as stored values ('L..'/'D..'; '' when the bucket saw no number).
+local history = K('tsh', ARGV[2], ARGV[3])
+local start, interval = tonumber(ARGV[6]), tonumber(ARGV[7])
+local agg, budget, desc = ARGV[8], tonumber(ARGV[9]), ARGV[10] == '1'
+local chunk
+if desc then
+  chunk = redis.call('ZREVRANGEBYSCORE', history, ARGV[4], ARGV[5], 'LIMIT', 0, budget)
+else
+  chunk = redis.call('ZRANGEBYSCORE', history, ARGV[4], ARGV[5], 'LIMIT', 0, budget)
 end
-local function f17(x) return string.format('%.17g', x) end
-local out = {}
-for _, key in ipairs(keys) do
-  local history, from = K('tsh', device, key), ARGV[3]
-  local buckets, order = {}, {}
-  while true do
-    local chunk = redis.call('ZRANGEBYSCORE', history, from, '(' .. ARGV[4], 'LIMIT', 0, 5000)
-    for _, member in ipairs(chunk) do
-      local bar = string.find(member, '|', 1, true)
-      local ts, kind, text = tonumber(string.sub(member, 1, bar - 1)), string.sub(member, bar + 1, bar + 1),
-        string.sub(member, bar + 2)
-      local numeric = kind == 'L' or kind == 'D'
-      if agg == 'COUNT' or numeric then
-        local k = math.floor((ts - start) / interval)
-        local b = buckets[k]
-        if not b then
-          b = {n = 0, sum = 0, double = false}
-          buckets[k] = b
-          order[#order + 1] = k
-        end
-        b.n = b.n + 1
-        if numeric then
-          local x = tonumber(text)
-          b.sum = b.sum + x
-          b.double = b.double or kind == 'D'
-          if not b.min or x < b.min then b.min, b.mintext = x, kind .. text end
-          if not b.max or x > b.max then b.max, b.maxtext = x, kind .. text end
-        end
-      end
+local buckets, order = {}, {}
+for _, member in ipairs(chunk) do
+  local bar = string.find(member, '|', 1, true)
+  local ts, kind, text = tonumber(string.sub(member, 1, bar - 1)), string.sub(member, bar + 1, bar + 1),
+    string.sub(member, bar + 2)
+  local numeric = kind == 'L' or kind == 'D'
+  if agg == 'COUNT' or numeric then
+    local k = math.floor((ts - start) / interval)
+    local b = buckets[k]
+    if not b then
+      b = {n = 0, sum = 0, double = false}
+      buckets[k] = b
+      order[#order + 1] = k
     end
-    if #chunk < 5000 then break end
-    local last = chunk[#chunk]
-    from = '(' .. string.sub(last, 1, string.find(last, '|', 1, true) - 1)
-  end
-  if #order > 0 then
-    table.sort(order)
-    local points = {}
-    local first, last, step = 1, math.min(#order, limit), 1
-    if desc then first, last, step = #order, math.max(1, #order - limit + 1), -1 end
-    for i = first, last, step do
-      local k, b = order[i], buckets[order[i]]
-      local value
-      if agg == 'COUNT' then value = 'L' .. b.n
-      elseif agg == 'AVG' then value = 'D' .. f17(b.sum / b.n)
-      elseif agg == 'MIN' then value = b.mintext
-      elseif agg == 'MAX' then value = b.maxtext
-      elseif b.double or math.abs(b.sum) >= 2^53 then value = 'D' .. f17(b.sum)
-      else value = 'L' .. string.format('%d', b.sum) end
-      points[#points + 1] = tostring(k)
-      points[#points + 1] = value
+    b.n = b.n + 1
+    if numeric then
+      local x = tonumber(text)
+      b.sum = b.sum + x
+      b.double = b.double or kind == 'D'
+      if not b.min or x < b.min then b.min, b.mintext = x, kind .. text end
+      if not b.max or x > b.max then b.max, b.maxtext = x, kind .. text end
     end
-    out[#out + 1] = key
-    out[#out + 1] = points
   end
+end
+local cursor = ''
+if #chunk == budget then
+  local last = chunk[#chunk]
+  cursor = '(' .. string.sub(last, 1, string.find(last, '|', 1, true) - 1)
+end
+local out = {cursor}
+for _, k in ipairs(order) do
+  local b = buckets[k]
+  local sum = ''
+  if b.min then
+    if b.double or math.abs(b.sum) >= 2^53 then sum = 'D' .. string.format('%.17g', b.sum)
+    else sum = 'L' .. string.format('%d', b.sum) end
+  end
+  out[#out + 1] = tostring(k)
+  out[#out + 1] = tostring(b.n)
+  out[#out + 1] = sum
+  out[#out + 1] = b.mintext or ''
+  out[#out + 1] = b.maxtext or ''
 end
 return out
 """

@@ -21,7 +21,6 @@ from tbcoap.interfaces import IStore
 from tbcoap.models import (PROVISION_TYPES, SCOPES, ClaimRequest, Customer, Device, DeviceProfile, Rpc, from_kind,
                            new_id, now_ms)
 from tbcoap.storekit import (
-    bucket_ts,
     check,
     check_aggregate,
     check_claim_request,
@@ -39,6 +38,7 @@ from tbcoap.storekit import (
 )
 
 from . import scripts
+from .aggregate import CHUNK, Buckets
 from .bus import RedisBus
 from .connection import Redis
 
@@ -422,19 +422,24 @@ class RedisStore:
             check_aggregate(start_ts, end_ts, interval, agg, limit)
         except BadRequest as exc:
             return defer.fail(exc)
-        if keys == []:
-            return defer.succeed({})
+        return self._aggregate(device_id, keys, start_ts, end_ts, interval, agg, limit, descending)
 
-        def build(flat):
-            out = {}
-            for key, points in _pairs(flat).items():
-                out[key] = [(bucket_ts(start_ts, end_ts, interval, int(k)), _aggregated(agg, text))
-                            for k, text in zip(points[::2], points[1::2])]
-            return out
-
-        d = self._read("AGGREGATE", device_id, start_ts, end_ts, interval, agg, limit, "1" if descending else "0",
-                       *(keys or ()))
-        return d.addCallback(build)
+    @defer.inlineCallbacks
+    def _aggregate(self, device_id, keys, start_ts, end_ts, interval, agg, limit, descending):
+        if keys is None:
+            keys = yield self.telemetry_keys(device_id)
+        out = {}
+        for key in keys:
+            buckets = Buckets(agg)
+            cursor, other = (f"({end_ts}", str(start_ts)) if descending else (str(start_ts), f"({end_ts}")
+            while cursor and not buckets.complete(limit):
+                flat = yield self._read("AGGREGATE", device_id, key, cursor, other, start_ts, interval, agg,
+                                        CHUNK, "1" if descending else "0")
+                cursor = flat[0]
+                buckets.add(flat[1:])
+            if buckets.states:
+                out[key] = buckets.points(start_ts, end_ts, interval, limit, descending)
+        return out
 
     def telemetry_keys(self, device_id):
         return self._read("LATEST", device_id).addCallback(lambda flat: sorted(flat[::2]))
@@ -594,11 +599,6 @@ def _no_such(failure, what):
     """The scripts say NOTFOUND for any missing record; name the right one."""
     failure.trap(NotFound)
     raise NotFound(f"no such {what}")
-
-
-def _aggregated(agg, text):
-    value = decode(text)
-    return float(value) if agg == "AVG" else value
 
 
 def _answer_each(replies, batch):

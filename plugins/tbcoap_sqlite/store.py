@@ -663,16 +663,36 @@ class SQLiteStore:
                 result = float(result)
             return bucket_ts(start_ts, end_ts, interval, bucket), result
 
+        def query(conn, key, low, high):
+            params = (start_ts, interval, device_id, key, low, high, limit)
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:  # an integer SUM past 64 bits: add as floats
+                if "overflow" not in str(exc):
+                    raise
+                return conn.execute(sql.replace("sum(value)", "total(value)"), params).fetchall()
+
+        # with fewer buckets asked than the range has, the first (or, descending, the last) ``limit``
+        # bucket slots are grouped first, then four times as many, and so on until ``limit`` buckets
+        # hold points: the newest day of a year of points never groups the whole year
+        slots = -(-(end_ts - start_ts) // interval)
+
+        def window(span):
+            if descending:
+                return start_ts + (slots - span) * interval, end_ts
+            return start_ts, start_ts + span * interval
+
         def read(conn):
             out = {}
             for key in _series_keys(conn, device_id) if keys is None else keys:
-                params = (start_ts, interval, device_id, key, start_ts, end_ts, limit)
-                try:
-                    rows = conn.execute(sql, params).fetchall()
-                except sqlite3.OperationalError as exc:  # an integer SUM past 64 bits: add as floats
-                    if "overflow" not in str(exc):
-                        raise
-                    rows = conn.execute(sql.replace("sum(value)", "total(value)"), params).fetchall()
+                span = limit
+                while span < slots:
+                    rows = query(conn, key, *window(span))
+                    if len(rows) >= limit:
+                        break
+                    span *= 4
+                else:
+                    rows = query(conn, key, start_ts, end_ts)
                 if rows:
                     out[key] = [point(*row) for row in rows]
             return out

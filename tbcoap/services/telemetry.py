@@ -4,12 +4,27 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from tbcoap.errors import BadRequest
+from tbcoap.errors import BadRequest, StoreUnavailable
 from tbcoap.models import now_ms
 from tbcoap.services.values import Limits, parse_telemetry
 
 MAX_HISTORY_LIMIT = 100_000
 MAX_BUCKETS = 100_000
+LONG_READS_RUNNING = 2   # history and aggregate reads a node runs at once ...
+LONG_READS_WAITING = 32  # ... and queues; more are 503, so they never take every store reader from devices
+
+
+class LongReads:
+    """A gate for reads whose cost grows with the stored data (history, aggregation)."""
+
+    def __init__(self, running=LONG_READS_RUNNING, waiting=LONG_READS_WAITING):
+        self.semaphore = defer.DeferredSemaphore(running)
+        self.max_waiting = waiting
+
+    def run(self, read, *args):
+        if len(self.semaphore.waiting) >= self.max_waiting:
+            return defer.fail(StoreUnavailable(f"more than {self.max_waiting} history reads are waiting; retry later"))
+        return self.semaphore.run(read, *args)
 
 
 class TelemetryService:
@@ -19,6 +34,7 @@ class TelemetryService:
         self.store = store
         self.rules = rules
         self.limits = limits
+        self.long_reads = LongReads()
 
     def upload(self, device, payload: bytes):
         """Type and store a device's telemetry payload.
@@ -60,7 +76,7 @@ class TelemetryService:
             raise BadRequest(f"limit must be 1 to {MAX_HISTORY_LIMIT}")
         if start_ts > end_ts:
             raise BadRequest("startTs is after endTs")
-        return self.store.telemetry_history(device_id, keys, start_ts, end_ts, limit, descending)
+        return self.long_reads.run(self.store.telemetry_history, device_id, keys, start_ts, end_ts, limit, descending)
 
     def aggregate(self, device_id, keys, start_ts, end_ts, interval, agg, limit=100, descending=False):
         """Deferred ``{key: [(ts, value)]}``: one point per ``interval`` bucket of [start_ts, end_ts),
@@ -73,7 +89,8 @@ class TelemetryService:
             raise BadRequest(f"at most {MAX_BUCKETS} buckets: make the interval longer or the range shorter")
         if not 0 < limit <= MAX_HISTORY_LIMIT:
             raise BadRequest(f"limit must be 1 to {MAX_HISTORY_LIMIT}")
-        return self.store.telemetry_aggregate(device_id, keys, start_ts, end_ts, interval, agg, limit, descending)
+        return self.long_reads.run(self.store.telemetry_aggregate, device_id, keys, start_ts, end_ts, interval, agg,
+                                   limit, descending)
 
     def keys(self, device_id):
         """Deferred sorted list of the device's time-series keys."""
