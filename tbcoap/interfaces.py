@@ -12,10 +12,10 @@ from zope.interface import Attribute, Interface
 
 
 class IDeviceStore(Interface):
-    """Devices, their access tokens and device profiles."""
+    """Devices, their credentials and device profiles."""
 
     def add_device(device, token):
-        """Store a new ``Device`` with its access token.
+        """Store a new ``Device`` with an access token as its credential.
 
         Fails with DuplicateName if the name is taken, DuplicateToken if the
         token is.
@@ -31,8 +31,10 @@ class IDeviceStore(Interface):
     def device_by_name(name):
         """The ``Device`` with that name, or None."""
 
-    def device_by_token(token):
-        """The ``Device`` whose access token this is, or None."""
+    def device_by_credentials(credentials_type, credentials_id):
+        """The ``Device`` whose credential has this type (``ACCESS_TOKEN`` or ``X509_CERTIFICATE``)
+        and id (the token, or the certificate's digest), or None. A token never finds a device
+        whose credential is a certificate, nor the other way round."""
 
     def list_devices(limit, offset, text_search=None, sort_property="createdTime", descending=False):
         """``(devices, total)``: a page of devices and how many match.
@@ -47,11 +49,12 @@ class IDeviceStore(Interface):
         """Delete a device with its token, telemetry, attributes (``provisionState`` among them),
         RPCs and claim request; True if it existed."""
 
-    def get_token(device_id):
-        """The device's access token, or None if the device does not exist."""
+    def get_credentials(device_id):
+        """The device's ``Credentials``, or None if the device does not exist."""
 
-    def set_token(device_id, token):
-        """Replace the device's token (DuplicateToken if another device has it, NotFound if no device)."""
+    def set_credentials(device_id, credentials):
+        """Replace the device's credential with ``Credentials`` (the old one stops working).
+        DuplicateToken if another device has that id, NotFound if no such device."""
 
     def add_profile(profile):
         """Store a new ``DeviceProfile`` (DuplicateName if the name is taken,

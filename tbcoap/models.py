@@ -31,6 +31,20 @@ class Device:
     additional_info: str | None = None  # compact JSON text of an object (ThingsBoard's additionalInfo)
 
 
+ACCESS_TOKEN, X509_CERTIFICATE = "ACCESS_TOKEN", "X509_CERTIFICATE"
+CREDENTIALS_TYPES = (ACCESS_TOKEN, X509_CERTIFICATE)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A device's credential, as ThingsBoard has it: an access token (``id`` is the token), or an
+    X.509 certificate (``id`` is its digest, ``value`` its PEM). Ids are unique across both."""
+
+    type: str
+    id: str
+    value: str | None = None
+
+
 PROVISION_TYPES = ("DISABLED", "ALLOW_CREATE_NEW_DEVICES", "CHECK_PRE_PROVISIONED_DEVICES")
 
 

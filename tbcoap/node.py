@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 import tbcoap
 from tbcoap import datadir
+from tbcoap.coap.dtls import DtlsEndpoint, server_context
 from tbcoap.coap.messagelayer import MessageLayer
 from tbcoap.core import Core
 from tbcoap.deviceapi.api import DeviceApi
@@ -23,6 +24,7 @@ from tbcoap.events import LocalBus
 from tbcoap.plugins import AUTH_HOOK, STORE_HOOK
 from tbcoap.ratelimit import RateLimiter, parse_rate_limit
 from tbcoap.service import check_rules, check_store
+from tbcoap.services.certificates import digest
 from tbcoap.services.values import Limits
 from tbcoap.workers import WorkerSupervisor, shared_tcp, shared_udp, watch_parent
 
@@ -59,13 +61,17 @@ class TbcoapService(Service):
                                     device_limiter=_limiter(settings["device-rate-limit"]),
                                     peer_limiter=_limiter(settings["peer-rate-limit"]),
                                     provision_limiter=_limiter(settings["provision-rate-limit"]))
-        self.coap = MessageLayer(self.device_api, max_body=settings["max-body"],
-                                 piggyback_window=settings["piggyback-timeout"] / 1000,
-                                 ack_timeout=settings["ack-timeout"], max_retransmit=settings["max-retransmit"],
-                                 dedup_cap=settings["dedup-entries"], answer_cache=settings["answer-cache"],
-                                 max_observations=settings["max-observations"],
-                                 max_peer_observations=settings["max-peer-observations"],
-                                 notification_bytes=settings["notification-queue"])
+        self.coap = self._message_layer()
+        self.coaps = self.dtls = None
+        if settings.get("dtls-cert"):
+            try:
+                context = server_context(settings["dtls-cert"], settings["dtls-key"], settings.get("dtls-ca"))
+            except ValueError as exc:
+                self._fatal_now(str(exc))
+            self.coaps = self._message_layer()
+            self.dtls = DtlsEndpoint(context, self.coaps, self.reactor, identify=digest,
+                                     max_sessions=settings["dtls-max-sessions"])
+            self.coaps.identify = self.dtls.identity
         self.admin_key = None
         self.lock = None
         self.site = None
@@ -76,9 +82,20 @@ class TbcoapService(Service):
                 self._fatal_now(f"--workers needs a store several nodes can share (redis://...); "
                                 f"the {self.store.name} store is one node's")
             self.supervisor = WorkerSupervisor(self, settings["workers"], settings.get("worker-args", []))
-        self.coap_port = self.http_port = None
-        self.coap_address = self.http_address = None
+        self.coap_port = self.http_port = self.coaps_port = None
+        self.coap_address = self.http_address = self.coaps_address = None
         self.opened = None
+
+    def _message_layer(self):
+        """A message layer for the device API (one per port: CoAP, and CoAPS over DTLS)."""
+        settings = self.settings
+        return MessageLayer(self.device_api, max_body=settings["max-body"],
+                            piggyback_window=settings["piggyback-timeout"] / 1000,
+                            ack_timeout=settings["ack-timeout"], max_retransmit=settings["max-retransmit"],
+                            dedup_cap=settings["dedup-entries"], answer_cache=settings["answer-cache"],
+                            max_observations=settings["max-observations"],
+                            max_peer_observations=settings["max-peer-observations"],
+                            notification_bytes=settings["notification-queue"])
 
     def _fatal_now(self, message):
         if self.exit_on_error:
@@ -138,7 +155,9 @@ class TbcoapService(Service):
     def _bind(self):
         """Listen on the CoAP and HTTP ports and log them."""
         settings = self.settings
-        self.coap_port = self._listen_udp()
+        self.coap_port = self._listen_udp("CoAP", self.coap, settings["coap-interface"], settings["coap-port"])
+        if self.dtls is not None:
+            self.coaps_port = self._listen_udp("CoAPS", self.dtls, settings["coaps-interface"], settings["coaps-port"])
         site = self.site = make_site(self)
         try:
             if self.shared_ports:
@@ -151,36 +170,38 @@ class TbcoapService(Service):
         self.coap_address = _address(self.coap_port)
         self.http_address = _address(self.http_port)
         log.info("CoAP listening on udp {address}", address=_show(self.coap_address))
+        if self.coaps_port is not None:
+            self.coaps_address = _address(self.coaps_port)
+            log.info("CoAPS listening on udp {address}", address=_show(self.coaps_address))
         log.info("HTTP listening on tcp {address}", address=_show(self.http_address))
 
     def _undo_start(self):
-        for port in (self.coap_port, self.http_port):
+        for port in (self.coap_port, self.coaps_port, self.http_port):
             if port is not None:
                 port.stopListening()
-        self.coap_port = self.http_port = None
+        self.coap_port = self.coaps_port = self.http_port = None
         if self.lock is not None:
             self.lock.release()
             self.lock = None
 
-    def _listen_udp(self):
-        interface = self.settings["coap-interface"]
+    def _listen_udp(self, what, protocol, interface, port):
+        """Bind a UDP port for ``protocol`` (all IPv4 addresses when '::' is not available here)."""
         try:
-            return self._bind_udp(interface)
+            return self._bind_udp(protocol, interface, port)
         except (neterror.CannotListenError, OSError) as exc:
             error = getattr(exc, "socketError", exc)
             no_ipv6 = interface == "::" and getattr(error, "errno", None) in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
             if not no_ipv6:
-                raise StartFailed(f"cannot listen for CoAP: {exc}") from None
+                raise StartFailed(f"cannot listen for {what}: {exc}") from None
         try:
-            return self._bind_udp("0.0.0.0")
+            return self._bind_udp(protocol, "0.0.0.0", port)
         except (neterror.CannotListenError, OSError) as exc:
-            raise StartFailed(f"cannot listen for CoAP: {exc}") from None
+            raise StartFailed(f"cannot listen for {what}: {exc}") from None
 
-    def _bind_udp(self, interface):
-        port = self.settings["coap-port"]
+    def _bind_udp(self, protocol, interface, port):
         if self.shared_ports:
-            return shared_udp(self.reactor, interface, port, self.coap, MAX_DATAGRAM)
-        return self.reactor.listenUDP(port, self.coap, interface=interface, maxPacketSize=MAX_DATAGRAM)
+            return shared_udp(self.reactor, interface, port, protocol, MAX_DATAGRAM)
+        return self.reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=MAX_DATAGRAM)
 
     @defer.inlineCallbacks
     def _open(self):
@@ -229,7 +250,9 @@ class TbcoapService(Service):
         super().stopService()
         if self.supervisor is not None:
             yield self.supervisor.stopService()
-        self.coap.refusing = True
+        for layer in (self.coap, self.coaps):
+            if layer is not None:
+                layer.refusing = True
         if self.http_port is not None:
             yield self.http_port.stopListening()
         if self.opened is not None and self.opened.called:
@@ -241,8 +264,11 @@ class TbcoapService(Service):
                 yield self.store.close()
         else:
             self.core.ready = False
-        if self.coap_port is not None:
-            yield self.coap_port.stopListening()
+        if self.dtls is not None and self.coaps_port is not None:
+            self.dtls.close_sessions()
+        for port in (self.coap_port, self.coaps_port):
+            if port is not None:
+                yield port.stopListening()
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -258,7 +284,9 @@ class TbcoapService(Service):
         http = {"refused": dict(sorted(self.site.refusals.items())) if self.site is not None else {}}
         process = {"pid": os.getpid(), "worker": bool(self.settings.get("worker")),
                    "workers": self.settings.get("workers", 1)}
-        return {"process": process, "coap": self.coap.stats(), "http": http, "observers": self.observers.stats(),
+        secure = {"coaps": self.coaps.stats(), "dtls": self.dtls.stats()} if self.dtls is not None else {}
+        return {"process": process, "coap": self.coap.stats(), **secure, "http": http,
+                "observers": self.observers.stats(),
                 "rateLimits": limits,
                 **self.core.stats(), "plugins": self.plugins.stats()}
 

@@ -70,6 +70,12 @@ SETTINGS = {
     "max-rest-body": ("1MiB", size, "largest REST request body (413 above; 64 KiB before a valid key)"),
     "admin-key-file": (None, str, "file holding the REST admin key (safer than --admin-key)"),
     "workers": (1, int, "node processes sharing the CoAP and HTTP ports (needs a store nodes can share: redis)"),
+    "coaps-port": (5684, int, "UDP port of CoAP over DTLS (CoAPS), served when --dtls-cert is given"),
+    "coaps-interface": ("::", str, "address to listen on for CoAPS ('::' or '0.0.0.0': all)"),
+    "dtls-cert": (None, str, "PEM file: the server's certificate chain for CoAPS (CoAPS listens only with it)"),
+    "dtls-key": (None, str, "PEM file: the private key of --dtls-cert"),
+    "dtls-ca": (None, str, "PEM file of the CAs client certificates must chain to (default: any is taken)"),
+    "dtls-max-sessions": (10_000, int, "DTLS sessions at once (the least recently active ends for a new one)"),
 }
 
 
@@ -124,8 +130,8 @@ class Options(usage.Options):
         self.settings["worker-args"] = worker_args(self.raw_args)
 
 
-WORKER_OWN = ("--coap-port", "--coap-interface", "--http-port", "--workers", "--admin-key", "--admin-key-file",
-              "--worker")
+WORKER_OWN = ("--coap-port", "--coap-interface", "--coaps-port", "--coaps-interface", "--http-port", "--workers",
+              "--admin-key", "--admin-key-file", "--worker")
 
 
 def worker_args(args):
@@ -195,7 +201,7 @@ def _right_type(value, convert):
 
 
 def _validate(settings):
-    for name in ("coap-port", "http-port"):
+    for name in ("coap-port", "http-port", "coaps-port"):
         if not 0 <= settings[name] <= 65535:
             raise usage.UsageError(f"--{name} must be 0 to 65535")
     if settings["sync"] not in ("normal", "full"):
@@ -216,6 +222,7 @@ def _validate(settings):
                  "max-rest-body"):
         if settings[name] < 1:
             raise usage.UsageError(f"--{name} must be positive")
+    _validate_dtls(settings)
     if not 1 <= settings["workers"] <= 256:
         raise usage.UsageError("--workers must be 1 to 256")
     if settings["max-rest-body"] < MIN_REST_BODY:
@@ -226,6 +233,24 @@ def _validate(settings):
                 parse_rate_limit(settings[name])
             except ValueError as exc:
                 raise usage.UsageError(f"--{name}: {exc}")
+
+
+def _validate_dtls(settings):
+    """--dtls-cert and --dtls-key come together (and --dtls-ca only with them), and load."""
+    cert, key, ca = settings["dtls-cert"], settings["dtls-key"], settings["dtls-ca"]
+    if bool(cert) != bool(key):
+        raise usage.UsageError("--dtls-cert and --dtls-key go together (the certificate and its private key)")
+    if ca and not cert:
+        raise usage.UsageError("--dtls-ca needs --dtls-cert and --dtls-key")
+    if settings["dtls-max-sessions"] < 1:
+        raise usage.UsageError("--dtls-max-sessions must be positive")
+    if cert:
+        from tbcoap.coap.dtls import server_context
+
+        try:
+            server_context(cert, key, ca)
+        except ValueError as exc:
+            raise usage.UsageError(str(exc)) from None
 
 
 def check_store(settings, plugins):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from tbcoap.errors import BadRequest
-from tbcoap.models import RPC_STATUSES, ClaimRequest, Customer, Rpc, kind_of
+from tbcoap.models import ACCESS_TOKEN, CREDENTIALS_TYPES, RPC_STATUSES, ClaimRequest, Credentials, Customer, Rpc, kind_of
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 DEVICE_SORT_PROPERTIES = ("createdTime", "name", "type", "label")
@@ -28,6 +28,17 @@ def is_int64(value, low=INT64_MIN) -> bool:
 def is_id(value) -> bool:
     """A non-empty string."""
     return isinstance(value, str) and bool(value)
+
+
+def check_credentials(credentials):
+    """A ``Credentials`` of a known type with an id, and a value (the PEM) only for a certificate."""
+    check(isinstance(credentials, Credentials), "credentials must be a Credentials")
+    check(credentials.type in CREDENTIALS_TYPES, f"credentials type must be one of {', '.join(CREDENTIALS_TYPES)}")
+    check(is_id(credentials.id), "a credentials id is required")
+    if credentials.type == ACCESS_TOKEN:
+        check(credentials.value is None, "an access token has no credentials value")
+    else:
+        check(is_id(credentials.value), "a certificate needs its PEM as the credentials value")
 
 
 def encode_value(value):

@@ -87,6 +87,9 @@ class WorkerSupervisor(Service):
         for number in range(1, self.count):
             args = [twistd, "-n", "--pidfile=", "tbcoap", *self.argv, "--coap-port", str(coap_port),
                     "--coap-interface", host, "--http-port", str(http_port), "--workers", "1", "--worker"]
+            if self.node.coaps_address is not None:
+                coaps_host, coaps_port = self.node.coaps_address
+                args += ["--coaps-port", str(coaps_port), "--coaps-interface", coaps_host]
             worker = _Worker(self, number)
             worker.transport = self.node.reactor.spawnProcess(
                 worker, twistd, args, env=env, childFDs={0: "w", 1: 1, 2: 2})

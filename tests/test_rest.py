@@ -1032,18 +1032,18 @@ def hold_token_lookup(node, token):
     from twisted.internet import defer
 
     store = node.core.devices.store
-    original = store.device_by_token
+    original = store.device_by_credentials
     gate = defer.Deferred()
 
-    def device_by_token(asked):
-        d = original(asked)
+    def device_by_credentials(kind, asked):
+        d = original(kind, asked)
         if asked == token and not gate.called:
             held = defer.Deferred()
             d.addCallback(lambda device: gate.addCallback(lambda _: held.callback(device)))
             return held
         return d
 
-    store.device_by_token = device_by_token
+    store.device_by_credentials = device_by_credentials
     return lambda: gate.callback(None)
 
 

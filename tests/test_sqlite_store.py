@@ -9,7 +9,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest, DuplicateName, NotFound, StoreUnavailable
-from tbcoap.models import ClaimRequest, Device, new_id
+from tbcoap.models import ACCESS_TOKEN, ClaimRequest, Device, new_id
 from tbcoap.testing.store_contract import cust, dev, digest, raises, rpc, settled
 from tbcoap_sqlite import database_path, make_store, schema
 from tbcoap_sqlite.store import SQLiteStore
@@ -234,7 +234,7 @@ async def test_two_stores_create_one_file(tmp_path):
     await defer.gatherResults([first.open(), second.open()])
     try:
         d = await first.add_device(dev("a"), "ta")
-        assert await second.device_by_token("ta") == d
+        assert await second.device_by_credentials(ACCESS_TOKEN, "ta") == d
         assert (await second.list_profiles(10, 0))[1] == 1
     finally:
         await defer.gatherResults([first.close(), second.close()])

@@ -38,32 +38,36 @@ return 'OK'
 """
 
 DEVICE_BY = """
--- ARGV: P, index ('' for an id, else 'dev:name' or 'token'), value
+-- ARGV: P, index ('' for an id, else 'dev:name' or 'token'), value, credentials type (with 'token')
 local id = ARGV[3]
 if ARGV[2] ~= '' then
   id = redis.call('HGET', P .. ':' .. ARGV[2], ARGV[3])
   if not id then return NIL end
 end
-local d = redis.call('HMGET', K('dev', id), 'id', 'name', 'type', 'label', 'created', 'customer', 'info')
+local d = redis.call('HMGET', K('dev', id), 'id', 'name', 'type', 'label', 'created', 'customer', 'info', 'ctype')
 if not d[1] then return NIL end
+if ARGV[4] and (d[8] or 'ACCESS_TOKEN') ~= ARGV[4] then return NIL end
+d[8] = nil
 return d
 """
 
-GET_TOKEN = """
-return redis.call('HGET', K('dev', ARGV[2]), 'token')
+GET_CREDENTIALS = """
+-- ARGV: P, id. The 'token' field holds the credentials id (a token or a certificate's digest).
+return redis.call('HMGET', K('dev', ARGV[2]), 'token', 'ctype', 'cvalue')
 """
 
-SET_TOKEN = """
--- ARGV: P, id, token
-local id, token = ARGV[2], ARGV[3]
+SET_CREDENTIALS = """
+-- ARGV: P, id, credentials id, type, value ('' = none)
+local id, cid, ctype, cvalue = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local old = redis.call('HGET', K('dev', id), 'token')
 if not old then return 'NOTFOUND' end
-local owner = redis.call('HGET', K('token'), token)
-if owner == id then return 'OK' end
-if owner then return 'DUPTOKEN' end
+local owner = redis.call('HGET', K('token'), cid)
+if owner and owner ~= id then return 'DUPTOKEN' end
 redis.call('HDEL', K('token'), old)
-redis.call('HSET', K('token'), token, id)
-redis.call('HSET', K('dev', id), 'token', token)
+redis.call('HSET', K('token'), cid, id)
+redis.call('HSET', K('dev', id), 'token', cid)
+if ctype == 'ACCESS_TOKEN' then redis.call('HDEL', K('dev', id), 'ctype', 'cvalue')
+else redis.call('HSET', K('dev', id), 'ctype', ctype, 'cvalue', cvalue) end
 return 'OK'
 """
 

@@ -18,12 +18,13 @@ from zope.interface import implementer
 
 from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, StoreUnavailable
 from tbcoap.interfaces import IStore
-from tbcoap.models import (PROVISION_TYPES, SCOPES, ClaimRequest, Customer, Device, DeviceProfile, Rpc, from_kind,
-                           new_id, now_ms)
+from tbcoap.models import (ACCESS_TOKEN, PROVISION_TYPES, SCOPES, ClaimRequest, Credentials, Customer, Device,
+                           DeviceProfile, Rpc, from_kind, new_id, now_ms)
 from tbcoap.storekit import (
     check,
     check_aggregate,
     check_claim_request,
+    check_credentials,
     check_customer,
     check_device_query,
     check_entries,
@@ -48,7 +49,7 @@ TELEMETRY_BATCH = 500  # telemetry saves sharing one script call
 STALLED_WRITE = 5.0  # seconds a write may wait before check() says the store cannot write
 REFUSALS = {
     "DUPNAME": lambda what: DuplicateName(f"a {what} with this name exists"),
-    "DUPTOKEN": lambda what: DuplicateToken("this access token is used by another device"),
+    "DUPTOKEN": lambda what: DuplicateToken("these credentials are used by another device"),
     "DUPID": lambda what: BadRequest(f"a {what} with this id exists"),
     "DUPKEY": lambda what: BadRequest(f"this key is used by another {what}"),
     "NOTFOUND": lambda what: NotFound("no such device"),
@@ -276,8 +277,11 @@ class RedisStore:
     def device_by_name(self, name):
         return self._device_by("dev:name", name)
 
-    def device_by_token(self, token):
-        return self._device_by("token", token)
+    def device_by_credentials(self, credentials_type, credentials_id):
+        if not is_id(credentials_id):
+            return defer.succeed(None)
+        d = self._read("DEVICE_BY", "token", credentials_id, credentials_type)
+        return d.addCallback(lambda row: _device(row) if row else None)
 
     def list_devices(self, limit, offset, text_search=None, sort_property="createdTime", descending=False):
         return self._device_page("", limit, offset, text_search, sort_property, descending)
@@ -300,13 +304,21 @@ class RedisStore:
     def delete_device(self, device_id):
         return self._write("DELETE_DEVICE", "device", device_id).addCallback(lambda n: int(n) == 1)
 
-    def get_token(self, device_id):
-        return self._read("GET_TOKEN", device_id)
+    def get_credentials(self, device_id):
+        def build(row):
+            token, kind, value = row
+            return Credentials(kind or ACCESS_TOKEN, token, value) if token else None
 
-    def set_token(self, device_id, token):
-        if not is_id(token):
-            return defer.fail(BadRequest("an access token is required"))
-        return self._write("SET_TOKEN", "device", device_id, token).addCallback(lambda _: None)
+        return self._read("GET_CREDENTIALS", device_id).addCallback(build)
+
+    def set_credentials(self, device_id, credentials):
+        try:
+            check_credentials(credentials)
+        except BadRequest:
+            return defer.fail()
+        d = self._write("SET_CREDENTIALS", "device", device_id, credentials.id, credentials.type,
+                        credentials.value or "")
+        return d.addCallback(lambda _: None)
 
     def add_profile(self, profile):
         if profile.provision_type not in PROVISION_TYPES:

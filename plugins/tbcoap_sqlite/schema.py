@@ -136,7 +136,14 @@ INSERT OR IGNORE INTO attributes (device_id, scope, key, kind, value, last_updat
 DROP TABLE provisioned;
 """
 
-MIGRATIONS = [_V1, _V2, _V3, _V4, _V5]
+# A device's credential may be an X.509 certificate: ``token`` holds the credentials id (the
+# token, or the certificate's digest; unique across both), ``value`` the certificate's PEM.
+_V6 = """
+ALTER TABLE credentials ADD COLUMN type TEXT NOT NULL DEFAULT 'ACCESS_TOKEN';
+ALTER TABLE credentials ADD COLUMN value TEXT;
+"""
+
+MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

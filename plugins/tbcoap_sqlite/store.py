@@ -25,6 +25,7 @@ from tbcoap.storekit import (
     check,
     check_aggregate,
     check_claim_request,
+    check_credentials,
     check_customer,
     check_device_query,
     check_entries,
@@ -41,6 +42,7 @@ from tbcoap.models import (
     PROVISION_TYPES,
     SCOPES,
     ClaimRequest,
+    Credentials,
     Customer,
     Device,
     DeviceProfile,
@@ -393,10 +395,10 @@ class SQLiteStore:
 
         return self._write(job)
 
-    def _row_as(self, model, sql, value):
-        """Deferred ``model(*row)`` of the one row ``sql`` finds for ``value``, or None."""
+    def _row_as(self, model, sql, *values):
+        """Deferred ``model(*row)`` of the one row ``sql`` finds for ``values``, or None."""
         def read(conn):
-            row = conn.execute(sql, (value,)).fetchone()
+            row = conn.execute(sql, values).fetchone()
             return model(*row) if row else None
 
         return self._read(read)
@@ -410,9 +412,9 @@ class SQLiteStore:
     def device_by_name(self, name):
         return self._device_where("devices d WHERE d.name = ?", name)
 
-    def device_by_token(self, token):
-        where = "credentials c JOIN devices d ON d.id = c.device_id WHERE c.token = ?"
-        return self._device_where(where, token)
+    def device_by_credentials(self, credentials_type, credentials_id):
+        where = "credentials c JOIN devices d ON d.id = c.device_id WHERE c.token = ? AND c.type = ?"
+        return self._row_as(Device, f"SELECT {_DEVICE} FROM {where}", credentials_id, credentials_type)
 
     def _page(self, table, columns, limit, offset, build):
         if not (is_int64(limit, 0) and is_int64(offset, 0)):
@@ -468,22 +470,27 @@ class SQLiteStore:
 
         return self._write(job)
 
-    def get_token(self, device_id):
-        return self._read(_one, "SELECT token FROM credentials WHERE device_id = ?", device_id)
+    def get_credentials(self, device_id):
+        def read(conn):
+            row = conn.execute("SELECT type, token, value FROM credentials WHERE device_id = ?", (device_id,)).fetchone()
+            return Credentials(*row) if row else None
 
-    def set_token(self, device_id, token):
-        if not isinstance(token, str) or not token:
-            return defer.fail(BadRequest("an access token is required"))
+        return self._read(read)
+
+    def set_credentials(self, device_id, credentials):
+        try:
+            check_credentials(credentials)
+        except BadRequest:
+            return defer.fail()
 
         def job(conn):
             _require_device(conn, device_id)
-            owner = _one(conn, "SELECT device_id FROM credentials WHERE token = ?", token)
-            if owner == device_id:
-                return None
-            if owner is not None:
-                raise DuplicateToken("this access token is used by another device")
+            owner = _one(conn, "SELECT device_id FROM credentials WHERE token = ?", credentials.id)
+            if owner is not None and owner != device_id:
+                raise DuplicateToken("these credentials are used by another device")
             conn.execute("DELETE FROM credentials WHERE device_id = ?", (device_id,))
-            conn.execute("INSERT INTO credentials (token, device_id) VALUES (?, ?)", (token, device_id))
+            conn.execute("INSERT INTO credentials (token, device_id, type, value) VALUES (?, ?, ?, ?)",
+                         (credentials.id, device_id, credentials.type, credentials.value))
             return None
 
         return self._write(job)

@@ -206,6 +206,8 @@ class MessageLayer(coap.Coap):
         self.max_observations = max_observations
         self.max_peer_observations = max_peer_observations
         self._peer_observations = {}  # host -> how many relations it has
+        self._peer_relations = {}  # (host, port) -> {key: None} of its relations (ended with a DTLS session)
+        self.identify = None  # over DTLS: address -> identity of the peer's certificate, or None
         self.notification_budget = ByteBudget(notification_bytes)
         self._peer_queued = {}  # host -> bytes of notifications waiting for it
         self.max_peer_queued = max(notification_bytes // PEER_SHARE, 1)
@@ -294,6 +296,7 @@ class MessageLayer(coap.Coap):
                 self._answer(request, key, response(
                     coap.BAD_OPTION, b"unsupported critical option %d" % request.unknown_critical, 0))
             return
+        request.protocol = self
         block1 = request.opt.block1
         if block1 is not None and block1.block_number == 0 and self._precheck(request, key):
             return
@@ -453,6 +456,7 @@ class MessageLayer(coap.Coap):
         observation = Observation(self, key, remote, request.token, request.mtype == CON, szx, path, on_cancel)
         self.observations[key] = observation
         peers[host] = peers.get(host, 0) + 1
+        self._peer_relations.setdefault(remote, {})[key] = None
         request.observation = observation
         return observation
 
@@ -506,6 +510,18 @@ class MessageLayer(coap.Coap):
                 self._peer_observations[host] = left
             else:
                 del self._peer_observations[host]
+            relations = self._peer_relations[observation.remote]
+            del relations[observation.key]
+            if not relations:
+                del self._peer_relations[observation.remote]
+
+    def end_peer(self, remote, reason):
+        """End every relation of one peer address (its DTLS session ended): O(its relations)."""
+        relations = self._peer_relations.get((remote[0], remote[1]))
+        for key in list(relations or ()):
+            observation = self.observations.get(key)
+            if observation is not None:
+                observation.cancel(reason)
 
     def send_notification(self, observation, code, payload, content_format, on_result):
         """Queue one notification of ``observation`` for sending (the relation is busy until it is

@@ -73,13 +73,44 @@ class DeviceApi:
         if routed == "provision":
             return self.provision(request)
         token, handler, extra = routed
+        who = self._who(request, token)
+        if isinstance(who, defer.Deferred):
+            who.addCallback(self._identified, token, handler, request, extra)
+            return who.addErrback(self._failed, request, token)
+        return self._identified(who, token, handler, request, extra)
+
+    def _who(self, request, token):
+        """``(device or None, rate-limit key)``, or a Deferred of it: over CoAPS the device whose
+        certificate the client presented, if it is a device's; else the device of the path's token."""
+        identify = getattr(request.protocol, "identify", None)
+        digest = identify(request.remote) if identify is not None else None
+        if digest is not None:
+            device = self.core.devices.cached_certificate(digest)
+            if device is not None:
+                return device, digest
+            d = self.core.devices.authenticate_certificate(digest)
+            return d.addCallback(lambda found: (found, digest) if found is not None else self._by_token(token))
+        return self._by_token(token)
+
+    def _by_token(self, token):
+        if token is None:
+            return None, None
         device = self.core.devices.cached(token)
         if device is not None:
-            return self._authorized(device, token, handler, request, extra)
-        d = self.core.devices.authenticate(token)
-        d.addCallback(self._authenticated, token, handler, request, extra)
-        d.addErrback(self._failed, request, token)
-        return d
+            return device, token
+        return self.core.devices.authenticate(token).addCallback(lambda found: (found, token))
+
+    @staticmethod
+    def _unknown(token):
+        if token is None:
+            return error(coap.UNAUTHORIZED, "no device certificate: paths without a token need CoAPS with one")
+        return error(coap.UNAUTHORIZED, "unknown access token")
+
+    def _identified(self, who, token, handler, request, extra):
+        device, key = who
+        if device is None:
+            return self._unknown(token)
+        return self._authorized(device, key, handler, request, extra)
 
     def _route(self, request):
         """The path and method checks: an error answer, "well-known", "provision",
@@ -96,9 +127,13 @@ class DeviceApi:
             return error(coap.NOT_FOUND, "not found")
         if (len(path) == 3 and path[2] == "provision") or (len(path) == 4 and path[3].lower() == "provision"):
             return "provision"  # ThingsBoard reads /api/v1/{anything}/provision as provisioning too
-        if len(path) < 4:
+        first = path[2].lower() if len(path) > 2 else ""
+        if first in self.routes and (len(path) == 3 or (len(path) == 4 and first == "rpc")):
+            token, feature, extra = None, first, path[3:]  # a certificate's device: no token (CoAPS)
+        elif len(path) < 4:
             return error(coap.BAD_REQUEST, "expected /api/v1/{token}/{feature}")
-        token, feature, extra = path[2], path[3].lower(), path[4:]
+        else:
+            token, feature, extra = path[2], path[3].lower(), path[4:]
         route = self.routes.get(feature)
         if route is None or len(extra) > route.max_extra:
             return error(coap.BAD_REQUEST, f"unknown feature /{'/'.join(path[3:])}"[:60])
@@ -127,17 +162,14 @@ class DeviceApi:
                 return error(coap.METHOD_NOT_ALLOWED, "provision takes POST only")
             return self._rate_limited(request, count=False, provisioning=True)
         token = routed[0]
-        if self.core.devices.cached(token) is not None:
-            return self._rate_limited(request, token, count=False)
-        d = self.core.devices.authenticate(token)
-        d.addCallback(lambda device: self._rate_limited(request, token, count=False) if device is not None
-                      else error(coap.UNAUTHORIZED, "unknown access token"))
-        return d.addErrback(self._failed, request, token)
+        who = self._who(request, token)
+        if isinstance(who, defer.Deferred):
+            return who.addCallback(self._prechecked, request, token).addErrback(self._failed, request, token)
+        return self._prechecked(who, request, token)
 
-    def _authenticated(self, device, token, handler, request, extra):
-        if device is None:
-            return error(coap.UNAUTHORIZED, "unknown access token")
-        return self._authorized(device, token, handler, request, extra)
+    def _prechecked(self, who, request, token):
+        device, key = who
+        return self._unknown(token) if device is None else self._rate_limited(request, key, count=False)
 
     def _authorized(self, device, token, handler, request, extra):
         self.core.activity.touch(device.id)

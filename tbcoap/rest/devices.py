@@ -5,7 +5,10 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
+from tbcoap.models import ACCESS_TOKEN, X509_CERTIFICATE, Credentials
 from tbcoap.rest.views import device_json, page_json
+from tbcoap.services.certificates import certificate_credentials
+
 
 @defer.inlineCallbacks
 def create_device(call):
@@ -37,29 +40,42 @@ def delete_device(call, device_id):
     yield call.core.delete_device(device_id)
 
 
+def credentials_json(device_id, credentials) -> dict:
+    """``{"deviceId","credentialsType","credentialsId"}``, with ``credentialsValue`` (the PEM) for a
+    certificate."""
+    answer = {"deviceId": {"entityType": "DEVICE", "id": device_id}, "credentialsType": credentials.type,
+              "credentialsId": credentials.id}
+    if credentials.value is not None:
+        answer["credentialsValue"] = credentials.value
+    return answer
+
+
 @defer.inlineCallbacks
 def get_credentials(call, device_id):
     """GET /api/device/{id}/credentials."""
-    token = yield call.core.devices.token(device_id)
-    return {"credentialsType": "ACCESS_TOKEN", "credentialsId": token, "deviceId": {"entityType": "DEVICE",
-                                                                                     "id": device_id}}
+    credentials = yield call.core.devices.credentials(device_id)
+    return credentials_json(device_id, credentials)
 
 
 @defer.inlineCallbacks
 def set_credentials(call):
-    """POST /api/device/credentials: rotate the access token."""
+    """POST /api/device/credentials: a new access token (``credentialsId``), or an X.509 certificate
+    (``"credentialsType":"X509_CERTIFICATE"``, the PEM in ``credentialsValue``)."""
     body = call.json_object()
     device_ref = body.get("deviceId")
     device_id = device_ref.get("id") if isinstance(device_ref, dict) else None
     if not isinstance(device_id, str):
         raise BadRequest('deviceId must be {"id": "<device id>"}')
-    if body.get("credentialsType", "ACCESS_TOKEN") != "ACCESS_TOKEN":
-        raise BadRequest("only ACCESS_TOKEN credentials are supported")
-    token = body.get("credentialsId")
+    kind = body.get("credentialsType") or ACCESS_TOKEN
+    if kind == X509_CERTIFICATE:
+        credentials = certificate_credentials(body.get("credentialsValue"))
+    elif kind == ACCESS_TOKEN:
+        credentials = Credentials(ACCESS_TOKEN, body.get("credentialsId"))
+    else:
+        raise BadRequest(f"credentialsType must be {ACCESS_TOKEN} or {X509_CERTIFICATE}")
     yield call.core.devices.get(device_id)
-    yield call.core.devices.set_token(device_id, token)
-    return {"credentialsType": "ACCESS_TOKEN", "credentialsId": token,
-            "deviceId": {"entityType": "DEVICE", "id": device_id}}
+    yield call.core.devices.set_credentials(device_id, credentials)
+    return credentials_json(device_id, credentials)
 
 
 @defer.inlineCallbacks

@@ -1,8 +1,9 @@
-"""Devices and their access tokens: creation, lookup, rotation, deletion.
+"""Devices and their credentials (access tokens, X.509 certificates): creation, lookup,
+rotation, deletion.
 
-Token lookups are answered from memory when the token was seen before; the
-cache is invalidated whenever a token changes or a device goes.  Which
-device a token belongs to is decided by the ``tbcoap_authenticate`` plugins.
+Lookups are answered from memory when the token or certificate was seen before; the cache is
+invalidated whenever a credential changes or a device goes.  Which device a token belongs to is
+decided by the ``tbcoap_authenticate`` plugins; a certificate is looked up in the store.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import secrets
 
 from twisted.internet import defer
 
-from tbcoap.errors import BadRequest, DuplicateToken, NotFound
-from tbcoap.models import Device, DeviceProfile, compact_json, new_id
+from tbcoap.errors import BadRequest, NotFound
+from tbcoap.models import ACCESS_TOKEN, X509_CERTIFICATE, Credentials, Device, DeviceProfile, compact_json, new_id
 from tbcoap.events import DeviceGone, DeviceUpdated, Resync, TokenReplaced
 
 TOKEN_CACHE_CAP = 200_000
@@ -25,10 +26,16 @@ def generate_token() -> str:
     return secrets.token_urlsafe(15)
 
 
+FEATURES = frozenset({"telemetry", "attributes", "rpc", "claim", "provision"})
+
+
 def check_token(token) -> str:
-    """A token chosen by a caller must be non-empty text of at most 255 characters without '/'."""
+    """A token chosen by a caller must be non-empty text of at most 255 characters without '/',
+    and not a feature name (``/api/v1/rpc/...`` is a certificate device's path)."""
     if not isinstance(token, str) or not token or len(token) > MAX_NAME or "/" in token:
         raise BadRequest("access token must be 1 to 255 characters without '/'")
+    if token.lower() in FEATURES:
+        raise BadRequest(f"{token!r} cannot be an access token: it names a feature of the device API")
     return token
 
 
@@ -73,21 +80,33 @@ class DeviceService:
 
     def authenticate(self, token):
         """Deferred Device or None, asking the auth plugins in order; caches the answer."""
-        d = self.plugins.call_first("tbcoap_authenticate", token=token, store=self.store)
-        d.addCallback(self._remember, token, self._changes)
+        return self._look_up(token, lambda: self.plugins.call_first("tbcoap_authenticate", token=token,
+                                                                     store=self.store))
+
+    def cached_certificate(self, digest):
+        """The Device whose certificate has this digest, if seen before, or None."""
+        return self._by_token.get((X509_CERTIFICATE, digest))
+
+    def authenticate_certificate(self, digest):
+        """Deferred Device whose X.509 credential has this digest, or None; caches the answer."""
+        return self._look_up((X509_CERTIFICATE, digest),
+                             lambda: self.store.device_by_credentials(X509_CERTIFICATE, digest))
+
+    def _look_up(self, key, ask):
+        d = ask()
+        d.addCallback(self._remember, key, ask, self._changes)
         return d
 
-    def _remember(self, device, token, changes_before):
+    def _remember(self, device, key, ask, changes_before):
         if device is None:
             return None
         if changes_before != self._changes:
-            # a token changed or a device went while we asked: ask again and do not cache
-            return self.plugins.call_first("tbcoap_authenticate", token=token, store=self.store)
+            return ask()  # credentials changed or a device went while we asked: ask again, do not cache
         if len(self._by_token) >= TOKEN_CACHE_CAP:
-            old_token = next(iter(self._by_token))
-            self._token_of.pop(self._by_token.pop(old_token).id, None)
-        self._by_token[token] = device
-        self._token_of[device.id] = token
+            old_key = next(iter(self._by_token))
+            self._token_of.pop(self._by_token.pop(old_key).id, None)
+        self._by_token[key] = device
+        self._token_of[device.id] = key
         return device
 
     def _on_event(self, event):
@@ -175,22 +194,25 @@ class DeviceService:
         self.bus.publish(DeviceGone(device_id))
 
     @defer.inlineCallbacks
-    def token(self, device_id):
-        """The device's current access token, or NotFound."""
-        token = yield self.store.get_token(device_id)
-        if token is None:
+    def credentials(self, device_id):
+        """The device's ``Credentials``, or NotFound."""
+        credentials = yield self.store.get_credentials(device_id)
+        if credentials is None:
             raise NotFound(f"device {device_id} not found")
-        return token
+        return credentials
 
     @defer.inlineCallbacks
-    def set_token(self, device_id, token):
-        """Replace the token; the old one is refused from now on."""
-        check_token(token)
-        owner = yield self.store.device_by_token(token)
-        if owner is not None and owner.id != device_id:
-            raise DuplicateToken("access token already in use")
-        old = yield self.store.get_token(device_id)
-        yield self.store.set_token(device_id, token)
+    def set_credentials(self, device_id, credentials):
+        """Replace the device's credential (a token, or a certificate from ``certificate_credentials``);
+        the old one is refused from now on, on every node, and its observations end."""
+        if credentials.type == ACCESS_TOKEN:
+            check_token(credentials.id)
+        old = yield self.credentials(device_id)
+        yield self.store.set_credentials(device_id, credentials)
         self.forget(device_id)
-        if old != token:
+        if old != credentials:
             self.bus.publish(TokenReplaced(device_id))
+
+    def set_token(self, device_id, token):
+        """Replace the device's credential with an access token."""
+        return self.set_credentials(device_id, Credentials(ACCESS_TOKEN, token))

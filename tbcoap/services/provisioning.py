@@ -8,6 +8,7 @@ import secrets
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
+from tbcoap.models import ACCESS_TOKEN
 from tbcoap.services.values import parse_json
 
 NOT_FOUND = {"errorMsg": "Provision data was not found!", "status": "NOT_FOUND"}
@@ -65,7 +66,11 @@ class ProvisionService:
     @defer.inlineCallbacks
     def _pre_provisioned(self, profile, name):
         device = (yield self.store.device_by_name(name)) if name else None
-        if device is None or device.type != profile.name or not (yield self.store.mark_provisioned(device.id)):
+        if device is None or device.type != profile.name:
             return False, FAILURE
-        token = yield self.store.get_token(device.id)
-        return True, success(token)
+        credentials = yield self.store.get_credentials(device.id)
+        if credentials is None or credentials.type != ACCESS_TOKEN:
+            return False, FAILURE  # a device with a certificate has no token to give
+        if not (yield self.store.mark_provisioned(device.id)):
+            return False, FAILURE
+        return True, success(credentials.id)

@@ -29,9 +29,12 @@ from zope.interface.verify import verifyObject
 from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, StoreUnavailable
 from tbcoap.interfaces import IClaimStore, ICustomerStore, IProvisionStore, IStore
 from tbcoap.models import (
+    ACCESS_TOKEN,
     RPC_FINAL,
     RPC_STATUSES,
+    X509_CERTIFICATE,
     ClaimRequest,
+    Credentials,
     Customer,
     Device,
     DeviceProfile,
@@ -57,6 +60,12 @@ def rpc(device, method="m", **kw):
     """A new Rpc for ``device``; its request_id (0 here) is the store's to choose."""
     kw.setdefault("request_id", 0)
     return Rpc(id=new_id(), device_id=device.id, method=method, **kw)
+
+
+async def token_of(store, device_id):
+    """The device's credentials id (its token), or None."""
+    credentials = await store.get_credentials(device_id)
+    return None if credentials is None else credentials.id
 
 
 async def raises(exc_type, d):
@@ -165,7 +174,7 @@ async def test_persistence_across_instances(store, open_backend):
     await store.close()
     again = await open_backend()
     try:
-        assert await again.device_by_token("ta") == d
+        assert await again.device_by_credentials(ACCESS_TOKEN, "ta") == d
         assert (await again.profile_by_name("p")).provision_key == "k"
         latest = await again.latest_telemetry(d.id, None)
         attrs = await again.get_attributes(d.id, "SHARED_SCOPE", None)
@@ -185,8 +194,8 @@ async def test_add_and_find_device(store):
     assert await store.add_device(d, "tok") == d
     assert await store.get_device(d.id) == d
     assert await store.device_by_name("thermo") == d
-    assert await store.device_by_token("tok") == d
-    assert await store.get_token(d.id) == "tok"
+    assert await store.device_by_credentials(ACCESS_TOKEN, "tok") == d
+    assert await token_of(store, d.id) == "tok"
     owned = dev("owned", customer_id=new_id())
     await store.add_device(owned, "tok2")
     assert (await store.get_device(owned.id)).customer_id == owned.customer_id
@@ -196,8 +205,8 @@ async def test_add_and_find_device(store):
 async def test_unknown_device_lookups(store):
     assert await store.get_device(new_id()) is None
     assert await store.device_by_name("nope") is None
-    assert await store.device_by_token("nope") is None
-    assert await store.get_token(new_id()) is None
+    assert await store.device_by_credentials(ACCESS_TOKEN, "nope") is None
+    assert await token_of(store, new_id()) is None
     assert await store.delete_device(new_id()) is False
 
 
@@ -206,7 +215,7 @@ async def test_duplicate_name_and_token(store):
     await store.add_device(dev("a"), "ta")
     await raises(DuplicateName, store.add_device(dev("a"), "other"))
     await raises(DuplicateToken, store.add_device(dev("b"), "ta"))
-    assert await store.device_by_token("other") is None
+    assert await store.device_by_credentials(ACCESS_TOKEN, "other") is None
     assert await store.device_by_name("b") is None
     await raises(BadRequest, store.add_device(dev("c"), ""))
     assert (await store.list_devices(10, 0))[1] == 1
@@ -224,7 +233,7 @@ async def test_failing_job_in_batch_fails_alone(store):
     assert failed[0].check(DuplicateName) and failed[1].check(DuplicateToken)
     assert [r for ok, r in results if ok] == devices
     assert (await store.list_devices(100, 0))[1] == 50
-    assert await store.device_by_token("fresh") is None
+    assert await store.device_by_credentials(ACCESS_TOKEN, "fresh") is None
 
 
 @pytest_twisted.ensureDeferred
@@ -282,8 +291,8 @@ async def test_delete_device_removes_everything(store):
     await store.save_attributes(d.id, "SERVER_SCOPE", {"s": 1}, 1)
     assert await store.delete_device(d.id) is True
     assert await store.get_device(d.id) is None
-    assert await store.device_by_token("ta") is None
-    assert await store.get_token(d.id) is None
+    assert await store.device_by_credentials(ACCESS_TOKEN, "ta") is None
+    assert await token_of(store, d.id) is None
     assert await store.telemetry_keys(d.id) == []
     assert await store.latest_telemetry(d.id, None) == {}
     assert await store.telemetry_history(d.id, None, 0, 10, 10, False) == {}
@@ -299,15 +308,39 @@ async def test_delete_device_removes_everything(store):
 async def test_set_token(store):
     a = await store.add_device(dev("a"), "ta")
     await store.add_device(dev("b"), "tb")
-    await store.set_token(a.id, "new")
-    assert await store.device_by_token("ta") is None
-    assert await store.device_by_token("new") == a
-    assert await store.get_token(a.id) == "new"
-    await store.set_token(a.id, "new")  # its own token again: fine
-    await raises(DuplicateToken, store.set_token(a.id, "tb"))
-    assert await store.get_token(a.id) == "new"
-    await raises(NotFound, store.set_token(new_id(), "x"))
-    await raises(BadRequest, store.set_token(a.id, ""))
+    await store.set_credentials(a.id, Credentials(ACCESS_TOKEN, "new"))
+    assert await store.device_by_credentials(ACCESS_TOKEN, "ta") is None
+    assert await store.device_by_credentials(ACCESS_TOKEN, "new") == a
+    assert await token_of(store, a.id) == "new"
+    await store.set_credentials(a.id, Credentials(ACCESS_TOKEN, "new"))  # its own token again: fine
+    await raises(DuplicateToken, store.set_credentials(a.id, Credentials(ACCESS_TOKEN, "tb")))
+    assert await token_of(store, a.id) == "new"
+    await raises(NotFound, store.set_credentials(new_id(), Credentials(ACCESS_TOKEN, "x")))
+    await raises(BadRequest, store.set_credentials(a.id, Credentials(ACCESS_TOKEN, "")))
+
+
+@pytest_twisted.ensureDeferred
+async def test_certificate_credentials(store):
+    a = await store.add_device(dev("a"), "ta")
+    await store.add_device(dev("b"), "tb")
+    assert await store.get_credentials(a.id) == Credentials(ACCESS_TOKEN, "ta")
+    cert = Credentials(X509_CERTIFICATE, "d1gest", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    await store.set_credentials(a.id, cert)
+    assert await store.get_credentials(a.id) == cert
+    assert await store.device_by_credentials(X509_CERTIFICATE, "d1gest") == a
+    assert await store.device_by_credentials(ACCESS_TOKEN, "d1gest") is None  # a digest is no token
+    assert await store.device_by_credentials(ACCESS_TOKEN, "ta") is None  # the old token is gone
+    await raises(DuplicateToken, store.set_credentials(a.id, Credentials(ACCESS_TOKEN, "tb")))
+    b = await store.device_by_credentials(ACCESS_TOKEN, "tb")
+    await raises(DuplicateToken, store.set_credentials(b.id, Credentials(X509_CERTIFICATE, "d1gest", "pem")))
+    for bad in (Credentials(X509_CERTIFICATE, "x"), Credentials(ACCESS_TOKEN, "t", "pem"), Credentials("PSK", "x"),
+                ("ACCESS_TOKEN", "t")):
+        await raises(BadRequest, store.set_credentials(a.id, bad))
+    assert await store.get_credentials(a.id) == cert
+    await store.set_credentials(a.id, Credentials(ACCESS_TOKEN, "back"))  # and back to a token
+    assert await store.get_credentials(a.id) == Credentials(ACCESS_TOKEN, "back")
+    assert await store.device_by_credentials(X509_CERTIFICATE, "d1gest") is None
+    assert await store.get_credentials(new_id()) is None
 
 
 # -- profiles ------------------------------------------------------------------------
@@ -740,7 +773,7 @@ async def test_set_device_customer_compare_and_set(store):
     owned = replace(d, customer_id=c1.id)
     assert await store.get_device(d.id) == owned
     assert await store.device_by_name("a") == owned
-    assert await store.device_by_token("ta") == owned
+    assert await store.device_by_credentials(ACCESS_TOKEN, "ta") == owned
     assert await store.list_devices(10, 0) == ([owned], 1)
     # the owner is not what the caller expects: nothing changes
     assert await store.set_device_customer(d.id, c2.id, None) is False
@@ -932,7 +965,7 @@ async def test_update_device(store):
                                                 additional_info='{"gateway":true}'))
     assert changed == replace(a, name="a2", type="t2", label=None, additional_info='{"gateway":true}')
     assert await store.get_device(a.id) == changed and await store.device_by_name("a2") == changed
-    assert await store.device_by_name("a") is None and await store.device_by_token("ta") == changed
+    assert await store.device_by_name("a") is None and await store.device_by_credentials(ACCESS_TOKEN, "ta") == changed
     assert [d.name for d in (await store.list_devices(10, 0, sort_property="name"))[0]] == ["a2", "b"]
     assert [d.name for d in (await store.list_devices(10, 0, text_search="A2"))[0]] == ["a2"]
     await raises(DuplicateName, store.update_device(replace(a, name="b")))
