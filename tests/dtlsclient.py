@@ -17,7 +17,7 @@ MTU = 1232
 class DtlsSocket:
     """What ``Coap`` needs of a socket (sendto, recvfrom, settimeout, close), over one DTLS session."""
 
-    def __init__(self, address, cert=None, key=None, ca=None):
+    def __init__(self, address, cert=None, key=None, ca=None, source=None):
         self.address = address
         context = SSL.Context(SSL.DTLS_CLIENT_METHOD)
         if cert:
@@ -30,6 +30,8 @@ class DtlsSocket:
         self.conn.set_connect_state()
         self.conn.set_ciphertext_mtu(MTU)
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if source:
+            self.udp.bind((source, 0))  # another loopback address: another peer to the server
         self.timeout = None
         self.established = False
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the external clients the tests drive, when this machine can:
 #  - npm's coap-cli, into .clients/ in the project (never globally);
-#  - Debian's libcoap3-bin (coap-client-notls), system-wide with apt-get: said before it is done.
+#  - Debian's libcoap3-bin (coap-client-notls, -openssl, -gnutls), system-wide with apt-get: said before it is done.
 # A test that needs a missing client skips with a message saying how to get it, or fails when
 # TBCOAP_REQUIRE_ALL=1 (as in CI).
 set -u
@@ -20,7 +20,7 @@ fi
 
 if ! command -v coap-client-notls >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        say "installing Debian's libcoap3-bin SYSTEM-WIDE with apt-get (coap-client-notls)"
+        say "installing Debian's libcoap3-bin SYSTEM-WIDE with apt-get (coap-client-notls, -openssl, -gnutls)"
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcoap3-bin) >/dev/null 2>&1 \
             || say "apt-get could not install libcoap3-bin"
     else

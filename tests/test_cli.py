@@ -301,3 +301,26 @@ def test_device_list_search_and_sort(server):
         create(server, f"{prefix}-{suffix}", unique("tok"))
     out = ok(tbcoap("device", "list", "--search", prefix.upper(), "--sort", "name", "--desc", url=server.url))
     assert [line.split()[0] for line in out.splitlines()[1:]] == [f"{prefix}-c", f"{prefix}-b", f"{prefix}-a"]
+
+
+def test_device_certificate(server, tmp_path):
+    from tests.certs import make_cert
+
+    name, token = unique("x509"), unique("tok")
+    create(server, name, token)
+    issued = make_cert(None, name, client=True)
+    pem = tmp_path / "device.pem"
+    pem.write_bytes(issued.cert_pem)
+    out = ok(tbcoap("device", "certificate", name, str(pem), url=server.url))
+    creds = json.loads(ok(tbcoap("--json", "device", "token", name, url=server.url)))
+    assert creds["credentialsType"] == "X509_CERTIFICATE" and creds["credentialsId"] in out
+    result = tbcoap("device", "token", name, url=server.url)  # no token to print
+    assert result.returncode == 1 and "X.509 certificate" in result.stderr and not result.stdout
+    assert coap_post(server.coap_port, ["api", "v1", token, "telemetry"], b'{"a":1}') == 0x81  # 4.01
+    for bad, message in ((tmp_path / "missing.pem", "cannot read"), (tmp_path / "junk.pem", "not a PEM")):
+        if "junk" in bad.name:
+            bad.write_text("junk")
+        result = tbcoap("device", "certificate", name, str(bad), url=server.url)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+    ok(tbcoap("device", "token", name, "--set", token, url=server.url))  # and back to a token
+    post_telemetry(server, token, {"a": 2})

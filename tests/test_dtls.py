@@ -315,3 +315,22 @@ def test_a_lost_flight_is_sent_again(server):
         sock.close()
     server_hellos = [at for at, kind in flights if kind == 2]  # ServerHello starts each flight
     assert len(server_hellos) >= 2 and server_hellos[1] >= 0.5, flights
+
+
+def test_dtls_options_that_cannot_work_stop_the_start(tmp_path):
+    import subprocess
+
+    from tests.conftest import TWISTD
+
+    cert, key = make_cert(None, "localhost").write(tmp_path, "server")
+    other_cert, other_key = make_cert(None, "other").write(tmp_path, "other")
+    for args, message in ((["--dtls-cert", cert], "--dtls-cert and --dtls-key go together"),
+                          (["--dtls-ca", cert], "--dtls-ca needs --dtls-cert and --dtls-key"),
+                          (["--dtls-cert", str(tmp_path / "nope.pem"), "--dtls-key", key], "No such file"),
+                          (["--dtls-cert", cert, "--dtls-key", other_key], "--dtls-key"),
+                          (["--dtls-cert", key, "--dtls-key", key], "--dtls-cert"),
+                          (["--dtls-cert", cert, "--dtls-key", key, "--dtls-max-sessions", "0"], "positive")):
+        done = subprocess.run([TWISTD, "-n", "--pidfile=", "tbcoap", "--data-dir", str(tmp_path / "data"), *args],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and message in done.stderr, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr

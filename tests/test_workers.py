@@ -106,3 +106,30 @@ def test_workers_are_refused_with_sqlite(tmp_path):
     assert result.returncode == 1
     assert "--workers needs a store several nodes can share (redis://...); the sqlite store is one node's" \
         in result.stdout + result.stderr
+
+
+def test_workers_share_the_coaps_port(twistd, redis_store, tmp_path):
+    """Each DTLS peer stays with one worker (the kernel keeps its datagrams on one socket), so
+    cookies, handshakes and sessions work whichever worker a peer lands on."""
+    import re
+
+    from tests.certs import make_ca, make_cert
+    from tests.dtlsclient import DtlsCoap
+
+    cert, key = make_cert(make_ca(), "localhost", ips=["127.0.0.1"]).write(tmp_path, "server")
+    server = twistd("--store", redis_store, "--workers", "2", "--dtls-cert", cert, "--dtls-key", key,
+                    "--coaps-port", "0", "--coaps-interface", "127.0.0.1")
+    address = ("127.0.0.1", int(re.findall(r"CoAPS listening on udp \S+:(\d+)", server.read_log())[-1]))
+    workers = stats_by_worker(server, 2)
+    assert len(workers) == 2 and all("dtls" in stats for stats in workers.values())
+    assert rest(server.url, "POST", "/api/device?accessToken=WD1", {"name": "wd"})[0] == 200
+    clients = [DtlsCoap(address) for _ in range(12)]
+    try:
+        assert [c.request(POST, "/api/v1/WD1/telemetry", b'{"t":1}') for c in clients] == [CREATED] * 12
+    finally:
+        for client in clients:
+            client.close()
+    handshakes = 0
+    for stats in stats_by_worker(server, 2).values():
+        handshakes += stats["dtls"].get("handshakes", 0)
+    assert handshakes == 12

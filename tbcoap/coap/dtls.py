@@ -50,9 +50,15 @@ def server_context(cert_file, key_file, ca_file=None) -> SSL.Context:
     context.set_mode(SSL.MODE_RELEASE_BUFFERS)  # an idle session keeps no record buffers
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     for what, load, path in (("--dtls-cert", context.use_certificate_chain_file, cert_file),
-                             ("--dtls-key", context.use_privatekey_file, key_file)):
+                             ("--dtls-key", context.use_privatekey_file, key_file),
+                             ("--dtls-ca", None, ca_file)):
+        if path is None:
+            continue
         try:
-            load(path)
+            with open(path, "rb"):
+                pass  # a clear reason for a missing or unreadable file, before OpenSSL's own
+            if load is not None:
+                load(path)
         except (SSL.Error, OSError) as exc:
             raise ValueError(f"{what} {path}: {_reason(exc)}") from None
     try:

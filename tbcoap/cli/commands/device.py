@@ -1,7 +1,9 @@
-"""``tbcoap device``: create, list, show, delete devices; read or rotate their tokens."""
+"""``tbcoap device``: create, list, show, delete devices; read or rotate their tokens, or give
+them an X.509 certificate as credential."""
 
 from __future__ import annotations
 
+from tbcoap.cli.errors import CliError
 from tbcoap.cli.client import segment
 from tbcoap.cli.commands import paging
 from tbcoap.cli.output import fields, iso, page_text
@@ -31,6 +33,10 @@ def register(commands):
     p = group.command("token", token, "print a device's access token, or set a new one")
     p.add_argument("device", metavar=REF, help=REF_HELP)
     p.add_argument("--set", metavar="NEW", help="replace the token (the old one is refused at once)")
+    p = group.command("certificate", certificate,
+                      "make an X.509 certificate the device's credential (for CoAPS; the token goes)")
+    p.add_argument("device", metavar=REF, help=REF_HELP)
+    p.add_argument("pem_file", metavar="PEM_FILE", help="the device's certificate, PEM")
 
 
 def describe(device, *extra) -> str:
@@ -88,8 +94,26 @@ async def token(ctx, args):
     device_id = device["id"]["id"]
     if args.set is None:
         reply = await ctx.client.get(f"/api/device/{segment(device_id)}/credentials")
+        if reply.data.get("credentialsType") == "X509_CERTIFICATE" and not ctx.json:
+            raise CliError(f"device {device['name']} has no access token: it authenticates with an X.509 "
+                           f"certificate (digest {reply.data.get('credentialsId')}); --set gives it a token again")
     else:
         body = {"deviceId": {"entityType": "DEVICE", "id": device_id}, "credentialsType": "ACCESS_TOKEN",
                 "credentialsId": args.set}
         reply = await ctx.client.call("POST", "/api/device/credentials", body=body)
     ctx.show(reply, lambda creds: creds.get("credentialsId") or args.set)
+
+
+async def certificate(ctx, args):
+    """POST /api/device/credentials {"credentialsType":"X509_CERTIFICATE","credentialsValue": PEM}."""
+    try:
+        with open(args.pem_file, encoding="utf-8") as f:
+            pem = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {args.pem_file}: {getattr(exc, 'strerror', None) or exc}") from None
+    device = await ctx.client.device(args.device)
+    body = {"deviceId": {"entityType": "DEVICE", "id": device["id"]["id"]}, "credentialsType": "X509_CERTIFICATE",
+            "credentialsValue": pem}
+    reply = await ctx.client.call("POST", "/api/device/credentials", body=body)
+    ctx.show(reply, lambda creds: f"device {device['name']} now authenticates with its certificate over CoAPS "
+                                  f"(digest {creds.get('credentialsId')}); its access token is gone")
