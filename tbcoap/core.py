@@ -15,6 +15,7 @@ from tbcoap.services.customers import CustomerService
 from tbcoap.services.devices import DeviceService
 from tbcoap.services.profiles import ProfileService
 from tbcoap.services.provisioning import ProvisionService
+from tbcoap.services.retention import RetentionService
 from tbcoap.services.rpc import RpcService
 from tbcoap.services.rules import RuleService
 from tbcoap.services.telemetry import TelemetryService
@@ -25,7 +26,7 @@ class Core:
     """Holds the domain services; no CoAP or HTTP in here."""
 
     def __init__(self, store, plugins, rules=(), rule_timeout=10.0, limits: Limits = Limits(), bus=None,
-                 claim_duration_ms=DEFAULT_DURATION_MS):
+                 claim_duration_ms=DEFAULT_DURATION_MS, ts_ttl_ms=0):
         self.ready = False  # True while the store is open
         self.store = store
         self.plugins = plugins
@@ -41,19 +42,22 @@ class Core:
         self.claims = ClaimService(store, self.devices, claim_duration_ms)
         self.profiles = ProfileService(store)
         self.provisioning = ProvisionService(store, self.devices)
+        self.retention = RetentionService(store, ts_ttl_ms)
+        self.telemetry.retention = self.retention
 
     @defer.inlineCallbacks
     def start(self):
         """Start periodic work and take up the RPCs the store holds."""
         self.activity.start()
         yield self.rpc.start()
+        self.retention.start()
         self.ready = True
 
     def stop(self):
         """Deferred: stop periodic work, answer waiting RPC callers 503, write what is pending."""
         self.ready = False
         self.rpc.stop()
-        return self.activity.stop()
+        return defer.gatherResults([self.retention.stop(), self.activity.stop()])
 
     @defer.inlineCallbacks
     def delete_device(self, device_id):
@@ -63,4 +67,5 @@ class Core:
 
     def stats(self):
         """Domain and store counters as a plain dict."""
-        return {"store": self.store.stats(), "cachedTokens": self.devices.cached_count(), "rpc": self.rpc.stats()}
+        return {"store": self.store.stats(), "cachedTokens": self.devices.cached_count(), "rpc": self.rpc.stats(),
+                "retention": self.retention.stats()}

@@ -41,6 +41,10 @@ class ShuttingDown(TbcoapError):
     """The node is stopping; the caller may retry elsewhere (503)."""
 
 
+class NotSupported(TbcoapError):
+    """Something this store (or build) does not do; the message says what to do instead (501)."""
+
+
 class GatewayTimeout(TbcoapError):
     """An RPC expired or timed out before it was answered (504)."""
 

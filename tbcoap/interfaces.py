@@ -83,6 +83,12 @@ class ITelemetryStore(Interface):
         points may be removed once ``ts + ttl`` has passed (the store keeps that time with them).
         """
 
+    def expire_telemetry(now, older_than, limit):
+        """Delete at most ``limit`` history points that expired: ``ts < older_than`` (None: no age
+        limit) or a time to live that ended at or before ``now``.  Latest values stay.  Fires with
+        how many went; fewer than ``limit`` means nothing more has expired.  One call must stay
+        short (retention calls it again and again while the node serves)."""
+
     def delete_telemetry(device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):
         """Delete the points of ``keys`` with start_ts <= ts < end_ts.  A latest value in that range
         goes too (unless ``delete_latest`` is False); with ``rewrite_latest`` the newest point left,
@@ -241,6 +247,11 @@ class IStore(IDeviceStore, ITelemetryStore, IAttributeStore, IRpcStore, ICustome
     def check():
         """Fire with None if the store works now, fail with StoreUnavailable if not: also when
         it cannot complete writes (a write has waited more than 5 s), not only when it is down."""
+
+    def backup(path):
+        """Write a consistent snapshot of the whole store to the new file ``path`` while the store
+        keeps serving; fires when it is complete.  A store with backups of its own fails with
+        NotSupported, saying what to use instead."""
 
     def stats():
         """A plain dict of counters (e.g. ``queueDepth``), returned directly, not a Deferred."""

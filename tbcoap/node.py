@@ -21,6 +21,7 @@ from tbcoap.rest.app import make_site
 from tbcoap.rest.auth import load_admin_key
 from tbcoap.deviceapi.observers import ObserverRegistry
 from tbcoap.events import LocalBus
+from tbcoap.metrics import LatencyHistogram, registry_for
 from tbcoap.plugins import AUTH_HOOK, STORE_HOOK
 from tbcoap.ratelimit import RateLimiter, parse_rate_limit
 from tbcoap.service import check_rules, check_store
@@ -55,7 +56,8 @@ class TbcoapService(Service):
                         max_string_bytes=settings["max-value-size"])
         self.core = Core(self.store, plugins, rules=check_rules(settings, plugins), limits=limits,
                          bus=self.store.bus() or LocalBus(),
-                         rule_timeout=settings["rule-timeout"], claim_duration_ms=settings["claim-duration"])
+                         rule_timeout=settings["rule-timeout"], claim_duration_ms=settings["claim-duration"],
+                         ts_ttl_ms=settings.get("ts-ttl", 0) * 1000)
         self.observers = ObserverRegistry(self.core, max_per_device=settings["max-device-observations"])
         self.device_api = DeviceApi(self.core, self.observers, max_body=settings["max-body"],
                                     device_limiter=_limiter(settings["device-rate-limit"]),
@@ -72,6 +74,12 @@ class TbcoapService(Service):
             self.dtls = DtlsEndpoint(context, self.coaps, self.reactor, identify=digest,
                                      max_sessions=settings["dtls-max-sessions"])
             self.coaps.identify = self.dtls.identity
+        if settings.get("latency-metrics", "on") == "on":
+            for layer in (self.coap, self.coaps):
+                if layer is not None:
+                    layer.latency = LatencyHistogram()
+        self.metrics = registry_for(self)
+        self.backup_running = False
         self.admin_key = None
         self.lock = None
         self.site = None

@@ -28,6 +28,20 @@ _SIZE = re.compile(r"(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)", re.I)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
+_DURATION = re.compile(r"(\d+)\s*([smhd]?)")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(value) -> int:
+    """Seconds from ``3600``, ``"3600s"``, ``"90m"``, ``"12h"`` or ``"90d"`` (0: none)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _DURATION.fullmatch(str(value).strip().lower())
+    if not match:
+        raise ValueError(f"not a duration: {value!r}")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
 def size(value) -> int:
     """A size in bytes from ``65536``, ``"64KiB"``, ``"64k"`` or ``"1MiB"`` (units of 1024)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -76,6 +90,9 @@ SETTINGS = {
     "dtls-key": (None, str, "PEM file: the private key of --dtls-cert"),
     "dtls-ca": (None, str, "PEM file of the CAs client certificates must chain to (default: any is taken)"),
     "dtls-max-sessions": (10_000, int, "DTLS sessions at once (the least recently active ends for a new one)"),
+    "ts-ttl": ("0", duration, "delete time-series points older than this: 90d, 12h, 3600s or seconds (0: keep)"),
+    "metrics-key": (None, str, "a key that may read GET /metrics (besides the admin key)"),
+    "latency-metrics": ("on", str, "on: time each CoAP request for /metrics; off: no request histogram (store commits are timed either way)"),
 }
 
 
@@ -173,7 +190,7 @@ def resolve_settings(given) -> dict:
     settings.update({name: value for name, value in given.items() if name in SETTINGS and value is not None})
     for name, (_, convert, _) in SETTINGS.items():
         value = settings[name]
-        if value is None or (not isinstance(value, str) and convert is not size) or convert is str:
+        if value is None or (not isinstance(value, str) and convert not in (size, duration)) or convert is str:
             continue  # a config file value of the right type, or text
         try:
             settings[name] = convert(value)
@@ -187,14 +204,15 @@ def resolve_settings(given) -> dict:
     return settings
 
 
-TYPE_WORDS = {int: "an integer", float: "a number", str: "text", size: "a size (65536, 64KiB, 1MiB)"}
+TYPE_WORDS = {int: "an integer", float: "a number", str: "text", size: "a size (65536, 64KiB, 1MiB)",
+              duration: "a duration (90d, 12h, 3600s or seconds)"}
 
 
 def _right_type(value, convert):
     """A config file value (not text from the command line) of the setting's own type."""
     if isinstance(value, bool):
         return False
-    if convert is size:
+    if convert in (size, duration):
         return isinstance(value, (int, str))
     return isinstance(value, int) if convert is int else isinstance(value, (int, float)) if convert is float \
         else isinstance(value, str)
@@ -223,6 +241,12 @@ def _validate(settings):
         if settings[name] < 1:
             raise usage.UsageError(f"--{name} must be positive")
     _validate_dtls(settings)
+    if settings["ts-ttl"] < 0:
+        raise usage.UsageError("--ts-ttl must be 0 (keep) or a positive duration")
+    if settings["latency-metrics"] not in ("on", "off"):
+        raise usage.UsageError("--latency-metrics must be on or off")
+    if settings["metrics-key"] is not None and len(settings["metrics-key"]) < 16:
+        raise usage.UsageError("--metrics-key must be at least 16 characters")
     if not 1 <= settings["workers"] <= 256:
         raise usage.UsageError("--workers must be 1 to 256")
     if settings["max-rest-body"] < MIN_REST_BODY:

@@ -293,8 +293,8 @@ for _, save in ipairs(cjson.decode(ARGV[2])) do
       if save[3] then  -- a time to live: found by retention in the expiry index
         redis.call('ZADD', K('expiring'), tonumber(ts) + save[3], device .. '\\0' .. key .. '\\0' .. ts)
       end
-      if not current then
-        redis.call('ZADD', K('series'), 0, device .. '\\0' .. key)
+      if not newest or newest >= tonumber(ts) then  -- a new series, or a point before its newest:
+        redis.call('ZADD', K('series'), 'LT', ts, device .. '\\0' .. key)  -- the score stays <= its oldest
       end
       if not newest or newest <= tonumber(ts) then
         redis.call('HSET', latest, key, member)
@@ -416,6 +416,44 @@ for _, k in ipairs(order) do
   out[#out + 1] = b.maxtext or ''
 end
 return out
+"""
+
+EXPIRE_TELEMETRY = """
+-- ARGV: P, now, older than ('' = no age limit), limit. Deletes at most limit history points: those
+-- of series whose oldest point is older than the limit ('series' scores are <= each series' oldest
+-- ts), then those whose own time to live ended ('expiring'). Latest values stay. Returns the count.
+local now, cutoff, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local deleted = 0
+if cutoff ~= '' then
+  for _, series in ipairs(redis.call('ZRANGEBYSCORE', K('series'), '-inf', '(' .. cutoff, 'LIMIT', 0, limit)) do
+    if deleted >= limit then break end
+    local device, key = string.match(series, '^(.-)%z(.*)$')
+    local history = K('tsh', device, key)
+    local old = redis.call('ZRANGEBYSCORE', history, '-inf', '(' .. cutoff, 'LIMIT', 0, limit - deleted)
+    if #old > 0 then
+      local last = old[#old]
+      redis.call('ZREMRANGEBYSCORE', history, '-inf', string.sub(last, 1, string.find(last, '|', 1, true) - 1))
+      deleted = deleted + #old
+    end
+    local oldest = redis.call('ZRANGE', history, 0, 0, 'WITHSCORES')
+    if oldest[2] then
+      redis.call('ZADD', K('series'), 'XX', oldest[2], series)
+    else  -- nothing left: later points come after the latest one
+      local latest = redis.call('HGET', K('tsl', device), key)
+      local newest = latest and string.match(latest, '^(-?%d+)|')
+      if newest then redis.call('ZADD', K('series'), 'XX', newest, series)
+      else redis.call('ZREM', K('series'), series) end
+    end
+  end
+end
+if deleted < limit then
+  for _, entry in ipairs(redis.call('ZRANGEBYSCORE', K('expiring'), '-inf', now, 'LIMIT', 0, limit - deleted)) do
+    local device, key, ts = string.match(entry, '^(.-)%z(.-)%z(-?%d+)$')
+    deleted = deleted + redis.call('ZREMRANGEBYSCORE', K('tsh', device, key), ts, ts)
+    redis.call('ZREM', K('expiring'), entry)
+  end
+end
+return deleted
 """
 
 SAVE_ATTRIBUTES = """

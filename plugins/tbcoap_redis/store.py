@@ -16,8 +16,9 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, StoreUnavailable
+from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, NotSupported, StoreUnavailable
 from tbcoap.interfaces import IStore
+from tbcoap.metrics import LatencyHistogram
 from tbcoap.models import (ACCESS_TOKEN, PROVISION_TYPES, SCOPES, ClaimRequest, Credentials, Customer, Device,
                            DeviceProfile, Rpc, from_kind, new_id, now_ms)
 from tbcoap.storekit import (
@@ -120,6 +121,7 @@ class RedisStore:
         self._sha = {}
         self._state = "new"
         self._writes = deque()  # start times of writes not answered yet, oldest first
+        self.commit_latency = LatencyHistogram()  # seconds from a write script's call to its reply
         self._bus = None
         self._waiting_replicas = None
         self._telemetry = deque()  # (save, Deferred) of telemetry saves waiting for this turn's call
@@ -168,6 +170,11 @@ class RedisStore:
         if self._state != "open":
             return defer.fail(StoreUnavailable(f"redis store is {self._state.replace('new', 'not open')}"))
         return self.redis.call("PING").addCallback(lambda _: None)
+
+    def backup(self, path):
+        return defer.fail(NotSupported(
+            "the redis store is backed up by Redis itself: BGSAVE (an RDB snapshot) or the AOF; "
+            "copy the dump.rdb or appendonly files Redis writes"))
 
     def stats(self):
         return {"queueDepth": len(self._writes), **self.counters,
@@ -243,7 +250,7 @@ class RedisStore:
         return reply
 
     def _written(self, result):
-        self._writes.popleft()
+        self.commit_latency.observe(time.monotonic() - self._writes.popleft())  # replies come in order
         if isinstance(result, Failure):
             self.counters["failedWrites"] += 1
         else:
@@ -394,6 +401,12 @@ class RedisStore:
             saves = json.dumps([save for save, _ in batch], separators=(",", ":"), ensure_ascii=False)
             d = self._eval("SAVE_TELEMETRY", saves)  # (also while closing: these were accepted before)
             d.addCallbacks(_answer_each, _fail_each, callbackArgs=(batch,), errbackArgs=(batch,))
+
+    def expire_telemetry(self, now, older_than, limit):
+        if not (is_int64(now) and (older_than is None or is_int64(older_than)) and is_int64(limit, 1)):
+            return defer.fail(BadRequest("now, older_than and limit must be integers (older_than may be None)"))
+        d = self._write("EXPIRE_TELEMETRY", "telemetry", now, "" if older_than is None else older_than, limit)
+        return d.addCallback(int)
 
     def delete_telemetry(self, device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):
         try:

@@ -143,7 +143,20 @@ ALTER TABLE credentials ADD COLUMN type TEXT NOT NULL DEFAULT 'ACCESS_TOKEN';
 ALTER TABLE credentials ADD COLUMN value TEXT;
 """
 
-MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6]
+# Retention: a lower bound of each series' oldest point, indexed, so a pass finds the series with
+# expired points without scanning and deletes neighbouring rows of one series at a time.
+_V7 = """
+CREATE TABLE ts_kv_series (
+    device_id TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    oldest    INTEGER NOT NULL,
+    PRIMARY KEY (device_id, key)
+) WITHOUT ROWID;
+CREATE INDEX ts_kv_series_by_oldest ON ts_kv_series (oldest);
+INSERT INTO ts_kv_series (device_id, key, oldest) SELECT device_id, key, min(ts) FROM ts_kv GROUP BY device_id, key;
+"""
+
+MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

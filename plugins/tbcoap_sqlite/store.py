@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -78,6 +78,11 @@ _LATEST_UPSERT = (
     "INSERT INTO ts_kv_latest (device_id, key, ts, kind, value) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT (device_id, key) DO UPDATE SET ts = excluded.ts, kind = excluded.kind,"
     " value = excluded.value WHERE excluded.ts >= ts_kv_latest.ts"
+)
+
+_SERIES_UPSERT = (  # a series' oldest point (retention's lower bound) moves only further back
+    "INSERT INTO ts_kv_series (device_id, key, oldest) VALUES (?, ?, ?)"
+    " ON CONFLICT (device_id, key) DO UPDATE SET oldest = excluded.oldest WHERE excluded.oldest < ts_kv_series.oldest"
 )
 
 
@@ -170,6 +175,7 @@ class SQLiteStore:
         self._reactor = reactor
         self._state = "new"  # -> opening -> open -> closing -> closed
         self._writer = None
+        self.commit_latency = None  # the writer's LatencyHistogram, once open
         self._pool = None
         self._checkpointer = None
         self._local = threading.local()
@@ -188,6 +194,7 @@ class SQLiteStore:
             return defer.fail(StoreUnavailable(f"sqlite store is {self._state}"))
         self._state = "opening"
         self._writer = GroupCommitWriter(self._reactor, self._connect_writer)
+        self.commit_latency = self._writer.commit_latency
         return self._writer.start(self._setup, self._finish).addCallbacks(self._opened, self._open_failed)
 
     def _opened(self, _):
@@ -252,6 +259,31 @@ class SQLiteStore:
     def bus(self):
         """None: one node uses a SQLite file alone."""
         return None
+
+    def backup(self, path):
+        """SQLite's online backup of the whole database into the new file ``path`` (0600), in one
+        step: one read transaction, so the copy is the database as it was when the step began,
+        every commit acknowledged before it included.  Writers go on meanwhile (WAL)."""
+        if self._state != "open":
+            return defer.fail(StoreUnavailable("the sqlite store is not open"))
+
+        def copy():
+            source = self._connect()
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.close(fd)
+                target = sqlite3.connect(path)
+                try:
+                    source.backup(target)
+                finally:
+                    target.close()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"backup failed: {exc}") from exc
+            finally:
+                source.close()
+            return os.path.getsize(path)
+
+        return threads.deferToThread(copy)
 
     def stats(self):
         w = self._writer
@@ -463,7 +495,7 @@ class SQLiteStore:
     def delete_device(self, device_id):
         def job(conn):
             for table in (
-                "credentials", "ts_kv", "ts_kv_latest", "attributes", "rpcs", "rpc_counters", "claim_requests",
+                "credentials", "ts_kv", "ts_kv_latest", "ts_kv_series", "attributes", "rpcs", "rpc_counters", "claim_requests",
             ):
                 conn.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
             return conn.execute("DELETE FROM devices WHERE id = ?", (device_id,)).rowcount > 0
@@ -580,6 +612,11 @@ class SQLiteStore:
         if not rows:
             return defer.succeed(None)
         history = [(*row, row[2] + ttl if ttl else None) for row in rows]
+        oldest = {}
+        for _, key, ts, _, _ in rows:
+            if ts < oldest.get(key, ts + 1):
+                oldest[key] = ts
+        series = [(device_id, key, ts) for key, ts in oldest.items()]
 
         def job(conn):
             _require_device(conn, device_id)
@@ -588,6 +625,39 @@ class SQLiteStore:
                 history,
             )
             conn.executemany(_LATEST_UPSERT, rows)
+            conn.executemany(_SERIES_UPSERT, series)
+
+        return self._write(job)
+
+    def expire_telemetry(self, now, older_than, limit):
+        if not (is_int64(now) and (older_than is None or is_int64(older_than)) and is_int64(limit, 1)):
+            return defer.fail(BadRequest("now, older_than and limit must be integers (older_than may be None)"))
+
+        def job(conn):
+            deleted = 0
+            while older_than is not None and deleted < limit:
+                # the series whose oldest point may have expired (a lower bound, indexed), then a
+                # range of that series: neighbouring rows of the primary key, cheap to delete
+                row = conn.execute("SELECT device_id, key FROM ts_kv_series WHERE oldest < ? ORDER BY oldest LIMIT 1",
+                                   (older_than,)).fetchone()
+                if row is None:
+                    break
+                bound = _one(conn, "SELECT ts FROM ts_kv WHERE device_id = ? AND key = ? AND ts < ?"
+                             " ORDER BY ts LIMIT 1 OFFSET ?", *row, older_than, limit - deleted)
+                deleted += conn.execute("DELETE FROM ts_kv WHERE device_id = ? AND key = ? AND ts < ?",
+                                        (*row, older_than if bound is None else bound)).rowcount
+                left = bound if bound is not None else _one(
+                    conn, "SELECT min(ts) FROM ts_kv WHERE device_id = ? AND key = ?", *row)
+                if left is None:
+                    conn.execute("DELETE FROM ts_kv_series WHERE device_id = ? AND key = ?", row)
+                else:
+                    conn.execute("UPDATE ts_kv_series SET oldest = ? WHERE device_id = ? AND key = ?", (left, *row))
+            if deleted < limit:
+                deleted += conn.execute(
+                    "DELETE FROM ts_kv WHERE (device_id, key, ts) IN"
+                    " (SELECT device_id, key, ts FROM ts_kv WHERE expires <= ? LIMIT ?)",
+                    (now, limit - deleted)).rowcount
+            return deleted
 
         return self._write(job)
 

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, StoreUnavailable
+from tbcoap.metrics import LatencyHistogram
 
 MAX_BATCH = 1000
 
@@ -74,6 +75,7 @@ class GroupCommitWriter:
         self.pending = 0  # submitted, not yet answered
         self._submitted = collections.deque()  # when each unanswered job was submitted (monotonic)
         self.commits = 0
+        self.commit_latency = LatencyHistogram()  # seconds per batch commit (read by /metrics)
         self.writes = 0
         self.failed = 0
         self.largest_batch = 0
@@ -143,8 +145,10 @@ class GroupCommitWriter:
                     break
                 count = min(len(self._jobs), self._max_batch)
                 batch = [self._jobs.popleft() for _ in range(count)]
+            started = time.perf_counter()
             try:
                 outcomes = self._commit(conn, batch)
+                self.commit_latency.observe(time.perf_counter() - started)
             except Exception as exc:  # a bug here must not leave Deferreds waiting
                 self.log.failure("sqlite writer failed a batch")
                 outcomes = self._abort(conn, batch, [], StoreUnavailable(f"sqlite writer: {exc}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -12,7 +13,7 @@ from treq.client import HTTPClient
 from twisted.internet import defer, error
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 
-from tbcoap.cli.errors import ApiError, Unreachable
+from tbcoap.cli.errors import ApiError, CliError, Unreachable
 
 MAX_SEARCH_PAGES = 100  # of 1,000 devices each, when a customer key looks a name up
 
@@ -75,6 +76,34 @@ class Client:
             if any(f.check(defer.CancelledError) for f in e.reasons):
                 raise defer.CancelledError() from None
             raise Unreachable(f"connection to {self.url} failed: {_describe(e)}") from None
+
+    async def download(self, path, target) -> int:
+        """GET ``path`` and stream its body into the new file ``target`` (0600); its size.  ApiError
+        on an error status; the timeout is for the answer to begin, not for the whole body."""
+        headers = {"X-Authorization": [f"Bearer {self.key}"]} if self.key is not None else {}
+        answer = defer.ensureDeferred(self._request_only("GET", self.url + path, headers))
+        answer.addTimeout(self.timeout, self._reactor)
+        try:
+            response = await answer
+        except defer.TimeoutError:
+            raise Unreachable(f"no answer from {self.url} within {self.timeout:g} s") from None
+        if response.code >= 400:
+            data = _parse((await treq.content(response)).decode("utf-8", "replace"))
+            message = data.get("message") if isinstance(data, dict) else None
+            raise ApiError(response.code, message or response.phrase.decode("latin-1", "replace"), data)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            raise CliError(f"cannot write {target}: {exc.strerror}") from None
+        with os.fdopen(fd, "wb") as out:
+            await treq.collect(response, out.write)
+            return out.tell()
+
+    async def _request_only(self, method, url, headers):
+        try:
+            return await self._http.request(method, url, headers=headers)
+        except (error.ConnectError, error.DNSLookupError) as e:
+            raise Unreachable(f"cannot connect to {self.url} ({_describe(e)}); check --url") from None
 
     async def get(self, path, params=None) -> Reply:
         """GET ``path``."""

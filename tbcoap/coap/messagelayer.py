@@ -26,6 +26,7 @@ from __future__ import annotations
 import weakref
 import zlib
 from collections import Counter, OrderedDict, deque
+from time import perf_counter
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -208,6 +209,7 @@ class MessageLayer(coap.Coap):
         self._peer_observations = {}  # host -> how many relations it has
         self._peer_relations = {}  # (host, port) -> {key: None} of its relations (ended with a DTLS session)
         self.identify = None  # over DTLS: address -> identity of the peer's certificate, or None
+        self.latency = None  # a LatencyHistogram of receipt-to-answer times, when metrics want them
         self.notification_budget = ByteBudget(notification_bytes)
         self._peer_queued = {}  # host -> bytes of notifications waiting for it
         self.max_peer_queued = max(notification_bytes // PEER_SHARE, 1)
@@ -291,6 +293,7 @@ class MessageLayer(coap.Coap):
                 self._answer(request, None, response(coap.SERVICE_UNAVAILABLE, b"shutting down", 0))
             return
         recent.put(key, None, self.clock.seconds())
+        request.received = perf_counter()
         if request.unknown_critical is not None:
             if request.mtype == CON:
                 self._answer(request, key, response(
@@ -423,6 +426,10 @@ class MessageLayer(coap.Coap):
                 # an empty piggybacked answer is kept as its code (a small int: no allocation)
                 self.recent.replace(key, answer.code if len(data) == 4 + len(request.token) else data)
         self.counters[answer.code] += 1
+        if self.latency is not None:
+            received = getattr(request, "received", None)
+            if received is not None:
+                self.latency.observe(perf_counter() - received)
         if observation is not None:
             observation.ready = True
             observation._pump()

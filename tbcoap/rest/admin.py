@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
+
+from prometheus_client.exposition import choose_encoder
 from twisted.internet import defer
+
+from tbcoap.errors import StoreUnavailable
+from tbcoap.rest.app import FileDownload, Raw
 
 
 @defer.inlineCallbacks
@@ -13,6 +21,47 @@ def stats(call):
     out["rpc"]["queuedRpcs"] = counts["QUEUED"]
     out["rpc"]["inFlightRpcs"] = counts["SENT"] + counts["DELIVERED"]
     return out
+
+
+def metrics(call):
+    """GET /metrics (admin key or --metrics-key): Prometheus' text format, or OpenMetrics when the
+    scraper's Accept header asks for it."""
+    accept = call.request.getHeader(b"accept")
+    encoder, content_type = choose_encoder(accept.decode("latin-1") if accept else None)
+    return Raw(content_type.encode("ascii"), encoder(call.node.metrics))
+
+
+@defer.inlineCallbacks
+def backup(call):
+    """GET /api/admin/backup: a consistent snapshot of the store as a file download, taken while the
+    node serves (the store writes it into the data directory first; it is removed once sent).  One
+    at a time; 501 from a store that has backups of its own."""
+    node = call.node
+    if node.backup_running:
+        raise StoreUnavailable("a backup is being taken already; try again when it is done")
+    node.backup_running = True
+    path = os.path.join(node.settings["data-dir"], f".backup-{uuid.uuid4().hex}.part")
+
+    def done():
+        node.backup_running = False
+        _remove(path)
+
+    try:
+        yield node.store.backup(path)
+    except BaseException:
+        done()
+        raise
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    sqlite = node.store.name == "sqlite"
+    return FileDownload(path, b"application/vnd.sqlite3" if sqlite else b"application/octet-stream",
+                        f"tbcoap-{stamp}.{'sqlite3' if sqlite else 'backup'}", done)
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def plugins(call):

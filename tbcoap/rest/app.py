@@ -8,16 +8,18 @@ this module turns those into ``{"status": .., "message": ..}``.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.protocols.basic import FileSender
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from tbcoap.errors import (BadRequest, Forbidden, GatewayTimeout, NotFound, RpcFailed, ShuttingDown,
+from tbcoap.errors import (BadRequest, Forbidden, GatewayTimeout, NotFound, NotSupported, RpcFailed, ShuttingDown,
                            StoreUnavailable, Unauthorized)
 from tbcoap.redact import redact_uri
 from tbcoap.services.values import parse_json
@@ -33,6 +35,25 @@ DEVICE_SORT_PROPERTIES = ("createdTime", "name", "type", "label")
 
 class RawJson(str):
     """JSON text a handler returns to be written as it is."""
+
+
+@dataclass
+class FileDownload:
+    """A file a handler returns to be streamed as an attachment; ``done()`` runs once it was sent
+    (or the client went away)."""
+
+    path: str
+    content_type: bytes
+    filename: str
+    done: object
+
+
+@dataclass
+class Raw:
+    """A body that is not JSON, with its content type."""
+
+    content_type: bytes
+    body: bytes
 
 
 @dataclass
@@ -196,12 +217,18 @@ class Api(Resource):
 
 
 def _write_json(value, request):
+    if isinstance(value, FileDownload):
+        _send_file(value, request)
+        return
     if request._disconnected:
         return
     if isinstance(value, Answer):
         request.setResponseCode(value.status)
         value = value.value
-    if value is None:
+    if isinstance(value, Raw):
+        request.setHeader(b"content-type", value.content_type)
+        body = value.body
+    elif value is None:
         body = b""
     elif isinstance(value, RawJson):
         body = value.encode("utf-8")
@@ -211,8 +238,28 @@ def _write_json(value, request):
     request.finish()
 
 
+def _send_file(download, request):
+    """Stream ``download`` with FileSender (a producer: the file never sits in memory)."""
+    if request._disconnected:
+        download.done()
+        return
+    handle = open(download.path, "rb")
+    request.setHeader(b"content-type", download.content_type)
+    request.setHeader(b"content-length", str(os.fstat(handle.fileno()).st_size).encode())
+    request.setHeader(b"content-disposition", f'attachment; filename="{download.filename}"'.encode())
+
+    def finished(result):
+        handle.close()
+        download.done()
+        if not request._disconnected:
+            request.finish()
+
+    FileSender().beginFileTransfer(handle, request).addBoth(finished)
+
+
 STATUS_OF = ((BadRequest, 400), (Unauthorized, 401), (Forbidden, 403), (NotFound, 404),
-             (MethodNotAllowed, 405), (StoreUnavailable, 503), (ShuttingDown, 503), (RpcFailed, 502), (GatewayTimeout, 504))
+             (MethodNotAllowed, 405), (StoreUnavailable, 503), (ShuttingDown, 503), (RpcFailed, 502), (GatewayTimeout, 504),
+             (NotSupported, 501))
 
 
 def _write_error(failure, request):

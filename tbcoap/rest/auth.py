@@ -20,7 +20,7 @@ log = Logger()
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: role ``admin`` or ``customer`` (with its customer id)."""
+    """Who is calling: role ``admin``, ``customer`` (with its customer id) or ``metrics`` (GET /metrics only)."""
 
     role: str
     customer_id: str | None = None
@@ -88,6 +88,9 @@ def principal_for(request, node):
         raise Unauthorized("missing key: send X-Authorization: Bearer <key> (or ApiKey <key>)")
     if hmac.compare_digest(key.encode("utf-8"), node.admin_key.encode("utf-8")):
         return Principal("admin")
+    metrics_key = node.settings.get("metrics-key")
+    if metrics_key and hmac.compare_digest(key.encode("utf-8"), metrics_key.encode("utf-8")):
+        return Principal("metrics")  # GET /metrics only
     if not node.core.ready:
         raise ShuttingDown("server is not ready or shutting down")
     customer_id = yield node.core.customers.by_key(key)

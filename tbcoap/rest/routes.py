@@ -48,5 +48,7 @@ ROUTES = [
     route("GET", "/api/deviceProfiles", profiles.list_profiles),
     route("GET", "/api/admin/stats", admin.stats),
     route("GET", "/api/admin/plugins", admin.plugins),
+    route("GET", "/api/admin/backup", admin.backup),
     route("GET", "/api/health", admin.health, roles=()),
+    route("GET", "/metrics", admin.metrics, roles=("admin", "metrics")),
 ]

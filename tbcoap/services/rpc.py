@@ -9,6 +9,7 @@ device is in flight at a time, in the order of their ids.
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -67,6 +68,7 @@ class RpcService:
         self._rpc_device = {}    # rpc_id -> device_id of the RPCs with a timer or a waiter
         self._device_rpcs = {}   # device_id -> {rpc_id} of those: what a deletion ends, found in O(1)
         self._running = False
+        self.status_changes = Counter()  # status -> RPCs that entered it here (for /metrics)
         bus.subscribe(self._on_event)
 
     # -- callers --------------------------------------------------------------
@@ -83,6 +85,7 @@ class RpcService:
                                            persistent=request["persistent"],
                                            expiration_time=request["expiration_time"],
                                            created_time=request["created_time"]))
+        self.status_changes["QUEUED"] += 1
         self._schedule_expiry(rpc)
         if rpc.persistent:
             self.bus.publish(RpcChanged(device_id, rpc.id, rpc.status))
@@ -93,6 +96,16 @@ class RpcService:
         self.bus.publish(RpcChanged(device_id, rpc.id, rpc.status))
         result = yield waiting
         return result
+
+    def _set_status(self, rpc_id, status, *args, **kwargs):
+        """The store's ``set_rpc_status``, counted (for /metrics) when it changed the status."""
+        d = self.store.set_rpc_status(rpc_id, status, *args, **kwargs)
+        return d.addCallback(self._counted, status)
+
+    def _counted(self, changed, status):
+        if changed:
+            self.status_changes[status] += 1
+        return changed
 
     def get(self, rpc_id):
         """Deferred Rpc, or NotFound."""
@@ -130,7 +143,7 @@ class RpcService:
         """The device answered RPC ``request_id``; unknown or finished ids are logged only."""
         rpc = yield self.store.rpc_by_request_id(device.id, request_id)
         if rpc is not None and not rpc.oneway:
-            if (yield self.store.set_rpc_status(rpc.id, "SUCCESSFUL", response_json, expect=("SENT", "DELIVERED"))):
+            if (yield self._set_status(rpc.id, "SUCCESSFUL", response_json, expect=("SENT", "DELIVERED"))):
                 self._cancel_timer(rpc.id)
                 self.bus.publish(RpcChanged(device.id, rpc.id, "SUCCESSFUL"))
                 return
@@ -167,7 +180,7 @@ class RpcService:
             if rpc.expiration_time <= now:  # its timer was on a node that went away, say
                 self._expire(rpc)
                 continue
-            if not (yield self.store.set_rpc_status(rpc.id, "SENT", expect=("QUEUED",))):
+            if not (yield self._set_status(rpc.id, "SENT", expect=("QUEUED",))):
                 continue
             message = compact_json({"id": rpc.request_id, "method": rpc.method,
                                     "params": json.loads(rpc.params_json)}).encode()  # once for all channels
@@ -199,7 +212,7 @@ class RpcService:
                 status = "QUEUED"
         if status is None:
             return
-        d = self.store.set_rpc_status(rpc.id, status, expect=("SENT",))
+        d = self._set_status(rpc.id, status, expect=("SENT",))
         d.addCallback(self._status_changed, rpc, status)
         d.addBoth(self._delivery_done, rpc.device_id)  # the next RPC need not wait for slow observers
         d.addErrback(lambda f: log.failure("rpc status update failed", f))
@@ -249,9 +262,9 @@ class RpcService:
         self._timers.pop(rpc.id, None)
         self._untrack(rpc.id)
         try:
-            if (yield self.store.set_rpc_status(rpc.id, "EXPIRED", expect=("QUEUED", "SENT"))):
+            if (yield self._set_status(rpc.id, "EXPIRED", expect=("QUEUED", "SENT"))):
                 self.bus.publish(RpcChanged(rpc.device_id, rpc.id, "EXPIRED"))
-            elif (yield self.store.set_rpc_status(rpc.id, "TIMEOUT", expect=("DELIVERED",))):
+            elif (yield self._set_status(rpc.id, "TIMEOUT", expect=("DELIVERED",))):
                 self.bus.publish(RpcChanged(rpc.device_id, rpc.id, "TIMEOUT"))
         except Exception:
             log.failure("could not expire rpc {id}", id=rpc.id)
@@ -304,7 +317,7 @@ class RpcService:
         self._running = True
         for rpc in (yield self.store.pending_rpcs()):
             if rpc.status == "SENT":
-                yield self.store.set_rpc_status(rpc.id, "QUEUED", expect=("SENT",))
+                yield self._set_status(rpc.id, "QUEUED", expect=("SENT",))
             self._schedule_expiry(rpc)
 
     def stop(self):

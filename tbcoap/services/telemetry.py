@@ -35,6 +35,8 @@ class TelemetryService:
         self.rules = rules
         self.limits = limits
         self.long_reads = LongReads()
+        self.points_stored = 0  # committed on this node (for /metrics)
+        self.retention = None  # the RetentionService, told when points with a time to live expire
 
     def upload(self, device, payload: bytes):
         """Type and store a device's telemetry payload.
@@ -46,6 +48,7 @@ class TelemetryService:
         if not entries:
             return None
         d = self.store.save_telemetry(device.id, entries)
+        d.addCallback(self._stored, len(entries))
         if self.rules is not None:
             d.addCallback(lambda _: self.rules.uploaded("tbcoap_telemetry_uploaded", device, entries=entries))
         return d
@@ -56,7 +59,18 @@ class TelemetryService:
         entries = parse_telemetry(payload, now_ms(), self.limits)
         if not entries:
             return defer.succeed(None)
-        return self.store.save_telemetry(device_id, entries, ttl_ms or None)
+        d = self.store.save_telemetry(device_id, entries, ttl_ms or None).addCallback(self._stored, len(entries))
+        if ttl_ms and self.retention is not None:
+            d.addCallback(self._expect, min(ts for ts, _, _ in entries) + ttl_ms)
+        return d
+
+    def _expect(self, result, expires_ms):
+        self.retention.expect(expires_ms)
+        return result
+
+    def _stored(self, result, points):
+        self.points_stored += points
+        return result
 
     def delete(self, device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):
         """Delete the points of ``keys`` in [start_ts, end_ts) (ThingsBoard's time-series deletion)."""

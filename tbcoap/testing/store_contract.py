@@ -1127,3 +1127,48 @@ async def test_update_profile_renames_its_devices_type(store):
     cleared = replace(changed, provision_type="DISABLED", provision_key=None, provision_secret=None)
     assert await store.update_profile(cleared) == cleared and await store.profile_by_provision_key("k1") is None
     assert await store.profile_by_name("other") == other
+
+
+@pytest_twisted.ensureDeferred
+async def test_expire_telemetry_by_age(store):
+    a = await store.add_device(dev("a"), "ta")
+    b = await store.add_device(dev("b"), "tb")
+    for d in (a, b):
+        await store.save_telemetry(d.id, [(ts, key, ts) for ts in range(1000, 6000, 1000) for key in ("x", "y")])
+
+    async def history(d, key):
+        return [ts for ts, _ in (await store.telemetry_history(d.id, [key], 0, 10**6, 100, False)).get(key, [])]
+
+    assert await store.expire_telemetry(10**9, 3000, 100) == 8  # ts 1000 and 2000 of four series
+    assert await history(a, "x") == [3000, 4000, 5000] and await history(b, "y") == [3000, 4000, 5000]
+    assert await store.expire_telemetry(10**9, 3000, 100) == 0
+    # a batch stops at its limit; the rest goes with the next calls
+    counts = [await store.expire_telemetry(10**9, 10**6, 3) for _ in range(5)]
+    assert counts == [3, 3, 3, 3, 0]
+    assert await history(a, "x") == [] and await history(b, "y") == []
+    # latest values stay, and points written later (also older ones) are found again
+    assert (await store.latest_telemetry(a.id, ["x"]))["x"] == (5000, 5000)
+    await store.save_telemetry(a.id, [(7000, "x", 7), (100, "x", 1)])
+    assert await store.expire_telemetry(10**9, 6000, 100) == 1
+    assert await history(a, "x") == [7000]
+    # after an operator's delete, and across a device deleted and one kept, expiry finds what is left
+    await store.save_telemetry(b.id, [(1000, "z", 1), (2000, "z", 2), (9000, "z", 9)])
+    await store.delete_telemetry(b.id, ["z"], 0, 1500)
+    await store.delete_device(a.id)
+    assert await store.expire_telemetry(10**9, 8000, 100) == 1
+    assert await history(b, "z") == [9000]
+    await raises(BadRequest, store.expire_telemetry(10**9, None, 0))
+
+
+@pytest_twisted.ensureDeferred
+async def test_expire_telemetry_by_time_to_live(store):
+    a = await store.add_device(dev("a"), "ta")
+    await store.save_telemetry(a.id, [(10_000, "t", 1), (11_000, "t", 2)], ttl=5_000)
+    await store.save_telemetry(a.id, [(12_000, "t", 3)])  # no time to live
+    assert await store.expire_telemetry(15_500, None, 100) == 1  # 10,000 + 5,000 has passed
+    assert await store.expire_telemetry(15_500, None, 100) == 0
+    assert await store.expire_telemetry(16_000, None, 100) == 1
+    history = await store.telemetry_history(a.id, ["t"], 0, 10**6, 100, False)
+    assert history == {"t": [(12_000, 3)]}
+    assert await store.expire_telemetry(10**12, None, 100) == 0  # without an age limit it stays
+    assert (await store.latest_telemetry(a.id, ["t"]))["t"] == (12_000, 3)
