@@ -69,7 +69,9 @@ def start_tbcoap(workdir, extra, create=True):
                 pass
         time.sleep(0.1)
     proc.kill()
-    raise SystemExit(f"tbcoap did not start; see {log_path}")
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        tail = "".join(f.readlines()[-15:])
+    raise SystemExit(f"tbcoap did not start in 30 s; the end of {log_path}:\n{tail}")
 
 
 def rest(port, method, path, body=None):
