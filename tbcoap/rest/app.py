@@ -329,7 +329,9 @@ class ApiSite(server.Site):
 
 
 def make_site(node):
-    """The twisted.web Site of the REST API."""
+    """The twisted.web Site of the REST API, with the web console at ``/``."""
     from tbcoap.rest.routes import ROUTES
 
-    return ApiSite(node, Api(node, ROUTES))
+    from tbcoap.web import Root
+
+    return ApiSite(node, Root(Api(node, ROUTES)))

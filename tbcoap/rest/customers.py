@@ -6,6 +6,7 @@ from twisted.internet import defer
 
 from tbcoap.errors import BadRequest, NotFound
 from tbcoap.rest.app import Answer
+from tbcoap.rest.devices import device_infos, info_paging
 from tbcoap.rest.views import device_json, page_json
 
 def customer_json(customer) -> dict:
@@ -58,6 +59,17 @@ def customer_devices(call, customer_id):
     page_size, page = call.paging()
     devices, total = yield call.core.customers.devices(customer_id, page_size, page, **call.device_query())
     return page_json([device_json(d) for d in devices], total, page_size, page)
+
+
+@defer.inlineCallbacks
+def customer_device_infos(call, customer_id):
+    """GET /api/customer/{customerId}/deviceInfos?pageSize&page: a customer's devices with activity."""
+    if call.principal.role == "customer" and call.principal.customer_id != customer_id:
+        raise NotFound(f"customer {customer_id} not found")
+    yield call.core.customers.get(customer_id)
+    page_size, page = info_paging(call)
+    devices, total = yield call.core.customers.devices(customer_id, page_size, page, **call.device_query())
+    return page_json((yield device_infos(call, devices)), total, page_size, page)
 
 
 @defer.inlineCallbacks

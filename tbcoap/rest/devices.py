@@ -78,6 +78,39 @@ def set_credentials(call):
     return credentials_json(device_id, credentials)
 
 
+MAX_INFO_PAGE = 1000  # device infos read each device's activity: a page of them is bounded lower
+
+
+@defer.inlineCallbacks
+def device_infos(call, devices):
+    """``device_json`` of each device with ThingsBoard's ``active`` and tbcoap's ``lastActivityTime``
+    (ms, null if never heard from), read as the SERVER_SCOPE attributes are."""
+    found = yield defer.gatherResults([call.core.attributes.get(d.id, "SERVER_SCOPE", ["active", "lastActivityTime"])
+                                       for d in devices], consumeErrors=True)
+    out = []
+    for device, attributes in zip(devices, found):
+        info = device_json(device)
+        info["active"] = bool(attributes.get("active", (False, 0))[0])
+        info["lastActivityTime"] = attributes.get("lastActivityTime", (None, 0))[0]
+        out.append(info)
+    return out
+
+
+def info_paging(call):
+    page_size, page = call.paging(required=True)
+    if page_size > MAX_INFO_PAGE:
+        raise BadRequest(f"pageSize must be at most {MAX_INFO_PAGE} for device infos")
+    return page_size, page
+
+
+@defer.inlineCallbacks
+def tenant_device_infos(call):
+    """GET /api/tenant/deviceInfos?pageSize=N&page=P[&textSearch=..]: devices with their activity."""
+    page_size, page = info_paging(call)
+    devices, total = yield call.core.devices.page(page_size, page, **call.device_query())
+    return page_json((yield device_infos(call, devices)), total, page_size, page)
+
+
 @defer.inlineCallbacks
 def tenant_devices(call):
     """GET /api/tenant/devices?pageSize=N&page=P, or ?deviceName=NAME for one device."""

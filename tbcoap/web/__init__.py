@@ -1,0 +1,56 @@
+"""The web console: static files served at ``/`` (the page) and ``/console/`` (its scripts,
+styles and the vendored chart library), beside the REST API on the same port.
+
+The console is plain HTML, JavaScript and CSS that call the REST API with the key the user signs
+in with; nothing here knows a key. Every answer carries a Content-Security-Policy that allows
+only this origin's own scripts and styles, so a value that slipped through unescaped still could
+not run.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.web import pages, resource, static
+
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+SECURITY_HEADERS = {
+    b"content-security-policy": b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                b"connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; "
+                                b"frame-ancestors 'none'",
+    b"x-content-type-options": b"nosniff",
+    b"referrer-policy": b"no-referrer",
+    b"cache-control": b"no-cache",
+}
+
+
+class _Files(static.File):
+    """The console's files; no directory listings."""
+
+    def directoryListing(self):
+        return pages.notFound()
+
+
+class Root(resource.Resource):
+    """``/`` is the console's page, ``/console/...`` its files; every other path goes to ``api``."""
+
+    def __init__(self, api):
+        super().__init__()
+        self.api = api
+        self.page = _Files(os.path.join(STATIC, "index.html"), defaultType="text/html")
+        self.files = _Files(STATIC)
+
+    def getChildWithDefault(self, name, request):
+        if request.path in (b"/", b"/index.html") and request.method in (b"GET", b"HEAD"):
+            _secure(request)
+            return self.page
+        if name == b"console" and request.method in (b"GET", b"HEAD"):
+            _secure(request)
+            return self.files
+        return self.api
+
+
+def _secure(request):
+    for name, value in SECURITY_HEADERS.items():
+        request.setHeader(name, value)

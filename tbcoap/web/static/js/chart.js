@@ -1,0 +1,217 @@
+// The chart: chosen time-series keys over a chosen range, from the aggregation API (AVG, MIN,
+// MAX, ... per bucket, at most ~500 buckets) or raw points, drawn with the vendored uPlot and
+// redrawn with the latest data every 10 s.
+
+import { api, devicePath } from "./api.js";
+import { clear, field, h, newestWins, showError } from "./dom.js";
+
+const MINUTE = 60000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+const RANGES = [[HOUR, "Last hour"], [DAY, "Last day"], [7 * DAY, "Last week"], [30 * DAY, "Last 30 days"], ["custom", "Custom"]];
+const AGGS = [["AVG", "Average"], ["MIN", "Minimum"], ["MAX", "Maximum"], ["SUM", "Sum"], ["COUNT", "Count"], ["NONE", "None (raw points)"]];
+// bucket lengths to choose from: the shortest giving at most MAX_BUCKETS buckets
+const INTERVALS = [1, 2, 5, 10, 15, 30].map((s) => s * 1000)
+  .concat([1, 2, 5, 10, 15, 30].map((m) => m * MINUTE), [1, 2, 3, 6, 12].map((n) => n * HOUR), [DAY, 2 * DAY, 7 * DAY]);
+const MAX_BUCKETS = 500;
+const RAW_LIMIT = 2000;
+const COLORS = ["#1f5fa8", "#c0392b", "#2e7d32", "#7b3fa0", "#b35900", "#00838f", "#6d4c41", "#ad1457"];
+const REFRESH_MS = 10000;
+
+export function intervalFor(range) {
+  return INTERVALS.find((ms) => range / ms <= MAX_BUCKETS) || Math.ceil(range / MAX_BUCKETS);
+}
+
+function describeMs(ms) {
+  if (ms % DAY === 0) return `${ms / DAY} d`;
+  if (ms % HOUR === 0) return `${ms / HOUR} h`;
+  if (ms % MINUTE === 0) return `${ms / MINUTE} min`;
+  return `${ms / 1000} s`;
+}
+
+/** datetime-local text of a time in ms (local time, to the minute). */
+function localInput(ms) {
+  const d = new Date(ms - new Date(ms).getTimezoneOffset() * MINUTE);
+  return d.toISOString().slice(0, 16);
+}
+
+export function chartSection(id, life) {
+  const keysBox = h("fieldset", { id: "chart-keys", class: "choices" }, h("legend", null, "Keys"));
+  const noKeys = h("span", { class: "hint" }, "No time series yet.");
+  keysBox.append(noKeys);
+  const range = field("chart-range", "Range", {}, "select");
+  range.input.append(...RANGES.map(([value, text]) => h("option", { value }, text)));
+  const from = field("chart-from", "From", { type: "datetime-local" });
+  const to = field("chart-to", "To", { type: "datetime-local" });
+  const agg = field("chart-agg", "Aggregation", {}, "select");
+  agg.input.append(...AGGS.map(([value, text]) => h("option", { value }, text)));
+  const draw = h("button", { type: "submit", id: "chart-draw" }, "Draw");
+  const summary = h("div", { id: "chart-summary", class: "chart-summary", dataset: { points: "0" } });
+  const plotBox = h("div", { id: "chart", class: "chart" });
+  const form = h("form", { "aria-label": "Chart settings" }, keysBox,
+    h("div", { class: "row" }, range.el, from.el, to.el, agg.el, draw));
+
+  const known = new Set();
+  let plot = null;
+  let plotKeys = "";
+  let window_ = [0, 0]; // the x range drawn, in seconds
+
+  const chosen = () => [...keysBox.querySelectorAll("input:checked")].map((box) => box.value);
+  const syncCustom = () => {
+    const custom = range.input.value === "custom";
+    from.el.hidden = !custom;
+    to.el.hidden = !custom;
+    if (custom && !from.input.value) {
+      const now = Date.now();
+      from.input.value = localInput(now - HOUR);
+      to.input.value = localInput(now);
+    }
+  };
+  syncCustom();
+
+  async function loadKeys() {
+    try {
+      const keys = await api("GET", devicePath(id, "/keys/timeseries"));
+      if (!life.alive) return;
+      for (const key of keys) {
+        if (known.has(key)) continue;
+        known.add(key);
+        noKeys.remove();
+        const boxId = `chart-key-${known.size}`;
+        keysBox.append(h("label", { for: boxId, class: "choice" },
+          h("input", { type: "checkbox", id: boxId, value: key, onchange: () => update() }), ` ${key}`));
+      }
+    } catch (error) {
+      if (life.alive) showError("Reading the time-series keys", error);
+    }
+  }
+
+  /** [startTs, endTs] in ms, or null (a bad custom range, reported). */
+  function span() {
+    if (range.input.value !== "custom") {
+      const end = Date.now();
+      return [end - Number(range.input.value), end];
+    }
+    const start = new Date(from.input.value).getTime();
+    const end = new Date(to.input.value).getTime();
+    if (!(start < end)) {
+      showError("Chart", "choose a From time before the To time");
+      return null;
+    }
+    return [start, end];
+  }
+
+  const order = newestWins();
+  async function update() {
+    const ticket = order.start();
+    const keys = chosen();
+    if (!keys.length) {
+      order.fresh(ticket);
+      setSummary(0, [h("p", null, "Choose one or more keys to draw them.")]);
+      destroy();
+      return;
+    }
+    const times = span();
+    if (!times) return;
+    const [startTs, endTs] = times;
+    const how = agg.input.value;
+    const query = { keys: keys.join(","), startTs, endTs, agg: how, useStrictDataTypes: true };
+    let interval = null;
+    if (how === "NONE") Object.assign(query, { limit: RAW_LIMIT, orderBy: "DESC" });
+    else {
+      interval = intervalFor(endTs - startTs);
+      Object.assign(query, { interval, limit: Math.ceil((endTs - startTs) / interval), orderBy: "ASC" });
+    }
+    let answer;
+    try {
+      answer = await api("GET", devicePath(id, "/values/timeseries"), { query });
+    } catch (error) {
+      if (life.alive) showError("Reading the chart's data", error);
+      return;
+    }
+    if (!life.alive || !order.fresh(ticket)) return;
+    const series = keys.map((key) => {
+      const points = (answer[key] || []).map((p) => [p.ts, toNumber(p.value)]).filter(([, v]) => v !== null);
+      return { key, points: how === "NONE" ? points.reverse() : points };
+    });
+    window_ = [startTs / 1000, endTs / 1000];
+    render(series);
+    const total = series.reduce((n, s) => n + s.points.length, 0);
+    const what = how === "NONE" ? "raw points" : `${how.toLowerCase()} per ${describeMs(interval)} bucket`;
+    const label = range.input.value === "custom" ? "custom range" : range.input.selectedOptions[0].text.toLowerCase();
+    setSummary(total, [
+      h("p", null, `${total} point${total === 1 ? "" : "s"} (${what}), ${label}: ` +
+        `${new Date(startTs).toLocaleString()} to ${new Date(endTs).toLocaleString()}.`),
+      h("ul", { class: "stats" }, series.map(({ key, points }) => {
+        const values = points.map(([, v]) => v);
+        return h("li", { dataset: { key, points: values.length } }, values.length
+          ? `${key}: ${values.length} point${values.length === 1 ? "" : "s"}, min ${round(Math.min(...values))}, ` +
+            `max ${round(Math.max(...values))}, last ${round(values[values.length - 1])}`
+          : `${key}: no numeric data in this range`);
+      })),
+    ]);
+  }
+
+  function setSummary(points, content) {
+    summary.dataset.points = String(points);
+    clear(summary).append(...content);
+  }
+
+  function render(series) {
+    // one x axis: every timestamp of every key; a key without a point there gets null
+    const xs = [...new Set(series.flatMap((s) => s.points.map(([ts]) => ts)))].sort((a, b) => a - b);
+    const data = [xs.map((ts) => ts / 1000), ...series.map((s) => {
+      const byTs = new Map(s.points);
+      return xs.map((ts) => (byTs.has(ts) ? byTs.get(ts) : null));
+    })];
+    const keys = series.map((s) => s.key).join("\n");
+    if (plot && keys === plotKeys) {
+      plot.setData(data);
+    } else {
+      destroy();
+      plotKeys = keys;
+      plot = new window.uPlot({
+        width: Math.max(200, plotBox.clientWidth),
+        height: 300,
+        scales: { x: { time: true, range: () => window_ } },
+        series: [{ label: "Time" }, ...series.map((s, i) => ({
+          label: s.key, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false,
+          points: { show: xs.length <= 120 },
+        }))],
+      }, data, plotBox);
+    }
+    plotBox.dataset.points = String(series.reduce((n, s) => n + s.points.length, 0));
+  }
+
+  function destroy() {
+    if (plot) plot.destroy();
+    plot = null;
+    plotKeys = "";
+    clear(plotBox);
+    plotBox.dataset.points = "0";
+  }
+
+  const resize = new ResizeObserver(() => {
+    if (plot) plot.setSize({ width: Math.max(200, plotBox.clientWidth), height: 300 });
+  });
+  resize.observe(plotBox);
+  life.onEnd(() => { resize.disconnect(); destroy(); });
+
+  range.input.addEventListener("change", () => { syncCustom(); update(); });
+  agg.input.addEventListener("change", () => update());
+  form.addEventListener("submit", (event) => { event.preventDefault(); update(); });
+  loadKeys().then(update);
+  life.every(REFRESH_MS, async () => { await loadKeys(); if (chosen().length) await update(); });
+
+  return h("section", { class: "card", "aria-labelledby": "chart-h" },
+    h("h2", { id: "chart-h" }, "Chart"), form, summary, plotBox);
+}
+
+function toNumber(value) {
+  if (typeof value === "number") return value;
+  if (typeof value === "boolean") return value ? 1 : 0;
+  if (typeof value === "string" && value.trim() !== "" && !isNaN(Number(value))) return Number(value);
+  return null;
+}
+
+const round = (v) => Math.round(v * 1000) / 1000;

@@ -1,0 +1,92 @@
+// Customers (admin): a page of them, and creating one, whose API key is shown once.
+
+import { api } from "./api.js";
+import { busy, clear, dataTable, emptyRow, field, formatTime, h, newestWins, pager, showError, showStatus } from "./dom.js";
+
+let titles = null; // {at, map} cache of customer id -> title, for device owners
+
+/** Map of customer id to title (admin only), kept 30 s. */
+export async function customerTitles() {
+  if (titles && Date.now() - titles.at < 30000) return titles.map;
+  const page = await api("GET", "/api/customers", { query: { pageSize: 1000, page: 0 } });
+  titles = { at: Date.now(), map: new Map(page.data.map((c) => [c.id.id, c.title])) };
+  return titles.map;
+}
+
+const state = { page: 0, pageSize: 20 };
+
+export function customersView(view, ctx, life) {
+  const title = field("customer-title", "Title", { required: true, maxlength: 255, autocomplete: "off" });
+  const create = h("button", { type: "submit", id: "create-customer" }, "Create customer");
+  const created = h("div", { id: "new-customer", class: "secret-box", hidden: true, "aria-live": "polite" });
+  const list = dataTable("customers-table", "Customers", ["Title", "Id", "Created"]);
+  const summary = h("p", { class: "summary", id: "customers-summary" });
+  const pages = pager("Pages of customers", (page) => { state.page = page; load(); });
+
+  const form = h("form", { class: "card", "aria-labelledby": "new-customer-h" },
+    h("h2", { id: "new-customer-h" }, "New customer"),
+    h("div", { class: "row" }, title.el, create));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    busy(create, async () => {
+      try {
+        const customer = await api("POST", "/api/customer", { body: { title: title.input.value.trim() } });
+        titles = null;
+        form.reset();
+        showKey(customer);
+        showStatus(`Customer "${customer.title}" created.`);
+        load();
+      } catch (error) {
+        showError("Creating the customer", error);
+      }
+    });
+  });
+
+  function showKey(customer) {
+    const code = h("code", { id: "new-customer-key", class: "token" }, customer.apiKey);
+    clear(created).append(
+      h("p", null, `API key of "${customer.title}": shown only this once, copy it now.`),
+      h("p", null, code),
+      h("div", { class: "row" },
+        h("button", { type: "button", onclick: () => copy(customer.apiKey) }, "Copy key"),
+        h("button", { type: "button", onclick: () => { clear(created); created.hidden = true; } }, "Done, hide it")));
+    created.hidden = false;
+  }
+
+  const order = newestWins();
+  async function load() {
+    const ticket = order.start();
+    try {
+      const page = await api("GET", "/api/customers", { query: { pageSize: state.pageSize, page: state.page } });
+      if (!life.alive || !order.fresh(ticket)) return;
+      if (state.page > 0 && state.page >= page.totalPages) {
+        state.page = Math.max(0, page.totalPages - 1);
+        return load();
+      }
+      clear(list.tbody);
+      for (const c of page.data) {
+        list.tbody.append(h("tr", null, h("th", { scope: "row" }, c.title),
+          h("td", null, h("code", null, c.id.id)), h("td", null, formatTime(c.createdTime))));
+      }
+      if (!page.data.length) emptyRow(list.tbody, 3, "No customers yet.");
+      summary.textContent = `${page.totalElements} customer${page.totalElements === 1 ? "" : "s"}`;
+      pages.update(state.page, page.totalPages);
+    } catch (error) {
+      showError("Loading customers", error);
+    }
+  }
+
+  view.append(h("h1", { tabindex: "-1" }, "Customers"),
+    h("p", { class: "hint" }, "A customer signs in with its own key and sees only the devices it claimed."),
+    form, created, summary, list.el, pages.el);
+  load();
+}
+
+async function copy(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    showStatus("The key was copied to the clipboard.");
+  } catch (error) {
+    showError("Copying the key", error);
+  }
+}

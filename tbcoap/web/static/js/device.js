@@ -1,0 +1,166 @@
+// One device's page: its facts and owner, its token (admin), latest telemetry refreshing every
+// 5 s, the chart, attributes and RPC sections.
+
+import { api, devicePath, seg } from "./api.js";
+import { append, badge, busy, clear, dataTable, emptyRow, formatTime, h, randomToken, showError, showStatus } from "./dom.js";
+import { customerTitles } from "./customers.js";
+import { deleteDevice } from "./devices.js";
+import { chartSection } from "./chart.js";
+import { attributesSection } from "./attributes.js";
+import { rpcSection } from "./rpc.js";
+
+export const REFRESH_MS = 5000;
+
+export async function deviceView(view, ctx, life, id) {
+  const title = h("h1", { tabindex: "-1", id: "device-title" }, "Device");
+  view.append(h("p", null, h("a", { href: "#/devices" }, "← All devices")), title);
+  let device;
+  try {
+    device = await api("GET", `/api/device/${seg(id)}`);
+  } catch (error) {
+    if (!life.alive) return;
+    title.textContent = error.status === 404 ? "Device not found" : "Device unavailable";
+    view.append(h("p", null, error.status === 404
+      ? "No device with this id, or not one this key may see."
+      : "The device could not be loaded."));
+    showError("Loading the device", error);
+    return;
+  }
+  if (!life.alive) return;
+  title.textContent = device.name;
+  document.title = `${device.name} · tbcoap console`;
+  life.onEnd(() => { document.title = "tbcoap console"; });
+
+  const facts = factsSection(device, ctx);
+  view.append(facts.el);
+  if (ctx.admin) view.append(credentialsSection(device));
+  const latest = latestSection(id, life);
+  view.append(latest.el);
+  view.append(chartSection(id, life));
+  const attributes = attributesSection(id, ctx, life, (server) => facts.activity(server));
+  view.append(attributes.el);
+  if (ctx.admin) view.append(rpcSection(id, life));
+
+  await Promise.all([latest.refresh(), attributes.refresh()]);
+  life.every(REFRESH_MS, () => Promise.all([latest.refresh(), attributes.refresh()]));
+}
+
+function factsSection(device, ctx) {
+  const state = h("dd", { id: "device-state" });
+  const last = h("dd", { id: "device-last-activity" });
+  const owner = h("dd", { id: "device-owner" });
+  const rows = [
+    ["Id", h("dd", null, h("code", null, device.id.id))],
+    ["Type (profile)", h("dd", null, device.type)],
+    ["Label", h("dd", null, device.label || "none")],
+    ["Created", h("dd", null, formatTime(device.createdTime))],
+    ["Owner", owner],
+    ["State", state],
+    ["Last activity", last],
+  ];
+  const el = h("section", { "aria-label": "Device details" },
+    h("dl", { class: "facts" }, rows.map(([term, dd]) => [h("dt", null, term), dd])));
+  if (!device.customerId) owner.textContent = "none (free device)";
+  else if (!ctx.admin) owner.textContent = `${ctx.name} (${device.customerId.id})`;
+  else {
+    owner.textContent = device.customerId.id;
+    customerTitles().then((titles) => {
+      const t = titles.get(device.customerId.id);
+      if (t) owner.textContent = `${t} (${device.customerId.id})`;
+    }, () => {});
+  }
+  return {
+    el,
+    /** Update State and Last activity from the SERVER_SCOPE attributes. */
+    activity(server) {
+      const value = (key) => (server.find((a) => a.key === key) || {}).value;
+      clear(state).append(badge(value("active") === true, "Active", "Inactive"));
+      last.textContent = formatTime(value("lastActivityTime"));
+    },
+  };
+}
+
+function credentialsSection(device) {
+  const id = device.id.id;
+  const shown = h("p", { id: "device-token-box", class: "secret-box", hidden: true });
+  const show = h("button", { type: "button", id: "show-token", "aria-expanded": "false" }, "Show token");
+  const rotate = h("button", { type: "button", id: "rotate-token" }, "Rotate token");
+  const remove = h("button", { type: "button", id: "delete-device", class: "danger" }, "Delete device");
+
+  const display = (credentials) => {
+    append(clear(shown), credentials.credentialsType === "ACCESS_TOKEN"
+      ? ["Access token: ", h("code", { id: "device-token", class: "token" }, credentials.credentialsId)]
+      : ["X.509 certificate, SHA3-256 digest: ", h("code", { class: "token" }, credentials.credentialsId)]);
+    shown.hidden = false;
+    show.textContent = "Hide token";
+    show.setAttribute("aria-expanded", "true");
+  };
+  show.addEventListener("click", () => {
+    if (!shown.hidden) {
+      shown.hidden = true;
+      clear(shown);
+      show.textContent = "Show token";
+      show.setAttribute("aria-expanded", "false");
+      return;
+    }
+    busy(show, async () => {
+      try {
+        display(await api("GET", `/api/device/${seg(id)}/credentials`));
+      } catch (error) {
+        showError("Reading the token", error);
+      }
+    });
+  });
+  rotate.addEventListener("click", () => {
+    if (!confirm(`Give "${device.name}" a new random token? The old one stops working at once.`)) return;
+    busy(rotate, async () => {
+      try {
+        display(await api("POST", "/api/device/credentials", { body: {
+          deviceId: { entityType: "DEVICE", id }, credentialsType: "ACCESS_TOKEN", credentialsId: randomToken() } }));
+        showStatus("The device has a new token.");
+      } catch (error) {
+        showError("Rotating the token", error);
+      }
+    });
+  });
+  remove.addEventListener("click", async () => {
+    if (await deleteDevice(device, remove)) location.hash = "#/devices";
+  });
+  return h("section", { class: "card", "aria-labelledby": "credentials-h" },
+    h("h2", { id: "credentials-h" }, "Access token"),
+    h("p", { class: "hint" }, "The device puts it in its CoAP paths: /api/v1/TOKEN/telemetry."),
+    h("div", { class: "row" }, show, rotate, remove), shown);
+}
+
+function latestSection(id, life) {
+  const list = dataTable("latest-telemetry", "Latest telemetry", ["Key", "Value", "Time"]);
+  const stamp = h("p", { class: "hint", id: "latest-refreshed" });
+  // only the table is live, and it is rebuilt only when a value changed
+  const live = h("div", { "aria-live": "polite" }, list.el);
+  let shown = null;
+  return {
+    el: h("section", { class: "card", "aria-labelledby": "latest-h" },
+      h("h2", { id: "latest-h" }, "Latest telemetry"), stamp, live),
+    async refresh() {
+      try {
+        const latest = await api("GET", devicePath(id, "/values/timeseries"));
+        if (!life.alive) return;
+        const text = JSON.stringify(latest);
+        if (text !== shown) {
+          shown = text;
+          clear(list.tbody);
+          for (const key of Object.keys(latest).sort()) {
+            const point = latest[key][0];
+            if (!point) continue;
+            list.tbody.append(h("tr", { dataset: { key } }, h("th", { scope: "row" }, key),
+              h("td", { class: "value" }, String(point.value)), h("td", null, formatTime(point.ts))));
+          }
+          if (!list.tbody.children.length) emptyRow(list.tbody, 3, "No telemetry yet.");
+        }
+        stamp.textContent = `Refreshes every ${REFRESH_MS / 1000} s; last read ${new Date().toLocaleTimeString()}.`;
+      } catch (error) {
+        if (life.alive) showError("Reading the latest telemetry", error);
+      }
+    },
+  };
+}

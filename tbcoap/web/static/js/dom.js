@@ -1,0 +1,155 @@
+// DOM helpers. Everything is built with createElement and text nodes: data never goes through
+// innerHTML, so a device named "<img src=x onerror=...>" stays text.
+
+const PROPERTIES = new Set(["value", "checked", "selected", "indeterminate"]);
+
+/** h("a", {href: "#/x", class: "c", onclick: fn}, "text", child, [more]) */
+export function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(props || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on") && typeof value === "function") el.addEventListener(name.slice(2), value);
+    else if (name === "class") el.className = value;
+    else if (name === "dataset") Object.assign(el.dataset, value);
+    else if (PROPERTIES.has(name)) el[name] = value;
+    else el.setAttribute(name, value === true ? "" : String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+/** Append nodes, text, or (nested) arrays of them. */
+export function append(el, children) {
+  for (const child of [children].flat(Infinity)) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+export function clear(el) {
+  el.replaceChildren();
+  return el;
+}
+
+export const byId = (id) => document.getElementById(id);
+
+// -- alerts (role="alert") and status (role="status") ----------------------------------------
+
+const MAX_ALERTS = 4;
+
+/** Show a failed call in the alert region: "<what>: <message> (<status>)". Repeats replace. */
+export function showError(what, error) {
+  const region = byId("alerts");
+  const text = `${what}: ${error && error.toString ? error.toString() : String(error)}`;
+  for (const item of region.querySelectorAll(".alert")) {
+    if (item.dataset.text === text) item.remove();
+  }
+  const item = h("div", { class: "alert", dataset: { text, status: error && error.status } },
+    h("span", { class: "alert-text" }, text),
+    h("button", { type: "button", class: "link", "aria-label": "Dismiss this message", onclick: () => item.remove() }, "Dismiss"));
+  region.prepend(item);
+  while (region.children.length > MAX_ALERTS) region.lastElementChild.remove();
+}
+
+export function clearAlerts() {
+  clear(byId("alerts"));
+}
+
+/** A short confirmation in the polite status region (text or nodes). */
+export function showStatus(...content) {
+  const region = byId("status");
+  clear(region);
+  if (content.length) region.append(h("p", null, ...content));
+}
+
+// -- formatting ------------------------------------------------------------------------------
+
+export function formatTime(ms) {
+  if (ms === null || ms === undefined) return "never";
+  const date = new Date(Number(ms));
+  return isNaN(date) ? String(ms) : date.toLocaleString();
+}
+
+/** An attribute or RPC value as text: strings as they are, the rest as JSON. */
+export function formatValue(value) {
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+export function badge(ok, yes, no) {
+  return h("span", { class: ok ? "badge on" : "badge off" }, ok ? yes : no);
+}
+
+// -- building blocks ---------------------------------------------------------------------------
+
+/** A labelled input: [label, input] in a .field; `attrs` go to the input. */
+export function field(id, label, attrs = {}, tag = "input") {
+  const input = h(tag, { id, ...attrs });
+  return { input, el: h("div", { class: "field" }, h("label", { for: id }, label), input) };
+}
+
+/** A table in its own scrolling container; `rows(tbody)` fills it. */
+export function dataTable(id, caption, headers) {
+  const tbody = h("tbody");
+  const table = h("table", { id },
+    h("caption", { class: "sr-only" }, caption),
+    h("thead", null, h("tr", null, headers.map((text) => h("th", { scope: "col" }, text)))),
+    tbody);
+  return { el: h("div", { class: "table-wrap" }, table), table, tbody };
+}
+
+export function emptyRow(tbody, columns, text) {
+  tbody.append(h("tr", null, h("td", { colspan: columns, class: "empty" }, text)));
+}
+
+/** Previous / "page n of m" / Next. `update(page, totalPages)` after each load. */
+export function pager(label, onPage) {
+  let current = 0;
+  const info = h("span", { class: "page-info" });
+  const prev = h("button", { type: "button", onclick: () => onPage(current - 1) }, "Previous");
+  const next = h("button", { type: "button", onclick: () => onPage(current + 1) }, "Next");
+  const el = h("div", { class: "pager", role: "group", "aria-label": label }, prev, info, next);
+  return {
+    el,
+    update(page, totalPages) {
+      current = page;
+      info.textContent = `page ${page + 1} of ${Math.max(1, totalPages)}`;
+      prev.disabled = page <= 0;
+      next.disabled = page + 1 >= totalPages;
+    },
+  };
+}
+
+/** Run `work` with `button` disabled (no double submits). */
+export async function busy(button, work) {
+  button.disabled = true;
+  try {
+    return await work();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/** A random access token: 20 URL-safe characters (no "/"). */
+export function randomToken() {
+  const bytes = crypto.getRandomValues(new Uint8Array(15));
+  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_");
+}
+
+/**
+ * Order of overlapping loads (a timer's refresh and a user's action): `const ticket = order.start()`
+ * before the call, then `if (!order.fresh(ticket)) return` after it drops an answer older than one
+ * already shown.
+ */
+export function newestWins() {
+  let started = 0;
+  let applied = 0;
+  return {
+    start: () => ++started,
+    fresh(n) {
+      if (n < applied) return false;
+      applied = n;
+      return true;
+    },
+  };
+}

@@ -1,0 +1,94 @@
+// Device profiles (admin): a page of them, and creating one with its provisioning settings.
+
+import { api } from "./api.js";
+import { busy, clear, dataTable, emptyRow, field, formatTime, h, newestWins, pager, showError, showStatus } from "./dom.js";
+
+const TYPES = [
+  ["DISABLED", "Disabled"],
+  ["ALLOW_CREATE_NEW_DEVICES", "Allow creating new devices"],
+  ["CHECK_PRE_PROVISIONED_DEVICES", "Check pre-provisioned devices"],
+];
+const state = { page: 0, pageSize: 20 };
+
+/** Names of the first 1000 profiles (for the device type suggestions). */
+export async function profileNames() {
+  const page = await api("GET", "/api/deviceProfiles", { query: { pageSize: 1000, page: 0 } });
+  return page.data.map((p) => p.name);
+}
+
+export function profilesView(view, ctx, life) {
+  const name = field("profile-name", "Name", { required: true, maxlength: 255, autocomplete: "off" });
+  const type = field("profile-provision-type", "Provisioning", {}, "select");
+  type.input.append(...TYPES.map(([value, text]) => h("option", { value }, text)));
+  const key = field("profile-provision-key", "Provision key", { maxlength: 255, autocomplete: "off" });
+  const secret = field("profile-provision-secret", "Provision secret", { maxlength: 255, autocomplete: "off" });
+  const create = h("button", { type: "submit", id: "create-profile" }, "Create profile");
+  const list = dataTable("profiles-table", "Device profiles",
+    ["Name", "Provisioning", "Provision key", "Provision secret", "Created"]);
+  const summary = h("p", { class: "summary", id: "profiles-summary" });
+  const pages = pager("Pages of device profiles", (page) => { state.page = page; load(); });
+
+  // key and secret are needed unless provisioning is disabled
+  const sync = () => {
+    const needed = type.input.value !== "DISABLED";
+    key.input.required = needed;
+    secret.input.required = needed;
+    key.el.hidden = !needed;
+    secret.el.hidden = !needed;
+  };
+  type.input.addEventListener("change", sync);
+  sync();
+
+  const form = h("form", { class: "card", "aria-labelledby": "new-profile-h" },
+    h("h2", { id: "new-profile-h" }, "New device profile"),
+    h("div", { class: "row" }, name.el, type.el, key.el, secret.el, create));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const body = { name: name.input.value.trim(), provisionType: type.input.value };
+    if (body.provisionType !== "DISABLED") {
+      body.provisionDeviceKey = key.input.value;
+      body.provisionDeviceSecret = secret.input.value;
+    }
+    busy(create, async () => {
+      try {
+        const profile = await api("POST", "/api/deviceProfile", { body });
+        form.reset();
+        sync();
+        showStatus(`Device profile "${profile.name}" created.`);
+        load();
+      } catch (error) {
+        showError("Creating the device profile", error);
+      }
+    });
+  });
+
+  const order = newestWins();
+  async function load() {
+    const ticket = order.start();
+    try {
+      const page = await api("GET", "/api/deviceProfiles", { query: { pageSize: state.pageSize, page: state.page } });
+      if (!life.alive || !order.fresh(ticket)) return;
+      clear(list.tbody);
+      for (const p of page.data) {
+        const label = (TYPES.find(([value]) => value === p.provisionType) || [null, p.provisionType])[1];
+        list.tbody.append(h("tr", null,
+          h("th", { scope: "row" }, p.name, p.default ? h("span", { class: "badge on" }, "default") : null),
+          h("td", null, label),
+          h("td", null, p.provisionDeviceKey ? h("code", null, p.provisionDeviceKey) : "—"),
+          h("td", null, p.provisionDeviceSecret ? h("code", null, p.provisionDeviceSecret) : "—"),
+          h("td", null, formatTime(p.createdTime))));
+      }
+      if (!page.data.length) emptyRow(list.tbody, 5, "No profiles.");
+      summary.textContent = `${page.totalElements} profile${page.totalElements === 1 ? "" : "s"}`;
+      pages.update(state.page, page.totalPages);
+    } catch (error) {
+      showError("Loading device profiles", error);
+    }
+  }
+
+  view.append(h("h1", { tabindex: "-1" }, "Device profiles"),
+    h("p", { class: "hint" }, "A device's type names its profile. A profile that allows provisioning lets " +
+      "devices with its key and secret get a token over CoAP."),
+    form, summary, list.el, pages.el);
+  load();
+}
