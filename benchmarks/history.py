@@ -157,10 +157,15 @@ def measure(name, store_arg, store_url, args):
             rows.append(("the newest day, 1 min buckets, AVG", seconds, len(body["temperature"])))
             seconds, body = best_of(http, series, {**year, "agg": "MAX", "limit": 24, "orderBy": "DESC"})
             rows.append(("the newest 24 of a year's 1 h buckets, MAX", seconds, len(body["temperature"])))
-            for label, query in (("devices: page 500 of 100 by name", {"sortProperty": "name", "page": 500}),
-                                 ("devices: newest first, page 0", {"sortProperty": "createdTime", "sortOrder": "DESC"}),
-                                 ("devices: textSearch 'ice-0999'", {"textSearch": "ice-0999"})):
-                seconds, body = best_of(http, "/api/tenant/devices", {"pageSize": 100, "page": 0, **query})
+            infos = "/api/tenant/deviceInfos"  # the web console's device list: 20 a page, with activity
+            for label, path, query in (
+                    ("devices: page 500 of 100 by name", "/api/tenant/devices", {"sortProperty": "name", "page": 500}),
+                    ("devices: newest first, page 0", "/api/tenant/devices",
+                     {"sortProperty": "createdTime", "sortOrder": "DESC"}),
+                    ("devices: textSearch 'ice-0999'", "/api/tenant/devices", {"textSearch": "ice-0999"}),
+                    ("console list: infos page 2,000 of 20", infos, {"pageSize": 20, "page": 2000, "sortProperty": "name"}),
+                    ("console list: infos textSearch 'ice-0999'", infos, {"pageSize": 20, "textSearch": "ice-0999"})):
+                seconds, body = best_of(http, path, {"pageSize": 100, "page": 0, **query})
                 rows.append((label, seconds, len(body["data"])))
             print(f"{'call':46} {'seconds':>8} {'answer':>8}")
             for label, seconds, count in rows:
