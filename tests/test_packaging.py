@@ -31,6 +31,13 @@ def test_wheel_contents(wheel):
     assert "twisted/__init__.py" not in names and "twisted/plugins/__init__.py" not in names
 
 
+def test_wheel_ships_every_console_file(wheel):
+    static = ROOT / "tbcoap" / "web" / "static"
+    files = {f"tbcoap/web/static/{p.relative_to(static).as_posix()}" for p in static.rglob("*") if p.is_file()}
+    assert "tbcoap/web/static/index.html" in files and "tbcoap/web/static/vendor/uplot/LICENSE" in files
+    assert files <= set(wheel.namelist()), sorted(files - set(wheel.namelist()))
+
+
 def test_wheel_installs_no_generic_top_level_package(wheel):
     tops = {name.split("/")[0] for name in wheel.namelist() if not name.split("/")[0].endswith(".dist-info")}
     assert tops == {"tbcoap", "tbcoap_sqlite", "tbcoap_echo", "tbcoap_redis", "twisted"}
