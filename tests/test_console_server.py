@@ -62,13 +62,25 @@ async def test_device_infos_show_activity_and_page(node, rest):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_customer_reads_the_infos_of_its_own_devices_only(node, rest):
+async def test_a_customer_reads_its_own_record_and_the_infos_of_its_own_devices_only(node, rest):
     status, customer = await rest.post("/api/customer", {"title": "c1"})
     assert status == 200
     status, other = await rest.post("/api/customer", {"title": "c2"})
     cid, key = customer["id"]["id"], customer["apiKey"]
     status, page = await rest.get(f"/api/customer/{cid}/deviceInfos?pageSize=10&page=0", key=key)
     assert status == 200 and page["data"] == []
+    status, found = await rest.get(f"/api/customer/{cid}", key=key)
+    assert status == 200 and found["title"] == "c1" and "apiKey" not in found
+    status, _ = await rest.get(f"/api/customer/{other['id']['id']}", key=key)
+    assert status == 404  # another customer is not found for this key
+    status, found = await rest.get(f"/api/customer/{other['id']['id']}")
+    assert status == 200 and found["title"] == "c2"
+    status, device = await rest.post("/api/device", {"name": "owned"})
+    await node.store.set_device_customer(device["id"]["id"], cid, None)  # as a claim does
+    status, page = await rest.get("/api/tenant/deviceInfos?pageSize=10&page=0&textSearch=owned")
+    assert [(d["name"], d["customerTitle"]) for d in page["data"]] == [("owned", "c1")]
+    status, page = await rest.get(f"/api/customer/{cid}/deviceInfos?pageSize=10&page=0", key=key)
+    assert [(d["name"], d["customerTitle"], d["active"]) for d in page["data"]] == [("owned", "c1", False)]
     status, _ = await rest.get(f"/api/customer/{other['id']['id']}/deviceInfos?pageSize=10&page=0", key=key)
     assert status == 404
     status, _ = await rest.get("/api/tenant/deviceInfos?pageSize=10&page=0", key=key)

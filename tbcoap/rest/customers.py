@@ -31,6 +31,15 @@ def list_customers(call):
 
 
 @defer.inlineCallbacks
+def get_customer(call, customer_id):
+    """GET /api/customer/{customerId}: the admin, or that customer itself (others: 404)."""
+    if call.principal.role == "customer" and call.principal.customer_id != customer_id:
+        raise NotFound(f"customer {customer_id} not found")
+    customer = yield call.core.customers.get(customer_id)
+    return customer_json(customer)
+
+
+@defer.inlineCallbacks
 def tenant_customer(call):
     """GET /api/tenant/customers?customerTitle=TITLE: the customer with that title."""
     title = call.query.get("customerTitle")

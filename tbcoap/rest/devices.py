@@ -83,15 +83,20 @@ MAX_INFO_PAGE = 1000  # device infos read each device's activity: a page of them
 
 @defer.inlineCallbacks
 def device_infos(call, devices):
-    """``device_json`` of each device with ThingsBoard's ``active`` and tbcoap's ``lastActivityTime``
-    (ms, null if never heard from), read as the SERVER_SCOPE attributes are."""
+    """``device_json`` of each device with ThingsBoard's ``active`` and ``customerTitle`` (null for a
+    free device) and tbcoap's ``lastActivityTime`` (ms, null if never heard from), read as the
+    SERVER_SCOPE attributes are."""
     found = yield defer.gatherResults([call.core.attributes.get(d.id, "SERVER_SCOPE", ["active", "lastActivityTime"])
                                        for d in devices], consumeErrors=True)
+    owners = sorted({d.customer_id for d in devices if d.customer_id})
+    customers = yield defer.gatherResults([call.core.customers.get(c) for c in owners], consumeErrors=True)
+    titles = {customer.id: customer.title for customer in customers}
     out = []
     for device, attributes in zip(devices, found):
         info = device_json(device)
         info["active"] = bool(attributes.get("active", (False, 0))[0])
         info["lastActivityTime"] = attributes.get("lastActivityTime", (None, 0))[0]
+        info["customerTitle"] = titles.get(device.customer_id)
         out.append(info)
     return out
 

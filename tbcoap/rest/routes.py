@@ -40,6 +40,7 @@ ROUTES = [
     route("GET", "/api/rpc/persistent/device/{device_id}", rpc.device_rpcs),
     route("POST", "/api/customer", customers.create_customer),
     route("GET", "/api/customers", customers.list_customers),
+    route("GET", "/api/customer/{customer_id}", customers.get_customer, BOTH),
     route("GET", "/api/tenant/customers", customers.tenant_customer),
     route("GET", "/api/auth/user", customers.who, BOTH),
     route("GET", "/api/customer/{customer_id}/devices", customers.customer_devices, BOTH),

@@ -3,16 +3,6 @@
 import { api } from "./api.js";
 import { busy, clear, dataTable, emptyRow, field, formatTime, h, newestWins, pager, showError, showStatus } from "./dom.js";
 
-let titles = null; // {at, map} cache of customer id -> title, for device owners
-
-/** Map of customer id to title (admin only), kept 30 s. */
-export async function customerTitles() {
-  if (titles && Date.now() - titles.at < 30000) return titles.map;
-  const page = await api("GET", "/api/customers", { query: { pageSize: 1000, page: 0 } });
-  titles = { at: Date.now(), map: new Map(page.data.map((c) => [c.id.id, c.title])) };
-  return titles.map;
-}
-
 const state = { page: 0, pageSize: 20 };
 
 export function customersView(view, ctx, life) {
@@ -31,7 +21,6 @@ export function customersView(view, ctx, life) {
     busy(create, async () => {
       try {
         const customer = await api("POST", "/api/customer", { body: { title: title.input.value.trim() } });
-        titles = null;
         form.reset();
         showKey(customer);
         showStatus(`Customer "${customer.title}" created.`);

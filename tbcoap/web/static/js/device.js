@@ -3,7 +3,6 @@
 
 import { api, devicePath, seg } from "./api.js";
 import { append, badge, busy, clear, dataTable, emptyRow, formatTime, h, randomToken, showError, showStatus } from "./dom.js";
-import { customerTitles } from "./customers.js";
 import { deleteDevice } from "./devices.js";
 import { chartSection } from "./chart.js";
 import { attributesSection } from "./attributes.js";
@@ -64,9 +63,8 @@ function factsSection(device, ctx) {
   else if (!ctx.admin) owner.textContent = `${ctx.name} (${device.customerId.id})`;
   else {
     owner.textContent = device.customerId.id;
-    customerTitles().then((titles) => {
-      const t = titles.get(device.customerId.id);
-      if (t) owner.textContent = `${t} (${device.customerId.id})`;
+    api("GET", `/api/customer/${seg(device.customerId.id)}`).then((customer) => {
+      owner.textContent = `${customer.title} (${device.customerId.id})`;
     }, () => {});
   }
   return {

@@ -3,7 +3,6 @@
 
 import { api, seg } from "./api.js";
 import { badge, busy, clear, dataTable, emptyRow, field, formatTime, h, newestWins, pager, showError, showStatus } from "./dom.js";
-import { customerTitles } from "./customers.js";
 import { profileNames } from "./profiles.js";
 
 const SORTS = [
@@ -49,15 +48,14 @@ export function devicesView(view, ctx, life) {
     const path = ctx.admin ? "/api/tenant/deviceInfos" : `/api/customer/${seg(ctx.customerId)}/deviceInfos`;
     const query = { pageSize: state.pageSize, page: state.page, textSearch: state.text, sortProperty, sortOrder };
     try {
-      const [page, owners] = await Promise.all([api("GET", path, { query }),
-        ctx.admin ? customerTitles().catch(() => new Map()) : null]);
+      const page = await api("GET", path, { query });
       if (!life.alive || !order.fresh(ticket)) return;
       if (state.page > 0 && state.page >= page.totalPages) { // e.g. the last one of a page deleted
         state.page = Math.max(0, page.totalPages - 1);
         return load();
       }
       clear(list.tbody);
-      for (const device of page.data) list.tbody.append(row(device, owners));
+      for (const device of page.data) list.tbody.append(row(device));
       if (!page.data.length) emptyRow(list.tbody, columns.length, state.text ? "No device matches." : "No devices yet.");
       const n = page.totalElements;
       summary.textContent = `${n} device${n === 1 ? "" : "s"}${state.text ? ` matching "${state.text}"` : ""}` +
@@ -68,11 +66,9 @@ export function devicesView(view, ctx, life) {
     }
   }
 
-  function row(device, owners) {
+  function row(device) {
     const id = device.id.id;
-    const owner = device.customerId
-      ? (ctx.admin ? owners.get(device.customerId.id) || device.customerId.id : ctx.name)
-      : "none";
+    const owner = device.customerId ? device.customerTitle || device.customerId.id : "none";
     const cells = [
       h("th", { scope: "row" }, h("a", { href: `#/device/${seg(id)}` }, device.name)),
       h("td", null, device.type),
