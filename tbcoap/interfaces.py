@@ -84,10 +84,11 @@ class ITelemetryStore(Interface):
         """
 
     def expire_telemetry(now, older_than, limit):
-        """Delete at most ``limit`` history points that expired: ``ts < older_than`` (None: no age
-        limit) or a time to live that ended at or before ``now``.  Latest values stay.  Fires with
-        how many went; fewer than ``limit`` means nothing more has expired.  One call must stay
-        short (retention calls it again and again while the node serves)."""
+        """Delete expired history points: ``ts < older_than`` (None: no age limit) or a time to live
+        that ended at or before ``now``.  Latest values stay.  One call stays short: it deletes at
+        most ``limit`` points and examines at most ``limit`` series.  Fires with ``(deleted, more)``:
+        ``more`` is True when the call stopped at a limit (call again), False when nothing more
+        has expired."""
 
     def delete_telemetry(device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):
         """Delete the points of ``keys`` with start_ts <= ts < end_ts.  A latest value in that range

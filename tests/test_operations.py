@@ -183,7 +183,7 @@ class _PacedStore:
         self.calls.append(self.clock.seconds())
         self.writes += 1 + self.writes_per_call
         self.clock.advance(self.took)
-        return defer.succeed(count)
+        return defer.succeed((count, count == limit))
 
     def stats(self):
         return {"writes": self.writes}
@@ -345,3 +345,17 @@ async def test_a_backup_client_that_goes_away_leaves_no_file_behind(start_node, 
     response = await treq.get(f"http://127.0.0.1:{node.http_address[1]}/api/admin/backup",
                               headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert response.code == 200 and len(await response.content()) > 40_000_000  # the next backup runs
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_backup_whose_file_cannot_be_read_answers_500_and_frees_the_next(start_node, tmp_path):
+    from twisted.internet import defer
+
+    node = await start_node(data_dir=tmp_path / "data")
+    node.store.backup = lambda path: defer.succeed(0)  # "written", but no file is there to send
+    url = f"http://127.0.0.1:{node.http_address[1]}/api/admin/backup"
+    for _ in range(2):  # the second is a 500 again, not "a backup is being taken already"
+        response = await treq.get(url, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        body = json.loads(await response.content())
+        assert response.code == 500 and body["message"] == "internal server error"
+    assert not node.backup_running

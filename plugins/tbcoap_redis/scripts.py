@@ -292,8 +292,11 @@ for _, save in ipairs(cjson.decode(ARGV[2])) do
       redis.call('ZADD', history, ts, member)
       if save[3] then  -- a time to live: found by retention in the expiry index
         redis.call('ZADD', K('expiring'), tonumber(ts) + save[3], device .. '\\0' .. key .. '\\0' .. ts)
+      elseif newest and newest >= tonumber(ts) then  -- a point written again without one keeps
+        redis.call('ZREM', K('expiring'), device .. '\\0' .. key .. '\\0' .. ts)
       end
-      if not newest or newest >= tonumber(ts) then  -- a new series, or a point before its newest:
+      -- a new series, a point before its newest, or the first after retention emptied it:
+      if not newest or newest >= tonumber(ts) or redis.call('ZCARD', history) == 1 then
         redis.call('ZADD', K('series'), 'LT', ts, device .. '\\0' .. key)  -- the score stays <= its oldest
       end
       if not newest or newest <= tonumber(ts) then
@@ -419,14 +422,17 @@ return out
 """
 
 EXPIRE_TELEMETRY = """
--- ARGV: P, now, older than ('' = no age limit), limit. Deletes at most limit history points: those
--- of series whose oldest point is older than the limit ('series' scores are <= each series' oldest
--- ts), then those whose own time to live ended ('expiring'). Latest values stay. Returns the count.
+-- ARGV: P, now, older than ('' = no age limit), limit. Deletes at most limit history points and
+-- looks at most at limit series: those whose oldest point is older than the limit ('series' scores
+-- are <= each series' oldest ts; a series with no history left leaves the set), then points whose
+-- own time to live ended ('expiring'). Latest values stay. Returns {deleted, 1 if it stopped at a
+-- limit else 0}.
 local now, cutoff, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local deleted = 0
+local deleted, visited = 0, 0
 if cutoff ~= '' then
   for _, series in ipairs(redis.call('ZRANGEBYSCORE', K('series'), '-inf', '(' .. cutoff, 'LIMIT', 0, limit)) do
     if deleted >= limit then break end
+    visited = visited + 1
     local device, key = string.match(series, '^(.-)%z(.*)$')
     local history = K('tsh', device, key)
     local old = redis.call('ZRANGEBYSCORE', history, '-inf', '(' .. cutoff, 'LIMIT', 0, limit - deleted)
@@ -438,22 +444,20 @@ if cutoff ~= '' then
     local oldest = redis.call('ZRANGE', history, 0, 0, 'WITHSCORES')
     if oldest[2] then
       redis.call('ZADD', K('series'), 'XX', oldest[2], series)
-    else  -- nothing left: later points come after the latest one
-      local latest = redis.call('HGET', K('tsl', device), key)
-      local newest = latest and string.match(latest, '^(-?%d+)|')
-      if newest then redis.call('ZADD', K('series'), 'XX', newest, series)
-      else redis.call('ZREM', K('series'), series) end
+    else  -- no history left: the next point saved puts the series back
+      redis.call('ZREM', K('series'), series)
     end
   end
 end
-if deleted < limit then
-  for _, entry in ipairs(redis.call('ZRANGEBYSCORE', K('expiring'), '-inf', now, 'LIMIT', 0, limit - deleted)) do
-    local device, key, ts = string.match(entry, '^(.-)%z(.-)%z(-?%d+)$')
-    deleted = deleted + redis.call('ZREMRANGEBYSCORE', K('tsh', device, key), ts, ts)
-    redis.call('ZREM', K('expiring'), entry)
-  end
+if deleted >= limit or visited >= limit then return {deleted, 1} end
+local budget = limit - deleted
+local entries = redis.call('ZRANGEBYSCORE', K('expiring'), '-inf', now, 'LIMIT', 0, budget)
+for _, entry in ipairs(entries) do
+  local device, key, ts = string.match(entry, '^(.-)%z(.-)%z(-?%d+)$')
+  deleted = deleted + redis.call('ZREMRANGEBYSCORE', K('tsh', device, key), ts, ts)
+  redis.call('ZREM', K('expiring'), entry)
 end
-return deleted
+return {deleted, #entries >= budget and 1 or 0}
 """
 
 SAVE_ATTRIBUTES = """

@@ -406,7 +406,7 @@ class RedisStore:
         if not (is_int64(now) and (older_than is None or is_int64(older_than)) and is_int64(limit, 1)):
             return defer.fail(BadRequest("now, older_than and limit must be integers (older_than may be None)"))
         d = self._write("EXPIRE_TELEMETRY", "telemetry", now, "" if older_than is None else older_than, limit)
-        return d.addCallback(int)
+        return d.addCallback(lambda reply: (int(reply[0]), bool(int(reply[1]))))
 
     def delete_telemetry(self, device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):
         try:

@@ -634,14 +634,15 @@ class SQLiteStore:
             return defer.fail(BadRequest("now, older_than and limit must be integers (older_than may be None)"))
 
         def job(conn):
-            deleted = 0
-            while older_than is not None and deleted < limit:
+            deleted = visited = 0
+            while older_than is not None and deleted < limit and visited < limit:
                 # the series whose oldest point may have expired (a lower bound, indexed), then a
                 # range of that series: neighbouring rows of the primary key, cheap to delete
                 row = conn.execute("SELECT device_id, key FROM ts_kv_series WHERE oldest < ? ORDER BY oldest LIMIT 1",
                                    (older_than,)).fetchone()
                 if row is None:
                     break
+                visited += 1
                 bound = _one(conn, "SELECT ts FROM ts_kv WHERE device_id = ? AND key = ? AND ts < ?"
                              " ORDER BY ts LIMIT 1 OFFSET ?", *row, older_than, limit - deleted)
                 deleted += conn.execute("DELETE FROM ts_kv WHERE device_id = ? AND key = ? AND ts < ?",
@@ -652,12 +653,13 @@ class SQLiteStore:
                     conn.execute("DELETE FROM ts_kv_series WHERE device_id = ? AND key = ?", row)
                 else:
                     conn.execute("UPDATE ts_kv_series SET oldest = ? WHERE device_id = ? AND key = ?", (left, *row))
-            if deleted < limit:
-                deleted += conn.execute(
-                    "DELETE FROM ts_kv WHERE (device_id, key, ts) IN"
-                    " (SELECT device_id, key, ts FROM ts_kv WHERE expires <= ? LIMIT ?)",
-                    (now, limit - deleted)).rowcount
-            return deleted
+            if deleted >= limit or visited >= limit:
+                return deleted, True
+            gone = conn.execute(
+                "DELETE FROM ts_kv WHERE (device_id, key, ts) IN"
+                " (SELECT device_id, key, ts FROM ts_kv WHERE expires <= ? LIMIT ?)",
+                (now, limit - deleted)).rowcount
+            return deleted + gone, deleted + gone >= limit
 
         return self._write(job)
 

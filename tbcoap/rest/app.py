@@ -189,6 +189,7 @@ class Api(Resource):
         request.setHeader(b"content-type", b"application/json")
         d = defer.maybeDeferred(self._call, request)
         d.addCallbacks(_write_json, _write_error, callbackArgs=(request,), errbackArgs=(request,))
+        d.addErrback(_write_failed, request)  # _write_json itself failed, before anything was written
         return server.NOT_DONE_YET
 
     @defer.inlineCallbacks
@@ -243,7 +244,11 @@ def _send_file(download, request):
     if request._disconnected:
         download.done()
         return
-    handle = open(download.path, "rb")
+    try:
+        handle = open(download.path, "rb")
+    except OSError:
+        download.done()
+        raise  # answered 500 by _write_json's caller
     request.setHeader(b"content-type", download.content_type)
     request.setHeader(b"content-length", str(os.fstat(handle.fileno()).st_size).encode())
     request.setHeader(b"content-disposition", f'attachment; filename="{download.filename}"'.encode())
@@ -260,6 +265,13 @@ def _send_file(download, request):
 STATUS_OF = ((BadRequest, 400), (Unauthorized, 401), (Forbidden, 403), (NotFound, 404),
              (MethodNotAllowed, 405), (StoreUnavailable, 503), (ShuttingDown, 503), (RpcFailed, 502), (GatewayTimeout, 504),
              (NotSupported, 501))
+
+
+def _write_failed(failure, request):
+    if request.startedWriting or request.finished:
+        log.failure("writing the answer to {uri} failed", failure, uri=redact_uri(request.uri.decode("latin-1")))
+        return None
+    return _write_error(failure, request)
 
 
 def _write_error(failure, request):

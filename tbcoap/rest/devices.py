@@ -86,10 +86,10 @@ def device_infos(call, devices):
     """``device_json`` of each device with ThingsBoard's ``active`` and ``customerTitle`` (null for a
     free device) and tbcoap's ``lastActivityTime`` (ms, null if never heard from), read as the
     SERVER_SCOPE attributes are."""
-    found = yield defer.gatherResults([call.core.attributes.get(d.id, "SERVER_SCOPE", ["active", "lastActivityTime"])
-                                       for d in devices], consumeErrors=True)
+    found = yield _all([call.core.attributes.get(d.id, "SERVER_SCOPE", ["active", "lastActivityTime"])
+                        for d in devices])
     owners = sorted({d.customer_id for d in devices if d.customer_id})
-    customers = yield defer.gatherResults([call.core.customers.get(c) for c in owners], consumeErrors=True)
+    customers = yield _all([call.core.customers.get(c) for c in owners])
     titles = {customer.id: customer.title for customer in customers}
     out = []
     for device, attributes in zip(devices, found):
@@ -99,6 +99,11 @@ def device_infos(call, devices):
         info["customerTitle"] = titles.get(device.customer_id)
         out.append(info)
     return out
+
+
+def _all(deferreds):
+    """gatherResults that fails with the first error itself (a 503 stays a 503)."""
+    return defer.gatherResults(deferreds, consumeErrors=True).addErrback(lambda f: f.value.subFailure)
 
 
 def info_paging(call):

@@ -68,7 +68,7 @@ class RetentionService:
         return self._running if self._running is not None else defer.succeed(None)
 
     def run_pass(self):
-        """One pass: batches until one comes back short. Fires with the points deleted."""
+        """One pass: batches until the store says nothing more has expired. Fires with the points deleted."""
         if self._running is not None:
             return self._running
         self._running = self._pass()
@@ -89,20 +89,25 @@ class RetentionService:
             now = now_ms()
             older_than = now - self.ttl_ms if self.ttl_ms else None
             started = self.clock.seconds()
-            count = yield self.store.expire_telemetry(now, older_than, self.batch)
+            count, more = yield self.store.expire_telemetry(now, older_than, self.batch)
             took = self.clock.seconds() - started
             deleted += count
             self.expired += count
-            if count < self.batch or (self._loop is not None and not self._loop.running):
+            if not more or self._stopping():
                 break
             now_writes = self._writes()
             share = IDLE_SHARE if now_writes - writes <= 1 else BUSY_SHARE  # the one is this batch
             writes = now_writes
             yield task.deferLater(self.clock, max(self.pause, took * (1 - share) / share), lambda: None)
+            if self._stopping():
+                break
         self.passes += 1
         if deleted:
             log.info("retention deleted {count} expired time-series points", count=deleted)
         return deleted
+
+    def _stopping(self):
+        return self._loop is not None and not self._loop.running
 
     def _writes(self):
         """The store's count of committed writes (its ``stats()["writes"]``)."""

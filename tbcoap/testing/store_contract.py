@@ -1139,25 +1139,48 @@ async def test_expire_telemetry_by_age(store):
     async def history(d, key):
         return [ts for ts, _ in (await store.telemetry_history(d.id, [key], 0, 10**6, 100, False)).get(key, [])]
 
-    assert await store.expire_telemetry(10**9, 3000, 100) == 8  # ts 1000 and 2000 of four series
+    assert await store.expire_telemetry(10**9, 3000, 100) == (8, False)  # ts 1000 and 2000 of four series
     assert await history(a, "x") == [3000, 4000, 5000] and await history(b, "y") == [3000, 4000, 5000]
-    assert await store.expire_telemetry(10**9, 3000, 100) == 0
-    # a batch stops at its limit; the rest goes with the next calls
-    counts = [await store.expire_telemetry(10**9, 10**6, 3) for _ in range(5)]
-    assert counts == [3, 3, 3, 3, 0]
+    assert await store.expire_telemetry(10**9, 3000, 100) == (0, False)
+    # a batch stops at its limit and says there is more; the rest goes with the next calls
+    calls = [await store.expire_telemetry(10**9, 10**6, 3) for _ in range(5)]
+    assert [count for count, _ in calls] == [3, 3, 3, 3, 0] and calls[3][1] and not calls[4][1]
     assert await history(a, "x") == [] and await history(b, "y") == []
     # latest values stay, and points written later (also older ones) are found again
     assert (await store.latest_telemetry(a.id, ["x"]))["x"] == (5000, 5000)
     await store.save_telemetry(a.id, [(7000, "x", 7), (100, "x", 1)])
-    assert await store.expire_telemetry(10**9, 6000, 100) == 1
+    assert await store.expire_telemetry(10**9, 6000, 100) == (1, False)
     assert await history(a, "x") == [7000]
     # after an operator's delete, and across a device deleted and one kept, expiry finds what is left
     await store.save_telemetry(b.id, [(1000, "z", 1), (2000, "z", 2), (9000, "z", 9)])
     await store.delete_telemetry(b.id, ["z"], 0, 1500)
     await store.delete_device(a.id)
-    assert await store.expire_telemetry(10**9, 8000, 100) == 1
+    assert (await store.expire_telemetry(10**9, 8000, 100))[0] == 1
     assert await history(b, "z") == [9000]
     await raises(BadRequest, store.expire_telemetry(10**9, None, 0))
+
+
+@pytest_twisted.ensureDeferred
+async def test_series_emptied_by_expiry_never_block_it(store):
+    devices = [await store.add_device(dev(f"d{n}"), f"t{n}") for n in range(6)]
+    for device in devices:  # each series keeps its latest value once its history is gone
+        await store.save_telemetry(device.id, [(100, "k", 1)])
+    total, more = 0, True
+    for _ in range(10):
+        if not more:
+            break
+        count, more = await store.expire_telemetry(10**9, 1000, 2)
+        total += count
+    assert total == 6 and not more
+    # the emptied series no longer come first: a live one's old points are found in one call
+    await store.save_telemetry(devices[0].id, [(150, "k", 2)])  # after the latest: its first point again
+    await store.save_telemetry(devices[1].id, [(500, "j", 3), (600, "j", 4)])
+    assert await store.expire_telemetry(10**9, 1000, 2) == (2, True)
+    count, _ = await store.expire_telemetry(10**9, 1000, 2)
+    assert count == 1
+    for device, key in ((devices[0], "k"), (devices[1], "j")):
+        assert await store.telemetry_history(device.id, [key], 0, 10**6, 100, False) == {}
+    assert (await store.latest_telemetry(devices[0].id, ["k"]))["k"] == (150, 2)
 
 
 @pytest_twisted.ensureDeferred
@@ -1165,10 +1188,15 @@ async def test_expire_telemetry_by_time_to_live(store):
     a = await store.add_device(dev("a"), "ta")
     await store.save_telemetry(a.id, [(10_000, "t", 1), (11_000, "t", 2)], ttl=5_000)
     await store.save_telemetry(a.id, [(12_000, "t", 3)])  # no time to live
-    assert await store.expire_telemetry(15_500, None, 100) == 1  # 10,000 + 5,000 has passed
-    assert await store.expire_telemetry(15_500, None, 100) == 0
-    assert await store.expire_telemetry(16_000, None, 100) == 1
+    assert await store.expire_telemetry(15_500, None, 100) == (1, False)  # 10,000 + 5,000 has passed
+    assert await store.expire_telemetry(15_500, None, 100) == (0, False)
+    assert await store.expire_telemetry(16_000, None, 100) == (1, False)
     history = await store.telemetry_history(a.id, ["t"], 0, 10**6, 100, False)
     assert history == {"t": [(12_000, 3)]}
-    assert await store.expire_telemetry(10**12, None, 100) == 0  # without an age limit it stays
+    assert await store.expire_telemetry(10**12, None, 100) == (0, False)  # without an age limit it stays
     assert (await store.latest_telemetry(a.id, ["t"]))["t"] == (12_000, 3)
+    # a point written again without a time to live loses the old one
+    await store.save_telemetry(a.id, [(20_000, "u", 1)], ttl=1_000)
+    await store.save_telemetry(a.id, [(20_000, "u", 2)])
+    assert await store.expire_telemetry(10**12, None, 100) == (0, False)
+    assert await store.telemetry_history(a.id, ["u"], 0, 10**6, 100, False) == {"u": [(20_000, 2)]}

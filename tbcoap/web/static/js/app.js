@@ -84,12 +84,18 @@ function render(moveFocus = true) {
   for (const route of ROUTES) {
     const match = hash.match(route.pattern);
     if (!match) continue;
+    let args;
+    try {
+      args = match.slice(1).map(decodeURIComponent);
+    } catch {  // a malformed %-escape typed into the address bar
+      break;
+    }
     updateHeader(route);
     if (route.admin && !context().admin) {
       view.append(h("h1", { tabindex: "-1" }, "Not available"),
         h("p", null, "This page needs the admin key: a customer's key may not make these calls."));
     } else {
-      route.view(view, context(), life, ...match.slice(1).map(decodeURIComponent));
+      route.view(view, context(), life, ...args);
     }
     if (moveFocus) view.querySelector("h1")?.focus();
     return;

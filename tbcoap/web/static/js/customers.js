@@ -61,7 +61,7 @@ export function customersView(view, ctx, life) {
       summary.textContent = `${page.totalElements} customer${page.totalElements === 1 ? "" : "s"}`;
       pages.update(state.page, page.totalPages);
     } catch (error) {
-      showError("Loading customers", error);
+      if (life.alive) showError("Loading customers", error);  // not on the page the user went on to
     }
   }
 

@@ -62,7 +62,7 @@ export function devicesView(view, ctx, life) {
         ` · page ${state.page + 1} of ${Math.max(1, page.totalPages)}`;
       pages.update(state.page, page.totalPages);
     } catch (error) {
-      showError("Loading devices", error);
+      if (life.alive) showError("Loading devices", error);  // not on the page the user went on to
     }
   }
 

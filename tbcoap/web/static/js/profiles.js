@@ -82,7 +82,7 @@ export function profilesView(view, ctx, life) {
       summary.textContent = `${page.totalElements} profile${page.totalElements === 1 ? "" : "s"}`;
       pages.update(state.page, page.totalPages);
     } catch (error) {
-      showError("Loading device profiles", error);
+      if (life.alive) showError("Loading device profiles", error);  // not on the page the user went on to
     }
   }
 
