@@ -7,6 +7,7 @@ import os
 DEFAULT_DATA_DIR = "./tbcoap-data"
 KEY_FILE = "admin.key"
 LOCK_FILE = "tbcoap.lock"
+BACKUP_PREFIX = ".backup-"
 
 
 class DataDirBusy(Exception):
@@ -22,6 +23,25 @@ def ensure(data_dir) -> str:
     """Create the data directory (mode 0700) if it is missing; its path."""
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     return data_dir
+
+
+def backup_path(data_dir) -> str:
+    """A new name for a backup's snapshot while it is sent (removed afterwards)."""
+    import uuid
+    return os.path.join(data_dir, f"{BACKUP_PREFIX}{uuid.uuid4().hex}.part")
+
+
+def remove_stale_backups(data_dir) -> int:
+    """Remove snapshots a node that ended while sending one left behind; how many went."""
+    removed = 0
+    for name in os.listdir(data_dir):
+        if name.startswith(BACKUP_PREFIX) and name.endswith(".part"):
+            try:
+                os.unlink(os.path.join(data_dir, name))
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def private_file(path):

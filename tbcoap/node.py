@@ -138,6 +138,8 @@ class TbcoapService(Service):
                 raise StartFailed(str(exc)) from None
             except OSError as exc:
                 raise StartFailed(f"cannot use the data directory {settings['data-dir']}: {exc}") from None
+            if datadir.remove_stale_backups(settings["data-dir"]):
+                log.info("removed the snapshot files of backups that a stopped node left unsent")
         try:
             self.admin_key = load_admin_key(settings)
         except (OSError, ValueError) as exc:

@@ -359,3 +359,14 @@ async def test_a_backup_whose_file_cannot_be_read_answers_500_and_frees_the_next
         body = json.loads(await response.content())
         assert response.code == 500 and body["message"] == "internal server error"
     assert not node.backup_running
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_start_removes_snapshots_a_stopped_node_left_behind(start_node, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / ".backup-0123abcd.part").write_bytes(b"half a snapshot")
+    (data / "keep.part").write_bytes(b"not ours")
+    node = await start_node(data_dir=data)
+    assert node.running
+    assert sorted(name for name in os.listdir(data) if name.endswith(".part")) == ["keep.part"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 from prometheus_client.exposition import choose_encoder
 from twisted.internet import defer
 
+from tbcoap import datadir
 from tbcoap.errors import StoreUnavailable
 from tbcoap.rest.app import FileDownload, Raw
 
@@ -40,7 +40,7 @@ def backup(call):
     if node.backup_running:
         raise StoreUnavailable("a backup is being taken already; try again when it is done")
     node.backup_running = True
-    path = os.path.join(node.settings["data-dir"], f".backup-{uuid.uuid4().hex}.part")
+    path = datadir.backup_path(node.settings["data-dir"])
 
     def done():
         node.backup_running = False
