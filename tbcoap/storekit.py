@@ -88,6 +88,20 @@ def check_values(values):
 AGGREGATIONS = ("AVG", "MIN", "MAX", "SUM", "COUNT")
 
 
+def check_expiry(now, older_than, limit):
+    """The arguments of ``expire_telemetry``."""
+    check(is_int64(now) and (older_than is None or is_int64(older_than)) and is_int64(limit, 1),
+          "now, older_than and limit must be integers (older_than may be None)")
+
+
+def check_deletion(keys, start_ts, end_ts) -> list:
+    """The arguments of ``delete_telemetry``; the keys as a list."""
+    check(keys is not None, "the keys to delete are required")
+    keys = key_list(keys)
+    check(is_int64(start_ts) and is_int64(end_ts), "start and end must be integer timestamps")
+    return keys
+
+
 def check_aggregate(start_ts, end_ts, interval, agg, limit):
     """The arguments of ``telemetry_aggregate``."""
     check(is_int64(start_ts) and is_int64(end_ts), "start and end must be integer timestamps")

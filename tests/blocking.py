@@ -4,12 +4,15 @@ REST with urllib."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 import urllib.error
 import urllib.request
 
-from tests.coapclient import build
+from txthings import coap as tx
+
+from tests.coapclient import ACK, CON, build
 from tests.conftest import ADMIN_KEY
 
 CON_TYPE = 0
@@ -90,3 +93,49 @@ class Coap:
                 continue
             return code, body
         raise AssertionError(f"no answer to {path}")
+
+
+class UdpDevice:
+    """A device's side over a blocking UDP socket: datagrams out, decoded messages in (kept in an
+    inbox until a ``receive`` asks for them), empty ACKs for CON messages."""
+
+    def __init__(self, coap_address, token):
+        self.address, self.token = coap_address, token
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.mid = int.from_bytes(os.urandom(2), "big")
+        self.inbox = []
+
+    def close(self):
+        self.sock.close()
+
+    def next_mid(self):
+        self.mid = (self.mid + 1) & 0xFFFF
+        return self.mid
+
+    def send(self, datagram):
+        self.sock.sendto(datagram, self.address)
+
+    def receive(self, match, timeout=10.0):
+        """The first message (already received or arriving within ``timeout``) that ``match`` accepts."""
+        for message in self.inbox:
+            if match(message):
+                self.inbox.remove(message)
+                return message
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except socket.timeout:
+                break
+            message = tx.Message.decode(data, addr)
+            if match(message):
+                return message
+            self.inbox.append(message)
+        raise AssertionError(f"nothing matching arrived in {timeout} s; got {self.inbox!r}")
+
+    def ack(self, message):
+        """Acknowledge ``message`` if it is a CON."""
+        if message.mtype == CON:
+            self.send(tx.Message(mtype=ACK, mid=message.mid, code=tx.EMPTY).encode())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,8 +15,9 @@ from txthings import coap as tx
 
 from tbcoap.cli.commands.rpc import http_timeout, json_or_string, request_body
 from tbcoap.cli.main import build_parser
+from tests.blocking import UdpDevice
 from tests.conftest import ADMIN_KEY
-from tests.coapclient import ACK, CON, GET, POST, build, code_text
+from tests.coapclient import CON, GET, POST, build, code_text
 
 
 def command(server, *args):
@@ -60,54 +60,18 @@ def make_device(server):
     return name, device["id"]["id"], token
 
 
-class Device:
+class Device(UdpDevice):
     """The device's side over a blocking UDP socket."""
 
     def __init__(self, server, token):
-        self.server, self.token = server, token
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.mid = int.from_bytes(os.urandom(2), "big")
-        self.inbox = []
-
-    def close(self):
-        self.sock.close()
-
-    def next_mid(self):
-        self.mid = (self.mid + 1) & 0xFFFF
-        return self.mid
-
-    def send(self, datagram):
-        self.sock.sendto(datagram, self.server.coap_address)
-
-    def receive(self, match, timeout=10.0):
-        """The first datagram (already received or arriving within ``timeout``) that ``match`` accepts."""
-        for message in self.inbox:
-            if match(message):
-                self.inbox.remove(message)
-                return message
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"nothing matching arrived in {timeout} s; got {self.inbox!r}")
-            self.sock.settimeout(left)
-            try:
-                data, addr = self.sock.recvfrom(4096)
-            except socket.timeout:
-                continue
-            message = tx.Message.decode(data, addr)
-            if match(message):
-                return message
-            self.inbox.append(message)
+        super().__init__(server.coap_address, token)
 
     def request(self, method, path, payload=b"", **options):
         """A CON request; its response (piggybacked, or separate and then ACKed)."""
         mid, token = self.next_mid(), os.urandom(4)
         self.send(build(method, path, payload, mtype=CON, mid=mid, token=token, **options))
         answer = self.receive(lambda m: m.token == token and m.code != tx.EMPTY)
-        if answer.mtype == CON:
-            self.ack(answer)
+        self.ack(answer)
         return answer
 
     def observe_rpc(self):
@@ -116,8 +80,7 @@ class Device:
         self.send(build(GET, f"/api/v1/{self.token}/rpc", observe=0, mid=self.next_mid(), token=token))
         first = self.receive(lambda m: m.token == token and m.payload == b"{}")
         assert code_text(first.code) == "2.05", code_text(first.code)
-        if first.mtype == CON:
-            self.ack(first)
+        self.ack(first)
         self.observation = token
         return token
 
@@ -126,9 +89,6 @@ class Device:
         message = self.receive(lambda m: m.token == self.observation and m.payload != b"{}", timeout)
         assert code_text(message.code) == "2.05"
         return message, json.loads(message.payload)
-
-    def ack(self, message):
-        self.send(tx.Message(mtype=ACK, mid=message.mid, code=tx.EMPTY).encode())
 
     def reply(self, request_id, body):
         answer = self.request(POST, f"/api/v1/{self.token}/rpc/{request_id}", json.dumps(body).encode())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import urllib.request
 import uuid
@@ -16,8 +15,8 @@ import uuid
 import pytest
 from txthings import coap as tx
 
-from tests.blocking import rest
-from tests.coapclient import ACK, CON, GET, POST, build, code_text
+from tests.blocking import UdpDevice, rest
+from tests.coapclient import CON, GET, POST, build, code_text
 from tests.conftest import ADMIN_KEY, require_tool
 
 from selenium import webdriver
@@ -138,47 +137,11 @@ def cell(driver, selector):
     return driver.find_element(By.CSS_SELECTOR, selector).text
 
 
-class Device:
+class Device(UdpDevice):
     """A device over a blocking UDP socket: requests, observations, their notifications."""
 
     def __init__(self, server, token):
-        self.address, self.token = server.coap_address, token
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.mid = int.from_bytes(os.urandom(2), "big")
-        self.inbox = []
-
-    def close(self):
-        self.sock.close()
-
-    def send(self, datagram):
-        self.sock.sendto(datagram, self.address)
-
-    def next_mid(self):
-        self.mid = (self.mid + 1) & 0xFFFF
-        return self.mid
-
-    def receive(self, match, timeout=10.0):
-        for message in self.inbox:
-            if match(message):
-                self.inbox.remove(message)
-                return message
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except socket.timeout:
-                break
-            message = tx.Message.decode(data, addr)
-            if match(message):
-                return message
-            self.inbox.append(message)
-        raise AssertionError(f"nothing matching arrived in {timeout} s; got {self.inbox!r}")
-
-    def ack(self, message):
-        if message.mtype == CON:
-            self.send(tx.Message(mtype=ACK, mid=message.mid, code=tx.EMPTY).encode())
+        super().__init__(server.coap_address, token)
 
     def request(self, method, path, payload=b""):
         """A CON request: the code of its answer (as text) and its payload."""

@@ -24,6 +24,8 @@ from tbcoap.models import (ACCESS_TOKEN, PROVISION_TYPES, SCOPES, ClaimRequest, 
 from tbcoap.storekit import (
     check,
     check_aggregate,
+    check_deletion,
+    check_expiry,
     check_claim_request,
     check_credentials,
     check_customer,
@@ -403,16 +405,16 @@ class RedisStore:
             d.addCallbacks(_answer_each, _fail_each, callbackArgs=(batch,), errbackArgs=(batch,))
 
     def expire_telemetry(self, now, older_than, limit):
-        if not (is_int64(now) and (older_than is None or is_int64(older_than)) and is_int64(limit, 1)):
-            return defer.fail(BadRequest("now, older_than and limit must be integers (older_than may be None)"))
+        try:
+            check_expiry(now, older_than, limit)
+        except BadRequest as exc:
+            return defer.fail(exc)
         d = self._write("EXPIRE_TELEMETRY", "telemetry", now, "" if older_than is None else older_than, limit)
         return d.addCallback(lambda reply: (int(reply[0]), bool(int(reply[1]))))
 
     def delete_telemetry(self, device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):
         try:
-            check(keys is not None, "the keys to delete are required")
-            keys = key_list(keys)
-            check(is_int64(start_ts) and is_int64(end_ts), "start and end must be integer timestamps")
+            keys = check_deletion(keys, start_ts, end_ts)
         except BadRequest as exc:
             return defer.fail(exc)
         d = self._write("DELETE_TELEMETRY", "device", device_id, start_ts, end_ts, "1" if delete_latest else "0",
