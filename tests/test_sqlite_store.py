@@ -225,7 +225,7 @@ async def test_delete_device_drops_its_rpc_counter(sqlite_store):
     def counters(conn):
         return dict(conn.execute("SELECT device_id, last_request_id FROM rpc_counters"))
 
-    assert await sqlite_store._writer.submit(counters) == {b.id: 1}
+    assert await sqlite_store.database.writer.submit(counters) == {b.id: 1}
 
 
 @pytest_twisted.ensureDeferred
@@ -285,7 +285,7 @@ async def test_sync_setting(tmp_path, sync, level):
     store = make_store(_sqlite_url(tmp_path), {"sync": sync})
     await store.open()
     try:
-        assert await store._writer.submit(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == level
+        assert await store.database.writer.submit(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == level
     finally:
         await store.close()
 
@@ -312,7 +312,7 @@ async def test_savepoint_rolls_back_only_the_failing_job(sqlite_store):
 
     jobs = [
         sqlite_store.save_telemetry(d.id, [(1, "before", 1)]),
-        sqlite_store._writer.submit(half_done),
+        sqlite_store.database.writer.submit(half_done),
         sqlite_store.save_telemetry(d.id, [(1, "after", 1)]),
     ]
     results = await settled(jobs)

@@ -1,8 +1,8 @@
 """RedisStore: the IStore in Redis, one Lua script per call (atomic, one round trip).
 
 Calls are sent without waiting for each other on one connection, so a burst of devices shares
-round trips; with ``wait=N`` the writes of one reactor turn share one ``WAIT``.  Typed values
-are kept as one letter of kind and their text (``L42``, ``D21.5``, ``Sx``, ``B1``, ``J{..}``).
+round trips; with ``wait=N`` the writes of one reactor turn share one ``WAIT``.  How values and
+records are kept is in records.py, the scripts in lua/.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, NotSupported, StoreUnavailable
+from tbcoap.errors import BadRequest, DuplicateName, NotFound, NotSupported, StoreUnavailable
 from tbcoap.interfaces import IStore
-from tbcoap.metrics import LatencyHistogram
-from tbcoap.models import (ACCESS_TOKEN, PROVISION_TYPES, SCOPES, ClaimRequest, Credentials, Customer, Device,
-                           DeviceProfile, Rpc, from_kind, new_id, now_ms)
+from tbcoap.latency import LatencyHistogram
+from tbcoap.models import ACCESS_TOKEN, PROVISION_TYPES, SCOPES, ClaimRequest, Credentials, Rpc, new_id, now_ms
 from tbcoap.storekit import (
     check,
     check_aggregate,
@@ -45,66 +44,10 @@ from . import scripts
 from .aggregate import CHUNK, Buckets
 from .bus import RedisBus
 from .connection import Redis
+from .records import REFUSALS, as_customer, as_device, as_point, as_profile, as_rpc, encode, fold, pairs
 
-KIND_CODES = {"BOOLEAN": "B", "LONG": "L", "DOUBLE": "D", "STRING": "S", "JSON": "J"}
-KINDS = {code: kind for kind, code in KIND_CODES.items()}
 TELEMETRY_BATCH = 500  # telemetry saves sharing one script call
 STALLED_WRITE = 5.0  # seconds a write may wait before check() says the store cannot write
-REFUSALS = {
-    "DUPNAME": lambda what: DuplicateName(f"a {what} with this name exists"),
-    "DUPTOKEN": lambda what: DuplicateToken("these credentials are used by another device"),
-    "DUPID": lambda what: BadRequest(f"a {what} with this id exists"),
-    "DUPKEY": lambda what: BadRequest(f"this key is used by another {what}"),
-    "NOTFOUND": lambda what: NotFound("no such device"),
-    "NOCUSTOMER": lambda what: NotFound("no such customer"),
-}
-
-
-def encode(kind, data):
-    """``kind`` and plain data (from storekit) as the stored text."""
-    if kind == "DOUBLE":
-        return "D" + repr(float(data))
-    return KIND_CODES[kind] + str(data)
-
-
-def decode(text):
-    """A typed value from its stored text."""
-    return from_kind(KINDS[text[0]], text[1:])
-
-
-def _point(member):
-    """``(ts, value)`` of a ``ts|value`` member."""
-    ts, _, text = member.partition("|")
-    return int(ts), decode(text)
-
-
-def _device(row):
-    return Device(id=row[0], name=row[1], type=row[2], label=row[3], created_time=int(row[4]), customer_id=row[5],
-                  additional_info=row[6])
-
-
-def _profile(row):
-    return DeviceProfile(id=row[0], name=row[1], provision_type=row[2], provision_key=row[3],
-                         provision_secret=row[4], created_time=int(row[5]))
-
-
-def _customer(row):
-    return Customer(id=row[0], title=row[1], created_time=int(row[2]))
-
-
-def _rpc(row):
-    (id_, device, request, method, params, oneway, persistent, expires, created, status, response) = row
-    return Rpc(id=id_, device_id=device, request_id=int(request), method=method, params_json=params,
-               oneway=oneway == "1", persistent=persistent == "1", expiration_time=int(expires),
-               created_time=int(created), status=status, response_json=response)
-
-
-def _pairs(flat):
-    return dict(zip(flat[::2], flat[1::2]))
-
-
-def _fold(name):
-    return name.casefold()
 
 
 @implementer(IStore)
@@ -266,19 +209,19 @@ class RedisStore:
         if not is_id(token):
             return defer.fail(BadRequest("an access token is required"))
         d = self._write("add_device", "device", device.id, device.name, device.type, device.label or "",
-                        device.created_time, device.customer_id or "", token, _fold(device.name),
+                        device.created_time, device.customer_id or "", token, fold(device.name),
                         device.additional_info or "")
         return d.addCallback(lambda _: device)
 
     def update_device(self, device):
         d = self._write("update_device", "device", device.id, device.name, device.type, device.label or "",
-                        device.additional_info or "", _fold(device.name))
-        return d.addCallback(_device)
+                        device.additional_info or "", fold(device.name))
+        return d.addCallback(as_device)
 
     def _device_by(self, index, value):
         if not isinstance(value, str):
             return defer.succeed(None)
-        return self._read("device_by", index, value).addCallback(lambda row: _device(row) if row else None)
+        return self._read("device_by", index, value).addCallback(lambda row: as_device(row) if row else None)
 
     def get_device(self, device_id):
         return self._device_by("", device_id)
@@ -290,7 +233,7 @@ class RedisStore:
         if not is_id(credentials_id):
             return defer.succeed(None)
         d = self._read("device_by", "token", credentials_id, credentials_type)
-        return d.addCallback(lambda row: _device(row) if row else None)
+        return d.addCallback(lambda row: as_device(row) if row else None)
 
     def list_devices(self, limit, offset, text_search=None, sort_property="createdTime", descending=False):
         return self._device_page("", limit, offset, text_search, sort_property, descending)
@@ -307,8 +250,8 @@ class RedisStore:
         except BadRequest:
             return defer.fail()
         d = self._read("list_devices", sort_property, "1" if descending else "0", offset, limit,
-                       _fold(text_search or ""), customer_id)
-        return d.addCallback(lambda reply: ([_device(row) for row in reply[1:]], int(reply[0])))
+                       fold(text_search or ""), customer_id)
+        return d.addCallback(lambda reply: ([as_device(row) for row in reply[1:]], int(reply[0])))
 
     def delete_device(self, device_id):
         return self._write("delete_device", "device", device_id).addCallback(lambda n: int(n) == 1)
@@ -341,12 +284,12 @@ class RedisStore:
             return defer.fail(BadRequest(f"unknown provision type {profile.provision_type!r}"))
         d = self._write("update_profile", "device profile", profile.id, profile.name, profile.provision_type,
                         profile.provision_key or "", profile.provision_secret or "")
-        return d.addCallback(_profile).addErrback(_no_such, "device profile")
+        return d.addCallback(as_profile).addErrback(_no_such, "device profile")
 
     def _profile_by(self, index, value):
         if not isinstance(value, str) or not value:
             return defer.succeed(None)
-        return self._read("profile_by", index, value).addCallback(lambda row: _profile(row) if row else None)
+        return self._read("profile_by", index, value).addCallback(lambda row: as_profile(row) if row else None)
 
     def profile_by_name(self, name):
         return self._profile_by("name", name)
@@ -363,7 +306,7 @@ class RedisStore:
         return d.addCallback(lambda reply: ([build(row) for row in reply[1:]], int(reply[0])))
 
     def list_profiles(self, limit, offset):
-        return self._page("profs", ("id", "name", "type", "key", "secret", "created"), _profile, limit, offset)
+        return self._page("profs", ("id", "name", "type", "key", "secret", "created"), as_profile, limit, offset)
 
     def mark_provisioned(self, device_id):
         d = self._write("mark_provisioned", "device", device_id, f"{now_ms()}|Sprovisioned")
@@ -429,7 +372,7 @@ class RedisStore:
         if keys == []:
             return defer.succeed({})
         d = self._read("latest", device_id, *(keys or ()))
-        return d.addCallback(lambda flat: {key: _point(member) for key, member in _pairs(flat).items()})
+        return d.addCallback(lambda flat: {key: as_point(member) for key, member in pairs(flat).items()})
 
     def telemetry_history(self, device_id, keys, start_ts, end_ts, limit, descending):
         try:
@@ -441,7 +384,7 @@ class RedisStore:
         if keys == []:
             return defer.succeed({})
         d = self._read("history", device_id, start_ts, end_ts, limit, "1" if descending else "0", *(keys or ()))
-        return d.addCallback(lambda flat: {key: [_point(m) for m in points] for key, points in _pairs(flat).items()})
+        return d.addCallback(lambda flat: {key: [as_point(m) for m in points] for key, points in pairs(flat).items()})
 
     def telemetry_aggregate(self, device_id, keys, start_ts, end_ts, interval, agg, limit, descending):
         try:
@@ -498,8 +441,8 @@ class RedisStore:
 
         def build(flat):
             out = {}
-            for key, member in _pairs(flat).items():
-                ts, value = _point(member)
+            for key, member in pairs(flat).items():
+                ts, value = as_point(member)
                 out[key] = (value, ts)
             return out
 
@@ -529,12 +472,12 @@ class RedisStore:
     def get_rpc(self, rpc_id):
         if not isinstance(rpc_id, str):
             return defer.succeed(None)
-        return self._read("get_rpc", rpc_id).addCallback(lambda row: _rpc(row) if row else None)
+        return self._read("get_rpc", rpc_id).addCallback(lambda row: as_rpc(row) if row else None)
 
     def rpc_by_request_id(self, device_id, request_id):
         if not is_int64(request_id) or not isinstance(device_id, str):
             return defer.succeed(None)
-        return self._read("get_rpc", "", device_id, request_id).addCallback(lambda row: _rpc(row) if row else None)
+        return self._read("get_rpc", "", device_id, request_id).addCallback(lambda row: as_rpc(row) if row else None)
 
     def set_rpc_status(self, rpc_id, status, response_json=None, expect=None):
         try:
@@ -548,7 +491,7 @@ class RedisStore:
         return d.addCallback(lambda n: int(n) == 1)
 
     def pending_rpcs(self, device_id=None):
-        return self._read("pending_rpcs", device_id or "").addCallback(lambda rows: [_rpc(r) for r in rows])
+        return self._read("pending_rpcs", device_id or "").addCallback(lambda rows: [as_rpc(r) for r in rows])
 
     def list_rpcs(self, device_id, limit, offset):
         try:
@@ -556,7 +499,7 @@ class RedisStore:
         except BadRequest:
             return defer.fail()
         d = self._read("list_rpcs", device_id, offset, limit)
-        return d.addCallback(lambda reply: ([_rpc(row) for row in reply[1:]], int(reply[0])))
+        return d.addCallback(lambda reply: ([as_rpc(row) for row in reply[1:]], int(reply[0])))
 
     def delete_rpc(self, rpc_id):
         return self._write("delete_rpc", "RPC", rpc_id).addCallback(lambda n: int(n) == 1)
@@ -582,7 +525,7 @@ class RedisStore:
     def _customer_by(self, index, value):
         if not is_id(value):
             return defer.succeed(None)
-        return self._read("customer_by", index, value).addCallback(lambda row: _customer(row) if row else None)
+        return self._read("customer_by", index, value).addCallback(lambda row: as_customer(row) if row else None)
 
     def get_customer(self, customer_id):
         return self._customer_by("", customer_id)
@@ -594,7 +537,7 @@ class RedisStore:
         return self._customer_by("title", title)
 
     def list_customers(self, limit, offset):
-        return self._page("custs", ("id", "title", "created"), _customer, limit, offset)
+        return self._page("custs", ("id", "title", "created"), as_customer, limit, offset)
 
     def set_device_customer(self, device_id, customer_id, expect_customer_id):
         try:
