@@ -100,7 +100,7 @@ class NodeCollector:
     def _store(self, node):
         stats = node.store.stats()
         depth = GaugeMetricFamily("tbcoap_store_queue_depth", "store writes waiting to be committed")
-        depth.add_metric([], stats.get("queueDepth", 0))
+        depth.add_metric([], stats["queueDepth"])
         yield depth
         family = HistogramMetricFamily("tbcoap_store_commit_duration_seconds",
                                        "time one store commit (a batch of writes) took", labels=["store"])

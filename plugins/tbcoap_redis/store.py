@@ -56,6 +56,7 @@ class RedisStore:
     and provisioned marks in Redis, shared by every node that uses the same URL and prefix."""
 
     name = "redis"
+    backup_type = None  # Redis keeps its own backups: backup() fails with NotSupported
 
     def __init__(self, url, reactor=None):
         if reactor is None:

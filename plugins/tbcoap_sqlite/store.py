@@ -69,6 +69,7 @@ class SQLiteStore(TelemetryCalls):
     requests and provisioned marks in one SQLite file."""
 
     name = "sqlite"
+    backup_type = ("application/vnd.sqlite3", "sqlite3")  # what backup() writes: media type, file suffix
 
     def __init__(self, path, sync="normal", busy_timeout=5.0, read_threads=4, max_queue=10000, reactor=None):
         self.path = path

@@ -52,9 +52,8 @@ def backup(call):
         done()
         raise
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    sqlite = node.store.name == "sqlite"
-    return FileDownload(path, b"application/vnd.sqlite3" if sqlite else b"application/octet-stream",
-                        f"tbcoap-{stamp}.{'sqlite3' if sqlite else 'backup'}", done)
+    media_type, suffix = node.store.backup_type
+    return FileDownload(path, media_type.encode("ascii"), f"tbcoap-{stamp}.{suffix}", done)
 
 
 def _remove(path):
