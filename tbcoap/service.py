@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from twisted.python import usage
 
 from tbcoap.datadir import DEFAULT_DATA_DIR
-from tbcoap.pluginconfig import SettingError, collect
+from tbcoap.pluginconfig import Given, SettingError, collect
 from tbcoap.plugins import PluginManager
 from tbcoap.ratelimit import parse_rate_limit
 
@@ -62,7 +62,8 @@ SETTINGS = {
     "store": (None, str, "store URL: sqlite:///PATH (default <data-dir>/tbcoap.sqlite3), or a plugin's scheme"),
     "admin-key": (None, str, "REST admin key (else $TBCOAP_ADMIN_KEY, else generated into data-dir)"),
     "max-body": (65536, int, "largest request body in bytes (4.13 above)"),
-    "sync": ("normal", str, "normal: commits survive a killed process; full: also a power loss"),
+    "sync": (None, str, "SQLite: normal (default): commits survive a killed process; full: also a power loss "
+                        "(an alias of --plugin-option sqlite.sync=...)"),
     "device-rate-limit": (None, str, "per device token: at most N requests in S seconds, N:S[,N:S] (4.29)"),
     "peer-rate-limit": (None, str, "per source address and port, N:S[,N:S] (4.29)"),
     "piggyback-timeout": (500, int, "ms to answer in the ACK before sending an empty ACK first"),
@@ -139,6 +140,7 @@ class Options(usage.Options):
         rules = check_rules(self.settings, self.plugins)
         try:
             given = collect(self.settings.pop("plugins-table"), self.plugin_options)
+            alias_sync(given, self.settings.pop("sync"), self["sync"] is not None, self["config"])
             self.plugins.configure(urlsplit(self.settings["store"]).scheme, rules, given)
         except SettingError as exc:
             raise usage.UsageError(str(exc)) from None
@@ -165,6 +167,16 @@ def worker_args(args):
             continue
         out.append(arg)
     return out
+
+
+def alias_sync(given, sync, from_command_line, config_path):
+    """``--sync`` (or ``sync`` in the config file) is the sqlite plugin's setting ``sync``: put it in
+    ``given`` (collect's ``{plugin: {key: Given}}``) unless ``--plugin-option sqlite.sync`` or (for
+    the config file's key) ``[plugins.sqlite] sync`` gives it already."""
+    ours = given.get("sqlite", {}).get("sync")
+    if sync is not None and (ours is None or (from_command_line and not ours.is_text)):
+        origin = "--sync" if from_command_line else f"sync in {config_path}"
+        given.setdefault("sqlite", {})["sync"] = Given(sync, origin, is_text=from_command_line)
 
 
 def resolve_settings(given) -> dict:
@@ -198,8 +210,7 @@ def resolve_settings(given) -> dict:
             raise usage.UsageError(f"--{name}: expected {TYPE_WORDS[convert]}, got {value!r}")
     _validate(settings)
     if settings["store"] is None:
-        path = os.path.abspath(os.path.join(settings["data-dir"], "tbcoap.sqlite3"))
-        settings["store"] = "sqlite://" + path
+        settings["store"] = "sqlite://"  # the sqlite plugin's own file: <data-dir>/tbcoap.sqlite3 by default
     settings["admin-key"] = settings["admin-key"] or os.environ.get("TBCOAP_ADMIN_KEY") or None
     return settings
 
@@ -222,8 +233,6 @@ def _validate(settings):
     for name in ("coap-port", "http-port", "coaps-port"):
         if not 0 <= settings[name] <= 65535:
             raise usage.UsageError(f"--{name} must be 0 to 65535")
-    if settings["sync"] not in ("normal", "full"):
-        raise usage.UsageError("--sync must be normal or full")
     if settings["max-body"] < 1:
         raise usage.UsageError("--max-body must be positive")
     if not 0 < settings["piggyback-timeout"] <= 60_000:
