@@ -12,7 +12,9 @@ from tbcoap.interfaces import IStore
 from tbcoap.models import Device
 from tbcoap.pluginconfig import SettingError
 from tbcoap.plugins import PluginManager
-from tbcoap.service import Options, check_store
+from tbcoap.choices import ChoiceError, store_backend
+from tbcoap.node import NodeError, TbcoapService
+from tbcoap.service import Options, resolve_settings
 from tests.coapclient import POST, code_text
 
 
@@ -25,8 +27,19 @@ def test_bundled_store_comes_from_the_entry_point_group():
 
 def test_without_entry_points_there_is_no_store():
     plugins = PluginManager(load_entry_points=False)
-    with pytest.raises(usage.UsageError, match="unknown store scheme 'sqlite'"):
-        check_store({"store": "sqlite:///tmp/x"}, plugins)
+    with pytest.raises(ChoiceError, match="unknown store scheme 'sqlite'"):
+        store_backend("sqlite:///tmp/x", plugins)
+
+
+def test_a_node_built_from_settings_refuses_a_bad_choice_with_its_own_error(tmp_path):
+    """An embedding application that builds the node from a settings dict gets NodeError (not
+    twistd's UsageError), naming the option."""
+    settings = resolve_settings({"data-dir": str(tmp_path), "rules": "nosuchrule"})
+    with pytest.raises(NodeError, match="--rules: unknown rule nosuchrule"):
+        TbcoapService(settings, PluginManager())
+    settings = resolve_settings({"data-dir": str(tmp_path), "store": "nope://x"})
+    with pytest.raises(NodeError, match="unknown store scheme 'nope'"):
+        TbcoapService(settings, PluginManager())
 
 
 def test_unknown_scheme_names_the_available_ones():
@@ -54,7 +67,7 @@ def test_store_backend_is_chosen_by_scheme(tmp_path):
     plugins = PluginManager()
     plugin = OtherScheme()
     plugins.register(plugin, name="other")
-    backend = check_store({"store": f"other://{tmp_path}/x.sqlite3"}, plugins)
+    backend = store_backend(f"other://{tmp_path}/x.sqlite3", plugins)
     store = backend.factory(f"other://{tmp_path}/x.sqlite3", {"data-dir": str(tmp_path)})
     assert plugin.urls == [f"other://{tmp_path}/x.sqlite3"]
     assert verifyObject(IStore, store)
