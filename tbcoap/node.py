@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import errno
 import os
+from dataclasses import dataclass
 
 from twisted.application.service import Service
 from twisted.internet import defer, error as neterror
@@ -280,13 +281,48 @@ class TbcoapService(Service):
             self.lock = None
         log.info("tbcoap stopped")
 
+    @defer.inlineCallbacks
+    def health(self):
+        """``{part: what is wrong}`` for each part of this node that is down (``{}``: all up)."""
+        down = {}
+        if self.coap_port is None or not self.coap_port.connected:
+            down["coap"] = "not listening"
+        if not self.core.ready:
+            down["store"] = f"{self.store.name} store not open"
+        else:
+            try:
+                yield self.store.check()
+            except Exception as exc:
+                down["store"] = f"{self.store.name}: {exc}"
+        return down
+
+    @defer.inlineCallbacks
+    def take_backup(self):
+        """A consistent snapshot of the store in a new file of the data directory, taken while the
+        node serves, for one download at a time: a ``Snapshot`` whose ``release()`` removes the file
+        and frees the slot.  StoreUnavailable while another is taken or sent; NotSupported from a
+        store that has backups of its own."""
+        if self.backup_running:
+            raise StoreUnavailable("a backup is being taken already; try again when it is done")
+        self.backup_running = True
+        path = datadir.backup_path(self.settings["data-dir"])
+
+        def release():
+            self.backup_running = False
+            datadir.remove(path)
+
+        try:
+            yield self.store.backup(path)
+        except BaseException:
+            release()
+            raise
+        content_type, suffix = _backup_format(self.store)
+        return Snapshot(path, content_type, suffix, release)
+
     def stats(self):
         """Every counter of this node (for /api/admin/stats)."""
         api = self.device_api
-        limits = {name: limiter.stats() for name, limiter in (("device", api.device_limiter),
-                                                              ("peer", api.peer_limiter),
-                                                              ("provision", api.provision_limiter))
-                  if limiter is not None}
+        limits = {name: limiter.stats() for name, limiter in api.limiters().items()}
         http = {"refused": dict(sorted(self.site.refusals.items())) if self.site is not None else {}}
         process = {"pid": os.getpid(), "worker": self.worker, "workers": self.workers}
         secure = {"coaps": self.coaps.stats(), "dtls": self.dtls.stats()} if self.dtls is not None else {}
@@ -297,6 +333,21 @@ class TbcoapService(Service):
 
 
 MAX_DATAGRAM = 65536  # read whole datagrams (Twisted's default 8 KiB would cut them)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A backup waiting in the data directory: its file, content type and file-name suffix;
+    ``release()`` once it was sent (or not)."""
+
+    path: str
+    content_type: str
+    suffix: str
+    release: object
+
+
+def _backup_format(store):
+    return ("application/vnd.sqlite3", "sqlite3") if store.name == "sqlite" else ("application/octet-stream", "backup")
 
 
 class NodeError(RuntimeError):

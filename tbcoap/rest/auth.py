@@ -25,6 +25,12 @@ class Principal:
     role: str
     customer_id: str | None = None
 
+    def may_act_for(self, customer_id) -> bool:
+        """The one ownership rule: the admin acts for everyone, a customer only for itself (so a
+        customer may see a device whose owner is that customer, and not a free one)."""
+        return self.role == "admin" or (self.role == "customer" and customer_id is not None
+                                        and customer_id == self.customer_id)
+
 
 def load_admin_key(settings) -> tuple[str, str]:
     """``(key, a log line saying where it comes from)``: ``admin-key`` (option, config file or $TBCOAP_ADMIN_KEY), else

@@ -30,13 +30,13 @@ class LongReads:
 class TelemetryService:
     """Stores typed telemetry and reads it back."""
 
-    def __init__(self, store, rules=None, limits: Limits = Limits()):
+    def __init__(self, store, retention, rules=None, limits: Limits = Limits()):
         self.store = store
+        self.retention = retention  # the RetentionService, told when points with a time to live expire
         self.rules = rules
         self.limits = limits
         self.long_reads = LongReads()
         self.points_stored = 0  # committed on this node (for /metrics)
-        self.retention = None  # the RetentionService, told when points with a time to live expire
 
     def upload(self, device, payload: bytes):
         """Type and store a device's telemetry payload.
@@ -60,7 +60,7 @@ class TelemetryService:
         if not entries:
             return defer.succeed(None)
         d = self.store.save_telemetry(device_id, entries, ttl_ms or None).addCallback(self._stored, len(entries))
-        if ttl_ms and self.retention is not None:
+        if ttl_ms:
             d.addCallback(self._expect, min(ts for ts, _, _ in entries) + ttl_ms)
         return d
 
