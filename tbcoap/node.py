@@ -323,7 +323,8 @@ class TbcoapService(Service):
         """Every counter of this node (for /api/admin/stats)."""
         api = self.device_api
         limits = {name: limiter.stats() for name, limiter in api.limiters().items()}
-        http = {"refused": dict(sorted(self.site.refusals.items())) if self.site is not None else {}}
+        http = {"refused": {str(status): self.site.refusals.get(status, 0) if self.site is not None else 0
+                            for status in HTTP_REFUSALS}}
         process = {"pid": os.getpid(), "worker": self.worker, "workers": self.workers}
         secure = {"coaps": self.coaps.stats(), "dtls": self.dtls.stats()} if self.dtls is not None else {}
         return {"process": process, "coap": self.coap.stats(), **secure, "http": http,
@@ -332,7 +333,8 @@ class TbcoapService(Service):
                 **self.core.stats(), "plugins": self.plugins.stats()}
 
 
-MAX_DATAGRAM = 65536  # read whole datagrams (Twisted's default 8 KiB would cut them)
+MAX_DATAGRAM = 65536
+HTTP_REFUSALS = (413, 414, 431)  # what the REST API's limits refuse (tbcoap.rest.limits)  # read whole datagrams (Twisted's default 8 KiB would cut them)
 
 
 @dataclass(frozen=True)

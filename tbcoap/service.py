@@ -95,6 +95,7 @@ SETTINGS = {
     "dtls-max-sessions": (10_000, int, "DTLS sessions at once (the least recently active ends for a new one)"),
     "ts-ttl": ("0", duration, "delete time-series points older than this: 90d, 12h, 3600s or seconds (0: keep)"),
     "metrics-key": (None, str, "a key that may read GET /metrics (besides the admin key)"),
+    "write-timeout": (60.0, float, "seconds a download or history answer waits for a client that stopped reading"),
     "latency-metrics": ("on", str, "on: time each CoAP request for /metrics; off: no request histogram (store commits are timed either way)"),
 }
 
@@ -259,7 +260,7 @@ def _validate(settings):
         raise usage.UsageError("--max-body must be positive")
     if not 0 < settings["piggyback-timeout"] <= 60_000:
         raise usage.UsageError("--piggyback-timeout must be 1 to 60000 ms")
-    for name in ("rule-timeout", "ack-timeout"):
+    for name in ("rule-timeout", "ack-timeout", "write-timeout"):
         if not 0 < settings[name] <= 3600:
             raise usage.UsageError(f"--{name} must be more than 0 and at most 3600 seconds")
     if settings["claim-duration"] < 1:
