@@ -69,10 +69,8 @@ class NodeCollector:
         yield from (requests, malformed, duplicates, notifications, latency, observations)
         refused = _counter("tbcoap_rate_limit_refusals", "requests refused by a rate limit (4.29)", ("limit",))
         api = node.device_api
-        for name, limiter in (("device", api.device_limiter), ("peer", api.peer_limiter),
-                              ("provision", api.provision_limiter)):
-            if limiter is not None:
-                refused.add_metric([name], limiter.refused)
+        for name, limiter in api.limiters().items():
+            refused.add_metric([name], limiter.refused)
         yield refused
 
     def _domain(self, node):

@@ -31,8 +31,9 @@ def installed(tmp_path_factory):
     """The guide's plugin, built from its pyproject.toml and installed into a folder of its own."""
     project = tmp_path_factory.mktemp("tbcoap-hello")
     (project / "tbcoap_hello").mkdir()
-    (project / "tbcoap_hello" / "__init__.py").write_text(block_after("`tbcoap_hello/__init__.py`:", "python"))
-    (project / "pyproject.toml").write_text(block_after("`pyproject.toml`:", "toml"))
+    plugin_source = block_after("`tbcoap-hello/tbcoap_hello/__init__.py`:", "python")
+    (project / "tbcoap_hello" / "__init__.py").write_text(plugin_source)
+    (project / "pyproject.toml").write_text(block_after("`tbcoap-hello/pyproject.toml`:", "toml"))
     site = tmp_path_factory.mktemp("site")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     "--target", str(site), str(project)], check=True, capture_output=True)

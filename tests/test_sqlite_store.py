@@ -278,8 +278,9 @@ def test_twistd_refuses_a_store_file_in_a_missing_folder(tmp_path):
                               "--store", f"sqlite://{tmp_path}/nonexistent/dir/x.db", cwd=tmp_path)
     assert code == 1, output
     assert output.strip().splitlines() == [
-        f"tbcoap: --store: cannot create {tmp_path}/nonexistent/dir/x.db: the folder {tmp_path}/nonexistent/dir "
-        "does not exist (tbcoap creates only its data directory; check the path, or create the folder)"], output
+        f"twistd tbcoap: --store: cannot create {tmp_path}/nonexistent/dir/x.db: the folder {tmp_path}/nonexistent/dir "
+        "does not exist (tbcoap creates only its data directory; check the path, or create the folder) "
+        "(twistd tbcoap --help lists every option)"], output
     assert not (tmp_path / "nonexistent").exists() and not (tmp_path / "data").exists()
 
 
