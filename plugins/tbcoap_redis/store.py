@@ -21,6 +21,7 @@ from tbcoap.interfaces import IStore
 from tbcoap.latency import LatencyHistogram
 from tbcoap.models import ACCESS_TOKEN, PROVISION_TYPES, SCOPES, ClaimRequest, Credentials, Rpc, new_id, now_ms
 from tbcoap.storekit import (
+    STALLED_WRITE,
     check,
     check_aggregate,
     check_deletion,
@@ -47,7 +48,6 @@ from .connection import Redis
 from .records import REFUSALS, as_customer, as_device, as_point, as_profile, as_rpc, encode, fold, pairs
 
 TELEMETRY_BATCH = 500  # telemetry saves sharing one script call
-STALLED_WRITE = 5.0  # seconds a write may wait before check() says the store cannot write
 
 
 @implementer(IStore)

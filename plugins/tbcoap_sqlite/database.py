@@ -18,12 +18,12 @@ from twisted.python.threadpool import ThreadPool
 
 from tbcoap.errors import StoreUnavailable
 from tbcoap.latency import LatencyHistogram
+from tbcoap.storekit import STALLED_WRITE
 
 from . import schema
 from .writer import Checkpointer, GroupCommitWriter, translate
 
 SYNC_MODES = ("normal", "full")  # PRAGMA synchronous: a commit survives a killed process / a power loss
-STALLED_WRITE = 5.0  # seconds a write may wait before check() says the store cannot write
 WAL_SAFETY_PAGES = 16384  # the writer checkpoints itself only past this many WAL pages (64 MiB)
 
 
