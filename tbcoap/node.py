@@ -316,7 +316,7 @@ class TbcoapService(Service):
         except BaseException:
             release()
             raise
-        content_type, suffix = _backup_format(self.store)
+        content_type, suffix = self.store.backup_type
         return Snapshot(path, content_type, suffix, release)
 
     def stats(self):
@@ -346,10 +346,6 @@ class Snapshot:
     content_type: str
     suffix: str
     release: object
-
-
-def _backup_format(store):
-    return ("application/vnd.sqlite3", "sqlite3") if store.name == "sqlite" else ("application/octet-stream", "backup")
 
 
 class NodeError(RuntimeError):
