@@ -14,6 +14,7 @@ package's own ``transport.proto``, once per process at start).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,7 @@ _MSG_FIELD, _MSG_NESTED, _MSG_ENUM, _MSG_EXT_RANGE, _MSG_EXTENSION, _MSG_OPTIONS
 _MSG_ONEOF, _MSG_RESERVED, _MSG_RESERVED_NAME = 8, 9, 10
 _FIELD_OPTIONS, _ENUM_VALUE, _ENUM_OPTIONS, _VALUE_OPTIONS, _ONEOF_OPTIONS = 8, 2, 3, 3, 2
 _LABEL_REQUIRED = descriptor_pb2.FieldDescriptorProto.LABEL_REQUIRED
+_POSITIONED = re.compile(r"\.proto:(\d+):(\d+): (.*)")
 
 
 class SchemaError(BadRequest):
@@ -112,16 +114,18 @@ def _loaded(folder, name, stderr, code, rules):
 
 
 def _protoc_message(stderr: bytes) -> str:
-    """protoc's first error about the schema itself, with the file name left out
-    (``5:3: Expected ";".``); an import it cannot find is named as an import."""
+    """protoc's first error with a position in the schema (``5:3: Expected ";".``), else its first
+    line; an import it cannot find is named as an import."""
     lines = [line for line in stderr.decode("utf-8", "replace").splitlines()
              if line.strip() and not line.startswith("warning")]
-    own = [line for line in lines if line.startswith("schema.proto:")]
-    first = (own or lines or ["protoc failed"])[0]
-    message = first.partition(".proto:")[2] or first
-    if "Import " in message and "was not found" in message:
-        message = message.partition("Import ")[0] + "imports are not supported"
-    return message
+    for line in lines:
+        found = _POSITIONED.search(line)
+        if found:
+            message = f"{found.group(1)}:{found.group(2)}: {found.group(3)}"
+            if "Import " in message and "was not found" in message:
+                message = f"{found.group(1)}:{found.group(2)}: imports are not supported"
+            return message
+    return lines[0] if lines else "protoc failed"
 
 
 def _check_rules(proto, name):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from tbcoap.events import ProfileChanged, Resync
 from tbcoap.payloads.config import JSON_SETTINGS, PROTOBUF, PayloadSettings, schema_key
@@ -115,7 +116,7 @@ class PayloadService:
         return waiting
 
     def _compiled_one(self, result, version):
-        failed = isinstance(result, defer.failure.Failure)
+        failed = isinstance(result, Failure)
         if not failed:
             self._compiled[version] = result
             while len(self._compiled) > self.max_compiled:
