@@ -18,8 +18,9 @@ from txthings import coap
 
 from tbcoap.coap.messagelayer import response
 from tbcoap.deviceapi.answers import LINK_FORMAT, error
-from tbcoap.deviceapi.formats import (CBOR_FORMAT, JSON_CODECS, OCTET_STREAM, PROTOBUF_ACCEPT, PROVISION_ACCEPT,
-                                      PROVISION_PROTOBUF, READS_CBOR, WRITES_CBOR, ProtobufCodec)
+from tbcoap.deviceapi.formats import (CBOR_FORMAT, CBOR_IN_JSON, JSON_CODECS, JSON_IN_JSON, OCTET_STREAM,
+                                      PROTOBUF_ACCEPT, PROVISION_ACCEPT, PROVISION_PROTOBUF, READS_CBOR, WRITES_CBOR,
+                                      ProtobufCodec)
 from tbcoap.errors import (BadRequest, NoRule, NotFound, RuleTimeout, ShuttingDown, StoreUnavailable,
                            Unauthorized)
 from tbcoap.models import DEVICE_API_FEATURES, INT64_MAX
@@ -78,6 +79,7 @@ class DeviceApi:
         self.device_limiter = device_limiter
         self.peer_limiter = peer_limiter
         self.provision_limiter = provision_limiter  # per source IP address, whatever the port
+        self._cached_payloads = core.payloads.cached  # profile name -> its payload settings, or None
         self.features = {feature.name: feature for feature in (
             Feature("telemetry", {POST: self.post_telemetry}),
             Feature("attributes", {GET: self.get_attributes, POST: self.post_attributes}),
@@ -200,7 +202,7 @@ class DeviceApi:
         answer = self._rate_limited(request, key)
         if answer is not None:
             return answer
-        payloads = self.core.payloads.cached(device.type)
+        payloads = self._cached_payloads(device.type)
         if payloads is None:  # the profile's first request on this node (or since it changed)
             d = self.core.payloads.lookup(device.type)
             d.addCallback(self._serve, device, routed, request)
@@ -255,12 +257,15 @@ class DeviceApi:
             answer = error(coap.REQUEST_ENTITY_TOO_LARGE, f"body over {self.max_body} bytes")
             answer.opt.addOption(coap.UintOption(coap.SIZE1, self.max_body))
             return answer
-        reads_cbor = READS_CBOR.get(request.opt.content_format) if post and schemas is None else False
+        opt = request.opt
+        reads_cbor = READS_CBOR.get(opt.content_format) if post and schemas is None else False
         if reads_cbor is None:
             return error(coap.UNSUPPORTED_CONTENT_FORMAT, "send JSON or CBOR (Content-Format 50, 60, 0 or none)")
-        if request.opt.observe is not None and request.code != GET:
+        if opt.observe is not None and request.code != GET:
             return error(coap.BAD_REQUEST, "Observe is only for GET")
-        accept = request.opt.accept
+        accept = opt.accept
+        if accept is None and schemas is None:  # the usual request: JSON (or CBOR) in, JSON out
+            return CBOR_IN_JSON if reads_cbor else JSON_IN_JSON
         if schemas is not None:
             if accept not in PROTOBUF_ACCEPT and routed.answers_with_body(request.code):
                 return error(coap.NOT_ACCEPTABLE, "answers are Protobuf (Accept: 42)")

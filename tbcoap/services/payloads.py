@@ -79,11 +79,10 @@ class PayloadService:
         self._compiling = {}  # version -> [Deferred] waiting for the compilation under way
         self._changes = 0  # bumped by every forget: a look-up that raced a change is not kept
         self.compilations = 0  # schema sets compiled on this node
+        # cached(profile name): the ProfilePayloads of a profile looked up before, or None (then call
+        # ``lookup``); the map's own get, as it is asked on every request (the map is never replaced)
+        self.cached = self._by_name.get
         bus.subscribe(self._on_event)
-
-    def cached(self, profile_name):
-        """The ProfilePayloads of a profile looked up before, or None (then call ``lookup``)."""
-        return self._by_name.get(profile_name)
 
     @defer.inlineCallbacks
     def lookup(self, profile_name):
