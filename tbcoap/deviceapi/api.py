@@ -362,7 +362,7 @@ class DeviceApi:
             if observation is None:
                 return _too_many_observations()
             self.observers.add_attributes(device, observation, codec)
-            d = self.core.attributes.shared(device)
+            d = self.core.attributes.shared_with_times(device)
             return d.addCallback(lambda found: response(coap.CONTENT, codec.shared_snapshot(found),
                                                         codec.content_format))
         client_keys, shared_keys = _attribute_query(request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
-from tbcoap.models import OPERATOR_SCOPES, SCOPES, now_ms
+from tbcoap.models import OPERATOR_SCOPES, SCOPES, now_ms, plain
 from tbcoap.events import SharedAttributesChanged, SharedAttributesDeleted
 from tbcoap.services.values import Limits, parse_attributes, parse_json
 
@@ -90,7 +90,13 @@ class AttributeService:
         found = yield self.store.get_attributes(device_id, "SHARED_SCOPE", None)
         return {key: value for key, (value, _ts) in found.items()}
 
+    @defer.inlineCallbacks
     def shared(self, device):
+        """All shared attributes of a device, flat and JSON-ready: ``{key: value}``."""
+        found = yield self.shared_values(device.id)
+        return {key: plain(value) for key, value in found.items()}
+
+    def shared_with_times(self, device):
         """All shared attributes of a device: Deferred ``{key: (typed value, last_update_ts)}``."""
         return self.store.get_attributes(device.id, "SHARED_SCOPE", None)
 

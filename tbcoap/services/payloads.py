@@ -16,6 +16,7 @@ from collections import OrderedDict
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from tbcoap.errors import BadRequest
 from tbcoap.events import ProfileChanged, Resync
 from tbcoap.payloads.config import JSON_SETTINGS, PROTOBUF, PayloadSettings, schema_key
 from tbcoap.payloads.protoc import compile_schema
@@ -100,11 +101,12 @@ class PayloadService:
 
     def schemas(self, settings: PayloadSettings):
         """Deferred ProtobufSchemas of a PROTOBUF version, compiled unless kept (one compilation per
-        version at a time: callers during it wait for it); SchemaError for a bad schema."""
+        version at a time: callers during it wait for it); SchemaError for a bad schema (kept too, so
+        a version that does not compile is not compiled again for every request)."""
         kept = self._compiled.get(settings.version)
         if kept is not None:
             self._compiled.move_to_end(settings.version)
-            return defer.succeed(kept)
+            return defer.fail(kept) if isinstance(kept, Failure) else defer.succeed(kept)
         waiting = defer.Deferred()
         if settings.version in self._compiling:
             self._compiling[settings.version].append(waiting)
@@ -116,7 +118,7 @@ class PayloadService:
 
     def _compiled_one(self, result, version):
         failed = isinstance(result, Failure)
-        if not failed:
+        if not failed or result.check(BadRequest):  # a schema's own fault is kept; a crash is tried again
             self._compiled[version] = result
             while len(self._compiled) > self.max_compiled:
                 self._compiled.popitem(last=False)
