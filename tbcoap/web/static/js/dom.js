@@ -64,7 +64,7 @@ export function showError(what, error) {
 export function showStatus(...content) {
   const region = byId("status");
   clear(region);
-  if (content.length) region.append(h("p", null, ...content));
+  if (content.some((part) => part !== "" && part !== null && part !== undefined)) region.append(h("p", null, ...content));
 }
 
 let flashed = null;
@@ -79,10 +79,6 @@ export function resetMessages() {
   clear(byId("alerts"));
   showStatus(...(flashed || []));
   flashed = null;
-}
-
-export function clearAlerts() {
-  clear(byId("alerts"));
 }
 
 /**
