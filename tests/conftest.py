@@ -63,6 +63,32 @@ def require_redis():
     return REDIS_URL
 
 
+POSTGRES_URL = os.environ.get("TBCOAP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_HOW = ("install and start PostgreSQL 15 (Debian: apt-get install postgresql; trust or a password for user "
+                "postgres on 127.0.0.1:5432), or point TBCOAP_TEST_POSTGRES at a server whose user may create "
+                "databases, e.g. postgresql://user:password@host:5432/postgres")
+
+
+def postgres_reachable(url=None) -> bool:
+    """True if the test PostgreSQL accepts a connection."""
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    try:
+        psycopg.connect(url or POSTGRES_URL, connect_timeout=2).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
+def require_postgres():
+    """The test PostgreSQL's URL (a database tests may create others from), or skip (fail under
+    TBCOAP_REQUIRE_ALL=1) with how to get one."""
+    require(postgres_reachable(), f"no PostgreSQL at {POSTGRES_URL}", POSTGRES_HOW)
+    return POSTGRES_URL
+
+
 def require_tool(name, how):
     """The path of an external program (on PATH, or installed into the project's .clients/ by
     tests/install-clients.sh), or skip/fail with how to get it."""
