@@ -18,19 +18,22 @@ from tbcoap.storekit import (bucket_ts, check, check_aggregate, check_deletion, 
 from . import partitions
 from .values import COLUMNS, check_text, columns, value
 
-_SERIES_NEW = ("INSERT INTO series (device_id, key, oldest) SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"
-               " ON CONFLICT (device_id, key) DO NOTHING")
-_SERIES_OLDER = ("UPDATE series SET oldest = u.oldest FROM unnest(%s::text[], %s::text[], %s::bigint[])"
-                 " AS u(device_id, key, oldest) WHERE series.device_id = u.device_id AND series.key = u.key"
-                 " AND (series.oldest IS NULL OR u.oldest < series.oldest)")
-_SERIES_IDS = ("SELECT u.device_id, u.key, x.id FROM unnest(%s::text[], %s::text[]) AS u(device_id, key)"
-               " CROSS JOIN LATERAL (SELECT id FROM series s WHERE s.device_id = u.device_id AND s.key = u.key) x")
-_HISTORY = ("INSERT INTO ts_kv (ts, series, l, d, expires, b, s, j) SELECT * FROM unnest(%s::bigint[], %s::bigint[],"
-            " %s::bigint[], %s::float8[], %s::bigint[], %s::bool[], %s::text[], %s::text[])"
+# the batch's series, each with its number n in the batch; rows name their series by n
+_SERIES = "unnest(%s::text[], %s::text[], %s::bigint[]) WITH ORDINALITY AS u(device_id, key, oldest, n)"
+_SERIES_NEW = (f"INSERT INTO series (device_id, key, oldest) SELECT u.device_id, u.key, u.oldest FROM {_SERIES}"
+               " WHERE EXISTS (SELECT 1 FROM devices WHERE id = u.device_id) ON CONFLICT (device_id, key) DO NOTHING")
+_SERIES_OLDER = (f"UPDATE series SET oldest = u.oldest FROM {_SERIES} WHERE series.device_id = u.device_id"
+                 " AND series.key = u.key AND (series.oldest IS NULL OR u.oldest < series.oldest)")
+_HISTORY = (f"WITH s AS (SELECT u.n, x.id FROM {_SERIES} CROSS JOIN LATERAL"
+            " (SELECT id FROM series WHERE series.device_id = u.device_id AND series.key = u.key) x)"
+            " INSERT INTO ts_kv (ts, series, l, d, expires, b, s, j) SELECT h.ts, s.id, h.l, h.d, h.expires, h.b, h.s,"
+            " h.j FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::bigint[], %s::bool[],"
+            " %s::text[], %s::text[]) AS h(n, ts, l, d, expires, b, s, j) JOIN s ON s.n = h.n"
             " ON CONFLICT (series, ts) DO UPDATE SET l = excluded.l, d = excluded.d, expires = excluded.expires,"
             " b = excluded.b, s = excluded.s, j = excluded.j")
 _LATEST = ("INSERT INTO ts_kv_latest (device_id, key, ts, l, d, b, s, j) SELECT * FROM unnest(%s::text[], %s::text[],"
-           " %s::bigint[], %s::bigint[], %s::float8[], %s::bool[], %s::text[], %s::text[])"
+           " %s::bigint[], %s::bigint[], %s::float8[], %s::bool[], %s::text[], %s::text[]) AS u(device_id, key, ts, l, d, b, s, j)"
+           " WHERE EXISTS (SELECT 1 FROM devices WHERE id = u.device_id)"
            " ON CONFLICT (device_id, key) DO UPDATE SET ts = excluded.ts, l = excluded.l, d = excluded.d,"
            " b = excluded.b, s = excluded.s, j = excluded.j WHERE excluded.ts >= ts_kv_latest.ts")
 
@@ -52,16 +55,12 @@ class TelemetrySave:
 
 
 def save_many(conn, saves):
-    """Write the saves of a batch: ``[(ok, None or NotFound)]`` in their order."""
-    wanted = sorted({save.device_id for save in saves})
-    found = {row[0] for row in conn.execute("SELECT id FROM devices WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE",
-                                            (wanted,))}
-    history, latest, oldest, outcomes = {}, {}, {}, []
+    """Write the saves of a batch, in one round trip (pipeline mode): ``[(ok, None or NotFound)]``
+    in their order.  Every statement skips the rows of devices that do not exist; the first one
+    locks the devices that do and says which."""
+    history, latest, oldest = {}, {}, {}
     for save in saves:
         device_id = save.device_id
-        if device_id not in found:
-            outcomes.append((False, NotFound(f"no device with id {device_id}")))
-            continue
         for ts, key, cols, expires in save.rows:
             history[device_id, key, ts] = (cols, expires)  # the later write of one ts wins
             series = (device_id, key)
@@ -69,24 +68,24 @@ def save_many(conn, saves):
                 latest[series] = (ts, cols)
             if ts < oldest.get(series, ts + 1):
                 oldest[series] = ts
-        outcomes.append((True, None))
-    if not history:
-        return outcomes
     names = sorted(oldest)
-    devices, keys = [d for d, _ in names], [k for _, k in names]
-    lows = [oldest[name] for name in names]
-    conn.execute(_SERIES_NEW, (devices, keys, lows))
-    conn.execute(_SERIES_OLDER, (devices, keys, lows))
-    ids = {(d, k): i for d, k, i in conn.execute(_SERIES_IDS, (devices, keys))}
-    rows = sorted((ids[device, key], ts, cols, expires) for (device, key, ts), (cols, expires) in history.items())
-    conn.execute(_HISTORY, (
-        [r[1] for r in rows], [r[0] for r in rows], [r[2][0] for r in rows], [r[2][1] for r in rows],
-        [r[3] for r in rows], [r[2][2] for r in rows], [r[2][3] for r in rows], [r[2][4] for r in rows]))
+    number = {name: n for n, name in enumerate(names, 1)}
+    series_args = ([d for d, _ in names], [k for _, k in names], [oldest[name] for name in names])
+    rows = sorted((number[device, key], ts, cols, expires) for (device, key, ts), (cols, expires) in history.items())
     items = sorted(latest.items())
-    conn.execute(_LATEST, (
-        [d for (d, _), _ in items], [k for (_, k), _ in items], [ts for _, (ts, _) in items],
-        *([cols[n] for _, (_, cols) in items] for n in range(5))))
-    return outcomes
+    with conn.pipeline():
+        found = conn.execute("SELECT id FROM devices WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE",
+                             (sorted({save.device_id for save in saves}),))
+        conn.execute(_SERIES_NEW, series_args)
+        conn.execute(_SERIES_OLDER, series_args)
+        conn.execute(_HISTORY, (*series_args, [r[0] for r in rows], [r[1] for r in rows],
+                                *([r[2][n] for r in rows] for n in (0, 1)), [r[3] for r in rows],
+                                *([r[2][n] for r in rows] for n in (2, 3, 4))))
+        conn.execute(_LATEST, ([d for (d, _), _ in items], [k for (_, k), _ in items], [ts for _, (ts, _) in items],
+                               *([cols[n] for _, (_, cols) in items] for n in range(5))))
+    found = {row[0] for row in found.fetchall()}
+    return [(True, None) if save.device_id in found else (False, NotFound(f"no device with id {save.device_id}"))
+            for save in saves]
 
 
 TelemetrySave.merge = staticmethod(save_many)

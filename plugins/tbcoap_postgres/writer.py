@@ -1,11 +1,14 @@
-"""Group commit on PostgreSQL: one thread and one connection run every write of a node.
+"""Group commit on PostgreSQL: two threads, each with a connection, run every write of a node.
 
 Jobs are callables ``job(conn) -> result``.  The thread takes every pending job and runs them in
 one transaction; jobs that carry the same ``merge`` function and follow each other run as one
 call ``merge(conn, jobs) -> [(ok, result_or_error)]`` (the telemetry of a reactor turn becomes a
 few multi-row statements).  If a job raises, the transaction is rolled back and the batch runs
 again with a SAVEPOINT per job, so that job fails alone.  All Deferreds of a batch fire after
-its COMMIT, in one ``callFromThread``.
+its COMMIT, in one ``callFromThread``.  The threads take turns: one runs a batch's statements
+while holding a baton, then lets it go for its COMMIT, so the next batch runs on the other
+connection while the first waits for the disk.  Batches thus run their statements strictly one
+after the other (a later write of a row waits for the earlier one's commit on its row lock).
 
 Faults: a connection found broken before COMMIT is replaced and the batch runs again (nothing of
 it was committed); a COMMIT that fails is reported as StoreUnavailable (it may or may not have
@@ -30,6 +33,7 @@ from tbcoap.metrics import LatencyHistogram
 from .connection import is_retryable, is_unavailable, translate
 
 MAX_BATCH = 2000
+COMMITTERS = 2  # connections taking turns: one runs a batch while the other's COMMIT waits for the disk
 RETRIES = 3  # runs of a batch that met a deadlock or a serialization failure
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 2.0
 
@@ -46,7 +50,7 @@ class GroupCommitWriter:
 
     log = Logger()
 
-    def __init__(self, reactor, connect, url, max_batch=MAX_BATCH, max_queue=10000):
+    def __init__(self, reactor, connect, url, max_batch=MAX_BATCH, max_queue=10000, committers=COMMITTERS):
         self._reactor = reactor
         self._connect = connect
         self._url = url
@@ -58,7 +62,10 @@ class GroupCommitWriter:
         self._waiting = collections.deque()  # every entry not answered yet, oldest first
         self._stopping = False
         self._stopped = None
-        self._thread = None
+        self._threads = []
+        self._committers = committers
+        self._running = committers
+        self._baton = threading.Lock()  # held while a batch's statements run (not during its COMMIT)
         self._wake_scheduled = False
         self._sweeper = None
         self.down = None  # why the server cannot be reached, while it cannot
@@ -73,16 +80,17 @@ class GroupCommitWriter:
     def start(self, setup):
         """Connect and run ``setup(conn)`` (the schema) in the thread; fires when ready."""
         ready = defer.Deferred()
-        self._thread = threading.Thread(target=self._run, args=(setup, ready), name="tbcoap-postgres-writer",
-                                        daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run, args=(setup, ready), name="tbcoap-postgres-writer-0",
+                                  daemon=True)
+        self._threads.append(thread)
+        thread.start()
         self._sweeper = task.LoopingCall(self._sweep)
         self._sweeper.clock = self._reactor
         self._sweeper.start(min(0.25, self._timeout / 4), now=False)
         return ready
 
     def alive(self):
-        return self._thread is not None and self._thread.is_alive() and not self._stopping
+        return bool(self._threads) and all(t.is_alive() for t in self._threads) and not self._stopping
 
     def submit(self, job):
         """Queue ``job``; the Deferred fires with its result after the commit."""
@@ -156,20 +164,21 @@ class GroupCommitWriter:
         self.down = None
 
     def stop(self):
-        """Answer every queued job, end the thread; call once."""
+        """Answer every queued job, end the threads; call once."""
         self._stopped = defer.Deferred()
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         with self._cond:
             self._stopping = True
-            self._cond.notify()
+            self._cond.notify_all()
         return self._stopped.addBoth(self._join)
 
     def _join(self, result):
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
         return result
 
-    # -- in the writer thread -------------------------------------------------------------
+    # -- in the writer threads -------------------------------------------------------------
 
     def _run(self, setup, ready):
         try:
@@ -180,28 +189,46 @@ class GroupCommitWriter:
                 conn.close()
                 raise
         except Exception as exc:
+            self._running = 0
             self._reactor.callFromThread(ready.errback, Failure(translate(exc, self._url)))
             return
+        for n in range(1, self._committers):  # they connect when they first take a batch
+            thread = threading.Thread(target=self._work, args=(None,), name=f"tbcoap-postgres-writer-{n}",
+                                      daemon=True)
+            self._threads.append(thread)
+            thread.start()
         self._reactor.callFromThread(ready.callback, None)
+        self._work(conn)
+
+    def _work(self, conn):
+        """Take a batch and run its statements while holding the baton, then commit without it:
+        the next batch runs on the other connection while this commit waits for the disk."""
         while True:
             if conn is None:
                 conn = self._reconnect()
                 if conn is None:
                     break
-            with self._cond:
-                while not self._jobs and not self._stopping:
-                    self._cond.wait()
-                if not self._jobs:
-                    break
-                batch = [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
-            started = time.perf_counter()
-            conn, outcomes = self._commit(conn, batch)
-            if conn is not None:
-                self.commit_latency.observe(time.perf_counter() - started)
+            with self._baton:
+                with self._cond:
+                    while not self._jobs and not self._stopping:
+                        self._cond.wait()
+                    if not self._jobs:
+                        break
+                    batch = [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
+                started = time.perf_counter()
+                conn, outcomes, ran = self._execute(conn, batch)
+            if ran:
+                conn, outcomes = self._commit(conn, batch, outcomes)
+                if conn is not None:
+                    self.commit_latency.observe(time.perf_counter() - started)
             self._reactor.callFromThread(self._deliver, batch, outcomes)
         if conn is not None:
             conn.close()
-        self._reactor.callFromThread(self._stopped.callback, None)
+        with self._cond:
+            self._running -= 1
+            last = self._running == 0
+        if last:
+            self._reactor.callFromThread(self._stopped.callback, None)
 
     def _fail(self, batch, error):
         self._reactor.callFromThread(self._deliver, batch, [(False, error)] * len(batch))
@@ -236,9 +263,10 @@ class GroupCommitWriter:
                     break
             pause = min(pause * 2, BACKOFF_MAX)
 
-    def _commit(self, conn, batch):
-        """Run ``batch`` in one transaction: ``(conn, [(ok, result_or_error)])``; conn is the
-        connection to go on with (a new one after a loss, None if none could be made)."""
+    def _execute(self, conn, batch):
+        """Run the statements of ``batch`` in one transaction: ``(conn, outcomes, True)``, or
+        ``(conn, failures, False)`` when the transaction failed; conn is the connection to go on
+        with (a new one after a loss, None if none could be made)."""
         attempt = 0
         savepoints = False
         while True:
@@ -246,7 +274,7 @@ class GroupCommitWriter:
             try:
                 if self.prepare is not None:
                     self.prepare(conn, batch, attempt)
-                outcomes = self._run_jobs(conn, batch, savepoints)
+                return conn, self._run_jobs(conn, batch, savepoints), True
             except _Rerun:
                 conn.rollback()
                 savepoints = True
@@ -262,22 +290,21 @@ class GroupCommitWriter:
                         conn = self._connect()
                     except StoreUnavailable as down:
                         self._reactor.callFromThread(self._set_down, str(down))
-                        return None, [(False, down)] * len(batch)
-                    self._reactor.callFromThread(self._set_up)
+                        return None, [(False, down)] * len(batch), False
                     self.reconnects += 1
                     continue
-                return self._abort(conn, batch, translate(exc, self._url))
-            try:
-                conn.commit()
-            except Exception as exc:
-                if is_retryable(exc) and attempt < RETRIES:
-                    self.retried += 1
-                    _rollback(conn)
-                    continue
-                return self._abort(conn, batch, translate(exc, self._url))
-            self.commits += 1
-            self.largest_batch = max(self.largest_batch, len(batch))
-            return conn, outcomes
+                return (*self._abort(conn, batch, translate(exc, self._url)), False)
+
+    def _commit(self, conn, batch, outcomes):
+        """COMMIT: ``(conn, outcomes)``, or every job failed if the commit did (it may or may not
+        have happened: nothing is acknowledged)."""
+        try:
+            conn.commit()
+        except Exception as exc:
+            return self._abort(conn, batch, translate(exc, self._url))
+        self.commits += 1
+        self.largest_batch = max(self.largest_batch, len(batch))
+        return conn, outcomes
 
     def _abort(self, conn, batch, error):
         """Every job of the batch fails with ``error``; a broken connection is dropped."""
