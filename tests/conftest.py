@@ -3,6 +3,7 @@ and a twistd subprocess for the tests that need a real process."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -332,3 +333,42 @@ def launch(tmp_path):
             server.proc.wait(10)
         if not server.log.closed:
             server.log.close()
+
+
+# -- stores several nodes share ------------------------------------------------------------
+
+SHARED_STORES = ("redis", "postgres")
+
+
+@contextlib.contextmanager
+def shared_store_url(kind, query="timeout=2"):
+    """A store URL several nodes can share, with data of its own: a Redis prefix (its keys removed
+    afterwards) or a PostgreSQL database (dropped afterwards)."""
+    import uuid
+
+    if kind == "redis":
+        from tests.redisutil import Resp
+
+        url = require_redis()
+        prefix = f"shared-{uuid.uuid4().hex[:12]}"
+        try:
+            yield f"{url}?prefix={prefix}" + (f"&{query}" if query else "")
+        finally:
+            client = Resp.for_url(REDIS_URL)
+            client.delete_prefix(prefix)
+            client.close()
+    else:
+        from tests.pgutil import TestDatabase
+
+        database = TestDatabase("tbcoap_shared")
+        try:
+            yield database.url(query)
+        finally:
+            database.drop()
+
+
+@pytest.fixture(params=SHARED_STORES)
+def shared_store(request):
+    """A store URL for several nodes (each test runs on Redis and on PostgreSQL)."""
+    with shared_store_url(request.param) as url:
+        yield url

@@ -100,6 +100,15 @@ class PrivateCluster:
                   "-w", "-t", "60", "start")
         return self
 
+    def require_passwords(self):
+        """From now on TCP connections need a password (scram-sha-256); the socket stays trusted."""
+        hba = os.path.join(self.data, "pg_hba.conf")
+        with open(hba, "w") as f:
+            f.write("local all all trust\nhost all postgres 127.0.0.1/32 trust\n"
+                    "host all all 127.0.0.1/32 scram-sha-256\n")
+        self._run("pg_ctl", "-D", self.data, "reload")
+        time.sleep(0.5)
+
     def kill(self):
         """Stop at once, as a crash would (``-m immediate``: no checkpoint; recovery at the next start)."""
         self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop", check=False)

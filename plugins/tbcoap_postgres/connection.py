@@ -64,6 +64,8 @@ def describe(exc, url) -> str:
             or "authentication failed" in lower or "no password supplied" in lower:
         user = url.user or "the default user"
         return f"{where}: authentication failed for {user} (check the user, the password or pg_hba.conf)"
+    if "does not exist" in lower and "role" in lower:
+        return f"{where}: role \"{url.user or 'of the default user'}\" does not exist (check the user in the URL)"
     if "does not exist" in lower and "database" in lower:
         return f"{where}: database \"{url.dbname}\" does not exist (create it: createdb {url.dbname})"
     if "ssl" in lower or "certificate" in lower or "tls" in lower:
