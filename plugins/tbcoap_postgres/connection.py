@@ -27,6 +27,9 @@ _UNIQUE = {
 }
 
 
+READ_WORK_MEM = "32MB"  # per sort or hash of a read (a node reads on 4 connections at most)
+
+
 def connect(url, autocommit=False, read_only=False):
     """A new connection to ``url`` inside its schema (StoreUnavailable, in one line, if none)."""
     try:
@@ -43,6 +46,8 @@ def connect(url, autocommit=False, read_only=False):
             # a call that would take longer than the store's timeout is cut by the server as well
             if read_only:
                 cur.execute(f"SET statement_timeout = {max(statement_ms, 60_000)}")
+                # aggregation sorts a year of points into buckets: in memory, not in temporary files
+                cur.execute(f"SET work_mem = '{READ_WORK_MEM}'")
             cur.execute(f"SET lock_timeout = {statement_ms}")
             cur.execute("SET idle_in_transaction_session_timeout = 60000")
         if not autocommit:
