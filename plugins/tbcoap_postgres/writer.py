@@ -34,6 +34,7 @@ from .connection import is_retryable, is_unavailable, translate
 
 MAX_BATCH = 2000
 COMMITTERS = 2  # connections taking turns: one runs a batch while the other's COMMIT waits for the disk
+EAGER_BATCH = 100  # a batch this large does not wait for the other connection's COMMIT to end
 RETRIES = 3  # runs of a batch that met a deadlock or a serialization failure
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 2.0
 
@@ -66,6 +67,7 @@ class GroupCommitWriter:
         self._committers = committers
         self._running = committers
         self._baton = threading.Lock()  # held while a batch's statements run (not during its COMMIT)
+        self._committing = 0  # threads in their COMMIT now
         self._wake_scheduled = False
         self._sweeper = None
         self.down = None  # why the server cannot be reached, while it cannot
@@ -111,7 +113,7 @@ class GroupCommitWriter:
     def _wake(self):
         self._wake_scheduled = False
         with self._cond:
-            self._cond.notify()
+            self._cond.notify_all()
 
     def oldest_wait(self) -> float:
         """Seconds the oldest unanswered write has waited (0 when none waits)."""
@@ -210,15 +212,27 @@ class GroupCommitWriter:
                     break
             with self._baton:
                 with self._cond:
-                    while not self._jobs and not self._stopping:
+                    # while the other connection commits, a small batch waits for that commit (and
+                    # grows meanwhile): batches that lock the same rows would commit one after the
+                    # other anyway, and fewer, larger ones mean fewer flushes of the WAL
+                    while not self._stopping and (not self._jobs or (self._committing
+                                                                     and len(self._jobs) < EAGER_BATCH)):
                         self._cond.wait()
                     if not self._jobs:
                         break
                     batch = [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
                 started = time.perf_counter()
                 conn, outcomes, ran = self._execute(conn, batch)
+                if ran:
+                    with self._cond:
+                        self._committing += 1
             if ran:
-                conn, outcomes = self._commit(conn, batch, outcomes)
+                try:
+                    conn, outcomes = self._commit(conn, batch, outcomes)
+                finally:
+                    with self._cond:
+                        self._committing -= 1
+                        self._cond.notify_all()
                 if conn is not None:
                     self.commit_latency.observe(time.perf_counter() - started)
             self._reactor.callFromThread(self._deliver, batch, outcomes)
