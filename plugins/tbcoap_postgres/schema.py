@@ -156,7 +156,9 @@ def migrate(conn, schema):
     """Create the schema if missing and run the missing steps, one transaction each."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema),))
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))  # (a schema made by an
+            # administrator is used as it is: the user then needs no right to create schemas)
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
         if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
             conn.execute("INSERT INTO schema_version VALUES (0)")

@@ -19,7 +19,7 @@ from . import partitions
 from .values import COLUMNS, check_text, columns, value
 
 # the batch's series, each with its number n in the batch; rows name their series by n
-_SERIES = "unnest(%s::text[], %s::text[], %s::bigint[]) WITH ORDINALITY AS u(device_id, key, oldest, n)"
+_SERIES = "unnest(%b::text[], %b::text[], %b::bigint[]) WITH ORDINALITY AS u(device_id, key, oldest, n)"
 _SERIES_NEW = (f"INSERT INTO series (device_id, key, oldest) SELECT u.device_id, u.key, u.oldest FROM {_SERIES}"
                " WHERE EXISTS (SELECT 1 FROM devices WHERE id = u.device_id) ON CONFLICT (device_id, key) DO NOTHING")
 _SERIES_OLDER = (f"UPDATE series SET oldest = u.oldest FROM {_SERIES} WHERE series.device_id = u.device_id"
@@ -27,12 +27,12 @@ _SERIES_OLDER = (f"UPDATE series SET oldest = u.oldest FROM {_SERIES} WHERE seri
 _HISTORY = (f"WITH s AS (SELECT u.n, x.id FROM {_SERIES} CROSS JOIN LATERAL"
             " (SELECT id FROM series WHERE series.device_id = u.device_id AND series.key = u.key) x)"
             " INSERT INTO ts_kv (ts, series, l, d, expires, b, s, j) SELECT h.ts, s.id, h.l, h.d, h.expires, h.b, h.s,"
-            " h.j FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::bigint[], %s::bool[],"
-            " %s::text[], %s::text[]) AS h(n, ts, l, d, expires, b, s, j) JOIN s ON s.n = h.n"
+            " h.j FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::float8[], %b::bigint[], %b::bool[],"
+            " %b::text[], %b::text[]) AS h(n, ts, l, d, expires, b, s, j) JOIN s ON s.n = h.n"
             " ON CONFLICT (series, ts) DO UPDATE SET l = excluded.l, d = excluded.d, expires = excluded.expires,"
             " b = excluded.b, s = excluded.s, j = excluded.j")
-_LATEST = ("INSERT INTO ts_kv_latest (device_id, key, ts, l, d, b, s, j) SELECT * FROM unnest(%s::text[], %s::text[],"
-           " %s::bigint[], %s::bigint[], %s::float8[], %s::bool[], %s::text[], %s::text[]) AS u(device_id, key, ts, l, d, b, s, j)"
+_LATEST = ("INSERT INTO ts_kv_latest (device_id, key, ts, l, d, b, s, j) SELECT * FROM unnest(%b::text[], %b::text[],"
+           " %b::bigint[], %b::bigint[], %b::float8[], %b::bool[], %b::text[], %b::text[]) AS u(device_id, key, ts, l, d, b, s, j)"
            " WHERE EXISTS (SELECT 1 FROM devices WHERE id = u.device_id)"
            " ON CONFLICT (device_id, key) DO UPDATE SET ts = excluded.ts, l = excluded.l, d = excluded.d,"
            " b = excluded.b, s = excluded.s, j = excluded.j WHERE excluded.ts >= ts_kv_latest.ts")
@@ -54,7 +54,7 @@ class TelemetrySave:
         return result
 
 
-def save_many(conn, saves):
+def save_many(conn, saves, commit=False):
     """Write the saves of a batch, in one round trip (pipeline mode): ``[(ok, None or NotFound)]``
     in their order.  Every statement skips the rows of devices that do not exist; the first one
     locks the devices that do and says which."""
@@ -74,7 +74,7 @@ def save_many(conn, saves):
     rows = sorted((number[device, key], ts, cols, expires) for (device, key, ts), (cols, expires) in history.items())
     items = sorted(latest.items())
     with conn.pipeline():
-        found = conn.execute("SELECT id FROM devices WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE",
+        found = conn.execute("SELECT id FROM devices WHERE id = ANY(%b) ORDER BY id FOR KEY SHARE",
                              (sorted({save.device_id for save in saves}),))
         conn.execute(_SERIES_NEW, series_args)
         conn.execute(_SERIES_OLDER, series_args)
@@ -83,6 +83,8 @@ def save_many(conn, saves):
                                 *([r[2][n] for r in rows] for n in (2, 3, 4))))
         conn.execute(_LATEST, ([d for (d, _), _ in items], [k for (_, k), _ in items], [ts for _, (ts, _) in items],
                                *([cols[n] for _, (_, cols) in items] for n in range(5))))
+        if commit:
+            conn.commit()
     found = {row[0] for row in found.fetchall()}
     return [(True, None) if save.device_id in found else (False, NotFound(f"no device with id {save.device_id}"))
             for save in saves]

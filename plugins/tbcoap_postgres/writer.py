@@ -1,20 +1,20 @@
-"""Group commit on PostgreSQL: two threads, each with a connection, run every write of a node.
+"""Group commit on PostgreSQL: one thread and one connection run every write of a node.
 
 Jobs are callables ``job(conn) -> result``.  The thread takes every pending job and runs them in
 one transaction; jobs that carry the same ``merge`` function and follow each other run as one
 call ``merge(conn, jobs) -> [(ok, result_or_error)]`` (the telemetry of a reactor turn becomes a
-few multi-row statements).  If a job raises, the transaction is rolled back and the batch runs
-again with a SAVEPOINT per job, so that job fails alone.  All Deferreds of a batch fire after
-its COMMIT, in one ``callFromThread``.  The threads take turns: one runs a batch's statements
-while holding a baton, then lets it go for its COMMIT, so the next batch runs on the other
-connection while the first waits for the disk.  Batches thus run their statements strictly one
-after the other (a later write of a row waits for the earlier one's commit on its row lock).
+few multi-row statements).  A batch of telemetry only is sent with its COMMIT in one round trip
+(``merge(conn, jobs, commit=True)``, pipeline mode).  If a job raises, the transaction is rolled
+back and the batch runs again with a SAVEPOINT per job, so that job fails alone.  All Deferreds
+of a batch fire after its COMMIT, in one ``callFromThread``.  While a COMMIT waits for the disk
+the next requests queue up, so the batches grow with the load (up to MAX_BATCH).
 
-Faults: a connection found broken before COMMIT is replaced and the batch runs again (nothing of
-it was committed); a COMMIT that fails is reported as StoreUnavailable (it may or may not have
-happened, and nothing was acknowledged).  While the server cannot be reached the store is *down*:
-every write fails at once, and the thread tries to connect again with a growing pause (0.1 s to
-2 s).  A write that waits longer than the URL's ``timeout`` is answered StoreUnavailable then.
+Faults: a connection found broken before anything of a batch was sent is replaced and the batch
+runs on the new one (a connection idle for a while is tested first); a COMMIT whose answer is
+lost is reported as StoreUnavailable (it may or may not have happened, and nothing was
+acknowledged).  While the server cannot be reached the store is *down*: every write fails at
+once, and the thread tries to connect again with a growing pause (0.1 s to 2 s).  A write that
+waits longer than the URL's ``timeout`` is answered StoreUnavailable then.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ from tbcoap.metrics import LatencyHistogram
 from .connection import is_retryable, is_unavailable, translate
 
 MAX_BATCH = 2000
-COMMITTERS = 2  # connections taking turns: one runs a batch while the other's COMMIT waits for the disk
-EAGER_BATCH = 100  # a batch this large does not wait for the other connection's COMMIT to end
+IDLE_TEST = 2.0  # seconds after which the connection is tested before a batch (a restarted server)
 RETRIES = 3  # runs of a batch that met a deadlock or a serialization failure
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 2.0
 
@@ -51,7 +50,7 @@ class GroupCommitWriter:
 
     log = Logger()
 
-    def __init__(self, reactor, connect, url, max_batch=MAX_BATCH, max_queue=10000, committers=COMMITTERS):
+    def __init__(self, reactor, connect, url, max_batch=MAX_BATCH, max_queue=10000):
         self._reactor = reactor
         self._connect = connect
         self._url = url
@@ -63,11 +62,7 @@ class GroupCommitWriter:
         self._waiting = collections.deque()  # every entry not answered yet, oldest first
         self._stopping = False
         self._stopped = None
-        self._threads = []
-        self._committers = committers
-        self._running = committers
-        self._baton = threading.Lock()  # held while a batch's statements run (not during its COMMIT)
-        self._committing = 0  # threads in their COMMIT now
+        self._thread = None
         self._wake_scheduled = False
         self._sweeper = None
         self.down = None  # why the server cannot be reached, while it cannot
@@ -82,17 +77,16 @@ class GroupCommitWriter:
     def start(self, setup):
         """Connect and run ``setup(conn)`` (the schema) in the thread; fires when ready."""
         ready = defer.Deferred()
-        thread = threading.Thread(target=self._run, args=(setup, ready), name="tbcoap-postgres-writer-0",
-                                  daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        self._thread = threading.Thread(target=self._run, args=(setup, ready), name="tbcoap-postgres-writer",
+                                        daemon=True)
+        self._thread.start()
         self._sweeper = task.LoopingCall(self._sweep)
         self._sweeper.clock = self._reactor
         self._sweeper.start(min(0.25, self._timeout / 4), now=False)
         return ready
 
     def alive(self):
-        return bool(self._threads) and all(t.is_alive() for t in self._threads) and not self._stopping
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
 
     def submit(self, job):
         """Queue ``job``; the Deferred fires with its result after the commit."""
@@ -166,7 +160,7 @@ class GroupCommitWriter:
         self.down = None
 
     def stop(self):
-        """Answer every queued job, end the threads; call once."""
+        """Answer every queued job, end the thread; call once."""
         self._stopped = defer.Deferred()
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
@@ -176,11 +170,10 @@ class GroupCommitWriter:
         return self._stopped.addBoth(self._join)
 
     def _join(self, result):
-        for thread in self._threads:
-            thread.join()
+        self._thread.join()
         return result
 
-    # -- in the writer threads -------------------------------------------------------------
+    # -- in the writer thread -------------------------------------------------------------
 
     def _run(self, setup, ready):
         try:
@@ -191,58 +184,49 @@ class GroupCommitWriter:
                 conn.close()
                 raise
         except Exception as exc:
-            self._running = 0
             self._reactor.callFromThread(ready.errback, Failure(translate(exc, self._url)))
             return
-        for n in range(1, self._committers):  # they connect when they first take a batch
-            thread = threading.Thread(target=self._work, args=(None,), name=f"tbcoap-postgres-writer-{n}",
-                                      daemon=True)
-            self._threads.append(thread)
-            thread.start()
         self._reactor.callFromThread(ready.callback, None)
-        self._work(conn)
-
-    def _work(self, conn):
-        """Take a batch and run its statements while holding the baton, then commit without it:
-        the next batch runs on the other connection while this commit waits for the disk."""
+        used = time.perf_counter()
         while True:
             if conn is None:
                 conn = self._reconnect()
                 if conn is None:
                     break
-            with self._baton:
-                with self._cond:
-                    # while the other connection commits, a small batch waits for that commit (and
-                    # grows meanwhile): batches that lock the same rows would commit one after the
-                    # other anyway, and fewer, larger ones mean fewer flushes of the WAL
-                    while not self._stopping and (not self._jobs or (self._committing
-                                                                     and len(self._jobs) < EAGER_BATCH)):
-                        self._cond.wait()
-                    if not self._jobs:
-                        break
-                    batch = [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
-                started = time.perf_counter()
-                conn, outcomes, ran = self._execute(conn, batch)
-                if ran:
-                    with self._cond:
-                        self._committing += 1
-            if ran:
-                try:
-                    conn, outcomes = self._commit(conn, batch, outcomes)
-                finally:
-                    with self._cond:
-                        self._committing -= 1
-                        self._cond.notify_all()
-                if conn is not None:
-                    self.commit_latency.observe(time.perf_counter() - started)
+            with self._cond:
+                while not self._jobs and not self._stopping:
+                    self._cond.wait()
+                if not self._jobs:
+                    break
+                batch = [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
+            started = time.perf_counter()
+            if started - used > IDLE_TEST:
+                conn = self._tested(conn)
+            conn, outcomes, committed = self._execute(conn, batch)
+            if committed is False:
+                conn, outcomes = self._commit(conn, batch, outcomes)
+            if conn is not None:
+                self.commit_latency.observe(time.perf_counter() - started)
+            used = time.perf_counter()
             self._reactor.callFromThread(self._deliver, batch, outcomes)
         if conn is not None:
             conn.close()
-        with self._cond:
-            self._running -= 1
-            last = self._running == 0
-        if last:
-            self._reactor.callFromThread(self._stopped.callback, None)
+        self._reactor.callFromThread(self._stopped.callback, None)
+
+    def _tested(self, conn):
+        """``conn`` if it still works, else a new connection (or the old one, to fail on)."""
+        try:
+            conn.execute("SELECT 1")
+            conn.rollback()
+            return conn
+        except Exception:
+            conn.close()
+        try:
+            conn = self._connect()
+        except StoreUnavailable:
+            return conn  # (closed: the batch fails, and the thread tries again with a pause)
+        self.reconnects += 1
+        return conn
 
     def _fail(self, batch, error):
         self._reactor.callFromThread(self._deliver, batch, [(False, error)] * len(batch))
@@ -278,17 +262,33 @@ class GroupCommitWriter:
             pause = min(pause * 2, BACKOFF_MAX)
 
     def _execute(self, conn, batch):
-        """Run the statements of ``batch`` in one transaction: ``(conn, outcomes, True)``, or
-        ``(conn, failures, False)`` when the transaction failed; conn is the connection to go on
-        with (a new one after a loss, None if none could be made)."""
+        """Run ``batch`` in one transaction: ``(conn, outcomes, committed)``: committed is True when
+        the COMMIT went with the statements, False when it is still to be sent, None when the
+        transaction failed (every outcome a failure); conn is the connection to go on with (None
+        if it broke)."""
         attempt = 0
         savepoints = False
         while True:
             attempt += 1
             try:
+                if conn.closed:
+                    raise StoreUnavailable(f"postgresql at {self._url.address} is not reachable")
                 if self.prepare is not None:
                     self.prepare(conn, batch, attempt)
-                return conn, self._run_jobs(conn, batch, savepoints), True
+                merge = getattr(batch[0].job, "merge", None)
+                if not savepoints and merge is not None and all(getattr(e.job, "merge", None) is merge
+                                                                for e in batch):
+                    try:
+                        outcomes = merge(conn, [entry.job for entry in batch], commit=True)
+                    except Exception as exc:
+                        if conn.broken:  # the COMMIT was sent too: it may or may not have happened
+                            return (*self._abort(conn, batch, translate(exc, self._url)), None)
+                        if is_unavailable(exc) or is_retryable(exc):
+                            raise
+                        raise _Rerun() from exc
+                    self._committed(batch)
+                    return conn, outcomes, True
+                return conn, self._run_jobs(conn, batch, savepoints), False
             except _Rerun:
                 conn.rollback()
                 savepoints = True
@@ -298,16 +298,7 @@ class GroupCommitWriter:
                     self.retried += 1
                     _rollback(conn)
                     continue
-                if is_unavailable(exc) and attempt == 1 and conn.broken:
-                    conn.close()  # nothing of the batch was committed: again on a new connection
-                    try:
-                        conn = self._connect()
-                    except StoreUnavailable as down:
-                        self._reactor.callFromThread(self._set_down, str(down))
-                        return None, [(False, down)] * len(batch), False
-                    self.reconnects += 1
-                    continue
-                return (*self._abort(conn, batch, translate(exc, self._url)), False)
+                return (*self._abort(conn, batch, translate(exc, self._url)), None)
 
     def _commit(self, conn, batch, outcomes):
         """COMMIT: ``(conn, outcomes)``, or every job failed if the commit did (it may or may not
@@ -316,14 +307,17 @@ class GroupCommitWriter:
             conn.commit()
         except Exception as exc:
             return self._abort(conn, batch, translate(exc, self._url))
+        self._committed(batch)
+        return conn, outcomes
+
+    def _committed(self, batch):
         self.commits += 1
         self.largest_batch = max(self.largest_batch, len(batch))
-        return conn, outcomes
 
     def _abort(self, conn, batch, error):
         """Every job of the batch fails with ``error``; a broken connection is dropped."""
         self.log.warn("postgresql write transaction failed: {error}", error=error)
-        if conn.broken:
+        if conn.broken or conn.closed:
             conn.close()
             return None, [(False, error)] * len(batch)
         _rollback(conn)
