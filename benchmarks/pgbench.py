@@ -6,13 +6,17 @@ import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 
-def new_database(server, query="timeout=30"):
-    """A store URL naming a new database on ``server`` (whose user may create databases)."""
+def new_database(server, query="timeout=30", synchronous_commit=None):
+    """A store URL naming a new database on ``server`` (whose user may create databases); with
+    ``synchronous_commit``, that setting for sessions in this database only (the server's own
+    setting is left alone)."""
     import psycopg
 
     name = f"tbcoap_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+        if synchronous_commit:
+            conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = {synchronous_commit}')
     parts = urlsplit(server)
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", query, ""))
 

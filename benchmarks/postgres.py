@@ -4,8 +4,13 @@
     .venv/bin/python benchmarks/postgres.py --seconds 10 --rounds 3 --points 10000000
 
 1. telemetry ingest with the generator of benchmarks/run.py (64 CON POSTs in flight, three values
-   each): a node on SQLite (``--sync normal``), on Redis and on PostgreSQL, one after the other,
-   ``--rounds`` times in turn (the machine is shared: rounds show the noise); msgs/s, p50, p99;
+   each): a node on SQLite (``--sync normal``, then ``--sync full``), on Redis and on PostgreSQL
+   (its database with the server's ``synchronous_commit``, ``on`` by default, then with
+   ``synchronous_commit = off`` set for that database alone), one after the other, ``--rounds``
+   times in turn (the machine is shared: rounds show the noise); msgs/s, p50, p99.  Pairs that
+   keep the same promise: SQLite ``--sync full`` and PostgreSQL ``on`` (an acknowledged point
+   survives a power loss), SQLite ``--sync normal`` and PostgreSQL ``off`` (it survives a crash
+   of the process, not of the machine);
 2. two nodes (two twistd processes) on one PostgreSQL database, each driven by its own generator,
    against one node driven by two generators;
 3. bytes per stored point: ``--disk-points`` points of one key written through each store's API;
@@ -34,6 +39,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import pgbench  # noqa: E402
 from redis import cleanup, generators, node, stop, warm  # noqa: E402  (benchmarks/redis.py)
+from run import start_tbcoap  # noqa: E402
 
 from tests.redisutil import Resp  # noqa: E402
 
@@ -43,9 +49,9 @@ def ingest(stores, seconds, rounds):
     results = {name: [] for name, _ in stores}
     for _ in range(rounds):
         for name, make in stores:
-            store, drop = make()
+            store, drop, extra = make()
             with tempfile.TemporaryDirectory() as workdir:
-                proc, coap, _ = node(workdir, store)
+                proc, coap, _ = start_tbcoap(workdir, (["--store", store] if store else []) + extra)
                 try:
                     warm(coap)
                     rate, p50, p99, bad = generators([coap], seconds, 64)
@@ -156,19 +162,22 @@ def main():
     parser.add_argument("--points", type=int, default=10_000_000, help="points of the aggregated year (0: skip)")
     args = parser.parse_args()
 
-    def sqlite():
-        return None, lambda: None
+    def sqlite(sync):
+        return lambda: (None, lambda: None, ["--sync", sync])
 
     def redis():
         url = f"{args.redis}?prefix=bench-{uuid.uuid4().hex[:8]}"
-        return url, lambda: cleanup(url)
+        return url, lambda: cleanup(url), []
 
-    def postgres():
-        url = pgbench.new_database(args.postgres)
-        return url, lambda: pgbench.drop_database(url)
+    def postgres(synchronous_commit=None):
+        def make():
+            url = pgbench.new_database(args.postgres, synchronous_commit=synchronous_commit)
+            return url, lambda: pgbench.drop_database(url), []
+        return make
 
     print(f"1. ingest, 64 CON POSTs in flight, {args.seconds:g} s a run, {args.rounds} rounds in turn", flush=True)
-    stores = [("SQLite (--sync normal)", sqlite), ("Redis", redis), ("PostgreSQL", postgres)]
+    stores = [("SQLite (--sync normal)", sqlite("normal")), ("SQLite (--sync full)", sqlite("full")),
+              ("Redis", redis), ("PostgreSQL", postgres()), ("PostgreSQL, sync. commit off", postgres("off"))]
     results = ingest(stores, args.seconds, args.rounds)
     print(f"\n{'store':28} {'msgs/s':>8} {'p50 ms':>7} {'p99 ms':>7} (medians of {args.rounds} rounds)")
     medians = {}
@@ -176,9 +185,11 @@ def main():
         medians[name] = [statistics.median(r[i] for r in runs) for i in range(3)]
         rate, p50, p99 = medians[name]
         print(f"{name:28} {rate:8.0f} {p50:7.2f} {p99:7.2f}")
-    sqlite_rate = medians["SQLite (--sync normal)"][0]
-    print(f"PostgreSQL / SQLite: {medians['PostgreSQL'][0] / sqlite_rate:.2f}x, "
-          f"Redis / SQLite: {medians['Redis'][0] / sqlite_rate:.2f}x", flush=True)
+    normal, full = medians["SQLite (--sync normal)"][0], medians["SQLite (--sync full)"][0]
+    print(f"PostgreSQL / SQLite --sync normal: {medians['PostgreSQL'][0] / normal:.2f}x; "
+          f"PostgreSQL (on) / SQLite --sync full: {medians['PostgreSQL'][0] / full:.2f}x; "
+          f"PostgreSQL (off) / SQLite --sync normal: {medians['PostgreSQL, sync. commit off'][0] / normal:.2f}x; "
+          f"Redis / SQLite --sync normal: {medians['Redis'][0] / normal:.2f}x", flush=True)
 
     print("\n2. one node against two on one PostgreSQL database", flush=True)
     for name, rate, p50, p99, bad in one_and_two_nodes(args.postgres, args.seconds):
