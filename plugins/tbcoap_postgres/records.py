@@ -38,7 +38,7 @@ def _one(conn, sql, *params):
     return row[0] if row else None
 
 
-def _require_device(conn, device_id):
+def require_device(conn, device_id):
     """NotFound unless the device exists; its row stays locked against deletion until the commit."""
     if _one(conn, "SELECT 1 FROM devices WHERE id = %s FOR KEY SHARE", device_id) is None:
         raise NotFound(f"no device with id {device_id}")
@@ -177,7 +177,7 @@ class RecordsMixin:
             return defer.fail()
 
         def job(conn):
-            _require_device(conn, device_id)
+            require_device(conn, device_id)
             owner = _one(conn, "SELECT device_id FROM credentials WHERE id = %s", credentials.id)
             if owner is not None and owner != device_id:
                 raise DuplicateToken("these credentials are used by another device")
@@ -265,7 +265,7 @@ class RecordsMixin:
 
     def mark_provisioned(self, device_id):
         def job(conn):
-            _require_device(conn, device_id)
+            require_device(conn, device_id)
             return conn.execute(
                 "INSERT INTO attributes (device_id, scope, key, last_update_ts, s)"
                 " VALUES (%s, 'SERVER_SCOPE', 'provisionState', %s, 'provisioned') ON CONFLICT DO NOTHING",
@@ -289,7 +289,7 @@ class RecordsMixin:
             return defer.succeed(None)
 
         def job(conn):
-            _require_device(conn, device_id)
+            require_device(conn, device_id)
             with conn.cursor() as cur:
                 cur.executemany(
                     f"INSERT INTO attributes (device_id, scope, key, last_update_ts, {COLUMNS})"
@@ -327,7 +327,7 @@ class RecordsMixin:
             return defer.fail(exc)
 
         def job(conn):
-            _require_device(conn, device_id)
+            require_device(conn, device_id)
             rows = conn.execute("DELETE FROM attributes WHERE device_id = %s AND scope = %s AND key = ANY(%s)"
                                 " RETURNING key", (device_id, scope, keys)).fetchall()
             gone = {key for (key,) in rows}
@@ -345,7 +345,7 @@ class RecordsMixin:
             return defer.fail()
 
         def job(conn):
-            _require_device(conn, rpc.device_id)
+            require_device(conn, rpc.device_id)
             if _one(conn, "SELECT 1 FROM rpcs WHERE id = %s", rpc.id):
                 raise BadRequest("an RPC with this id exists")
             # the counter row is locked until the commit: one id sequence per device, across nodes
@@ -465,7 +465,7 @@ class RecordsMixin:
             return defer.fail()
 
         def job(conn):
-            _require_device(conn, device_id)
+            require_device(conn, device_id)
             if customer_id is not None:
                 _require_customer(conn, customer_id)
             # compare-and-set: IS NOT DISTINCT FROM also matches NULL (a free device)
@@ -485,7 +485,7 @@ class RecordsMixin:
             return defer.fail()
 
         def job(conn):
-            _require_device(conn, request.device_id)
+            require_device(conn, request.device_id)
             # the first request wins until it expires: decided by the one statement, under the row's lock
             return conn.execute(
                 "INSERT INTO claim_requests (device_id, secret, expiration_time) VALUES (%s, %s, %s)"

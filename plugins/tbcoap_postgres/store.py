@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from twisted.internet import defer
+from twisted.internet import defer, task, threads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -20,10 +20,11 @@ from zope.interface import implementer
 
 from tbcoap.errors import NotSupported, StoreUnavailable
 from tbcoap.interfaces import IStore
+from tbcoap.models import now_ms
 
 from . import partitions, schema
 from .bus import PostgresBus
-from .connection import connect, describe, is_unavailable, translate
+from .connection import connect, is_unavailable, translate
 from .records import RecordsMixin
 from .telemetry import TelemetryMixin
 from .writer import GroupCommitWriter
@@ -58,6 +59,8 @@ class PostgresStore(RecordsMixin, TelemetryMixin):
         self._months = set()  # months whose partitions exist (as far as this node knows)
         self._bus = None
         self._trigger = None
+        self._opening = None
+        self._closing = None
         self._maintenance = None
         self._reads = 0
         self._failed_reads = 0
@@ -74,7 +77,8 @@ class PostgresStore(RecordsMixin, TelemetryMixin):
         self._writer.prepare = self._prepare
         self.commit_latency = self._writer.commit_latency
         d = self._writer.start(self._setup)
-        return d.addCallbacks(self._opened, self._open_failed)
+        self._opening = d.addCallbacks(self._opened, self._open_failed)
+        return self._opening
 
     def _setup(self, conn):
         conn.autocommit = True
@@ -88,7 +92,7 @@ class PostgresStore(RecordsMixin, TelemetryMixin):
 
     def _make_ahead(self, conn):
         """This month's partition and the next ones (``conn`` outside a transaction)."""
-        month = partitions.month_of(self._now_ms())
+        month = partitions.month_of(now_ms())
         for _ in range(AHEAD_MONTHS + 1):
             if month is None:
                 break
@@ -97,19 +101,11 @@ class PostgresStore(RecordsMixin, TelemetryMixin):
                 self._months = self._months | {month}  # (a new set: other threads may be reading it)
             month = partitions.next_month(*month)
 
-    @staticmethod
-    def _now_ms():
-        from tbcoap.models import now_ms
-
-        return now_ms()
-
     def _opened(self, _):
         self._pool = ThreadPool(0, self._read_threads, name="tbcoap-postgres-read")
         self._pool.start()
         self._state = "open"
         self._trigger = self.reactor.addSystemEventTrigger("during", "shutdown", self._on_shutdown)
-        from twisted.internet import task
-
         self._maintenance = task.LoopingCall(self._maintain_ahead)
         self._maintenance.clock = self.reactor
         self._maintenance.start(MAINTENANCE_EVERY, now=False)
@@ -123,19 +119,24 @@ class PostgresStore(RecordsMixin, TelemetryMixin):
         return failure
 
     def close(self):
+        if self._state == "opening":  # close once the open has ended, whichever way
+            done = defer.Deferred()
+            self._opening.addBoth(lambda result: (self.close().chainDeferred(done), result)[1])
+            return done
         if self._state in ("new", "closed"):
             self._state = "closed"
             return defer.succeed(None)
-        if self._state == "closing":
-            return self._closing
-        self._state = "closing"
-        if self._trigger is not None:
-            self.reactor.removeSystemEventTrigger(self._trigger)
-            self._trigger = None
-        if self._maintenance is not None and self._maintenance.running:
-            self._maintenance.stop()
-        self._closing = self._writer.stop().addBoth(self._closed)
-        return self._closing
+        if self._state != "closing":
+            self._state = "closing"
+            if self._trigger is not None:
+                self.reactor.removeSystemEventTrigger(self._trigger)
+                self._trigger = None
+            if self._maintenance is not None and self._maintenance.running:
+                self._maintenance.stop()
+            self._closing = self._writer.stop().addBoth(self._closed)
+        done = defer.Deferred()  # one for each caller, all fired when the store is closed
+        self._closing.addBoth(lambda result: (done.callback(None), result)[1])
+        return done
 
     def _closed(self, _):
         self._pool.stop()  # runs the reads already queued, then joins the threads
@@ -292,8 +293,6 @@ class PostgresStore(RecordsMixin, TelemetryMixin):
             finally:
                 conn.close()
 
-        from twisted.internet import threads
-
         return threads.deferToThread(run)
 
     def _maintain_ahead(self):
@@ -302,6 +301,3 @@ class PostgresStore(RecordsMixin, TelemetryMixin):
         d.addErrback(lambda failure: log.warn("postgresql partitions ahead not made: {error}",
                                               error=failure.getErrorMessage()))
         return d
-
-    def describe_error(self, exc):
-        return describe(exc, self.url)

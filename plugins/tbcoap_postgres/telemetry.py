@@ -16,6 +16,7 @@ from tbcoap.storekit import (bucket_ts, check, check_aggregate, check_deletion, 
                              is_int64, key_list)
 
 from . import partitions
+from .records import require_device
 from .values import COLUMNS, check_text, columns, value
 
 # the batch's series, each with its number n in the batch; rows name their series by n
@@ -105,11 +106,6 @@ def _series_of(conn, device_id, keys):
 def _latest_keys(conn, device_id):
     return [k for (k,) in conn.execute("SELECT key FROM ts_kv_latest WHERE device_id = %s ORDER BY key",
                                        (device_id,))]
-
-
-def _require_device(conn, device_id):
-    if conn.execute("SELECT 1 FROM devices WHERE id = %s FOR KEY SHARE", (device_id,)).fetchone() is None:
-        raise NotFound(f"no device with id {device_id}")
 
 
 class TelemetryMixin:
@@ -206,7 +202,7 @@ class TelemetryMixin:
             return defer.fail(exc)
 
         def job(conn):
-            _require_device(conn, device_id)
+            require_device(conn, device_id)
             series = _series_of(conn, device_id, keys)
             for key in keys:
                 if key in series:
