@@ -20,7 +20,9 @@ from zope.interface import implementer
 
 from tbcoap.errors import NotSupported, StoreUnavailable
 from tbcoap.interfaces import IStore
+from tbcoap.latency import LatencyHistogram
 from tbcoap.models import now_ms
+from tbcoap.storekit import STALLED_WRITE
 
 from . import partitions, schema
 from .bus import PostgresBus
@@ -30,7 +32,6 @@ from .telemetry import TelemetryMixin
 from .writer import GroupCommitWriter
 
 log = Logger()
-STALLED_WRITE = 5.0  # seconds a write may wait before check() says the store cannot write
 AHEAD_MONTHS = 2  # partitions made ahead of time: this month and the next ones
 MAINTENANCE_EVERY = 3600.0  # seconds between passes that make the coming months' partitions
 
@@ -41,6 +42,7 @@ class PostgresStore(RecordsMixin, TelemetryMixin):
     in the tables of one schema of a PostgreSQL database."""
 
     name = "postgresql"
+    backup_type = None  # PostgreSQL keeps its own backups: backup() fails with NotSupported
 
     def __init__(self, url, read_threads=4, max_queue=10000, reactor=None):
         if reactor is None:
@@ -51,7 +53,7 @@ class PostgresStore(RecordsMixin, TelemetryMixin):
         self._max_queue = max_queue
         self._state = "new"  # -> opening -> open -> closing -> closed
         self._writer = None
-        self.commit_latency = None  # the writer's LatencyHistogram, once open
+        self.commit_latency = LatencyHistogram()  # seconds per group commit (the writer observes it)
         self._pool = None
         self._local = threading.local()
         self._readers = []
@@ -73,9 +75,9 @@ class PostgresStore(RecordsMixin, TelemetryMixin):
         if self._state != "new":
             return defer.fail(StoreUnavailable(f"postgresql store is {self._state}"))
         self._state = "opening"
-        self._writer = GroupCommitWriter(self.reactor, self._connect_writer, self.url, max_queue=self._max_queue)
+        self._writer = GroupCommitWriter(self.reactor, self._connect_writer, self.url, max_queue=self._max_queue,
+                                         commit_latency=self.commit_latency)
         self._writer.prepare = self._prepare
-        self.commit_latency = self._writer.commit_latency
         d = self._writer.start(self._setup)
         self._opening = d.addCallbacks(self._opened, self._open_failed)
         return self._opening

@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tbcoap.errors import StoreUnavailable
-from tbcoap.metrics import LatencyHistogram
+from tbcoap.latency import LatencyHistogram
 
 from .connection import is_retryable, is_unavailable, translate
 
@@ -50,7 +50,7 @@ class GroupCommitWriter:
 
     log = Logger()
 
-    def __init__(self, reactor, connect, url, max_batch=MAX_BATCH, max_queue=10000):
+    def __init__(self, reactor, connect, url, max_batch=MAX_BATCH, max_queue=10000, commit_latency=None):
         self._reactor = reactor
         self._connect = connect
         self._url = url
@@ -69,7 +69,7 @@ class GroupCommitWriter:
         self.pending = 0
         self.commits = self.writes = self.failed = self.largest_batch = 0
         self.reconnects = self.timeouts = self.retried = 0
-        self.commit_latency = LatencyHistogram()
+        self.commit_latency = commit_latency if commit_latency is not None else LatencyHistogram()
         self.prepare = None  # prepare(conn, batch, attempt): before a batch's transaction (partitions)
 
     # -- in the reactor ----------------------------------------------------------------
