@@ -265,3 +265,23 @@ async def test_an_event_larger_than_a_notification_reaches_the_other_node(start_
     changes = [e for e in seen if isinstance(e, SharedAttributesChanged)]
     assert changes[0].values == {"big": big, "small": 1} and changes[1].values == {"small": 2}
     assert a.core.bus.counters["large"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_stores_on_one_database_share_one_rpc_id_sequence_per_device(store, database):
+    from tbcoap.models import Rpc
+
+    other = make_store(database.url("timeout=5"), {})  # another node's store
+    await other.open()
+    try:
+        d = await store.add_device(Device(id=new_id(), name="a"), "ta")
+        calls = [(store if n % 2 else other).add_rpc(Rpc(id=new_id(), device_id=d.id, request_id=0, method=f"m{n}"))
+                 for n in range(40)]
+        stored = await defer.gatherResults(calls)
+        assert sorted(r.request_id for r in stored) == list(range(1, 41))
+        # and a compare-and-set between them has one winner
+        rpc = stored[0]
+        results = await defer.gatherResults([s.set_rpc_status(rpc.id, "SENT", expect=["QUEUED"]) for s in (store, other)])
+        assert sorted(results) == [False, True]
+    finally:
+        await other.close()
