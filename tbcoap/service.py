@@ -86,7 +86,7 @@ SETTINGS = {
     "max-value-size": ("64KiB", size, "UTF-8 bytes of one STRING or JSON value"),
     "max-rest-body": ("1MiB", size, "largest REST request body (413 above; 64 KiB before a valid key)"),
     "admin-key-file": (None, str, "file holding the REST admin key (safer than --admin-key)"),
-    "workers": (1, int, "node processes sharing the CoAP and HTTP ports (needs a store nodes can share: redis)"),
+    "workers": (1, int, "node processes sharing the CoAP and HTTP ports (needs a store nodes can share: redis, postgresql)"),
     "coaps-port": (5684, int, "UDP port of CoAP over DTLS (CoAPS), served when --dtls-cert is given"),
     "coaps-interface": ("::", str, "address to listen on for CoAPS ('::' or '0.0.0.0': all)"),
     "dtls-cert": (None, str, "PEM file: the server's certificate chain for CoAPS (CoAPS listens only with it)"),
