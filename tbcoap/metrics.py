@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 
 import tbcoap
+from tbcoap.coap.codec import code_text
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -87,7 +88,7 @@ class NodeCollector:
             counters = layer.counters
             for code, count in counters.items():
                 if isinstance(code, int):
-                    requests.add_metric([port, f"{code >> 5}.{code & 31:02d}"], count)
+                    requests.add_metric([port, code_text(code)], count)
             malformed.add_metric([port], counters["malformed"])
             duplicates.add_metric([port], counters["duplicates"])
             notifications.add_metric([port], counters["notifications"])
