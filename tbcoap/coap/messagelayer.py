@@ -74,7 +74,6 @@ class MessageLayer(coap.Coap):
         self.exchanges = Exchanges(self.clock, self._write, ack_timeout, max_retransmit, self.counters)
         self.blocks = Blockwise(self.clock, self.counters, self.answer_budget, max_body=max_body,
                                 block_szx=block_szx)
-        self._blockwise = self.blocks.shape  # once per answer: bound here, not looked up each time
         self.relations = Observations(self, self.blocks, max_observations=max_observations,
                                       max_peer_observations=max_peer_observations,
                                       notification_bytes=notification_bytes)
@@ -271,7 +270,7 @@ class MessageLayer(coap.Coap):
             else:
                 observation.cancel("refused")
                 observation = None
-        answer = self._blockwise(request, answer)
+        answer = self.blocks.shape(request, answer)
         answer.token = request.token
         if separate:
             answer.mtype = CON
