@@ -57,10 +57,11 @@ def start_baseline(workdir):
     return proc, port
 
 
-def start_tbcoap(workdir, extra, create=True):
+def start_tbcoap(workdir, extra, create=True, twistd=None):
+    """Start ``twistd`` (this environment's by default) on free ports; ``(process, CoAP port, HTTP port)``."""
     log_path = os.path.join(workdir, "tbcoap.log")
     log = open(log_path, "wb")
-    proc = subprocess.Popen([os.path.join(BIN, "twistd"), "-n", "--pidfile=", "tbcoap", "--coap-port", "0",
+    proc = subprocess.Popen([twistd or os.path.join(BIN, "twistd"), "-n", "--pidfile=", "tbcoap", "--coap-port", "0",
                              "--http-port", "0", "--coap-interface", "127.0.0.1", "--data-dir", workdir,
                              "--admin-key", KEY, *extra], stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     deadline = time.time() + 30

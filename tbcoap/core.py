@@ -35,15 +35,14 @@ class Core:
         self.rules = RuleService(plugins, rules, rule_timeout)
         self.activity = ActivityTracker(store)
         self.devices = DeviceService(store, plugins, self.bus)
-        self.telemetry = TelemetryService(store, self.rules, limits)
+        self.retention = RetentionService(store, ts_ttl_ms)
+        self.telemetry = TelemetryService(store, self.retention, self.rules, limits)
         self.attributes = AttributeService(store, self.activity, self.bus, self.rules, limits)
         self.rpc = RpcService(store, self.bus)
         self.customers = CustomerService(store)
         self.claims = ClaimService(store, self.devices, claim_duration_ms)
         self.profiles = ProfileService(store)
         self.provisioning = ProvisionService(store, self.devices)
-        self.retention = RetentionService(store, ts_ttl_ms)
-        self.telemetry.retention = self.retention
 
     @defer.inlineCallbacks
     def start(self):
@@ -68,4 +67,4 @@ class Core:
     def stats(self):
         """Domain and store counters as a plain dict."""
         return {"store": self.store.stats(), "cachedTokens": self.devices.cached_count(), "rpc": self.rpc.stats(),
-                "retention": self.retention.stats()}
+                "retention": self.retention.stats(), "history": self.telemetry.history_gate.stats()}

@@ -31,6 +31,14 @@ def backup_path(data_dir) -> str:
     return os.path.join(data_dir, f"{BACKUP_PREFIX}{uuid.uuid4().hex}.part")
 
 
+def remove(path):
+    """Remove a file of the data directory if it is there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def remove_stale_backups(data_dir) -> int:
     """Remove snapshots a node that ended while sending one left behind; how many went."""
     removed = 0
@@ -42,12 +50,6 @@ def remove_stale_backups(data_dir) -> int:
             except FileNotFoundError:
                 pass
     return removed
-
-
-def private_file(path):
-    """Make sure ``path`` exists and only its owner may read or write it (0600)."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    os.chmod(path, 0o600)
 
 
 class Lock:

@@ -1,9 +1,12 @@
 """The hooks a tbcoap plugin may implement (pluggy project name ``tbcoap``).
 
 A plugin is a module or object with functions decorated ``@hookimpl``,
-registered through the ``tbcoap`` entry-point group or in code.  Any hook
-may return a plain value or a Deferred.  docs/plugins.md documents each one;
-tests/test_hookspecs.py fails when a hook lacks docs or a test.
+registered through the ``tbcoap`` entry-point group or in code.  The hooks
+called while a node serves (authenticate, client_rpc, the upload hooks,
+startup, shutdown) may return a plain value or a Deferred; store_backends,
+plugin_settings and stats are asked synchronously and return their answer.
+docs/plugins.md documents each one; tests/test_hookspecs.py fails when a hook
+lacks docs or a test named ``test_hook_<name>``.
 """
 
 from dataclasses import dataclass
@@ -20,8 +23,8 @@ class StoreBackend:
     """What ``tbcoap_store_backends`` returns: a store chosen by URL scheme.
 
     ``factory(url, settings)`` builds an unopened IStore; ``settings`` is the
-    service's option mapping (``data-dir``, ``sync``, ...).  It raises
-    ValueError for a URL it cannot use.
+    service's option mapping (``data-dir``, ..., and ``plugins``: each plugin's
+    validated settings by name).  It raises ValueError for a URL it cannot use.
     """
 
     scheme: str

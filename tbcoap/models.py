@@ -8,6 +8,16 @@ import uuid
 from dataclasses import dataclass, field
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""The range of a LONG value, a timestamp and a number in a path."""
+
+DEVICE_SORT_PROPERTIES = ("createdTime", "name", "type", "label")
+"""What a device list may be sorted by (ThingsBoard's ``sortProperty``)."""
+
+DEVICE_API_FEATURES = frozenset({"telemetry", "attributes", "rpc", "claim", "provision"})
+"""The feature segments of the device API's paths (``/api/v1/{token}/{feature}``); no token may be one."""
+
+
 def now_ms() -> int:
     """The current time in milliseconds since the epoch."""
     return int(time.time() * 1000)
@@ -61,6 +71,7 @@ class DeviceProfile:
 
 
 SCOPES = ("CLIENT_SCOPE", "SHARED_SCOPE", "SERVER_SCOPE")
+OPERATOR_SCOPES = ("SHARED_SCOPE", "SERVER_SCOPE")  # the scopes an operator writes (a device writes CLIENT_SCOPE)
 
 
 class Json(str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import errno
 import os
-import sys
+from dataclasses import dataclass
 
 from twisted.application.service import Service
 from twisted.internet import defer, error as neterror
@@ -13,18 +13,19 @@ from twisted.logger import Logger
 
 import tbcoap
 from tbcoap import datadir
-from tbcoap.coap.dtls import DtlsEndpoint, server_context
+from tbcoap.choices import ChoiceError, choose
+from tbcoap.coap.dtls import DtlsEndpoint
 from tbcoap.coap.messagelayer import MessageLayer
 from tbcoap.core import Core
 from tbcoap.deviceapi.api import DeviceApi
-from tbcoap.rest.app import make_site
-from tbcoap.rest.auth import load_admin_key
 from tbcoap.deviceapi.observers import ObserverRegistry
+from tbcoap.errors import StoreUnavailable
 from tbcoap.events import LocalBus
 from tbcoap.metrics import LatencyHistogram, registry_for
 from tbcoap.plugins import AUTH_HOOK, STORE_HOOK
 from tbcoap.ratelimit import RateLimiter, parse_rate_limit
-from tbcoap.service import check_rules, check_store
+from tbcoap.rest.app import make_site
+from tbcoap.rest.auth import load_admin_key
 from tbcoap.services.certificates import digest
 from tbcoap.services.values import Limits
 from tbcoap.workers import WorkerSupervisor, shared_tcp, shared_udp, watch_parent
@@ -39,22 +40,25 @@ class TbcoapService(Service):
     (the ports actually bound, also with port 0).
     """
 
-    def __init__(self, settings, plugins, exit_on_error=False, reactor=None):
+    def __init__(self, settings, plugins, choices=None, exit_on_error=False, reactor=None):
+        """``choices``: what ``tbcoap.choices.choose`` made of the settings (``Options`` does it for
+        twistd); without them the node chooses itself and raises NodeError for a bad choice."""
         from twisted.internet import reactor as default_reactor
 
+        if choices is None:
+            try:
+                choices = choose(settings, plugins)
+            except ChoiceError as exc:
+                raise NodeError(str(exc)) from None
         self.settings = settings
         self.plugins = plugins
         self.reactor = reactor or default_reactor
         self.exit_on_error = exit_on_error
-        backend = check_store(settings, plugins)
-        self.store_scheme = backend.scheme
-        try:
-            self.store = backend.factory(settings["store"], settings)
-        except ValueError as exc:
-            self._fatal_now(f"--store: {exc}")
+        self.store_scheme = choices.backend.scheme
+        self.store = choices.store
         limits = Limits(max_keys=settings["max-request-keys"], max_key_length=settings["max-key-length"],
                         max_string_bytes=settings["max-value-size"])
-        self.core = Core(self.store, plugins, rules=check_rules(settings, plugins), limits=limits,
+        self.core = Core(self.store, plugins, rules=choices.rules, limits=limits,
                          bus=self.store.bus() or LocalBus(),
                          rule_timeout=settings["rule-timeout"], claim_duration_ms=settings["claim-duration"],
                          ts_ttl_ms=settings.get("ts-ttl", 0) * 1000)
@@ -65,13 +69,9 @@ class TbcoapService(Service):
                                     provision_limiter=_limiter(settings["provision-rate-limit"]))
         self.coap = self._message_layer()
         self.coaps = self.dtls = None
-        if settings.get("dtls-cert"):
-            try:
-                context = server_context(settings["dtls-cert"], settings["dtls-key"], settings.get("dtls-ca"))
-            except ValueError as exc:
-                self._fatal_now(str(exc))
+        if choices.dtls_context is not None:
             self.coaps = self._message_layer()
-            self.dtls = DtlsEndpoint(context, self.coaps, self.reactor, identify=digest,
+            self.dtls = DtlsEndpoint(choices.dtls_context, self.coaps, self.reactor, identify=digest,
                                      max_sessions=settings["dtls-max-sessions"])
             self.coaps.identify = self.dtls.identity
         if settings.get("latency-metrics", "on") == "on":
@@ -84,12 +84,11 @@ class TbcoapService(Service):
         self.lock = None
         self.site = None
         self.supervisor = None
-        self.shared_ports = settings.get("workers", 1) > 1 or settings.get("worker", False)
-        if settings.get("workers", 1) > 1:
-            if self.store.bus() is None:
-                self._fatal_now(f"--workers needs a store several nodes can share (redis://...); "
-                                f"the {self.store.name} store is one node's")
-            self.supervisor = WorkerSupervisor(self, settings["workers"], settings.get("worker-args", []))
+        self.worker = settings.get("worker", 0)  # 0: the first node; N: worker N of a --workers node
+        self.workers = settings.get("workers", 1)
+        self.shared_ports = self.workers > 1 or bool(self.worker)
+        if self.workers > 1 and not self.worker:
+            self.supervisor = WorkerSupervisor(self, self.workers, settings.get("worker-args", []))
         self.coap_port = self.http_port = self.coaps_port = None
         self.coap_address = self.http_address = self.coaps_address = None
         self.opened = None
@@ -105,17 +104,13 @@ class TbcoapService(Service):
                             max_peer_observations=settings["max-peer-observations"],
                             notification_bytes=settings["notification-queue"])
 
-    def _fatal_now(self, message):
-        if self.exit_on_error:
-            raise SystemExit(f"tbcoap: {message}")
-        raise RuntimeError(message)
-
     def startService(self):
-        """Lock the data directory, load the admin key, listen, then open the store.
+        """Lock the data directory, bind the ports, load the admin key, open the store; the ports
+        are announced ("CoAP listening on ...") once the store is open and requests are served.
 
         A failure here leaves nothing behind: ports are closed and the lock released; under
-        twistd the process logs why and exits with status 1 through the reactor's orderly
-        stop (so twistd removes its pidfile), embedded it raises RuntimeError.
+        twistd the process logs why in one line and exits with status 1 through the reactor's
+        orderly stop (so twistd removes its pidfile), embedded it raises NodeError.
         """
         super().startService()
         try:
@@ -123,13 +118,12 @@ class TbcoapService(Service):
         except StartFailed as exc:
             self._undo_start()
             if not self.exit_on_error:
-                raise RuntimeError(str(exc)) from None
-            print(f"tbcoap: {exc}", file=sys.stderr)
+                raise NodeError(str(exc)) from None
             self._start_failed(str(exc))
 
     def _start(self):
         settings = self.settings
-        if settings.get("worker"):
+        if self.worker:
             watch_parent(self.reactor)  # the first node holds the lock for its workers
         else:
             try:
@@ -140,48 +134,38 @@ class TbcoapService(Service):
                 raise StartFailed(f"cannot use the data directory {settings['data-dir']}: {exc}") from None
             if datadir.remove_stale_backups(settings["data-dir"]):
                 log.info("removed the snapshot files of backups that a stopped node left unsent")
+            self._bind()  # a busy port stops the start before anything is written
         try:
-            self.admin_key = load_admin_key(settings)
+            self.admin_key, origin = load_admin_key(settings)
         except (OSError, ValueError) as exc:
             raise StartFailed(f"cannot read or keep the admin key: {exc}") from None
-        if settings.get("worker"):  # a worker takes its share of the ports only once it can serve
-            self.opened = self._open()
-            self.opened.addCallback(self._bind_when_ready)
-            return
-        self._bind()
+        if not self.worker:
+            log.info("{origin}", origin=origin)
         self.opened = self._open()
-        if self.supervisor is not None:
-            self.supervisor.start_workers()
-
-    def _bind_when_ready(self, _):
-        if not self.core.ready:
-            return
-        try:
-            self._bind()
-        except StartFailed as exc:
-            self._undo_start()
-            self._start_failed(str(exc))
 
     def _bind(self):
-        """Listen on the CoAP and HTTP ports and log them."""
+        """Bind the CoAP (and CoAPS) and HTTP ports; announced by ``_announce`` once serving."""
         settings = self.settings
-        self.coap_port = self._listen_udp("CoAP", self.coap, settings["coap-interface"], settings["coap-port"])
+        self.coap_port = self._listen_udp("CoAP", self.coap, "coap")
         if self.dtls is not None:
-            self.coaps_port = self._listen_udp("CoAPS", self.dtls, settings["coaps-interface"], settings["coaps-port"])
+            self.coaps_port = self._listen_udp("CoAPS", self.dtls, "coaps")
         site = self.site = make_site(self)
+        interface, port = settings["http-interface"], settings["http-port"]
         try:
             if self.shared_ports:
-                self.http_port = shared_tcp(self.reactor, settings["http-interface"], settings["http-port"], site)
+                self.http_port = shared_tcp(self.reactor, interface, port, site)
             else:
-                self.http_port = self.reactor.listenTCP(settings["http-port"], site,
-                                                        interface=settings["http-interface"])
+                self.http_port = self.reactor.listenTCP(port, site, interface=interface)
         except (neterror.CannotListenError, OSError) as exc:
-            raise StartFailed(f"cannot listen for HTTP: {exc}") from None
+            raise StartFailed(_cannot_listen("HTTP", "tcp", interface, port, exc, "http")) from None
         self.coap_address = _address(self.coap_port)
         self.http_address = _address(self.http_port)
-        log.info("CoAP listening on udp {address}", address=_show(self.coap_address))
         if self.coaps_port is not None:
             self.coaps_address = _address(self.coaps_port)
+
+    def _announce(self):
+        log.info("CoAP listening on udp {address}", address=_show(self.coap_address))
+        if self.coaps_address is not None:
             log.info("CoAPS listening on udp {address}", address=_show(self.coaps_address))
         log.info("HTTP listening on tcp {address}", address=_show(self.http_address))
 
@@ -194,19 +178,20 @@ class TbcoapService(Service):
             self.lock.release()
             self.lock = None
 
-    def _listen_udp(self, what, protocol, interface, port):
+    def _listen_udp(self, what, protocol, option):
         """Bind a UDP port for ``protocol`` (all IPv4 addresses when '::' is not available here)."""
+        interface, port = self.settings[f"{option}-interface"], self.settings[f"{option}-port"]
         try:
             return self._bind_udp(protocol, interface, port)
         except (neterror.CannotListenError, OSError) as exc:
             error = getattr(exc, "socketError", exc)
             no_ipv6 = interface == "::" and getattr(error, "errno", None) in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
             if not no_ipv6:
-                raise StartFailed(f"cannot listen for {what}: {exc}") from None
+                raise StartFailed(_cannot_listen(what, "udp", interface, port, exc, option)) from None
         try:
             return self._bind_udp(protocol, "0.0.0.0", port)
         except (neterror.CannotListenError, OSError) as exc:
-            raise StartFailed(f"cannot listen for {what}: {exc}") from None
+            raise StartFailed(_cannot_listen(what, "udp", "0.0.0.0", port, exc, option)) from None
 
     def _bind_udp(self, protocol, interface, port):
         if self.shared_ports:
@@ -215,7 +200,9 @@ class TbcoapService(Service):
 
     @defer.inlineCallbacks
     def _open(self):
-        """Open the store, start the services and the active plugins; a failure stops a twistd node."""
+        """Open the store, start the services and the active plugins, then serve (a worker binds
+        its share of the ports only now); a failure stops a twistd node."""
+        log.info("opening the {scheme} store (requests are answered once it is open)", scheme=self.store_scheme)
         try:
             yield self.store.open()
         except Exception as exc:
@@ -233,7 +220,17 @@ class TbcoapService(Service):
             self._start_failed(f"cannot start: {exc}")
             return
         yield self.core.start()  # from here on requests are served
+        if self.worker:
+            try:
+                self._bind()
+            except StartFailed as exc:
+                self._undo_start()
+                self._start_failed(str(exc))
+                return
+        self._announce()
         log.info("{line}", line=self.in_use())
+        if self.supervisor is not None:
+            self.supervisor.start_workers()
 
     def in_use(self):
         """One line: the tbcoap version and the store, rule and auth plugins this node uses."""
@@ -244,7 +241,7 @@ class TbcoapService(Service):
                 f"rules {', '.join(rules) if rules else 'none'}, auth {', '.join(plugins.in_use([AUTH_HOOK]))}")
 
     def _start_failed(self, message):
-        log.critical("{message}", message=message)  # embedded, the node answers 5.03 until it is stopped
+        log.critical("tbcoap: {message}", message=message)  # embedded, the node answers 5.03 until stopped
         if self.exit_on_error:
             # twistd would exit 0 after reactor.stop(): leave with 1 once it has cleaned up (pidfile too)
             atexit.register(os._exit, 1)
@@ -284,16 +281,51 @@ class TbcoapService(Service):
             self.lock = None
         log.info("tbcoap stopped")
 
+    @defer.inlineCallbacks
+    def health(self):
+        """``{part: what is wrong}`` for each part of this node that is down (``{}``: all up)."""
+        down = {}
+        if self.coap_port is None or not self.coap_port.connected:
+            down["coap"] = "not listening"
+        if not self.core.ready:
+            down["store"] = f"{self.store.name} store not open"
+        else:
+            try:
+                yield self.store.check()
+            except Exception as exc:
+                down["store"] = f"{self.store.name}: {exc}"
+        return down
+
+    @defer.inlineCallbacks
+    def take_backup(self):
+        """A consistent snapshot of the store in a new file of the data directory, taken while the
+        node serves, for one download at a time: a ``Snapshot`` whose ``release()`` removes the file
+        and frees the slot.  StoreUnavailable while another is taken or sent; NotSupported from a
+        store that has backups of its own."""
+        if self.backup_running:
+            raise StoreUnavailable("a backup is being taken already; try again when it is done")
+        self.backup_running = True
+        path = datadir.backup_path(self.settings["data-dir"])
+
+        def release():
+            self.backup_running = False
+            datadir.remove(path)
+
+        try:
+            yield self.store.backup(path)
+        except BaseException:
+            release()
+            raise
+        content_type, suffix = self.store.backup_type
+        return Snapshot(path, content_type, suffix, release)
+
     def stats(self):
         """Every counter of this node (for /api/admin/stats)."""
         api = self.device_api
-        limits = {name: limiter.stats() for name, limiter in (("device", api.device_limiter),
-                                                              ("peer", api.peer_limiter),
-                                                              ("provision", api.provision_limiter))
-                  if limiter is not None}
-        http = {"refused": dict(sorted(self.site.refusals.items())) if self.site is not None else {}}
-        process = {"pid": os.getpid(), "worker": bool(self.settings.get("worker")),
-                   "workers": self.settings.get("workers", 1)}
+        limits = {name: limiter.stats() for name, limiter in api.limiters().items()}
+        http = {"refused": {str(status): self.site.refusals.get(status, 0) if self.site is not None else 0
+                            for status in HTTP_REFUSALS}}
+        process = {"pid": os.getpid(), "worker": self.worker, "workers": self.workers}
         secure = {"coaps": self.coaps.stats(), "dtls": self.dtls.stats()} if self.dtls is not None else {}
         return {"process": process, "coap": self.coap.stats(), **secure, "http": http,
                 "observers": self.observers.stats(),
@@ -301,11 +333,35 @@ class TbcoapService(Service):
                 **self.core.stats(), "plugins": self.plugins.stats()}
 
 
-MAX_DATAGRAM = 65536  # read whole datagrams (Twisted's default 8 KiB would cut them)
+MAX_DATAGRAM = 65536
+HTTP_REFUSALS = (413, 414, 431)  # what the REST API's limits refuse (tbcoap.rest.limits)  # read whole datagrams (Twisted's default 8 KiB would cut them)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A backup waiting in the data directory: its file, content type and file-name suffix;
+    ``release()`` once it was sent (or not)."""
+
+    path: str
+    content_type: str
+    suffix: str
+    release: object
+
+
+class NodeError(RuntimeError):
+    """This node cannot be built or started as asked; the message says why, in one line."""
 
 
 class StartFailed(Exception):
-    """The node cannot start; the message says why, in one line."""
+    """The start cannot go on; the message says why, in one line."""
+
+
+def _cannot_listen(what, protocol, interface, port, exc, option):
+    error = getattr(exc, "socketError", None) or exc
+    reason = getattr(error, "strerror", None) or str(error)
+    host = f"[{interface}]" if ":" in interface else interface
+    return (f"cannot listen for {what} on {protocol} {host}:{port}: {reason} "
+            f"(choose another with --{option}-port or --{option}-interface; port 0 takes any free one)")
 
 
 def _limiter(spec):

@@ -39,6 +39,7 @@ class PluginManager:
         self._sources = {}
         self._active = None  # names of the plugins this node uses, once configured
         self._config = {}    # name -> validated {key: value}
+        self._chosen = {}    # (hook, names) -> implementations, until a plugin comes or goes
         self.register(builtins, name=BUILTIN, source="builtin", version=tbcoap.__version__)
         if load_entry_points:
             self._load_entry_points()
@@ -60,6 +61,7 @@ class PluginManager:
         if name is not None and source == "code" and self.pm.has_plugin(name):
             self.unregister(name)
         name = self.pm.register(plugin, name=name)
+        self._chosen.clear()
         self._sources[name] = {
             "source": source,
             "version": version or getattr(plugin, "__version__", None),
@@ -71,6 +73,7 @@ class PluginManager:
         """Remove a plugin registered under ``name``."""
         self.pm.unregister(name=name)
         self._sources.pop(name, None)
+        self._chosen.clear()
 
     def names(self):
         """Names of every registered plugin, sorted."""
@@ -79,6 +82,10 @@ class PluginManager:
     def hooks_of(self, name):
         """The hook names a plugin implements."""
         return {caller.name for caller in self.pm.get_hookcallers(self.pm.get_plugin(name)) or ()}
+
+    def rule_plugins(self):
+        """Names of the registered plugins that implement a rule hook (the names ``--rules`` takes)."""
+        return sorted({impl.plugin_name for hook in RULE_HOOKS for impl in self._impls(hook)})
 
     # -- which plugins this node uses --------------------------------------------
 
@@ -146,18 +153,22 @@ class PluginManager:
         """The implementations of a hook in pluggy's calling order."""
         return list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
 
-    def call_all(self, hook_name, **kwargs):
-        """Call every implementation synchronously; the list of non-None results."""
-        return getattr(self.pm.hook, hook_name)(**kwargs)
+    def implementations(self, hook_name, names=None):
+        """The implementations of a hook in pluggy's calling order, or (``names``, a tuple) those of
+        the plugins named, in that order; kept until a plugin is registered or removed."""
+        key = (hook_name, names)
+        chosen = self._chosen.get(key)
+        if chosen is None:
+            impls = self._impls(hook_name)
+            if names is not None:
+                by_name = {impl.plugin_name: impl for impl in impls}
+                impls = [by_name[name] for name in names if name in by_name]
+            chosen = self._chosen[key] = tuple(impls)
+        return chosen
 
     def call_first(self, hook_name, **kwargs):
-        """Deferred firing with the first non-None answer, asking implementations in order.
-
-        Each answer (value or Deferred) is resolved before the next plugin is
-        asked, so a plugin may say "not mine" asynchronously.  A failing plugin
-        fails the Deferred.
-        """
-        return _ask_in_order(self._impls(hook_name), kwargs)
+        """Deferred firing with the first non-None answer, asking implementations in order."""
+        return ask_in_order(self.implementations(hook_name), kwargs)
 
     def _schemes(self):
         """``(plugin name, scheme)`` of every offered store, in calling order."""
@@ -223,11 +234,29 @@ def call_impl(impl, **kwargs):
     return defer.maybeDeferred(impl.function, *[kwargs[name] for name in impl.argnames])
 
 
+class PluginTimeout(Exception):
+    """A plugin did not answer within the time it was given; ``plugin`` is its name."""
+
+    def __init__(self, plugin, timeout):
+        super().__init__(f"plugin {plugin} did not answer within {timeout:g} s")
+        self.plugin = plugin
+        self.timeout = timeout
+
+
 @defer.inlineCallbacks
-def _ask_in_order(impls, kwargs):
+def ask_in_order(impls, kwargs, timeout=None, clock=None):
+    """The first non-None answer of ``impls`` asked in order, each answer (a value or a Deferred)
+    resolved before the next plugin is asked, so a plugin may say "not mine" later; None if none
+    answers.  With ``timeout`` (seconds, on ``clock``) a plugin that takes longer fails the call
+    with PluginTimeout; a failing plugin fails it with its own error."""
     for impl in impls:
-        answer = yield call_impl(impl, **kwargs)
+        d = call_impl(impl, **kwargs)
+        if timeout is not None:
+            d.addTimeout(timeout, clock)
+        try:
+            answer = yield d
+        except defer.TimeoutError:
+            raise PluginTimeout(impl.plugin_name, timeout) from None
         if answer is not None:
             return answer
     return None
-

@@ -12,12 +12,14 @@ import os
 import re
 import sys
 import tomllib
-from urllib.parse import urlsplit
 
 from twisted.python import usage
 
+from tbcoap import datadir
+from tbcoap.choices import ChoiceError, choose
 from tbcoap.datadir import DEFAULT_DATA_DIR
-from tbcoap.pluginconfig import SettingError, collect
+from tbcoap.node import TbcoapService
+from tbcoap.pluginconfig import Given, SettingError, collect
 from tbcoap.plugins import PluginManager
 from tbcoap.ratelimit import parse_rate_limit
 
@@ -62,7 +64,8 @@ SETTINGS = {
     "store": (None, str, "store URL: sqlite:///PATH (default <data-dir>/tbcoap.sqlite3), or a plugin's scheme"),
     "admin-key": (None, str, "REST admin key (else $TBCOAP_ADMIN_KEY, else generated into data-dir)"),
     "max-body": (65536, int, "largest request body in bytes (4.13 above)"),
-    "sync": ("normal", str, "normal: commits survive a killed process; full: also a power loss"),
+    "sync": (None, str, "SQLite: normal (default): commits survive a killed process; full: also a power loss "
+                        "(an alias of --plugin-option sqlite.sync=...)"),
     "device-rate-limit": (None, str, "per device token: at most N requests in S seconds, N:S[,N:S] (4.29)"),
     "peer-rate-limit": (None, str, "per source address and port, N:S[,N:S] (4.29)"),
     "piggyback-timeout": (500, int, "ms to answer in the ACK before sending an empty ACK first"),
@@ -92,6 +95,7 @@ SETTINGS = {
     "dtls-max-sessions": (10_000, int, "DTLS sessions at once (the least recently active ends for a new one)"),
     "ts-ttl": ("0", duration, "delete time-series points older than this: 90d, 12h, 3600s or seconds (0: keep)"),
     "metrics-key": (None, str, "a key that may read GET /metrics (besides the admin key)"),
+    "write-timeout": (60.0, float, "seconds a download or history answer waits for a client that stopped reading"),
     "latency-metrics": ("on", str, "on: time each CoAP request for /metrics; off: no request histogram (store commits are timed either way)"),
 }
 
@@ -102,7 +106,7 @@ class Options(usage.Options):
     optParameters = [[name, None, None, text if default is None else f"{text} [default: {default}]"]
                      for name, (default, _, text) in SETTINGS.items()]
     optParameters.append(["config", "c", None, "TOML file with the same keys (e.g. coap-port = 5683)"])
-    optFlags = [["worker", None, "(internal) run as one of the worker processes of a --workers node"]]
+    optParameters.append(["worker", None, None, "(internal) run as worker N of a --workers node"])
 
     def __init__(self, plugins=()):
         super().__init__()
@@ -135,16 +139,45 @@ class Options(usage.Options):
         self.plugins = PluginManager()
         for plugin in self.extra_plugins:
             self.plugins.register(plugin, name=getattr(plugin, "name", None), source="code")
-        check_store(self.settings, self.plugins)
-        rules = check_rules(self.settings, self.plugins)
         try:
             given = collect(self.settings.pop("plugins-table"), self.plugin_options)
-            self.plugins.configure(urlsplit(self.settings["store"]).scheme, rules, given)
-        except SettingError as exc:
+            alias_sync(given, self.settings.pop("sync"), self["sync"] is not None, self["config"])
+
+            def configure(scheme, rules):  # before the store is built: its factory reads its plugin's settings
+                self.plugins.configure(scheme, rules, given)
+                self.settings["plugins"] = {name: self.plugins.config_for(name) for name in self.plugins.names()}
+
+            self.choices = choose(self.settings, self.plugins, configure)
+        except (ChoiceError, SettingError) as exc:
             raise usage.UsageError(str(exc)) from None
-        self.settings["plugins"] = {name: self.plugins.config_for(name) for name in self.plugins.names()}
-        self.settings["worker"] = bool(self["worker"])
+        self.settings["worker"] = _worker_number(self["worker"])
         self.settings["worker-args"] = worker_args(self.raw_args)
+        twistd = getattr(self, "parent", None)
+        if twistd is not None:
+            _choose_pidfile(twistd, self.settings)
+
+
+def _worker_number(value) -> int:
+    """0 for the first node (or a node without workers), N for worker N."""
+    if value is None:
+        return 0
+    if not value.isdigit() or int(value) < 1:
+        raise usage.UsageError("--worker is internal: the worker's number, from 1")
+    return int(value)
+
+
+def _choose_pidfile(twistd, settings):
+    """twistd's pidfile, unless ``--pidfile`` was given: none in the foreground (``-n``, as under a
+    supervisor), ``<data-dir>/twistd.pid`` for a daemon, so several nodes can run from one folder."""
+    args = sys.argv[1:]
+    ours = args.index("tbcoap") if "tbcoap" in args else len(args)
+    if any(arg == "--pidfile" or arg.startswith("--pidfile=") for arg in args[:ours]):
+        return
+    if twistd.get("nodaemon"):
+        twistd["pidfile"] = ""
+    else:
+        datadir.ensure(settings["data-dir"])
+        twistd["pidfile"] = os.path.join(os.path.abspath(settings["data-dir"]), "twistd.pid")
 
 
 WORKER_OWN = ("--coap-port", "--coap-interface", "--coaps-port", "--coaps-interface", "--http-port", "--workers",
@@ -161,10 +194,20 @@ def worker_args(args):
             continue
         name = arg.partition("=")[0]
         if name in WORKER_OWN:
-            skip = "=" not in arg and name != "--worker"
+            skip = "=" not in arg
             continue
         out.append(arg)
     return out
+
+
+def alias_sync(given, sync, from_command_line, config_path):
+    """``--sync`` (or ``sync`` in the config file) is the sqlite plugin's setting ``sync``: put it in
+    ``given`` (collect's ``{plugin: {key: Given}}``) unless ``--plugin-option sqlite.sync`` or (for
+    the config file's key) ``[plugins.sqlite] sync`` gives it already."""
+    ours = given.get("sqlite", {}).get("sync")
+    if sync is not None and (ours is None or (from_command_line and not ours.is_text)):
+        origin = "--sync" if from_command_line else f"sync in {config_path}"
+        given.setdefault("sqlite", {})["sync"] = Given(sync, origin, is_text=from_command_line)
 
 
 def resolve_settings(given) -> dict:
@@ -198,9 +241,11 @@ def resolve_settings(given) -> dict:
             raise usage.UsageError(f"--{name}: expected {TYPE_WORDS[convert]}, got {value!r}")
     _validate(settings)
     if settings["store"] is None:
-        path = os.path.abspath(os.path.join(settings["data-dir"], "tbcoap.sqlite3"))
-        settings["store"] = "sqlite://" + path
-    settings["admin-key"] = settings["admin-key"] or os.environ.get("TBCOAP_ADMIN_KEY") or None
+        settings["store"] = "sqlite://"  # the sqlite plugin's own file: <data-dir>/tbcoap.sqlite3 by default
+    settings["admin-key-source"] = None if not settings["admin-key"] else "--admin-key" \
+        if given.get("admin-key") else f"admin-key in {config_path}"
+    if not settings["admin-key"] and os.environ.get("TBCOAP_ADMIN_KEY"):
+        settings["admin-key"], settings["admin-key-source"] = os.environ["TBCOAP_ADMIN_KEY"], "$TBCOAP_ADMIN_KEY"
     return settings
 
 
@@ -222,13 +267,11 @@ def _validate(settings):
     for name in ("coap-port", "http-port", "coaps-port"):
         if not 0 <= settings[name] <= 65535:
             raise usage.UsageError(f"--{name} must be 0 to 65535")
-    if settings["sync"] not in ("normal", "full"):
-        raise usage.UsageError("--sync must be normal or full")
     if settings["max-body"] < 1:
         raise usage.UsageError("--max-body must be positive")
     if not 0 < settings["piggyback-timeout"] <= 60_000:
         raise usage.UsageError("--piggyback-timeout must be 1 to 60000 ms")
-    for name in ("rule-timeout", "ack-timeout"):
+    for name in ("rule-timeout", "ack-timeout", "write-timeout"):
         if not 0 < settings[name] <= 3600:
             raise usage.UsageError(f"--{name} must be more than 0 and at most 3600 seconds")
     if settings["claim-duration"] < 1:
@@ -240,7 +283,8 @@ def _validate(settings):
                  "max-rest-body"):
         if settings[name] < 1:
             raise usage.UsageError(f"--{name} must be positive")
-    _validate_dtls(settings)
+    if settings["dtls-max-sessions"] < 1:
+        raise usage.UsageError("--dtls-max-sessions must be positive")
     if settings["ts-ttl"] < 0:
         raise usage.UsageError("--ts-ttl must be 0 (keep) or a positive duration")
     if settings["latency-metrics"] not in ("on", "off"):
@@ -259,49 +303,6 @@ def _validate(settings):
                 raise usage.UsageError(f"--{name}: {exc}")
 
 
-def _validate_dtls(settings):
-    """--dtls-cert and --dtls-key come together (and --dtls-ca only with them), and load."""
-    cert, key, ca = settings["dtls-cert"], settings["dtls-key"], settings["dtls-ca"]
-    if bool(cert) != bool(key):
-        raise usage.UsageError("--dtls-cert and --dtls-key go together (the certificate and its private key)")
-    if ca and not cert:
-        raise usage.UsageError("--dtls-ca needs --dtls-cert and --dtls-key")
-    if settings["dtls-max-sessions"] < 1:
-        raise usage.UsageError("--dtls-max-sessions must be positive")
-    if cert:
-        from tbcoap.coap.dtls import server_context
-
-        try:
-            server_context(cert, key, ca)
-        except ValueError as exc:
-            raise usage.UsageError(str(exc)) from None
-
-
-def check_store(settings, plugins):
-    """The StoreBackend for ``--store``; UsageError for an unknown scheme."""
-    scheme = urlsplit(settings["store"]).scheme
-    backends = plugins.store_backends()
-    if scheme not in backends:
-        known = ", ".join(sorted(backends)) or "none installed"
-        raise usage.UsageError(f"--store: unknown store scheme {scheme!r} (available: {known})")
-    return backends[scheme]
-
-
-def check_rules(settings, plugins):
-    """The ``--rules`` names as a list (empty for ``none``); UsageError for an unknown rule."""
-    from tbcoap.services.rules import rule_names
-
-    names = [n.strip() for n in settings["rules"].split(",") if n.strip()]
-    if names == ["none"]:
-        return []
-    known = rule_names(plugins)
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise usage.UsageError(f"--rules: unknown rule {', '.join(unknown) or '(empty)'} "
-                               f"(available: {', '.join(known) or 'none installed'}; or none)")
-    return names
-
-
 def makeService(options):
     """twistd's entry point: the service tree for parsed ``Options``.
 
@@ -311,11 +312,9 @@ def makeService(options):
     the default thresholds, full collections of a busy heap cost more time
     than all request handling (docs/performance.md).
     """
-    from tbcoap.node import TbcoapService
-
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    return TbcoapService(options.settings, options.plugins, exit_on_error=True)
+    return TbcoapService(options.settings, options.plugins, options.choices, exit_on_error=True)
 
 
 def service_from_args(args, plugins=(), **overrides):
@@ -324,12 +323,10 @@ def service_from_args(args, plugins=(), **overrides):
     ``plugins`` are registered in code before the options are checked (a
     plugin's ``name`` attribute, if any, is its name for ``--rules``).
     """
-    from tbcoap.node import TbcoapService
-
     args = list(args)
     for name, value in overrides.items():
         for one in value if isinstance(value, (list, tuple)) else [value]:  # plugin_option=[...] repeats
             args += [f"--{name.replace('_', '-')}", str(one)]
     options = Options(plugins)
     options.parseOptions(args)
-    return TbcoapService(options.settings, options.plugins)
+    return TbcoapService(options.settings, options.plugins, options.choices)

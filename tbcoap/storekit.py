@@ -8,10 +8,10 @@ from __future__ import annotations
 import math
 
 from tbcoap.errors import BadRequest
-from tbcoap.models import ACCESS_TOKEN, CREDENTIALS_TYPES, RPC_STATUSES, ClaimRequest, Credentials, Customer, Rpc, kind_of
+from tbcoap.models import (ACCESS_TOKEN, CREDENTIALS_TYPES, DEVICE_SORT_PROPERTIES, INT64_MAX, INT64_MIN,
+                           RPC_STATUSES, ClaimRequest, Credentials, Customer, Rpc, kind_of)
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-DEVICE_SORT_PROPERTIES = ("createdTime", "name", "type", "label")
+STALLED_WRITE = 5.0  # seconds a write may wait before IStore.check() says the store cannot write
 
 
 def check(condition, message):

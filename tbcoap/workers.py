@@ -1,9 +1,9 @@
 """``--workers N``: N node processes on one machine, sharing the CoAP and HTTP ports.
 
 The first node (in twistd's own process) binds the ports with ``SO_REUSEPORT``, then starts
-N - 1 worker processes (``twistd -n tbcoap ... --worker``) that bind the same ports the same
+N - 1 worker processes (``twistd -n tbcoap ... --worker K``) that bind the same ports the same
 way; the kernel hashes each peer's address to one socket, so a device keeps talking to one
-worker.  Every worker is a full node on the shared store, with its own bus subscription.
+worker.  A worker's log lines carry ``[worker K, pid P]`` after the time.  Every worker is a full node on the shared store, with its own bus subscription.
 The first node holds the data directory's lock for all; a worker stops when the first node's
 process ends (its stdin closes), and SIGTERM to the first node stops every worker first.
 """
@@ -17,10 +17,11 @@ import sys
 
 from twisted.application.service import Service
 from twisted.internet import defer, protocol, stdio
-from twisted.logger import Logger
+from twisted.logger import FileLogObserver, Logger, formatEventAsClassicLogText
 
 log = Logger()
 STOP_TIMEOUT = 30.0
+WORKER_ENV = "TBCOAP_WORKER"  # the worker's number, for its log lines
 
 
 def shared_udp(reactor, interface, port, protocol_, max_packet):
@@ -81,12 +82,12 @@ class WorkerSupervisor(Service):
         """Called by the first node after it bound its ports (their numbers go to the workers)."""
         host, coap_port = self.node.coap_address
         _, http_port = self.node.http_address
-        env = {**os.environ, "TBCOAP_ADMIN_KEY": self.node.admin_key}
-        env.pop("TBCOAP_WORKER_OF", None)
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         for number in range(1, self.count):
-            args = [twistd, "-n", "--pidfile=", "tbcoap", *self.argv, "--coap-port", str(coap_port),
-                    "--coap-interface", host, "--http-port", str(http_port), "--workers", "1", "--worker"]
+            env = {**os.environ, "TBCOAP_ADMIN_KEY": self.node.admin_key, WORKER_ENV: str(number)}
+            args = [twistd, "-n", "--pidfile=", f"--logger={__name__}.worker_log_observer", "tbcoap", *self.argv,
+                    "--coap-port", str(coap_port), "--coap-interface", host, "--http-port", str(http_port),
+                    "--workers", str(self.count), "--worker", str(number)]
             if self.node.coaps_address is not None:
                 coaps_host, coaps_port = self.node.coaps_address
                 args += ["--coaps-port", str(coaps_port), "--coaps-interface", coaps_host]
@@ -94,7 +95,8 @@ class WorkerSupervisor(Service):
             worker.transport = self.node.reactor.spawnProcess(
                 worker, twistd, args, env=env, childFDs={0: "w", 1: 1, 2: 2})
             self.workers.append(worker)
-        log.info("started {n} worker processes", n=self.count - 1)
+        log.info("started {n} worker processes (pids {pids}) beside this node (pid {pid})", n=self.count - 1,
+                 pids=", ".join(str(w.transport.pid) for w in self.workers), pid=os.getpid())
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -131,3 +133,18 @@ class _ParentWatch(protocol.Protocol):
 def watch_parent(reactor):
     """In a worker: stop when stdin (the pipe from the first node) closes."""
     return stdio.StandardIO(_ParentWatch(reactor), reactor=reactor)
+
+
+def worker_log_observer():
+    """twistd's ``--logger`` for a worker: the usual lines on stdout, each tagged with the worker's
+    number and pid (``2026-01-01T00:00:00+0000 [worker 2, pid 123] [tbcoap.node#info] ...``)."""
+    tag = f"[worker {os.environ.get(WORKER_ENV, '?')}, pid {os.getpid()}] "
+
+    def tagged(event):
+        line = formatEventAsClassicLogText(event)
+        if line is None:
+            return None
+        stamp, space, rest = line.partition(" ")
+        return f"{stamp}{space}{tag}{rest}"
+
+    return FileLogObserver(sys.stdout, tagged)

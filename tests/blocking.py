@@ -50,14 +50,14 @@ class Coap:
     def close(self):
         self.sock.close()
 
-    def send(self, method, path, payload=b"", token=b"tk", mid=None):
-        """Send a CON request; its MID."""
+    def send(self, method, path, payload=b"", token=b"tk", mid=None, options=()):
+        """Send a CON request (``options``: more ``(number, bytes)``); its MID."""
         if mid is None:
             self.mid = (self.mid + 1) & 0xFFFF
             mid = self.mid
         if isinstance(payload, str):
             payload = payload.encode()
-        self.sock.sendto(build(method, path, payload, mid=mid, token=token), self.address)
+        self.sock.sendto(build(method, path, payload, mid=mid, token=token, extra_options=options), self.address)
         return mid
 
     def receive(self, timeout):
@@ -71,18 +71,18 @@ class Coap:
         payload = data.partition(b"\xff")[2] if b"\xff" in data[4 + tkl:] else b""
         return (data[0] >> 4) & 3, data[1], int.from_bytes(data[2:4], "big"), data[4:4 + tkl], payload
 
-    def request(self, method, path, payload=b"", token=b"tk", timeout=10.0):
+    def request(self, method, path, payload=b"", token=b"tk", timeout=10.0, options=()):
         """A CON request answered (retransmitted each second with the same MID); the response code."""
-        return self.exchange(method, path, payload, token, timeout)[0]
+        return self.exchange(method, path, payload, token, timeout, options)[0]
 
-    def exchange(self, method, path, payload=b"", token=b"tk", timeout=10.0):
+    def exchange(self, method, path, payload=b"", token=b"tk", timeout=10.0, options=()):
         """As ``request``; ``(code, payload)`` of the answer."""
-        mid = self.send(method, path, payload, token)
+        mid = self.send(method, path, payload, token, options=options)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             answer = self.receive(1.0)
             if answer is None:
-                self.send(method, path, payload, token, mid=mid)
+                self.send(method, path, payload, token, mid=mid, options=options)
                 continue
             mtype, code, rmid, rtoken, body = answer
             if code == 0 or rtoken != token:

@@ -108,6 +108,17 @@ def test_wrong_key_is_401(server):
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.startswith("tbcoap: 401 ")
+    assert "(the key from --key;" in result.stderr
+
+
+def test_a_refused_key_names_where_it_came_from(server, tmp_path):
+    result = tbcoap("device", "list", url=server.url, key=None, env={"TBCOAP_ADMIN_KEY": "wrong"})
+    assert result.returncode == 1
+    assert "(the key from $TBCOAP_ADMIN_KEY;" in result.stderr
+    (tmp_path / "admin.key").write_text("wrong\n")
+    result = tbcoap("--data-dir", str(tmp_path), "device", "list", url=server.url, key=None)
+    assert result.returncode == 1
+    assert f"(the key from {tmp_path / 'admin.key'};" in result.stderr
 
 
 def test_server_down(tmp_path):

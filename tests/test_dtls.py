@@ -20,7 +20,8 @@ from tests.conftest import ADMIN_KEY, LOOPBACK_PORTS, Server
 from tests.dtlsclient import DtlsCoap
 
 GET, POST = 1, 2
-CREATED, CONTENT, UNAUTHORIZED = 0x41, 0x45, 0x81
+CREATED, CONTENT, UNAUTHORIZED, NOT_ACCEPTABLE = 0x41, 0x45, 0x81, 0x86
+ACCEPT = 17
 
 
 def client_connection():
@@ -146,6 +147,21 @@ def test_certificate_device_on_tokenless_paths(server, clients, tmp_path):
     status, attributes = server.rest("GET", f"/api/plugins/telemetry/DEVICE/{device['id']['id']}"
                                             "/values/attributes/CLIENT_SCOPE")
     assert [(a["key"], a["value"]) for a in attributes] == [("fw", "v2")]
+
+
+def test_accept_is_judged_alike_on_tokenless_and_token_paths(server, clients, tmp_path):
+    """Accept matters only where the answer has a body: a tokenless telemetry POST with Accept 0
+    is 2.01 as the token form is, and a tokenless client RPC asking for text is 4.06 as the token
+    form is (the path is read once, whatever its shape)."""
+    device, cert, key = server.certificate_device(tmp_path)
+    _, token = server.device()
+    client = clients(server.coaps, cert=cert, key=key)
+    accept_text = [(ACCEPT, b"")]  # Accept: 0 (text/plain), an empty uint
+    for path in ("/api/v1/telemetry", f"/api/v1/{token}/telemetry"):
+        assert client.request(POST, path, b'{"a":1}', options=accept_text) == CREATED, path
+    for path in ("/api/v1/rpc", f"/api/v1/{token}/rpc"):
+        assert client.request(POST, path, b'{"method":"m"}', options=accept_text) == NOT_ACCEPTABLE, path
+    assert server.latest(device) == {"a": 1}
 
 
 def test_certificate_wins_over_a_token_in_the_path(server, clients, tmp_path):

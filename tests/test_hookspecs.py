@@ -2,6 +2,7 @@
 
 import inspect
 import pathlib
+import re
 
 import pytest
 
@@ -28,5 +29,10 @@ def test_hook_is_documented(hook):
 
 @pytest.mark.parametrize("hook", HOOKS)
 def test_hook_has_a_test(hook):
-    sources = [p.read_text() for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_hookspecs.py"]
-    assert any(f"def {hook}(" in source for source in sources), f"no test implements {hook}"
+    """As datasette does: a test named after the hook, ``test_hook_<name>`` (the name without its
+    ``tbcoap_`` prefix), that implements it."""
+    name = hook.removeprefix("tbcoap_")
+    named = [source for source in (p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+             if re.search(rf"^(async )?def test_hook_{name}\(", source, re.M)]
+    assert named, f"no test is named test_hook_{name}"
+    assert any(f"def {hook}(" in source for source in named), f"the file of test_hook_{name} implements no {hook}"

@@ -31,8 +31,9 @@ def installed(tmp_path_factory):
     """The guide's plugin, built from its pyproject.toml and installed into a folder of its own."""
     project = tmp_path_factory.mktemp("tbcoap-hello")
     (project / "tbcoap_hello").mkdir()
-    (project / "tbcoap_hello" / "__init__.py").write_text(block_after("`tbcoap_hello/__init__.py`:", "python"))
-    (project / "pyproject.toml").write_text(block_after("`pyproject.toml`:", "toml"))
+    plugin_source = block_after("`tbcoap-hello/tbcoap_hello/__init__.py`:", "python")
+    (project / "tbcoap_hello" / "__init__.py").write_text(plugin_source)
+    (project / "pyproject.toml").write_text(block_after("`tbcoap-hello/pyproject.toml`:", "toml"))
     site = tmp_path_factory.mktemp("site")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     "--target", str(site), str(project)], check=True, capture_output=True)
@@ -88,10 +89,13 @@ def test_the_store_contract_suite_runs_from_outside_the_repository(tmp_path):
     """The guide's recipe with the bundled SQLite store standing in for a new backend."""
     recipe = block_after("**A new store backend**", "python")
     recipe = recipe.replace("from tbcoap_mystore import MyStore", textwrap.dedent("""\
+        import os
+
         from tbcoap_sqlite.store import SQLiteStore
 
 
-        def MyStore(folder):
+        def MyStore(folder):  # the SQLite store makes no folders: this stand-in makes its own
+            os.makedirs(folder, exist_ok=True)
             return SQLiteStore(folder + "/store.sqlite3")"""))
     (tmp_path / "test_contract.py").write_text(recipe)
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_contract.py"],

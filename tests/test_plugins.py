@@ -12,21 +12,34 @@ from tbcoap.interfaces import IStore
 from tbcoap.models import Device
 from tbcoap.pluginconfig import SettingError
 from tbcoap.plugins import PluginManager
-from tbcoap.service import Options, check_store
+from tbcoap.choices import ChoiceError, store_backend
+from tbcoap.node import NodeError, TbcoapService
+from tbcoap.service import Options, resolve_settings
 from tests.coapclient import POST, code_text
 
 
 def test_bundled_store_comes_from_the_entry_point_group():
     described = {p["name"]: p for p in PluginManager().describe()}
     assert described["sqlite"]["source"] == "entrypoint:tbcoap"
-    assert described["sqlite"]["hooks"] == ["tbcoap_store_backends"]
+    assert described["sqlite"]["hooks"] == ["tbcoap_plugin_settings", "tbcoap_store_backends"]  # sync, path
     assert described["tbcoap.builtins"]["hooks"] == ["tbcoap_authenticate"]
 
 
 def test_without_entry_points_there_is_no_store():
     plugins = PluginManager(load_entry_points=False)
-    with pytest.raises(usage.UsageError, match="unknown store scheme 'sqlite'"):
-        check_store({"store": "sqlite:///tmp/x"}, plugins)
+    with pytest.raises(ChoiceError, match="unknown store scheme 'sqlite'"):
+        store_backend("sqlite:///tmp/x", plugins)
+
+
+def test_a_node_built_from_settings_refuses_a_bad_choice_with_its_own_error(tmp_path):
+    """An embedding application that builds the node from a settings dict gets NodeError (not
+    twistd's UsageError), naming the option."""
+    settings = resolve_settings({"data-dir": str(tmp_path), "rules": "nosuchrule"})
+    with pytest.raises(NodeError, match="--rules: unknown rule nosuchrule"):
+        TbcoapService(settings, PluginManager())
+    settings = resolve_settings({"data-dir": str(tmp_path), "store": "nope://x"})
+    with pytest.raises(NodeError, match="unknown store scheme 'nope'"):
+        TbcoapService(settings, PluginManager())
 
 
 def test_unknown_scheme_names_the_available_ones():
@@ -50,11 +63,12 @@ class OtherScheme:
         return [StoreBackend("other", factory, "sqlite under another name")]
 
 
-def test_store_backend_is_chosen_by_scheme(tmp_path):
+def test_hook_store_backends(tmp_path):
+    """tbcoap_store_backends: the store is chosen by the scheme of --store."""
     plugins = PluginManager()
     plugin = OtherScheme()
     plugins.register(plugin, name="other")
-    backend = check_store({"store": f"other://{tmp_path}/x.sqlite3"}, plugins)
+    backend = store_backend(f"other://{tmp_path}/x.sqlite3", plugins)
     store = backend.factory(f"other://{tmp_path}/x.sqlite3", {"data-dir": str(tmp_path)})
     assert plugin.urls == [f"other://{tmp_path}/x.sqlite3"]
     assert verifyObject(IStore, store)
@@ -79,7 +93,8 @@ class MagicAuth:
 
 @pytest.mark.parametrize("delay", [None, 0.05])
 @pytest_twisted.ensureDeferred
-async def test_auth_plugin_answers_before_the_builtin(node, coap, rest, delay):
+async def test_hook_authenticate(node, coap, rest, delay):
+    """tbcoap_authenticate: an auth plugin answers before the built-in token lookup."""
     real, token = await node.core.devices.create("real", token="TOKEN-1")
     plugin = MagicAuth(real, delay)
     node.plugins.register(plugin, name="magic")
@@ -157,7 +172,8 @@ def configured(*args, plugin=None):
     return options
 
 
-def test_settings_from_the_command_line_are_typed():
+def test_hook_plugin_settings():
+    """tbcoap_plugin_settings: settings from the command line, typed as declared."""
     options = configured("--plugin-option", "configurable.url=http://x/y", "--plugin-option", "configurable.batch=5",
                          "--plugin-option", "configurable.wait=2", "--plugin-option", "configurable.verbose=yes")
     assert options.plugins.config_for("configurable") == {"url": "http://x/y", "batch": 5, "wait": 2.0,
@@ -221,13 +237,28 @@ def test_active_plugins_and_the_log_line():
 
 
 @pytest_twisted.ensureDeferred
-async def test_startup_shutdown_and_stats_of_active_plugins(start_node):
+async def test_hook_startup(start_node):
+    """tbcoap_startup: an active plugin starts with its validated settings."""
     plugin = Configurable()
     node = await start_node("--plugin-option", "configurable.url=http://x", plugins=[plugin])
     assert plugin.started == [{"url": "http://x", "batch": 10, "wait": 0.5, "verbose": False}]
-    assert node.stats()["plugins"] == {"configurable": {"sent": 3}}
     assert node.in_use() == (f"tbcoap {tbcoap.__version__} using store sqlite (plugin sqlite), rules echo, "
                              "auth tbcoap.builtins")
+
+
+@pytest_twisted.ensureDeferred
+async def test_hook_stats(start_node):
+    """tbcoap_stats: an active plugin's counters under plugins.NAME."""
+    node = await start_node("--plugin-option", "configurable.url=http://x", plugins=[Configurable()])
+    assert node.stats()["plugins"] == {"configurable": {"sent": 3}}
+
+
+@pytest_twisted.ensureDeferred
+async def test_hook_shutdown(start_node):
+    """tbcoap_shutdown: called once when the node stops."""
+    plugin = Configurable()
+    node = await start_node("--plugin-option", "configurable.url=http://x", plugins=[plugin])
+    assert plugin.stopped == 0
     await node.stopService()
     assert plugin.stopped == 1
 

@@ -72,7 +72,8 @@ def node_with_rule(start_node, rule, *args):
 
 
 @pytest_twisted.ensureDeferred
-async def test_rules_are_asked_in_order(start_node):
+async def test_hook_client_rpc(start_node):
+    """tbcoap_client_rpc: the enabled rules are asked in --rules order."""
     first = Rule(answer={"from": "mine"})
     node = await node_with_rule(start_node, first)
     client = await client_for(node)
@@ -103,14 +104,26 @@ async def test_slow_rule_is_503(start_node):
 
 
 @pytest_twisted.ensureDeferred
-async def test_rules_see_committed_uploads(start_node):
+async def test_hook_telemetry_uploaded(start_node):
+    """tbcoap_telemetry_uploaded: a rule sees committed telemetry, not a rejected upload."""
     rule = Rule()
     node = await node_with_rule(start_node, rule)
     client = await client_for(node)
     await client.request(POST, "/api/v1/TOKEN-1/telemetry", b'{"t":1.5}')
-    await client.request(POST, "/api/v1/TOKEN-1/attributes", b'{"fw":"v2"}')
     await client.request(POST, "/api/v1/TOKEN-1/telemetry", b'{"t":')  # rejected: not seen
-    assert rule.seen == [("telemetry", "d", [("t", 1.5)]), ("attributes", "d", {"fw": "v2"})]
+    assert rule.seen == [("telemetry", "d", [("t", 1.5)])]
+    await client.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_hook_attributes_uploaded(start_node):
+    """tbcoap_attributes_uploaded: a rule sees committed client attributes, not a rejected upload."""
+    rule = Rule()
+    node = await node_with_rule(start_node, rule)
+    client = await client_for(node)
+    await client.request(POST, "/api/v1/TOKEN-1/attributes", b'{"fw":"v2"}')
+    await client.request(POST, "/api/v1/TOKEN-1/attributes", b'["not an object"]')  # rejected: not seen
+    assert rule.seen == [("attributes", "d", {"fw": "v2"})]
     await client.port.stopListening()
 
 

@@ -119,6 +119,9 @@ BAD_STARTS = {
     "plugin-option-no-settings": (lambda tmp: ["--plugin-option", "echo.speed=2"], ["echo", "takes no settings"]),
     "plugins-table-unknown-plugin": (lambda tmp: ["--config", _bad_config(tmp, "p.toml", "[plugins.ghost]\nurl = 1\n")],
                                      ["[plugins.ghost]", "no installed plugin"]),
+    "workers-on-sqlite": (lambda tmp: ["--workers", "2"], ["--workers needs a store several nodes can share"]),
+    "store-url-option-misspelt": (lambda tmp: ["--store", "redis://127.0.0.1:1/0?prefx=p"], ["--store", "prefx"]),
+    "dtls-cert-without-key": (lambda tmp: ["--dtls-cert", str(tmp / "c.pem")], ["--dtls-cert", "--dtls-key"]),
 }
 
 
@@ -145,18 +148,25 @@ def test_version(tmp_path):
     assert code == 0 and output.strip() == f"tbcoap {tbcoap.__version__}"
 
 
+def _assert_port_in_use(code, output, data_dir, *words):
+    _assert_clear_failure(code, output, *words)
+    # said once (not also on stderr), with the way out, and nothing written for a start that failed
+    assert len([line for line in output.splitlines() if "cannot listen" in line]) == 1, output
+    assert "admin.key" not in os.listdir(data_dir), "a failed start wrote the admin key"
+
+
 def test_http_port_in_use_is_one_clear_line(tmp_path):
     taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     try:
         port = taken.getsockname()[1]
-        code, output = run_twistd("--data-dir", str(tmp_path / "data"), "--admin-key", "k",
-                                  "--coap-interface", "127.0.0.1", "--coap-port", "0",
-                                  "--http-interface", "127.0.0.1", "--http-port", str(port), cwd=tmp_path)
+        code, output = run_twistd("--data-dir", str(tmp_path / "data"), "--coap-interface", "127.0.0.1",
+                                  "--coap-port", "0", "--http-interface", "127.0.0.1", "--http-port", str(port),
+                                  cwd=tmp_path)
     finally:
         taken.close()
-    _assert_clear_failure(code, output, "HTTP", str(port))
+    _assert_port_in_use(code, output, tmp_path / "data", "HTTP", str(port), "--http-port")
 
 
 def test_coap_port_in_use_is_one_clear_line(tmp_path):
@@ -164,11 +174,11 @@ def test_coap_port_in_use_is_one_clear_line(tmp_path):
     taken.bind(("127.0.0.1", 0))
     try:
         port = taken.getsockname()[1]
-        code, output = run_twistd("--data-dir", str(tmp_path / "data"), "--admin-key", "k", "--http-port", "0",
+        code, output = run_twistd("--data-dir", str(tmp_path / "data"), "--http-port", "0",
                                   "--coap-interface", "127.0.0.1", "--coap-port", str(port), cwd=tmp_path)
     finally:
         taken.close()
-    _assert_clear_failure(code, output, "CoAP", str(port))
+    _assert_port_in_use(code, output, tmp_path / "data", "CoAP", str(port), "--coap-port")
 
 
 @pytest.mark.parametrize("text", ["coap-port = 1.5\n", "max-body = true\n"])
@@ -239,6 +249,8 @@ def test_port_zero_logs_the_bound_ports(launch):
     (coap_host, coap_port), (http_host, http_port) = coap_lines[0], http_lines[0]
     assert coap_host == "127.0.0.1" and http_host == "127.0.0.1"
     assert int(coap_port) > 0 and int(http_port) > 0
+    # announced once the store is open and requests are served, not before
+    assert log.index("store sqlite open") < log.index("CoAP listening") < log.index("HTTP listening"), log
     # one line names the version and the plugins in use
     assert f"tbcoap {tbcoap.__version__} using store sqlite (plugin sqlite), rules echo, auth tbcoap.builtins\n" \
         in log
@@ -268,8 +280,10 @@ def test_generated_admin_key(launch, tmp_path):
     assert rest(server.http_url, "GET", "/api/tenant/devices?pageSize=10", key=key + "x")[0] == 401
     assert server.stop(signal.SIGTERM) in CLEAN_EXITS
 
-    # the same key after a restart
+    # the same key after a restart, and the log says where it is
     server = launch(key=None, log_name="restart.log")
+    assert f"REST admin key from {key_path} (generated on the first start)" in server.read_log()
+    assert key not in server.read_log()
     assert key_path.read_text().strip() == key
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
     assert rest(server.http_url, "GET", "/api/tenant/devices?pageSize=10", key=key)[0] == 200
@@ -277,6 +291,7 @@ def test_generated_admin_key(launch, tmp_path):
 
 def test_admin_key_from_environment(launch, tmp_path):
     server = launch(key=None, env={"TBCOAP_ADMIN_KEY": "env-admin-key"})
+    assert "REST admin key from $TBCOAP_ADMIN_KEY" in server.read_log()
     assert rest(server.http_url, "GET", "/api/tenant/devices?pageSize=10", key="env-admin-key")[0] == 200
     assert rest(server.http_url, "GET", "/api/tenant/devices?pageSize=10", key=ADMIN_KEY)[0] == 401
     assert not (tmp_path / "data" / "admin.key").exists()
@@ -481,3 +496,52 @@ def test_a_file_that_is_not_a_database_stops_the_start_with_exit_1(tmp_path):
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 1
     assert "cannot open the store" in result.stdout + result.stderr
+
+
+# -- 7. several nodes from one folder ------------------------------------------------------
+
+class _NoPidfileOption(Server):
+    """``twistd [-n] tbcoap ...`` as a user types it: no ``--pidfile``; run from the folder that
+    holds the data directory, where its log is written too."""
+
+    def __init__(self, data_dir, daemon=False):
+        super().__init__(data_dir, log_name=f"{os.path.basename(str(data_dir))}.log")
+        self.daemon = daemon
+
+    def command(self):
+        head = [TWISTD, f"--logfile={self.log_path}"] if self.daemon else [TWISTD, "-n"]
+        return [*head, "tbcoap", "--data-dir", self.data_dir, "--admin-key", ADMIN_KEY, *LOOPBACK_PORTS]
+
+
+def test_two_foreground_nodes_start_from_one_folder_without_a_pidfile(tmp_path):
+    nodes = [_NoPidfileOption(tmp_path / name) for name in ("node-a", "node-b")]
+    try:
+        for node in nodes:
+            node.start()
+        assert not (tmp_path / "twistd.pid").exists()
+        assert not any(name.endswith(".pid") for node in nodes for name in os.listdir(node.data_dir))
+        for node in nodes:
+            assert rest(node.url, "GET", "/api/health", key=None)[0] == 200
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_a_daemon_keeps_its_pidfile_in_its_data_directory(tmp_path):
+    data_dir = tmp_path / "data"
+    command = _NoPidfileOption(data_dir, daemon=True)
+    code = subprocess.run(command.command(), cwd=tmp_path, timeout=30).returncode
+    assert code == 0  # twistd forked the daemon and returned
+    pidfile = data_dir / "twistd.pid"
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and "HTTP listening" in open(command.log_path).read()):
+        assert time.monotonic() < deadline, open(command.log_path).read()
+        time.sleep(0.05)
+    assert not (tmp_path / "twistd.pid").exists()
+    pid = int(pidfile.read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while os.path.exists(f"/proc/{pid}") or pidfile.exists():
+        assert time.monotonic() < deadline, "the daemon did not stop and remove its pidfile"
+        time.sleep(0.05)
+    assert "tbcoap stopped" in open(command.log_path).read()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -55,7 +56,16 @@ def test_workers_share_the_ports_and_keep_each_peer(twistd, redis_store):
     while len(children_of(server.proc.pid)) < 2:
         assert time.monotonic() < deadline, server.read_log()
         time.sleep(0.1)
-    assert len(stats_by_worker(server, 3)) == 3, "every worker takes its share of the ports once ready"
+    started = stats_by_worker(server, 3)
+    assert len(started) == 3, "every worker takes its share of the ports once ready"
+    # each process says which one it is, the same way everywhere
+    assert sorted(stats["process"]["worker"] for stats in started.values()) == [0, 1, 2]
+    assert {stats["process"]["workers"] for stats in started.values()} == {3}
+    log = server.read_log()
+    for pid, stats in started.items():
+        if stats["process"]["worker"]:
+            assert re.search(rf"\[worker {stats['process']['worker']}, pid {pid}\] \[tbcoap\.node#info\] "
+                             rf"CoAP listening", log), log
     assert rest(server.url, "POST", "/api/device?accessToken=W1", {"name": "w"})[0] == 200
     clients = [Coap(server.coap_address) for _ in range(60)]
     try:
@@ -111,8 +121,6 @@ def test_workers_are_refused_with_sqlite(tmp_path):
 def test_workers_share_the_coaps_port(twistd, redis_store, tmp_path):
     """Each DTLS peer stays with one worker (the kernel keeps its datagrams on one socket), so
     cookies, handshakes and sessions work whichever worker a peer lands on."""
-    import re
-
     from tests.certs import make_ca, make_cert
     from tests.dtlsclient import DtlsCoap
 

@@ -15,6 +15,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 
 from tbcoap.cli.errors import ApiError, CliError, Unreachable
 
+DEFAULT_TIMEOUT = 10.0  # seconds a call may take (the command line's --timeout)
 MAX_SEARCH_PAGES = 100  # of 1,000 devices each, when a customer key looks a name up
 
 

@@ -17,8 +17,8 @@ from twisted.internet.task import react
 
 import tbcoap
 from tbcoap.cli import commands as commands_package
-from tbcoap.cli.client import Client
-from tbcoap.cli.errors import CliError, UsageError
+from tbcoap.cli.client import DEFAULT_TIMEOUT, Client
+from tbcoap.cli.errors import ApiError, CliError, UsageError
 from tbcoap.datadir import DEFAULT_DATA_DIR, key_file
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -44,8 +44,8 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
                        help=f"the server's data directory, to read its admin.key (default {DEFAULT_DATA_DIR})")
     group.add_argument("--json", action="store_true", default=default(False),
                        help="print the server's JSON answers as they are, for scripts")
-    group.add_argument("--timeout", type=float, default=default(10.0), metavar="SECONDS",
-                       help="give up on a call after this long (default 10)")
+    group.add_argument("--timeout", type=float, default=default(DEFAULT_TIMEOUT), metavar="SECONDS",
+                       help=f"give up on a call after this long (default {DEFAULT_TIMEOUT:g})")
     return parser
 
 
@@ -99,12 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def admin_key(args) -> str:
-    """The key: --key, $TBCOAP_ADMIN_KEY, else the data dir's key file; UsageError if none."""
+def admin_key(args) -> tuple[str, str]:
+    """``(key, where it came from)``: --key, $TBCOAP_ADMIN_KEY, else the data dir's key file;
+    UsageError if none."""
     if args.key:
-        return args.key
+        return args.key, "--key"
     if os.environ.get(KEY_ENV):
-        return os.environ[KEY_ENV]
+        return os.environ[KEY_ENV], f"${KEY_ENV}"
     path = key_file(args.data_dir)
     try:
         with open(path, encoding="utf-8") as f:
@@ -115,7 +116,7 @@ def admin_key(args) -> str:
     else:
         reason = "empty file"
     if key:
-        return key
+        return key, os.path.abspath(path)
     raise UsageError(f"no admin key: give --key KEY, set ${KEY_ENV}, or point --data-dir at the server's "
                      f"data directory (could not read {path}: {reason})")
 
@@ -141,10 +142,15 @@ class Context:
             self.print(render(reply.data))
 
 
-async def _run(reactor, args, key):
+async def _run(reactor, args, key, key_source):
     try:
         client = Client(reactor, args.url, key, args.timeout)
         await args.func(Context(client, args), args)
+    except ApiError as e:
+        if e.status == 401 and key_source:
+            _fail(f"{e} (the key from {key_source}; give the server's key with --key, ${KEY_ENV} "
+                  f"or --data-dir)", e.code)
+        _fail(e, e.code)
     except CliError as e:
         _fail(e, e.code)
     except Exception:
@@ -170,7 +176,7 @@ def main(argv=None):
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
     try:
-        key = admin_key(args) if args.needs_key else None
+        key, key_source = admin_key(args) if args.needs_key else (None, None)
     except UsageError as e:
         _fail(e, e.code)
-    react(_run, (args, key))
+    react(_run, (args, key, key_source))

@@ -19,7 +19,7 @@ from tbcoap.coap.codec import code_text, response
 from tbcoap.deviceapi.answers import JSON_FORMAT, LINK_FORMAT, TEXT, error, json_answer
 from tbcoap.errors import (BadRequest, NoRule, NotFound, RuleTimeout, ShuttingDown, StoreUnavailable,
                            Unauthorized)
-from tbcoap.models import compact_json, plain
+from tbcoap.models import DEVICE_API_FEATURES, INT64_MAX, compact_json, plain
 from tbcoap.redact import mask_token
 from tbcoap.services.values import parse_json
 
@@ -27,7 +27,6 @@ log = Logger()
 
 TOO_MANY_REQUESTS = (4 << 5) | 29
 OBSERVE_RETRY = 60  # Max-Age (s) of a registration refused for want of room
-INT64_MAX = 2**63 - 1
 ACCEPTED_FORMATS = (None, TEXT, JSON_FORMAT)
 GET, POST = coap.GET, coap.POST
 WELL_KNOWN = (
@@ -36,14 +35,33 @@ WELL_KNOWN = (
 )
 
 
-class Route:
-    """A device-API feature: its methods and the handler per method."""
+class Feature:
+    """A device-API feature (``/api/v1/{token}/{feature}``): its handler per method, and whether it
+    takes an id after it (``/rpc/{id}``)."""
 
-    __slots__ = ("methods", "max_extra")
+    __slots__ = ("name", "methods", "takes_id")
 
-    def __init__(self, methods, max_extra=0):
-        self.methods = methods
-        self.max_extra = max_extra
+    def __init__(self, name, methods, takes_id=False):
+        assert name in DEVICE_API_FEATURES, name
+        self.name, self.methods, self.takes_id = name, methods, takes_id
+
+
+class Routed:
+    """Where one request goes, found once from its path and used by every later check:
+    ``feature`` (a Feature's name, "provision" or "well-known"), the path's ``token`` (None on a
+    certificate device's tokenless path), the ``handler`` and the RPC ``rpc_id`` of a reply."""
+
+    __slots__ = ("feature", "token", "handler", "rpc_id")
+
+    def __init__(self, feature, token=None, handler=None, rpc_id=None):
+        self.feature, self.token, self.handler, self.rpc_id = feature, token, handler, rpc_id
+
+    def answers_with_body(self, code) -> bool:
+        """True when this request's success answer has a body (where Accept matters)."""
+        return code == GET or self.feature == "provision" or (self.feature == "rpc" and self.rpc_id is None)
+
+
+WELL_KNOWN_ROUTE, PROVISION_ROUTE = Routed("well-known"), Routed("provision")
 
 
 class DeviceApi:
@@ -57,27 +75,31 @@ class DeviceApi:
         self.device_limiter = device_limiter
         self.peer_limiter = peer_limiter
         self.provision_limiter = provision_limiter  # per source IP address, whatever the port
-        self.routes = {
-            "telemetry": Route({POST: self.post_telemetry}),
-            "attributes": Route({GET: self.get_attributes, POST: self.post_attributes}),
-            "rpc": Route({GET: self.get_rpc, POST: self.post_rpc}, max_extra=1),
-            "claim": Route({POST: self.post_claim}),
-        }
+        self.features = {feature.name: feature for feature in (
+            Feature("telemetry", {POST: self.post_telemetry}),
+            Feature("attributes", {GET: self.get_attributes, POST: self.post_attributes}),
+            Feature("rpc", {GET: self.get_rpc, POST: self.post_rpc}, takes_id=True),
+            Feature("claim", {POST: self.post_claim}),
+        )}
+
+    def limiters(self):
+        """``{name: RateLimiter}`` of the limits in force (device, peer, provision)."""
+        named = (("device", self.device_limiter), ("peer", self.peer_limiter), ("provision", self.provision_limiter))
+        return {name: limiter for name, limiter in named if limiter is not None}
 
     def __call__(self, request):
         routed = self._route(request)
         if isinstance(routed, coap.Message):
             return routed
-        if routed == "well-known":
+        if routed is WELL_KNOWN_ROUTE:
             return self.well_known(request)
-        if routed == "provision":
+        if routed is PROVISION_ROUTE:
             return self.provision(request)
-        token, handler, extra = routed
-        who = self._who(request, token)
+        who = self._who(request, routed.token)
         if isinstance(who, defer.Deferred):
-            who.addCallback(self._identified, token, handler, request, extra)
-            return who.addErrback(self._failed, request, token)
-        return self._identified(who, token, handler, request, extra)
+            who.addCallback(self._identified, routed, request)
+            return who.addErrback(self._failed, request, routed)
+        return self._identified(who, routed, request)
 
     def _who(self, request, token):
         """``(device or None, rate-limit key)``, or a Deferred of it: over CoAPS the device whose
@@ -106,15 +128,14 @@ class DeviceApi:
             return error(coap.UNAUTHORIZED, "no device certificate: paths without a token need CoAPS with one")
         return error(coap.UNAUTHORIZED, "unknown access token")
 
-    def _identified(self, who, token, handler, request, extra):
+    def _identified(self, who, routed, request):
         device, key = who
         if device is None:
-            return self._unknown(token)
-        return self._authorized(device, key, handler, request, extra)
+            return self._unknown(routed.token)
+        return self._authorized(device, key, routed, request)
 
     def _route(self, request):
-        """The path and method checks: an error answer, "well-known", "provision",
-        or ``(token, handler, extra path segments)``."""
+        """The path and method checks: an error answer, or the request's Routed."""
         if not self.core.ready:
             return error(coap.SERVICE_UNAVAILABLE, "store not ready, retry later")
         try:
@@ -122,32 +143,33 @@ class DeviceApi:
         except UnicodeDecodeError:
             return error(coap.BAD_REQUEST, "path is not UTF-8")
         if path == [".well-known", "core"]:
-            return "well-known"
+            return WELL_KNOWN_ROUTE
         if len(path) < 2 or path[0] != "api" or path[1] != "v1":
             return error(coap.NOT_FOUND, "not found")
         if (len(path) == 3 and path[2] == "provision") or (len(path) == 4 and path[3].lower() == "provision"):
-            return "provision"  # ThingsBoard reads /api/v1/{anything}/provision as provisioning too
+            return PROVISION_ROUTE  # ThingsBoard reads /api/v1/{anything}/provision as provisioning too
         first = path[2].lower() if len(path) > 2 else ""
-        if first in self.routes and (len(path) == 3 or (len(path) == 4 and first == "rpc")):
-            token, feature, extra = None, first, path[3:]  # a certificate's device: no token (CoAPS)
+        if first in self.features and (len(path) == 3 or (len(path) == 4 and first == "rpc")):
+            token, name, extra = None, first, path[3:]  # a certificate's device: no token (CoAPS)
         elif len(path) < 4:
             return error(coap.BAD_REQUEST, "expected /api/v1/{token}/{feature}")
         else:
-            token, feature, extra = path[2], path[3].lower(), path[4:]
-        route = self.routes.get(feature)
-        if route is None or len(extra) > route.max_extra:
+            token, name, extra = path[2], path[3].lower(), path[4:]
+        feature = self.features.get(name)
+        if feature is None or len(extra) > feature.takes_id:
             return error(coap.BAD_REQUEST, f"unknown feature /{'/'.join(path[3:])}"[:60])
-        if extra and not (extra[0].isascii() and extra[0].isdigit()):
-            return error(coap.BAD_REQUEST, "rpc id must be an integer")
+        rpc_id = None
         if extra:
+            if not (extra[0].isascii() and extra[0].isdigit()):
+                return error(coap.BAD_REQUEST, "rpc id must be an integer")
             digits = extra[0].lstrip("0") or "0"  # zero-padded ids are fine; int() of 5,000 digits is not
             if len(digits) > 19 or int(digits) > INT64_MAX:
                 return error(coap.BAD_REQUEST, "rpc id out of range")
-            extra = [digits]
-        handler = route.methods.get(request.code)
-        if handler is None or (extra and request.code != POST):
-            return error(coap.METHOD_NOT_ALLOWED, f"{feature} does not take {_method(request.code)}")
-        return token, handler, extra
+            rpc_id = int(digits)
+        handler = feature.methods.get(request.code)
+        if handler is None or (rpc_id is not None and request.code != POST):
+            return error(coap.METHOD_NOT_ALLOWED, f"{name} does not take {_method(request.code)}")
+        return Routed(name, token, handler, rpc_id)
 
     def precheck(self, request):
         """The checks that come before the size check (path, method, token), for the first
@@ -155,33 +177,33 @@ class DeviceApi:
         routed = self._route(request)
         if isinstance(routed, coap.Message):
             return routed
-        if routed == "well-known":
+        if routed is WELL_KNOWN_ROUTE:
             return error(coap.METHOD_NOT_ALLOWED, "only GET") if request.code != GET else None
-        if routed == "provision":
+        if routed is PROVISION_ROUTE:
             if request.code != POST:
                 return error(coap.METHOD_NOT_ALLOWED, "provision takes POST only")
             return self._rate_limited(request, count=False, provisioning=True)
-        token = routed[0]
-        who = self._who(request, token)
+        who = self._who(request, routed.token)
         if isinstance(who, defer.Deferred):
-            return who.addCallback(self._prechecked, request, token).addErrback(self._failed, request, token)
-        return self._prechecked(who, request, token)
+            return who.addCallback(self._prechecked, request, routed).addErrback(self._failed, request, routed)
+        return self._prechecked(who, request, routed)
 
-    def _prechecked(self, who, request, token):
+    def _prechecked(self, who, request, routed):
         device, key = who
-        return self._unknown(token) if device is None else self._rate_limited(request, key, count=False)
+        return self._unknown(routed.token) if device is None else self._rate_limited(request, key, count=False)
 
-    def _authorized(self, device, token, handler, request, extra):
+    def _authorized(self, device, key, routed, request):
         self.core.activity.touch(device.id)
-        answer = self._rate_limited(request, token) or self._check_body(request)
+        answer = self._rate_limited(request, key) or self._check_body(request, routed)
         if answer is not None:
             return answer
         try:
-            result = handler(device, request, *extra)
+            result = routed.handler(device, request) if routed.rpc_id is None \
+                else routed.handler(device, request, routed.rpc_id)
         except Exception as failure:
-            return self._error_answer(failure, request, device=device)
+            return self._error_answer(failure, request, routed, device)
         if isinstance(result, defer.Deferred):
-            return result.addErrback(self._failed, request, None, device)
+            return result.addErrback(self._failed, request, routed, device)
         return result
 
     def _rate_limited(self, request, token=None, count=True, provisioning=False):
@@ -210,7 +232,7 @@ class DeviceApi:
         answer.opt.addOption(coap.UintOption(coap.MAX_AGE, max(1, math.ceil(wait))))
         return answer
 
-    def _check_body(self, request):
+    def _check_body(self, request, routed):
         """Size (4.13), Content-Format (4.15), Observe (4.00) and Accept (4.06) checks, or None when fine."""
         if request.code == POST:
             if len(request.payload) > self.max_body:
@@ -221,14 +243,14 @@ class DeviceApi:
                 return error(coap.UNSUPPORTED_CONTENT_FORMAT, "send JSON (Content-Format 50, 0 or none)")
         if request.opt.observe is not None and request.code != GET:
             return error(coap.BAD_REQUEST, "Observe is only for GET")
-        if request.opt.accept not in (None, JSON_FORMAT) and _answers_with_body(request):
+        if request.opt.accept not in (None, JSON_FORMAT) and routed.answers_with_body(request.code):
             return error(coap.NOT_ACCEPTABLE, "answers are JSON (Accept: 50)")
         return None
 
-    def _failed(self, failure, request, token=None, device=None):
-        return self._error_answer(failure.value, request, token, device, failure)
+    def _failed(self, failure, request, routed=PROVISION_ROUTE, device=None):
+        return self._error_answer(failure.value, request, routed, device, failure)
 
-    def _error_answer(self, exc, request, token=None, device=None, failure=None):
+    def _error_answer(self, exc, request, routed=PROVISION_ROUTE, device=None, failure=None):
         if isinstance(exc, BadRequest):
             return error(coap.BAD_REQUEST, str(exc))
         if isinstance(exc, Unauthorized):
@@ -241,9 +263,9 @@ class DeviceApi:
             return error(coap.SERVICE_UNAVAILABLE, str(exc))
         if isinstance(exc, NoRule):
             return error(coap.NOT_IMPLEMENTED, str(exc))
-        who = f"device {device.id}" if device is not None else f"token {mask_token(token)}"
+        who = f"device {device.id}" if device is not None else f"token {mask_token(routed.token)}"
         log.failure("error answering {method} {feature} for {who}", failure,
-                    method=_method(request.code), feature=_feature(request), who=who)
+                    method=_method(request.code), feature=routed.feature, who=who)
         return error(coap.INTERNAL_SERVER_ERROR, "internal server error")
 
     # -- features -------------------------------------------------------------
@@ -262,13 +284,13 @@ class DeviceApi:
         """POST /api/v1/provision (no token): 2.01 with the credentials, or 4.00 with the provisioning JSON."""
         if request.code != POST:
             return error(coap.METHOD_NOT_ALLOWED, "provision takes POST only")
-        answer = self._rate_limited(request, provisioning=True) or self._check_body(request)
+        answer = self._rate_limited(request, provisioning=True) or self._check_body(request, PROVISION_ROUTE)
         if answer is not None:
             return answer
         try:
             d = self.core.provisioning.provision(request.payload)
         except Exception as failure:
-            return self._error_answer(failure, request)
+            return self._error_answer(failure, request, PROVISION_ROUTE)
         d.addCallback(lambda result: json_answer(result[1], coap.CREATED if result[0] else coap.BAD_REQUEST))
         return d.addErrback(self._failed, request)
 
@@ -314,7 +336,7 @@ class DeviceApi:
         """POST /api/v1/T/rpc/{id}: a reply (2.01); POST /api/v1/T/rpc: client-side RPC (2.05)."""
         body = parse_json(request.payload)
         if request_id is not None:
-            return _created(self.core.rpc.reply(device, int(request_id), compact_json(body)))
+            return _created(self.core.rpc.reply(device, request_id, compact_json(body)))
         if not isinstance(body, dict) or not isinstance(body.get("method"), str) or not body["method"]:
             raise BadRequest('client RPC needs {"method": "..."}')
         return self.core.rules.client_rpc(device, body).addCallback(json_answer)
@@ -348,13 +370,6 @@ def _attribute_query(request):
     return lists.get("clientKeys"), lists.get("sharedKeys")
 
 
-def _answers_with_body(request):
-    """True for the requests whose success answer has a body (where Accept matters)."""
-    path = request.opt.uri_path
-    feature = path[3].lower() if len(path) > 3 else b""
-    return request.code == GET or len(path) == 3 or (feature == b"rpc" and len(path) == 4)
-
-
 def _created(result):
     if result is None:
         return response(coap.CREATED)
@@ -363,8 +378,3 @@ def _created(result):
 
 def _method(code):
     return coap.requests.get(code, f"method {code_text(code)}")
-
-
-def _feature(request):
-    path = request.opt.uri_path
-    return path[3].decode("utf-8", "replace") if len(path) > 3 else "?"

@@ -138,7 +138,7 @@ class ObserverRegistry:
         elif isinstance(event, Resync):  # shared changes may have been missed: send the whole set
             for device_id, members in list(self._devices.items()):
                 if any(isinstance(m, AttributeWatch) for m in members.values()):
-                    d = self.core.store.get_attributes(device_id, "SHARED_SCOPE", None)
+                    d = self.core.attributes.shared_values(device_id)
                     d.addCallbacks(self._resend, lambda f: None, callbackArgs=(device_id,))
         elif isinstance(event, (DeviceGone, TokenReplaced)):
             code, text = ((coap.NOT_FOUND, "device deleted") if isinstance(event, DeviceGone)
@@ -147,8 +147,7 @@ class ObserverRegistry:
                 observation.on_idle = None
                 observation.notify(error(code, text))  # the last one; it ends the relation
 
-    def _resend(self, found, device_id):
-        values = {key: value for key, (value, _ts) in found.items()}
+    def _resend(self, values, device_id):
         for member in list(self._devices.get(device_id, {}).values()):
             if isinstance(member, AttributeWatch):
                 member.merge(values)

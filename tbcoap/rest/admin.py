@@ -1,16 +1,13 @@
-"""REST calls about the node itself: stats, plugins, health."""
+"""REST calls about the node itself: stats, plugins, health, metrics, backup."""
 
 from __future__ import annotations
 
-import os
 import time
 
 from prometheus_client.exposition import choose_encoder
 from twisted.internet import defer
 
-from tbcoap import datadir
-from tbcoap.errors import StoreUnavailable
-from tbcoap.rest.app import FileDownload, Raw
+from tbcoap.rest.answers import FileDownload, Raw
 
 
 @defer.inlineCallbacks
@@ -34,34 +31,11 @@ def metrics(call):
 @defer.inlineCallbacks
 def backup(call):
     """GET /api/admin/backup: a consistent snapshot of the store as a file download, taken while the
-    node serves (the store writes it into the data directory first; it is removed once sent).  One
-    at a time; 501 from a store that has backups of its own."""
-    node = call.node
-    if node.backup_running:
-        raise StoreUnavailable("a backup is being taken already; try again when it is done")
-    node.backup_running = True
-    path = datadir.backup_path(node.settings["data-dir"])
-
-    def done():
-        node.backup_running = False
-        _remove(path)
-
-    try:
-        yield node.store.backup(path)
-    except BaseException:
-        done()
-        raise
+    node serves (one at a time; 501 from a store that has backups of its own)."""
+    snapshot = yield call.node.take_backup()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    sqlite = node.store.name == "sqlite"
-    return FileDownload(path, b"application/vnd.sqlite3" if sqlite else b"application/octet-stream",
-                        f"tbcoap-{stamp}.{'sqlite3' if sqlite else 'backup'}", done)
-
-
-def _remove(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    return FileDownload(snapshot.path, snapshot.content_type.encode("ascii"),
+                        f"tbcoap-{stamp}.{snapshot.suffix}", snapshot.release)
 
 
 def plugins(call):
@@ -72,16 +46,7 @@ def plugins(call):
 @defer.inlineCallbacks
 def health(call):
     """GET /api/health (no key): 200 UP, or 503 with what is down."""
-    down = {}
-    if call.node.coap_port is None or not call.node.coap_port.connected:
-        down["coap"] = "not listening"
-    if not call.core.ready:
-        down["store"] = f"{call.node.store.name} store not open"
-    else:
-        try:
-            yield call.node.store.check()
-        except Exception as exc:
-            down["store"] = f"{call.node.store.name}: {exc}"
+    down = yield call.node.health()
     if down:
         call.request.setResponseCode(503)
         return {"status": "DOWN", "down": sorted(down), "details": down}

@@ -25,30 +25,42 @@ class Principal:
     role: str
     customer_id: str | None = None
 
+    @property
+    def caller(self) -> str:
+        """Who this is, as one string: ``admin``, ``metrics``, or the customer's id (whose turn a
+        history read takes)."""
+        return self.customer_id if self.role == "customer" else self.role
 
-def load_admin_key(settings) -> str:
-    """The admin key: ``admin-key`` (option or $TBCOAP_ADMIN_KEY), else ``admin-key-file``, else
-    the data dir's key file, created on first start (mode 0600) with its location logged.
+    def may_act_for(self, customer_id) -> bool:
+        """The one ownership rule: the admin acts for everyone, a customer only for itself (so a
+        customer may see a device whose owner is that customer, and not a free one)."""
+        return self.role == "admin" or (self.role == "customer" and customer_id is not None
+                                        and customer_id == self.customer_id)
+
+
+def load_admin_key(settings) -> tuple[str, str]:
+    """``(key, a log line saying where it comes from)``: ``admin-key`` (option, config file or $TBCOAP_ADMIN_KEY), else
+    ``admin-key-file``, else the data dir's key file, created on first start (mode 0600).
 
     ValueError for an empty key file or both a key and a key file given.
     """
     if settings.get("admin-key") and settings.get("admin-key-file"):
         raise ValueError("give the admin key once: --admin-key (or $TBCOAP_ADMIN_KEY) or --admin-key-file")
     if settings.get("admin-key"):
-        return settings["admin-key"]
+        return settings["admin-key"], f"REST admin key from {settings.get('admin-key-source') or '--admin-key'}"
     if settings.get("admin-key-file"):
-        return _read_key(settings["admin-key-file"])
+        path = settings["admin-key-file"]
+        return _read_key(path), f"REST admin key from {os.path.abspath(path)} (--admin-key-file)"
     path = key_file(settings["data-dir"])
     if os.path.exists(path):
         os.chmod(path, 0o600)
-        return _read_key(path)
+        return _read_key(path), f"REST admin key from {os.path.abspath(path)} (generated on the first start)"
     datadir.ensure(settings["data-dir"])
     key = secrets.token_hex(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(key + "\n")
-    log.info("generated the REST admin key into {path}", path=path)
-    return key
+    return key, f"generated the REST admin key into {os.path.abspath(path)}"
 
 
 def _read_key(path) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from tbcoap.errors import BadRequest, NotFound
-from tbcoap.rest.app import Answer
+from tbcoap.errors import BadRequest, Forbidden
+from tbcoap.rest.answers import Answer
 from tbcoap.rest.devices import device_infos, info_paging
 from tbcoap.rest.views import device_json, page_json
+
 
 def customer_json(customer) -> dict:
     """A customer (without its key)."""
@@ -33,8 +34,7 @@ def list_customers(call):
 @defer.inlineCallbacks
 def get_customer(call, customer_id):
     """GET /api/customer/{customerId}: the admin, or that customer itself (others: 404)."""
-    if call.principal.role == "customer" and call.principal.customer_id != customer_id:
-        raise NotFound(f"customer {customer_id} not found")
+    call.customer(customer_id)
     customer = yield call.core.customers.get(customer_id)
     return customer_json(customer)
 
@@ -62,8 +62,7 @@ def who(call):
 @defer.inlineCallbacks
 def customer_devices(call, customer_id):
     """GET /api/customer/{customerId}/devices?pageSize&page: the admin, or that customer itself."""
-    if call.principal.role == "customer" and call.principal.customer_id != customer_id:
-        raise NotFound(f"customer {customer_id} not found")
+    call.customer(customer_id)
     yield call.core.customers.get(customer_id)
     page_size, page = call.paging()
     devices, total = yield call.core.customers.devices(customer_id, page_size, page, **call.device_query())
@@ -73,8 +72,7 @@ def customer_devices(call, customer_id):
 @defer.inlineCallbacks
 def customer_device_infos(call, customer_id):
     """GET /api/customer/{customerId}/deviceInfos?pageSize&page: a customer's devices with activity."""
-    if call.principal.role == "customer" and call.principal.customer_id != customer_id:
-        raise NotFound(f"customer {customer_id} not found")
+    call.customer(customer_id)
     yield call.core.customers.get(customer_id)
     page_size, page = info_paging(call)
     devices, total = yield call.core.customers.devices(customer_id, page_size, page, **call.device_query())
@@ -97,5 +95,9 @@ def claim(call, device_name):
 @defer.inlineCallbacks
 def unclaim(call, device_name):
     """DELETE /api/customer/device/{deviceName}/claim: the device is free again."""
-    device = yield call.core.claims.unclaim(call.principal, device_name)
+    device = yield call.core.devices.by_name(device_name)
+    if not call.principal.may_act_for(device.customer_id):
+        raise Forbidden("the device is not claimed" if device.customer_id is None
+                        else "the device belongs to another customer")
+    device = yield call.core.claims.release(device.id)
     return device_json(device)

@@ -29,22 +29,26 @@ class LimitedChannel(http.HTTPChannel):
     totalHeadersSize = MAX_URL + MAX_HEADERS + 1024  # ours below are tighter and answered
     refused = False
 
+    header_bytes = None  # bytes of the current request's header lines; None before its request line
+
     def lineReceived(self, line):
         if self.refused:
             return
-        first = self._receivedHeaderSize == 0 and not self._handlingRequest
-        if first and line and len(line) > MAX_URL + 16:  # "GET " + URL + " HTTP/1.1"
-            return self.refuse(414, f"request line over {MAX_URL} bytes")
-        if not first and self._receivedHeaderSize - self._request_line + len(line) > MAX_HEADERS:
-            return self.refuse(431, f"request headers over {MAX_HEADERS} bytes")
-        if first:
-            self._request_line = len(line)
+        if self.header_bytes is None:
+            if line:  # the request line (an empty line before one is skipped by twisted.web)
+                if len(line) > MAX_URL + 16:  # "GET " + URL + " HTTP/1.1"
+                    return self.refuse(414, f"request line over {MAX_URL} bytes")
+                self.header_bytes = 0
+        elif not line:
+            self.header_bytes = None  # the headers ended; a body (raw mode) or the next request follows
+        else:
+            self.header_bytes += len(line)
+            if self.header_bytes > MAX_HEADERS:
+                return self.refuse(431, f"request headers over {MAX_HEADERS} bytes")
         return super().lineReceived(line)
 
-    _request_line = 0
-
     def lineLengthExceeded(self, line):
-        first = self._receivedHeaderSize == 0
+        first = self.header_bytes is None
         self.refuse(414 if first else 431, "request line too long" if first else "request header too long")
 
     def allHeadersReceived(self):

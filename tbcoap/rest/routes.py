@@ -1,7 +1,7 @@
 """Every REST call: method, path (ThingsBoard's), handler, roles."""
 
 from tbcoap.rest import admin, customers, devices, profiles, rpc, telemetry
-from tbcoap.rest.app import route
+from tbcoap.rest.routing import route
 
 BOTH = ("admin", "customer")
 

@@ -6,7 +6,7 @@ import json
 
 from twisted.internet import defer
 
-from tbcoap.rest.app import RawJson
+from tbcoap.rest.answers import RawJson
 from tbcoap.rest.views import page_json
 
 def rpc_json(rpc) -> dict:

@@ -5,16 +5,15 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
-from tbcoap.models import SCOPES, now_ms, plain
+from tbcoap.models import OPERATOR_SCOPES, SCOPES, now_ms, plain
 from tbcoap.events import SharedAttributesChanged, SharedAttributesDeleted
 from tbcoap.services.values import Limits, parse_attributes
 
-WRITABLE_BY_OPERATOR = ("SHARED_SCOPE", "SERVER_SCOPE")
 
 
 def check_scope(scope, writable=False):
     """``scope`` if it is one of the three (and writable by an operator when asked)."""
-    allowed = WRITABLE_BY_OPERATOR if writable else SCOPES
+    allowed = OPERATOR_SCOPES if writable else SCOPES
     if scope not in allowed:
         raise BadRequest(f"scope must be one of {', '.join(allowed)}")
     return scope
@@ -85,10 +84,16 @@ class AttributeService:
         return self.store.delete_attributes(device_id, scope, keys).addCallback(committed)
 
     @defer.inlineCallbacks
+    def shared_values(self, device_id):
+        """All shared attributes of a device as typed values: ``{key: value}``."""
+        found = yield self.store.get_attributes(device_id, "SHARED_SCOPE", None)
+        return {key: value for key, (value, _ts) in found.items()}
+
+    @defer.inlineCallbacks
     def shared(self, device):
         """All shared attributes of a device, flat and JSON-ready: ``{key: value}``."""
-        found = yield self.store.get_attributes(device.id, "SHARED_SCOPE", None)
-        return {key: plain(value) for key, (value, _ts) in found.items()}
+        found = yield self.shared_values(device.id)
+        return {key: plain(value) for key, value in found.items()}
 
     @defer.inlineCallbacks
     def for_device(self, device, client_keys, shared_keys):

@@ -7,7 +7,7 @@ import re
 
 from twisted.internet import defer
 
-from tbcoap.errors import BadRequest, Forbidden
+from tbcoap.errors import BadRequest
 from tbcoap.models import ClaimRequest, now_ms
 from tbcoap.services.values import parse_json
 
@@ -76,12 +76,9 @@ class ClaimService:
         return SUCCESS, device
 
     @defer.inlineCallbacks
-    def unclaim(self, principal, device_name):
-        """Free a device (admin, or the customer that owns it; another customer: Forbidden)."""
-        device = yield self.devices.by_name(device_name)
-        if principal.role != "admin" and device.customer_id != principal.customer_id:
-            raise Forbidden("the device is not claimed" if device.customer_id is None
-                            else "the device belongs to another customer")
+    def release(self, device_id):
+        """Free a device (its owner is gone); the device as it is now.  NotFound if unknown."""
+        device = yield self.devices.get(device_id)
         if device.customer_id is not None:
             yield self.store.set_device_customer(device.id, None, device.customer_id)
         device = yield self.devices.get(device.id)

@@ -13,7 +13,8 @@ import secrets
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest, NotFound
-from tbcoap.models import ACCESS_TOKEN, X509_CERTIFICATE, Credentials, Device, DeviceProfile, compact_json, new_id
+from tbcoap.models import (ACCESS_TOKEN, DEVICE_API_FEATURES, X509_CERTIFICATE, Credentials, Device, DeviceProfile,
+                           compact_json, new_id)
 from tbcoap.events import DeviceGone, DeviceUpdated, Resync, TokenReplaced
 
 TOKEN_CACHE_CAP = 200_000
@@ -26,15 +27,12 @@ def generate_token() -> str:
     return secrets.token_urlsafe(15)
 
 
-FEATURES = frozenset({"telemetry", "attributes", "rpc", "claim", "provision"})
-
-
 def check_token(token) -> str:
     """A token chosen by a caller must be non-empty text of at most 255 characters without '/',
     and not a feature name (``/api/v1/rpc/...`` is a certificate device's path)."""
     if not isinstance(token, str) or not token or len(token) > MAX_NAME or "/" in token:
         raise BadRequest("access token must be 1 to 255 characters without '/'")
-    if token.lower() in FEATURES:
+    if token.lower() in DEVICE_API_FEATURES:
         raise BadRequest(f"{token!r} cannot be an access token: it names a feature of the device API")
     return token
 
@@ -212,7 +210,3 @@ class DeviceService:
         self.forget(device_id)
         if old != credentials:
             self.bus.publish(TokenReplaced(device_id))
-
-    def set_token(self, device_id, token):
-        """Replace the device's credential with an access token."""
-        return self.set_credentials(device_id, Credentials(ACCESS_TOKEN, token))

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from tbcoap.errors import BadRequest
-from tbcoap.models import Json, compact_json
+from tbcoap.models import INT64_MAX, INT64_MIN, Json, compact_json
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _NUMERIC = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _NUMERIC_START = frozenset("-0123456789")
 _INFINITIES = (float("inf"), float("-inf"))

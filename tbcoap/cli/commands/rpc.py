@@ -12,7 +12,7 @@ import json
 import math
 import time
 
-from tbcoap.cli.client import segment
+from tbcoap.cli.client import DEFAULT_TIMEOUT, segment
 from tbcoap.cli.commands import count, paging
 from tbcoap.cli.output import fields, iso, page_text
 
@@ -98,12 +98,6 @@ def http_timeout(args, default, now_ms=None) -> float:
     return max(default, rpc_lifetime(args, now_ms) + MARGIN_S)
 
 
-def _default_timeout() -> float:
-    from tbcoap.cli.main import _global_options
-
-    return _global_options(True).get_default("timeout")
-
-
 def pretty(value) -> str:
     """A JSON value indented for people."""
     return json.dumps(value, indent=2, ensure_ascii=False)
@@ -112,7 +106,7 @@ def pretty(value) -> str:
 async def send(ctx, args):
     """POST /api/rpc/{oneway,twoway}/{deviceId}."""
     device = await ctx.client.device(args.device)
-    ctx.client.timeout = http_timeout(args, _default_timeout())
+    ctx.client.timeout = http_timeout(args, DEFAULT_TIMEOUT)
     kind = "oneway" if args.oneway else "twoway"
     reply = await ctx.client.call("POST", f"/api/rpc/{kind}/{segment(device['id']['id'])}", body=request_body(args))
     if args.persistent:
