@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 
 import tbcoap
+from tbcoap.coap.codec import code_text
 from tbcoap.latency import LatencyHistogram  # noqa: F401  (at home in tbcoap.latency; still importable here)
 
 
@@ -59,7 +60,7 @@ class NodeCollector:
             counters = layer.counters
             for code, count in counters.items():
                 if isinstance(code, int):
-                    requests.add_metric([port, f"{code >> 5}.{code & 31:02d}"], count)
+                    requests.add_metric([port, code_text(code)], count)
             malformed.add_metric([port], counters["malformed"])
             duplicates.add_metric([port], counters["duplicates"])
             notifications.add_metric([port], counters["notifications"])

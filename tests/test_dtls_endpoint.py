@@ -12,8 +12,9 @@ from OpenSSL import SSL
 from twisted.internet import task
 from txthings import coap
 
+from tbcoap.coap.codec import response
 from tbcoap.coap.dtls import DtlsEndpoint, server_context
-from tbcoap.coap.messagelayer import MessageLayer, response
+from tbcoap.coap.messagelayer import MessageLayer
 from tbcoap.services.certificates import digest
 from tests.certs import make_ca, make_cert
 from tests.coapclient import build

@@ -15,7 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from txthings import coap
 
-from tbcoap.coap.messagelayer import response
+from tbcoap.coap.codec import code_text, response
 from tbcoap.deviceapi.answers import JSON_FORMAT, LINK_FORMAT, TEXT, error, json_answer
 from tbcoap.errors import (BadRequest, NoRule, NotFound, RuleTimeout, ShuttingDown, StoreUnavailable,
                            Unauthorized)
@@ -377,4 +377,4 @@ def _created(result):
 
 
 def _method(code):
-    return coap.requests.get(code, f"method {code >> 5}.{code & 31:02d}")
+    return coap.requests.get(code, f"method {code_text(code)}")
