@@ -102,8 +102,8 @@ def test_workers_are_refused_with_sqlite(tmp_path):
                              "--coap-port", "0", "--http-port", "0", "--workers", "2"],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 1
-    assert "--workers needs a store several nodes can share (redis://... or postgresql://...); the sqlite store is one node's" \
-        in result.stdout + result.stderr
+    assert ("--workers needs a store several nodes can share (redis://... or postgresql://...); "
+            "the sqlite store is one node's") in result.stdout + result.stderr
 
 
 def test_workers_share_the_coaps_port(twistd, shared_store, tmp_path):
