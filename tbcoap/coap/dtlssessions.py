@@ -1,0 +1,116 @@
+"""What the CoAPS endpoint keeps per peer: a ``Handshake`` (an OpenSSL connection on memory BIOs,
+while the handshake runs) or a ``Session`` (once it completed: the record protection, the peer's
+identity, its activity and its datagram allowance), and the tables that bound them."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from OpenSSL import SSL
+
+from tbcoap.coap.dtlsrecords import each_record
+
+READ_SIZE = 65536
+
+
+class Handshake:
+    """A peer's handshake in progress. ``sent``/``received``: the highest epoch-1 sequence numbers
+    seen leaving and arriving (OpenSSL's Finished messages), where the session's own numbering
+    starts; ``strikes``: flights with the peer's Finished that did not
+    complete the handshake (a wrong key: its Finished does not decrypt, and DTLS drops it silently)."""
+
+    __slots__ = ("conn", "address", "started", "timer", "random", "sent", "received", "strikes",
+                 "psk_identity", "psk_key", "psk_asked", "held")
+
+    def __init__(self, conn, address, now, random):
+        self.conn, self.address, self.started, self.timer, self.random = conn, address, now, None, random
+        self.sent = self.received = self.strikes = 0
+        self.psk_identity = self.psk_key = self.held = None
+        self.psk_asked = False
+
+    def pending(self) -> bytes:
+        """What OpenSSL wrote since the last call (its epoch-1 sequence numbers noted)."""
+        data = drain(self.conn)
+        for _, epoch, seq, _ in each_record(data) if data else ():
+            if epoch == 1:
+                self.sent = max(self.sent, seq)
+        return data
+
+    def note_received(self, datagram):
+        """Note the epoch-1 records of a datagram given to OpenSSL; True if it had the peer's Finished
+        after its ChangeCipherSpec (a whole final flight)."""
+        finished = cipher_changed = False
+        for kind, epoch, seq, _ in each_record(datagram):
+            if epoch == 1:
+                self.received = max(self.received, seq)
+                finished = finished or kind == 22
+            cipher_changed = cipher_changed or (kind == 20 and epoch == 0)
+        return finished, cipher_changed
+
+
+class Session:
+    """An established session: ``cipher`` protects its records; ``identity`` is what the peer's
+    certificate or pre-shared key makes it (None: neither is a device's); ``final_flight`` is sent
+    again while the peer shows it missed it; ``allowance``/``stamp``: its datagram budget."""
+
+    __slots__ = ("address", "cipher", "identity", "last_seen", "final_flight", "allowance", "stamp")
+
+    def __init__(self, address, cipher, identity, now, final_flight, allowance):
+        self.address, self.cipher, self.identity, self.last_seen = address, cipher, identity, now
+        self.final_flight, self.allowance, self.stamp = final_flight, allowance, now
+
+
+def drain(conn) -> bytes:
+    """Everything an OpenSSL connection has written to its memory BIO."""
+    chunks = []
+    while True:
+        try:
+            chunks.append(conn.bio_read(READ_SIZE))
+        except SSL.WantReadError:
+            return b"".join(chunks)
+
+
+class Table:
+    """Peers by address in order (oldest or least recently active first), counted per host, at most
+    ``cap``: adding, removing and taking the first are O(1)."""
+
+    def __init__(self, cap):
+        self.cap = cap
+        self.entries = OrderedDict()
+        self.per_host = {}
+
+    def __len__(self):
+        return len(self.entries)
+
+    def get(self, address):
+        return self.entries.get(address)
+
+    def add(self, entry):
+        self.entries[entry.address] = entry
+        host = entry.address[0]
+        self.per_host[host] = self.per_host.get(host, 0) + 1
+
+    def remove(self, entry) -> bool:
+        """Forget ``entry``; False if it was not (or no longer) the one kept for its address."""
+        address = entry.address
+        if self.entries.get(address) is not entry:
+            return False
+        del self.entries[address]
+        left = self.per_host[address[0]] - 1
+        if left:
+            self.per_host[address[0]] = left
+        else:
+            del self.per_host[address[0]]
+        return True
+
+    def first(self):
+        return next(iter(self.entries.values())) if self.entries else None
+
+    def touch(self, entry):
+        self.entries.move_to_end(entry.address)
+
+    def full(self) -> bool:
+        return len(self.entries) >= self.cap
+
+    def of_host(self, host) -> int:
+        return self.per_host.get(host, 0)
