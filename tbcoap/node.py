@@ -19,14 +19,14 @@ from tbcoap.coap.messagelayer import MessageLayer
 from tbcoap.core import Core
 from tbcoap.deviceapi.api import DeviceApi
 from tbcoap.deviceapi.observers import ObserverRegistry
+from tbcoap.deviceapi.sessions import SessionCredentials
 from tbcoap.errors import StoreUnavailable
 from tbcoap.events import LocalBus
 from tbcoap.metrics import LatencyHistogram, registry_for
 from tbcoap.plugins import AUTH_HOOK, STORE_HOOK
-from tbcoap.ratelimit import RateLimiter, parse_rate_limit
+from tbcoap.ratelimit import RateLimiter, parse_counts, parse_rate_limit
 from tbcoap.rest.app import make_site
 from tbcoap.rest.auth import load_admin_key
-from tbcoap.services.certificates import digest
 from tbcoap.services.values import Limits
 from tbcoap.workers import WorkerSupervisor, shared_tcp, shared_udp, watch_parent
 
@@ -71,8 +71,13 @@ class TbcoapService(Service):
         self.coaps = self.dtls = None
         if choices.dtls_context is not None:
             self.coaps = self._message_layer()
-            self.dtls = DtlsEndpoint(choices.dtls_context, self.coaps, self.reactor, identify=digest,
-                                     max_sessions=settings["dtls-max-sessions"])
+            credentials = SessionCredentials(self.core.devices)
+            self.dtls = DtlsEndpoint(choices.dtls_context, self.coaps, self.reactor,
+                                     identify=credentials.certificate, psk=credentials,
+                                     max_sessions=settings["dtls-max-sessions"],
+                                     max_handshakes=settings["dtls-max-handshakes"],
+                                     handshake_rate=parse_counts(settings["dtls-handshake-rate"], 3),
+                                     session_rate=parse_counts(settings["dtls-session-rate"], 2))
             self.coaps.identify = self.dtls.identity
         if settings.get("latency-metrics", "on") == "on":
             for layer in (self.coap, self.coaps):

@@ -55,6 +55,7 @@ RATE_KEYS = 100_000  # source addresses the handshake rate limit remembers
 SWEEP_INTERVAL = 1.0
 EXPIRED = frozenset({9, 10})  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
 CLOSE_NOTIFY, NO_RENEGOTIATION = b"\x01\x00", b"\x01\x64"
+DECRYPT_ERROR = 51  # the alert for a Finished that does not verify (here: made with another key)
 HOLD_LIMIT = 2048  # bytes of a ClientKeyExchange datagram held while its PSK identity is looked up
 COUNTERS = ("handshakes", "failedHandshakes", "helloVerifyRequests", "cookieRejections", "retransmissions",
             "evicted", "evictedHandshakes", "refusedPeerSessions", "refusedHandshakesAddress",
@@ -388,6 +389,7 @@ class DtlsEndpoint(protocol.DatagramProtocol):
             if finished and handshake.psk_key is not None:  # a PSK peer's Finished that did not decrypt
                 handshake.strikes += 2 if cipher_changed else 1
                 if handshake.strikes >= 2:
+                    self.transport.write(handshake.alert(DECRYPT_ERROR), handshake.address)
                     self._fail(handshake, wrong_key=True)
                     return
             self._arm(handshake)
@@ -403,8 +405,7 @@ class DtlsEndpoint(protocol.DatagramProtocol):
     def _hold_for_key(self, handshake, data) -> bool:
         """Read the PSK identity of a ClientKeyExchange before OpenSSL does; unless its key is in
         memory, hold the datagram (True) until the store has answered."""
-        name = handshake.conn.get_cipher_name()
-        identity = psk_identity(data) if name and name.startswith("PSK-") else None
+        identity = psk_identity(data)
         if identity is None:
             return False
         handshake.psk_asked, handshake.psk_identity = True, identity

@@ -96,12 +96,11 @@ def hello_fields(datagram: bytes):
 
 
 def psk_identity(datagram: bytes) -> bytes | None:
-    """The PSK identity a ClientKeyExchange of ``datagram`` names (RFC 4279 §2: it leads the
-    message, sent in the clear), or None without one."""
+    """The PSK identity of a plain-PSK ClientKeyExchange in ``datagram`` (RFC 4279 §2: the message
+    is the identity and its 2-byte length, sent in the clear), or None without one. An ECDHE
+    ClientKeyExchange (a 1-byte length, then the point) never has that shape."""
     for kind, epoch, _, record in each_record(datagram):
         body = _whole_handshake(record, CLIENT_KEY_EXCHANGE) if kind == HANDSHAKE and not epoch else None
-        if body is not None and len(body) >= 2:
-            size = int.from_bytes(body[:2], "big")
-            if 0 < size <= len(body) - 2:
-                return body[2:2 + size]
+        if body is not None and len(body) > 2 and int.from_bytes(body[:2], "big") == len(body) - 2:
+            return body[2:]
     return None

@@ -16,15 +16,15 @@ READ_SIZE = 65536
 class Handshake:
     """A peer's handshake in progress. ``sent``/``received``: the highest epoch-1 sequence numbers
     seen leaving and arriving (OpenSSL's Finished messages), where the session's own numbering
-    starts; ``strikes``: flights with the peer's Finished that did not
+    starts (``sent_clear``: the same in epoch 0); ``strikes``: flights with the peer's Finished that did not
     complete the handshake (a wrong key: its Finished does not decrypt, and DTLS drops it silently)."""
 
-    __slots__ = ("conn", "address", "started", "timer", "random", "sent", "received", "strikes",
+    __slots__ = ("conn", "address", "started", "timer", "random", "sent", "sent_clear", "received", "strikes",
                  "psk_identity", "psk_key", "psk_asked", "held")
 
     def __init__(self, conn, address, now, random):
         self.conn, self.address, self.started, self.timer, self.random = conn, address, now, None, random
-        self.sent = self.received = self.strikes = 0
+        self.sent = self.sent_clear = self.received = self.strikes = 0
         self.psk_identity = self.psk_key = self.held = None
         self.psk_asked = False
 
@@ -34,7 +34,14 @@ class Handshake:
         for _, epoch, seq, _ in each_record(data) if data else ():
             if epoch == 1:
                 self.sent = max(self.sent, seq)
+            elif epoch == 0:
+                self.sent_clear = max(self.sent_clear, seq)
         return data
+
+    def alert(self, description: int) -> bytes:
+        """A fatal alert in the clear (epoch 0: the peer reads nothing else before our Finished)."""
+        self.sent_clear += 1
+        return b"\x15\xfe\xfd\x00\x00" + self.sent_clear.to_bytes(6, "big") + b"\x00\x02\x02" + bytes((description,))
 
     def note_received(self, datagram):
         """Note the epoch-1 records of a datagram given to OpenSSL; True if it had the peer's Finished
