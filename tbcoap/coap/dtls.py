@@ -55,6 +55,7 @@ RATE_KEYS = 100_000  # source addresses the handshake rate limit remembers
 SWEEP_INTERVAL = 1.0
 EXPIRED = frozenset({9, 10})  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
 CLOSE_NOTIFY, NO_RENEGOTIATION = b"\x01\x00", b"\x01\x64"
+FINISHED = b"\x14"  # the handshake message type of Finished
 DECRYPT_ERROR = 51  # the alert for a Finished that does not verify (here: made with another key)
 HOLD_LIMIT = 2048  # bytes of a ClientKeyExchange datagram held while its PSK identity is looked up
 COUNTERS = ("handshakes", "failedHandshakes", "helloVerifyRequests", "cookieRejections", "retransmissions",
@@ -224,10 +225,10 @@ class DtlsEndpoint(protocol.DatagramProtocol):
                 elif plain[:1] == b"\x02":  # fatal
                     self._end(session, "failed")
             elif kind == HANDSHAKE:
-                if session.final_flight:  # the peer's Finished again: it missed ours
+                if plain[:1] == FINISHED and session.final_flight:  # the peer's Finished again: it missed ours
                     self.counters["retransmissions"] += 1
                     self._send_raw(session.final_flight, address)
-                else:
+                elif plain[:1] != FINISHED:
                     self.counters["renegotiationsRefused"] += 1
                     self._send(session, ALERT, NO_RENEGOTIATION)
             if self.sessions.get(address) is not session:
