@@ -15,6 +15,7 @@ import tbcoap
 from tbcoap import datadir
 from tbcoap.choices import ChoiceError, choose
 from tbcoap.coap.dtls import DtlsEndpoint
+from tbcoap.coap.dtlslayer import SessionLayer
 from tbcoap.coap.messagelayer import MessageLayer
 from tbcoap.core import Core
 from tbcoap.deviceapi.api import DeviceApi
@@ -70,7 +71,7 @@ class TbcoapService(Service):
         self.coap = self._message_layer()
         self.coaps = self.dtls = None
         if choices.dtls_context is not None:
-            self.coaps = self._message_layer()
+            self.coaps = self._message_layer(SessionLayer)
             credentials = SessionCredentials(self.core.devices)
             self.dtls = DtlsEndpoint(choices.dtls_context, self.coaps, self.reactor,
                                      identify=credentials.certificate, psk=credentials,
@@ -98,10 +99,10 @@ class TbcoapService(Service):
         self.coap_address = self.http_address = self.coaps_address = None
         self.opened = None
 
-    def _message_layer(self):
+    def _message_layer(self, kind=MessageLayer):
         """A message layer for the device API (one per port: CoAP, and CoAPS over DTLS)."""
         settings = self.settings
-        return MessageLayer(self.device_api, max_body=settings["max-body"],
+        return kind(self.device_api, max_body=settings["max-body"],
                             piggyback_window=settings["piggyback-timeout"] / 1000,
                             ack_timeout=settings["ack-timeout"], max_retransmit=settings["max-retransmit"],
                             dedup_cap=settings["dedup-entries"], answer_cache=settings["answer-cache"],
