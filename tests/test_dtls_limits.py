@@ -100,6 +100,24 @@ def test_the_oldest_handshake_goes_first(server_files):
     assert point.handshakes.get(first.address) is None and point.handshakes.get(second.address) is not None
 
 
+def test_completed_handshakes_from_one_address_push_out_their_own_sessions(server_files):
+    """When full, the least recently active session of the address holding the most goes: devices
+    on addresses of their own, idle longest, stay."""
+    point, wire, clock = endpoint(server_files, max_sessions=6, handshake_rate=None)
+    devices = [Peer(point, wire, (f"10.1.1.{n}", 5683)).connect() for n in range(3)]
+    flood = [Peer(point, wire, ("10.66.0.1", 2000 + n)).connect() for n in range(20)]
+    stats = point.stats()
+    assert stats["sessions"] == 6 and stats["evicted"] == 17
+    assert all(talks(device, 30 + n) for n, device in enumerate(devices))
+    assert point.sessions.of_host("10.66.0.1") == 3
+    for n in range(2):  # new devices push out the flood's sessions
+        Peer(point, wire, (f"10.1.2.{n}", 5683)).connect()
+    assert point.sessions.of_host("10.66.0.1") == 1 and all(point.sessions.get(d.address) for d in devices)
+    assert talks(devices[0], 40) and talks(devices[2], 41)  # on equal terms the least recently active goes
+    Peer(point, wire, ("10.1.3.1", 5683)).connect()
+    assert point.sessions.get(devices[1].address) is None and point.sessions.get(devices[0].address) is not None
+
+
 def test_full_handshakes_are_rate_limited_per_address_and_in_all(server_files):
     point, wire, clock = endpoint(server_files, handshake_rate=(1, 2, 3))
     clock.advance(10)

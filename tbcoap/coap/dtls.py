@@ -17,8 +17,8 @@ sequence numbers and replay window (a few KB instead of over 70 KB), and sends i
 again if the peer shows it missed it. Decrypted datagrams go to the CoAPS message layer as if
 they came straight from the peer's address, within a per-session allowance (a flood on one
 session is dropped after decryption, cheaply); the layer's answers come back through ``write``.
-Sessions are bounded in number (the least recently active goes first when full), per source
-address and in idle time; ending one ends the observations made over it. Pre-shared keys
+Sessions are bounded in number (when full, the least recently active session of the source
+address holding the most goes first), per source address and in idle time; ending one ends the observations made over it. Pre-shared keys
 (``psk``) are described in ``dtlspsk``.
 """
 
@@ -37,7 +37,7 @@ from tbcoap.coap.dtlscipher import MAIN_CIPHERS, SUITES, RecordCipher
 from tbcoap.coap.dtlspsk import ccm8_context, dtls_context, serve_psk, wants_ccm8
 from tbcoap.coap.dtlsrecords import (ALERT, APPLICATION_DATA, HANDSHAKE, datagrams, each_record, hello_fields,
                                      is_client_hello, psk_identity, records)
-from tbcoap.coap.dtlssessions import READ_SIZE, Handshake, Session, Table, drain
+from tbcoap.coap.dtlssessions import READ_SIZE, FairTable, Handshake, Session, Table, drain
 from tbcoap.ratelimit import RateLimiter
 
 log = Logger()
@@ -120,7 +120,7 @@ class DtlsEndpoint(protocol.DatagramProtocol):
         self.context, self.layer, self.clock, self.identify, self.psk = context, layer, clock, identify, psk
         self.max_peer_sessions, self.idle_timeout, self.handshake_timeout = max_peer_sessions, idle_timeout, \
             handshake_timeout
-        self.sessions = Table(max_sessions)  # least recently active first
+        self.sessions = FairTable(max_sessions)  # least recently active first
         self.handshakes = Table(min(max_handshakes, max_sessions))  # oldest first
         self.counters = Counter(dict.fromkeys(COUNTERS, 0))
         self.session_rate = session_rate
@@ -466,7 +466,7 @@ class DtlsEndpoint(protocol.DatagramProtocol):
             self._end(old, "replaced")
         while self.sessions.full():
             self.counters["evicted"] += 1
-            self._end(self.sessions.first(), "evicted", notify=True)
+            self._end(self.sessions.victim(), "evicted", notify=True)
         burst = self.session_rate[1] if self.session_rate else 0
         session = Session(address, cipher, identity, self.clock.seconds(), final_flight, burst)
         self.sessions.add(session)

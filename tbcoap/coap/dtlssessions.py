@@ -121,3 +121,61 @@ class Table:
 
     def of_host(self, host) -> int:
         return self.per_host.get(host, 0)
+
+
+class FairTable(Table):
+    """A ``Table`` whose ``victim`` is the least recently active entry of the least recently active
+    host among those holding the most entries: for peers each on an address of their own that is
+    the least recently active one, and a flood of completed handshakes from a few addresses pushes
+    out its own sessions first. Hosts are kept in buckets by their number of entries, each bucket
+    in the order of activity, so finding the victim is O(1)."""
+
+    def __init__(self, cap):
+        super().__init__(cap)
+        self.of = {}  # host -> its entries, least recently active first
+        self.buckets = {}  # number of entries -> hosts with that many
+        self.top = 0
+
+    def _move(self, host, before, after):
+        if before:
+            bucket = self.buckets[before]
+            del bucket[host]
+            if not bucket:
+                del self.buckets[before]
+                if self.top == before:
+                    self.top = after  # a host just went from the top count to the one below
+        if after:
+            self.buckets.setdefault(after, {})[host] = None
+            self.top = max(self.top, after)
+
+    def add(self, entry):
+        super().add(entry)
+        host = entry.address[0]
+        mine = self.of.setdefault(host, OrderedDict())
+        mine[entry.address] = entry
+        self._move(host, len(mine) - 1, len(mine))
+
+    def remove(self, entry) -> bool:
+        if not super().remove(entry):
+            return False
+        host = entry.address[0]
+        mine = self.of[host]
+        del mine[entry.address]
+        self._move(host, len(mine) + 1, len(mine))
+        if not mine:
+            del self.of[host]
+        return True
+
+    def touch(self, entry):
+        super().touch(entry)
+        host = entry.address[0]
+        mine = self.of[host]
+        mine.move_to_end(entry.address)
+        bucket = self.buckets[len(mine)]  # hosts of one bucket in the order of their last activity
+        del bucket[host]
+        bucket[host] = None
+
+    def victim(self):
+        """The entry to end when full."""
+        host = next(iter(self.buckets[self.top]))
+        return next(iter(self.of[host].values()))
