@@ -98,7 +98,7 @@ SETTINGS = {
     "dtls-handshake-rate": ("50,100,1000", str, "full DTLS handshakes: per second per source address, that "
                                                 "address's burst, per second in all (a ClientHello past them "
                                                 "is dropped); off: no limit"),
-    "dtls-session-rate": ("1000,2000", str, "datagrams one DTLS session may send: per second, burst (past "
+    "dtls-session-rate": ("100,200", str, "datagrams one DTLS session may send: per second, burst (past "
                                             "them they are dropped); off: no limit"),
     "ts-ttl": ("0", duration, "delete time-series points older than this: 90d, 12h, 3600s or seconds (0: keep)"),
     "metrics-key": (None, str, "a key that may read GET /metrics (besides the admin key)"),

@@ -269,3 +269,16 @@ def test_certificate_peers_work_beside_psk(server_files):
     peer = Peer(point, wire, ("10.9.0.4", 1)).connect()
     assert peer.conn.get_cipher_name().startswith("ECDHE-ECDSA") and point.identity(peer.address) is None
     assert talks(peer, 1)
+
+
+def test_a_spent_allowance_does_not_hold_back_a_restart(server_files):
+    point, wire, clock = endpoint(server_files, session_rate=(1, 1))
+    address = ("10.6.1.1", 1)
+    old = Peer(point, wire, address).connect()
+    for mid in range(5):
+        old.send(build(GET, "/x", mid=mid, token=b"o"))
+    assert point.stats()["rateLimited"] == 4
+    new = Peer(point, wire, address).connect()  # its handshake records still get through
+    assert point.stats()["restarts"] == 1
+    clock.advance(1)
+    assert talks(new, 9)

@@ -35,8 +35,8 @@ from twisted.logger import Logger
 
 from tbcoap.coap.dtlscipher import MAIN_CIPHERS, SUITES, RecordCipher
 from tbcoap.coap.dtlspsk import ccm8_context, dtls_context, serve_psk, wants_ccm8
-from tbcoap.coap.dtlsrecords import (ALERT, APPLICATION_DATA, HANDSHAKE, datagrams, each_record, hello_fields,
-                                     is_client_hello, psk_identity, records)
+from tbcoap.coap.dtlsrecords import (ALERT, APPLICATION_DATA, HANDSHAKE, HEADER, datagrams, each_record,
+                                     hello_fields, is_client_hello, psk_identity, records)
 from tbcoap.coap.dtlssessions import READ_SIZE, FairTable, Handshake, Session, Table, drain
 from tbcoap.ratelimit import RateLimiter
 
@@ -50,7 +50,7 @@ MAX_PEER_SESSIONS = 1_000  # sessions and handshakes of one source address (a NA
 IDLE_TIMEOUT = 30 * 60.0
 HANDSHAKE_TIMEOUT = 30.0
 HANDSHAKE_RATE = (50, 100, 1_000)  # full handshakes: per second per source address, its burst, per second in all
-SESSION_RATE = (1_000, 2_000)  # datagrams a session may send: per second, burst
+SESSION_RATE = (100, 200)  # datagrams a session may send: per second, burst
 RATE_KEYS = 100_000  # source addresses the handshake rate limit remembers
 SWEEP_INTERVAL = 1.0
 EXPIRED = frozenset({9, 10})  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
@@ -197,11 +197,21 @@ class DtlsEndpoint(protocol.DatagramProtocol):
     # -- established sessions ------------------------------------------------------
 
     def _receive(self, session, data) -> bool:
-        """The records of ``data`` that authenticate under ``session`` (True if any did)."""
-        if records(data) is None:
+        """The records of ``data`` that authenticate under ``session`` (True if any did, or if the
+        session's allowance is spent: then application data is dropped before it is decrypted)."""
+        now = self.clock.seconds()
+        if self.session_rate is not None and data[0] == APPLICATION_DATA and self._allowance(session, now) < 1:
+            self.counters["rateLimited"] += 1
+            return True
+        size = len(data)
+        if size > HEADER and data[0] == APPLICATION_DATA and HEADER + (data[11] << 8 | data[12]) == size:
+            found = ((APPLICATION_DATA, (data[3] << 8) | data[4], 0, data),)  # one record: the usual case
+        elif records(data) is not None:
+            found = each_record(data)
+        else:
             return False
-        cipher, address, opened, now = session.cipher, session.address, False, 0.0
-        for kind, epoch, _, record in each_record(data):
+        cipher, address, opened = session.cipher, session.address, False
+        for kind, epoch, _, record in found:
             if epoch != cipher.epoch:
                 continue  # the peer's handshake messages again (its Finished, in this epoch, tells)
             got = cipher.open(record)
@@ -209,13 +219,14 @@ class DtlsEndpoint(protocol.DatagramProtocol):
                 self.counters["rejectedRecords"] += 1
                 continue
             if not opened:
-                opened, now = True, self.clock.seconds()
+                opened = True
                 session.last_seen = now
                 self.sessions.touch(session)
             kind, plain = got
             if kind == APPLICATION_DATA:
                 session.final_flight = None  # the peer has our Finished
-                if self._allowed(session, now):
+                if self.session_rate is None or self._allowance(session, now) >= 1:
+                    session.allowance -= 1
                     self.layer.datagramReceived(plain, address)
                 else:
                     self.counters["rateLimited"] += 1
@@ -235,18 +246,14 @@ class DtlsEndpoint(protocol.DatagramProtocol):
                 break
         return opened
 
-    def _allowed(self, session, now) -> bool:
-        """Take one datagram from the session's allowance (a token bucket); False when it is spent."""
-        if self.session_rate is None:
-            return True
+    def _allowance(self, session, now) -> float:
+        """The datagrams the session may still send now (a token bucket refilled at the session
+        rate up to its burst); only authenticated datagrams are taken from it, so a forger cannot
+        spend another peer's allowance."""
         rate, burst = self.session_rate
-        allowance = min(burst, session.allowance + (now - session.stamp) * rate)
+        session.allowance = allowance = min(burst, session.allowance + (now - session.stamp) * rate)
         session.stamp = now
-        if allowance < 1:
-            session.allowance = allowance
-            return False
-        session.allowance = allowance - 1
-        return True
+        return allowance
 
     def _send(self, session, kind, data):
         try:
