@@ -61,18 +61,28 @@ def post(token, mid):
     return bytes(out + b"\xff" + PAYLOAD)
 
 
-def secure_exchange(session, datagram, timeout=5.0):
+def secure_exchange(session, datagram, timeout=5.0, ack_timeout=None):
     """Send a CON request over a DTLS session and wait for the answer with its token (an empty ACK
-    first is skipped, a separate CON answer acknowledged): (code, seconds), or (None, timeout)."""
+    first is skipped, a separate CON answer acknowledged): (code, seconds), or (None, timeout).
+    With ``ack_timeout`` the request is sent again as a CoAP client does (RFC 7252: after
+    ``ack_timeout`` s, then twice as long each time) until an ACK or the answer comes."""
     token = datagram[4:6]
     started = time.monotonic()
     session.sendto(datagram, None)
+    resend_at, wait, acked = (started + ack_timeout, ack_timeout, False) if ack_timeout else (None, None, True)
     while time.monotonic() - started < timeout:
-        session.settimeout(max(0.01, timeout - (time.monotonic() - started)))
+        until = min(started + timeout, resend_at) if not acked else started + timeout
+        session.settimeout(max(0.01, until - time.monotonic()))
         try:
             data, _ = session.recvfrom(65536)
         except socket.timeout:
-            break
+            if not acked and time.monotonic() >= resend_at:
+                wait *= 2
+                resend_at = time.monotonic() + wait
+                session.sendto(datagram, None)
+            continue
+        if len(data) >= 4 and data[2:4] == datagram[2:4] and data[0] >> 4 & 3 == 2:
+            acked = True  # an ACK (empty, or the piggybacked answer): no more retransmissions
         if len(data) >= 6 and data[1] and data[4:4 + (data[0] & 0x0F)] == token:
             if data[0] >> 4 & 3 == 0:  # a separate CON answer: acknowledge it
                 session.sendto(bytes([0x60, 0, data[2], data[3]]), None)
@@ -104,24 +114,27 @@ class Fleet:
 
 
 class SecureProbe(threading.Thread):
-    """A device posting telemetry over CoAPS every 50 ms, timing every answer."""
+    """A device posting telemetry over CoAPS every 50 ms, timing every answer (sending a lost request
+    again after 2 s, then 4 s, as a CoAP client does; 15 s without an answer is a failure)."""
 
     def __init__(self, coaps, token):
         super().__init__(daemon=True)
         self.session = DtlsSocket(coaps, source="127.0.4.1").handshake()
-        self.token, self.stop, self.worst, self.failures = token, False, 0.0, 0
+        self.token, self.stop, self.worst, self.failures, self.answers, self.slow = token, False, 0.0, 0, 0, 0
 
     def run(self):
         mid = 0
         while not self.stop:
             mid = (mid + 1) & 0xFFFF
             try:
-                code, took = secure_exchange(self.session, post(self.token, mid))
+                code, took = secure_exchange(self.session, post(self.token, mid), timeout=15, ack_timeout=2)
             except (ConnectionResetError, SSL.Error):
-                code, took = None, 5.0
+                code, took = None, 15.0
                 self.session = DtlsSocket(self.session.address, source="127.0.4.1").handshake()
             self.worst = max(self.worst, took)
             self.failures += code != 65
+            self.answers += code == 65
+            self.slow += took > 1.0
             time.sleep(0.05)
 
 
@@ -167,7 +180,8 @@ def run(ctx, scale, attack):
     interesting = ("sessions", "handshaking", "handshakes", "failedHandshakes", "evicted", "evictedHandshakes",
                    "refusedHandshakesAddress", "refusedHandshakesAll", "refusedPeerSessions", "rateLimited")
     return {**result, "fleetAlive": alive, "fleetClosed": closed, "worstCoapsAnswer": round(probe.worst, 3),
-            "coapsProbeFailures": probe.failures, "dtls": {key: stats[key] for key in interesting}}
+            "coapsProbeFailures": probe.failures, "coapsProbeAnswers": probe.answers,
+            "coapsProbeOverOneSecond": probe.slow, "dtls": {key: stats[key] for key in interesting}}
 
 
 def unfinished(ctx, scale):
