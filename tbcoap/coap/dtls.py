@@ -200,7 +200,7 @@ class DtlsEndpoint(protocol.DatagramProtocol):
         """The records of ``data`` that authenticate under ``session`` (True if any did, or if the
         session's allowance is spent: then application data is dropped before it is decrypted)."""
         now = self.clock.seconds()
-        if self.session_rate is not None and data[0] == APPLICATION_DATA and self._allowance(session, now) < 1:
+        if self.session_rate is not None and data[:1] == b"\x17" and self._allowance(session, now) < 1:
             self.counters["rateLimited"] += 1
             return True
         size = len(data)

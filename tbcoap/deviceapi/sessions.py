@@ -33,7 +33,7 @@ class SessionCredentials:
 
     def identity(self, identity: bytes, key: bytes) -> SessionIdentity:
         """What a session made with this PSK identity and key speaks for."""
-        return SessionIdentity(PSK, identity.decode("utf-8"), key_proof(key))
+        return SessionIdentity(PSK, identity.decode("utf-8", "replace"), key_proof(key))
 
 
 def _text(identity: bytes):
