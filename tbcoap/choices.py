@@ -27,10 +27,15 @@ class Choices:
     dtls_context: object = None
 
 
-def choose(settings, plugins) -> Choices:
-    """The Choices for ``settings``; ChoiceError naming the option when one cannot be used."""
+def choose(settings, plugins, configure=None) -> Choices:
+    """The Choices for ``settings``; ChoiceError naming the option when one cannot be used.
+
+    ``configure(scheme, rules)``, if given, runs before the store is built (``Options`` validates
+    the plugins' settings there: a store's factory reads its own from ``settings["plugins"]``)."""
     backend = store_backend(settings["store"], plugins)
     rules = rule_names(settings["rules"], plugins)
+    if configure is not None:
+        configure(backend.scheme, rules)
     try:
         store = backend.factory(settings["store"], settings)
     except ValueError as exc:

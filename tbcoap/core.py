@@ -67,4 +67,4 @@ class Core:
     def stats(self):
         """Domain and store counters as a plain dict."""
         return {"store": self.store.stats(), "cachedTokens": self.devices.cached_count(), "rpc": self.rpc.stats(),
-                "retention": self.retention.stats()}
+                "retention": self.retention.stats(), "history": self.telemetry.history_gate.stats()}

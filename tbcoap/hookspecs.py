@@ -23,8 +23,8 @@ class StoreBackend:
     """What ``tbcoap_store_backends`` returns: a store chosen by URL scheme.
 
     ``factory(url, settings)`` builds an unopened IStore; ``settings`` is the
-    service's option mapping (``data-dir``, ``sync``, ...).  It raises
-    ValueError for a URL it cannot use.
+    service's option mapping (``data-dir``, ..., and ``plugins``: each plugin's
+    validated settings by name).  It raises ValueError for a URL it cannot use.
     """
 
     scheme: str

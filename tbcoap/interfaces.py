@@ -1,14 +1,22 @@
 """zope.interface contracts between tbcoap and its plugins.
 
-Every IStore method but ``stats`` returns a Deferred (klein's session store
-does the same); stores raise the errors of ``tbcoap.errors`` through it.
-tbcoap calls them from the reactor thread only.  Typed
-values are ``bool``, ``int``, ``float``, ``str`` or ``tbcoap.models.Json``.
-Timestamps are integers, milliseconds since the epoch.  The contract test
-suite (tests/test_store_contract.py) runs against every bundled backend.
+Every IStore method but ``stats`` and ``bus`` returns a Deferred (klein's session store does
+the same); stores raise the errors of ``tbcoap.errors`` through it.  tbcoap calls them from the
+reactor thread only.  Typed values are ``bool``, ``int``, ``float``, ``str`` or
+``tbcoap.models.Json``.  Timestamps are integers, milliseconds since the epoch.  The contract
+suite ``tbcoap.testing.store_contract`` checks a store against all of this (``verifyObject``
+included, so the attributes below are required too); tests/test_store_contract.py runs it
+against every bundled backend, and a store plugin runs it from its own tests.
 """
 
 from zope.interface import Attribute, Interface
+
+STORE_STATS = {
+    "queueDepth": "writes accepted and not yet answered (/metrics: tbcoap_store_queue_depth)",
+    "writes": "writes committed so far (retention yields more while it grows between two of its batches)",
+    "commits": "commits so far (several writes may share one)",
+}
+"""The keys every ``IStore.stats()`` has, each an int, and what they count; a store may add its own."""
 
 
 class IDeviceStore(Interface):
@@ -238,10 +246,21 @@ class IStore(IDeviceStore, ITelemetryStore, IAttributeStore, IRpcStore, ICustome
              IProvisionStore):
     """Everything a storage backend provides."""
 
-    name = Attribute("Short backend name, e.g. 'sqlite'.")
+    name = Attribute("Short backend name, e.g. 'sqlite' (in the start-up line, /metrics and /api/health).")
+
+    commit_latency = Attribute(
+        "A tbcoap.latency.LatencyHistogram in which the store observes how long each commit took, in "
+        "seconds (a batch of writes committed together counts once); /metrics exposes it as "
+        "tbcoap_store_commit_duration_seconds.")
+
+    backup_type = Attribute(
+        "``(media type, file suffix)`` of the file ``backup`` writes, e.g. ``('application/vnd.sqlite3', "
+        "'sqlite3')``: GET /api/admin/backup sends it with that Content-Type, named tbcoap-STAMP.SUFFIX.  "
+        "None for a store whose ``backup`` fails with NotSupported.")
 
     def open():
-        """Connect, create or migrate the schema; fires when ready."""
+        """Connect, create or migrate the schema; fires when ready.  Fails with StoreUnavailable
+        whose message names the cause in one line (a refused connection, a wrong password, ...)."""
 
     def close():
         """Finish (commit and answer) pending writes, then release resources."""
@@ -256,7 +275,8 @@ class IStore(IDeviceStore, ITelemetryStore, IAttributeStore, IRpcStore, ICustome
         NotSupported, saying what to use instead."""
 
     def stats():
-        """A plain dict of counters (e.g. ``queueDepth``), returned directly, not a Deferred."""
+        """A plain dict of counters, returned directly, not a Deferred: every key of STORE_STATS
+        (an int each), and any of the store's own."""
 
     def bus():
         """An ``IBus`` that carries events between the nodes sharing this store, or None for a

@@ -3,46 +3,18 @@
 The counters the node keeps anyway (message layers, rate limiters, DTLS, RPC, telemetry, the
 store's queue) are read when Prometheus scrapes, by a custom collector: recording them costs the
 hot path nothing more. The two latency histograms (request: receipt to answer; store: one commit)
-are ``LatencyHistogram`` objects, a bucket increment per observation. Stores (plugins too) report
-commit latency by holding one as ``commit_latency``.
+are ``tbcoap.latency.LatencyHistogram`` objects, a bucket increment per observation: each
+message layer holds one, and each store its ``commit_latency`` (``IStore``).
 """
 
 from __future__ import annotations
-
-from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 
 import tbcoap
 from tbcoap.coap.dtls import COUNTERS as DTLS_COUNTERS
-
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-class LatencyHistogram:
-    """Durations in seconds, counted in the buckets of ``BUCKETS`` (Prometheus' ``le`` bounds)."""
-
-    __slots__ = ("counts", "sum", "count")
-
-    def __init__(self):
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, seconds):
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
-        self.sum += seconds
-        self.count += 1
-
-    def add_to(self, family, labels):
-        """Add this histogram's cumulative buckets to a HistogramMetricFamily."""
-        running, buckets = 0, []
-        for bound, count in zip(BUCKETS, self.counts):
-            running += count
-            buckets.append((repr(bound), running))
-        buckets.append(("+Inf", self.count))
-        family.add_metric(labels, buckets, self.sum)
+from tbcoap.latency import LatencyHistogram  # noqa: F401  (at home in tbcoap.latency; still importable here)
 
 
 def registry_for(node) -> CollectorRegistry:
@@ -127,14 +99,12 @@ class NodeCollector:
     def _store(self, node):
         stats = node.store.stats()
         depth = GaugeMetricFamily("tbcoap_store_queue_depth", "store writes waiting to be committed")
-        depth.add_metric([], stats.get("queueDepth", 0))
+        depth.add_metric([], stats["queueDepth"])
         yield depth
-        histogram = getattr(node.store, "commit_latency", None)
-        if isinstance(histogram, LatencyHistogram):
-            family = HistogramMetricFamily("tbcoap_store_commit_duration_seconds",
-                                           "time one store commit (a batch of writes) took", labels=["store"])
-            histogram.add_to(family, [node.store.name])
-            yield family
+        family = HistogramMetricFamily("tbcoap_store_commit_duration_seconds",
+                                       "time one store commit (a batch of writes) took", labels=["store"])
+        node.store.commit_latency.add_to(family, [node.store.name])
+        yield family
 
     def _dtls(self, stats):
         """Every key of the ``dtls`` stats under the same name: ``tbcoap_dtls_<key in snake case>``;

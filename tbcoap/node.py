@@ -322,14 +322,15 @@ class TbcoapService(Service):
         except BaseException:
             release()
             raise
-        content_type, suffix = _backup_format(self.store)
+        content_type, suffix = self.store.backup_type
         return Snapshot(path, content_type, suffix, release)
 
     def stats(self):
         """Every counter of this node (for /api/admin/stats)."""
         api = self.device_api
         limits = {name: limiter.stats() for name, limiter in api.limiters().items()}
-        http = {"refused": dict(sorted(self.site.refusals.items())) if self.site is not None else {}}
+        http = {"refused": {str(status): self.site.refusals.get(status, 0) if self.site is not None else 0
+                            for status in HTTP_REFUSALS}}
         process = {"pid": os.getpid(), "worker": self.worker, "workers": self.workers}
         secure = {"coaps": self.coaps.stats(), "dtls": self.dtls.stats()} if self.dtls is not None else {}
         return {"process": process, "coap": self.coap.stats(), **secure, "http": http,
@@ -338,7 +339,8 @@ class TbcoapService(Service):
                 **self.core.stats(), "plugins": self.plugins.stats()}
 
 
-MAX_DATAGRAM = 65536  # read whole datagrams (Twisted's default 8 KiB would cut them)
+MAX_DATAGRAM = 65536
+HTTP_REFUSALS = (413, 414, 431)  # what the REST API's limits refuse (tbcoap.rest.limits)  # read whole datagrams (Twisted's default 8 KiB would cut them)
 
 
 @dataclass(frozen=True)
@@ -350,10 +352,6 @@ class Snapshot:
     content_type: str
     suffix: str
     release: object
-
-
-def _backup_format(store):
-    return ("application/vnd.sqlite3", "sqlite3") if store.name == "sqlite" else ("application/octet-stream", "backup")
 
 
 class NodeError(RuntimeError):

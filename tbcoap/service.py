@@ -12,7 +12,6 @@ import os
 import re
 import sys
 import tomllib
-from urllib.parse import urlsplit
 
 from twisted.python import usage
 
@@ -20,7 +19,7 @@ from tbcoap import datadir
 from tbcoap.choices import ChoiceError, choose
 from tbcoap.datadir import DEFAULT_DATA_DIR
 from tbcoap.node import TbcoapService
-from tbcoap.pluginconfig import SettingError, collect
+from tbcoap.pluginconfig import Given, SettingError, collect
 from tbcoap.plugins import PluginManager
 from tbcoap.ratelimit import parse_counts, parse_rate_limit
 
@@ -65,7 +64,8 @@ SETTINGS = {
     "store": (None, str, "store URL: sqlite:///PATH (default <data-dir>/tbcoap.sqlite3), or a plugin's scheme"),
     "admin-key": (None, str, "REST admin key (else $TBCOAP_ADMIN_KEY, else generated into data-dir)"),
     "max-body": (65536, int, "largest request body in bytes (4.13 above)"),
-    "sync": ("normal", str, "normal: commits survive a killed process; full: also a power loss"),
+    "sync": (None, str, "SQLite: normal (default): commits survive a killed process; full: also a power loss "
+                        "(an alias of --plugin-option sqlite.sync=...)"),
     "device-rate-limit": (None, str, "per device token: at most N requests in S seconds, N:S[,N:S] (4.29)"),
     "peer-rate-limit": (None, str, "per source address and port, N:S[,N:S] (4.29)"),
     "piggyback-timeout": (500, int, "ms to answer in the ACK before sending an empty ACK first"),
@@ -102,6 +102,7 @@ SETTINGS = {
                                             "them they are dropped); off: no limit"),
     "ts-ttl": ("0", duration, "delete time-series points older than this: 90d, 12h, 3600s or seconds (0: keep)"),
     "metrics-key": (None, str, "a key that may read GET /metrics (besides the admin key)"),
+    "write-timeout": (60.0, float, "seconds a download or history answer waits for a client that stopped reading"),
     "latency-metrics": ("on", str, "on: time each CoAP request for /metrics; off: no request histogram (store commits are timed either way)"),
 }
 
@@ -146,12 +147,16 @@ class Options(usage.Options):
         for plugin in self.extra_plugins:
             self.plugins.register(plugin, name=getattr(plugin, "name", None), source="code")
         try:
-            self.choices = choose(self.settings, self.plugins)
             given = collect(self.settings.pop("plugins-table"), self.plugin_options)
-            self.plugins.configure(self.choices.backend.scheme, self.choices.rules, given)
+            alias_sync(given, self.settings.pop("sync"), self["sync"] is not None, self["config"])
+
+            def configure(scheme, rules):  # before the store is built: its factory reads its plugin's settings
+                self.plugins.configure(scheme, rules, given)
+                self.settings["plugins"] = {name: self.plugins.config_for(name) for name in self.plugins.names()}
+
+            self.choices = choose(self.settings, self.plugins, configure)
         except (ChoiceError, SettingError) as exc:
             raise usage.UsageError(str(exc)) from None
-        self.settings["plugins"] = {name: self.plugins.config_for(name) for name in self.plugins.names()}
         self.settings["worker"] = _worker_number(self["worker"])
         self.settings["worker-args"] = worker_args(self.raw_args)
         twistd = getattr(self, "parent", None)
@@ -202,6 +207,16 @@ def worker_args(args):
     return out
 
 
+def alias_sync(given, sync, from_command_line, config_path):
+    """``--sync`` (or ``sync`` in the config file) is the sqlite plugin's setting ``sync``: put it in
+    ``given`` (collect's ``{plugin: {key: Given}}``) unless ``--plugin-option sqlite.sync`` or (for
+    the config file's key) ``[plugins.sqlite] sync`` gives it already."""
+    ours = given.get("sqlite", {}).get("sync")
+    if sync is not None and (ours is None or (from_command_line and not ours.is_text)):
+        origin = "--sync" if from_command_line else f"sync in {config_path}"
+        given.setdefault("sqlite", {})["sync"] = Given(sync, origin, is_text=from_command_line)
+
+
 def resolve_settings(given) -> dict:
     """Defaults, then the config file, then the options given; validated and typed."""
     settings = {name: default for name, (default, _, _) in SETTINGS.items()}
@@ -233,8 +248,7 @@ def resolve_settings(given) -> dict:
             raise usage.UsageError(f"--{name}: expected {TYPE_WORDS[convert]}, got {value!r}")
     _validate(settings)
     if settings["store"] is None:
-        path = os.path.abspath(os.path.join(settings["data-dir"], "tbcoap.sqlite3"))
-        settings["store"] = "sqlite://" + path
+        settings["store"] = "sqlite://"  # the sqlite plugin's own file: <data-dir>/tbcoap.sqlite3 by default
     settings["admin-key-source"] = None if not settings["admin-key"] else "--admin-key" \
         if given.get("admin-key") else f"admin-key in {config_path}"
     if not settings["admin-key"] and os.environ.get("TBCOAP_ADMIN_KEY"):
@@ -260,13 +274,11 @@ def _validate(settings):
     for name in ("coap-port", "http-port", "coaps-port"):
         if not 0 <= settings[name] <= 65535:
             raise usage.UsageError(f"--{name} must be 0 to 65535")
-    if settings["sync"] not in ("normal", "full"):
-        raise usage.UsageError("--sync must be normal or full")
     if settings["max-body"] < 1:
         raise usage.UsageError("--max-body must be positive")
     if not 0 < settings["piggyback-timeout"] <= 60_000:
         raise usage.UsageError("--piggyback-timeout must be 1 to 60000 ms")
-    for name in ("rule-timeout", "ack-timeout"):
+    for name in ("rule-timeout", "ack-timeout", "write-timeout"):
         if not 0 < settings[name] <= 3600:
             raise usage.UsageError(f"--{name} must be more than 0 and at most 3600 seconds")
     if settings["claim-duration"] < 1:

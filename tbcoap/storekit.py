@@ -12,6 +12,8 @@ from tbcoap.errors import BadRequest
 from tbcoap.models import (ACCESS_TOKEN, CREDENTIALS_TYPES, DEVICE_SORT_PROPERTIES, INT64_MAX, INT64_MIN, PSK,
                            RPC_STATUSES, ClaimRequest, Credentials, Customer, Rpc, kind_of)
 
+STALLED_WRITE = 5.0  # seconds a write may wait before IStore.check() says the store cannot write
+
 
 def check(condition, message):
     """BadRequest(message) unless ``condition``."""

@@ -17,9 +17,11 @@ from tests.conftest import require, require_tool
 class Resp:
     """A minimal blocking Redis client: ``call("SET", "k", "v")``."""
 
-    def __init__(self, host, port, db=0, timeout=5.0):
+    def __init__(self, host, port, db=0, timeout=5.0, password=None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.file = self.sock.makefile("rb")
+        if password is not None:
+            self.call("AUTH", password)
         if db:
             self.call("SELECT", db)
 
@@ -78,15 +80,17 @@ def free_port():
 class PrivateRedis:
     """A ``redis-server`` of the test's own, on a free port, with its data in ``folder``.
 
-    ``appendfsync always``: what Redis acknowledged survives its being killed.
+    ``appendfsync always``: what Redis acknowledged survives its being killed.  With ``password``
+    it wants that password (``requirepass``).
     """
 
-    def __init__(self, folder, *extra, tls=None):
+    def __init__(self, folder, *extra, tls=None, password=None):
         self.binary = require_tool("redis-server", "install Redis (Debian: apt-get install redis-server)")
         self.folder = folder
         self.port = free_port()
         self.extra = extra
         self.tls = tls  # (cert file, key file, CA file): TLS only, on self.port
+        self.password = password
         self.proc = None
         os.makedirs(folder, exist_ok=True)
 
@@ -103,7 +107,8 @@ class PrivateRedis:
         self.proc = subprocess.Popen(
             [self.binary, *ports, "--bind", "127.0.0.1", "--dir", str(self.folder),
              "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile",
-             os.path.join(self.folder, "redis.log"), *self.extra],
+             os.path.join(self.folder, "redis.log"),
+             *(["--requirepass", self.password] if self.password is not None else []), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.wait_ready()
         return self
@@ -120,7 +125,7 @@ class PrivateRedis:
             raise AssertionError(f"redis-server (TLS) on {self.port} did not start")
         while time.monotonic() < deadline:
             try:
-                client = Resp("127.0.0.1", self.port, timeout=1)
+                client = Resp("127.0.0.1", self.port, timeout=1, password=self.password)
                 if client.call("PING") == "PONG":
                     client.close()
                     return
@@ -130,7 +135,7 @@ class PrivateRedis:
         raise AssertionError(f"redis-server on {self.port} did not start")
 
     def client(self):
-        return Resp("127.0.0.1", self.port)
+        return Resp("127.0.0.1", self.port, password=self.password)
 
     def kill(self):
         """SIGKILL: what it had not written to its append-only file is gone."""

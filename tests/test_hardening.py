@@ -295,29 +295,3 @@ async def test_unfinished_uploads_are_capped_per_address(node, device):
         await client.port.stopListening()
 
 
-@pytest_twisted.ensureDeferred
-async def test_long_reads_are_gated_and_the_rest_is_503(node, rest, device):
-    from tbcoap.services.telemetry import LongReads
-
-    telemetry = node.core.telemetry
-    telemetry.long_reads = LongReads(running=1, waiting=1)
-    held = []
-
-    def slow_history(*args):
-        held.append(defer.Deferred())
-        return held[-1].addCallback(lambda _: {})
-
-    telemetry.store.telemetry_history = slow_history
-    url = f"/api/plugins/telemetry/DEVICE/{device['id']['id']}/values/timeseries?keys=t&startTs=0&endTs=10"
-    first, second = defer.ensureDeferred(rest.get(url)), defer.ensureDeferred(rest.get(url))
-    await sleep(0.2)
-    assert len(held) == 1  # the second waits for the first
-    status, body = await rest.get(url)  # a third finds the queue full
-    assert status == 503 and "history reads" in body["message"]
-    status, body = await rest.get(f"/api/plugins/telemetry/DEVICE/{device['id']['id']}/values/timeseries")
-    assert status == 200  # latest values do not queue
-    held[0].callback(None)
-    assert (await first)[0] == 200
-    await sleep(0.2)
-    held[1].callback(None)
-    assert (await second)[0] == 200

@@ -171,9 +171,9 @@ def test_admin_key_from_a_file(launch, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_health_is_503_while_writes_cannot_complete(start_node, monkeypatch):
-    import tbcoap_sqlite.store
+    import tbcoap_sqlite.database
 
-    monkeypatch.setattr(tbcoap_sqlite.store, "STALLED_WRITE", 0.5)
+    monkeypatch.setattr(tbcoap_sqlite.database, "STALLED_WRITE", 0.5)
     node = await start_node()
     base = f"http://127.0.0.1:{node.http_address[1]}"
     device, _ = await node.core.devices.create("d", token="T")

@@ -348,6 +348,23 @@ async def test_a_backup_client_that_goes_away_leaves_no_file_behind(start_node, 
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_backup_is_sent_as_the_store_declares_it(start_node, tmp_path):
+    node = await start_node(data_dir=tmp_path / "data")
+    url = f"http://127.0.0.1:{node.http_address[1]}/api/admin/backup"
+    sent = []
+    for backup_type in (None, ("application/x-tbcoap-test", "snap")):  # the SQLite store's, then another
+        if backup_type is not None:
+            node.store.backup_type = backup_type  # the store says what its backup is; REST follows
+        response = await treq.get(url, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        body = await response.content()
+        assert response.code == 200 and body.startswith(b"SQLite format 3\0")
+        (disposition,) = response.headers.getRawHeaders("content-disposition")
+        assert disposition.startswith('attachment; filename="tbcoap-') and disposition.endswith('"')
+        sent.append((*response.headers.getRawHeaders("content-type"), disposition[:-1].rpartition(".")[2]))
+    assert sent == [("application/vnd.sqlite3", "sqlite3"), ("application/x-tbcoap-test", "snap")]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_backup_whose_file_cannot_be_read_answers_500_and_frees_the_next(start_node, tmp_path):
     from twisted.internet import defer
 

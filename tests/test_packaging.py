@@ -38,6 +38,15 @@ def test_wheel_ships_every_console_file(wheel):
     assert files <= set(wheel.namelist()), sorted(files - set(wheel.namelist()))
 
 
+def test_wheel_ships_every_file_of_the_bundled_plugins(wheel):
+    """Files that are not Python (the Redis store's Lua scripts) are package data: each one is shipped."""
+    plugins = ROOT / "plugins"
+    files = {p.relative_to(plugins).as_posix() for p in plugins.rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+    assert {"tbcoap_redis/lua/prelude.lua", "tbcoap_redis/lua/save_telemetry.lua"} <= files
+    assert files <= set(wheel.namelist()), sorted(files - set(wheel.namelist()))
+
+
 def test_wheel_installs_no_generic_top_level_package(wheel):
     tops = {name.split("/")[0] for name in wheel.namelist() if not name.split("/")[0].endswith(".dist-info")}
     assert tops == {"tbcoap", "tbcoap_sqlite", "tbcoap_echo", "tbcoap_redis", "twisted"}

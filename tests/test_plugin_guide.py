@@ -89,10 +89,13 @@ def test_the_store_contract_suite_runs_from_outside_the_repository(tmp_path):
     """The guide's recipe with the bundled SQLite store standing in for a new backend."""
     recipe = block_after("**A new store backend**", "python")
     recipe = recipe.replace("from tbcoap_mystore import MyStore", textwrap.dedent("""\
+        import os
+
         from tbcoap_sqlite.store import SQLiteStore
 
 
-        def MyStore(folder):
+        def MyStore(folder):  # the SQLite store makes no folders: this stand-in makes its own
+            os.makedirs(folder, exist_ok=True)
             return SQLiteStore(folder + "/store.sqlite3")"""))
     (tmp_path / "test_contract.py").write_text(recipe)
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_contract.py"],

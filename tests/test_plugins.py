@@ -21,7 +21,7 @@ from tests.coapclient import POST, code_text
 def test_bundled_store_comes_from_the_entry_point_group():
     described = {p["name"]: p for p in PluginManager().describe()}
     assert described["sqlite"]["source"] == "entrypoint:tbcoap"
-    assert described["sqlite"]["hooks"] == ["tbcoap_store_backends"]
+    assert described["sqlite"]["hooks"] == ["tbcoap_plugin_settings", "tbcoap_store_backends"]  # sync, path
     assert described["tbcoap.builtins"]["hooks"] == ["tbcoap_authenticate"]
 
 

@@ -184,3 +184,171 @@ async def test_rediss_checks_the_server_certificate(start_node, tmp_path):
             await store.open()
     finally:
         server.stop()
+
+
+# -- a store that cannot open says why, at once, in one line ------------------------------------
+
+@pytest.fixture
+def logged():
+    """The text of every log event while the test runs."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines = []
+
+    def observe(event):
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)
+
+
+async def refused(url):
+    """The message of the StoreUnavailable that opening a store on ``url`` fails with, and how long
+    the open took."""
+    from tbcoap.errors import StoreUnavailable
+    from tbcoap_redis import make_store
+
+    store = make_store(url, {})
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as failure:
+        await store.open()
+    took = time.monotonic() - started
+    await store.close()
+    message = str(failure.value)
+    assert "\n" not in message
+    return message, took
+
+
+def assert_no_chatter(lines):
+    """No reconnection attempts logged, no txredisapi error line, no timeout hiding the cause."""
+    noisy = [line for line in lines if "Scheduling retry" in line or "Redis error" in line
+             or "did not answer" in line or "reconnect" in line]
+    assert not noisy, noisy
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_fails_at_once_naming_a_refused_connection(logged):
+    from tests.redisutil import free_port
+
+    port = free_port()  # nothing listens there
+    message, took = await refused(f"redis://127.0.0.1:{port}/0?timeout=5")
+    assert message == (f"cannot use redis at redis://127.0.0.1:{port}/0?prefix=tbcoap: "
+                       f"connection refused: is Redis running at 127.0.0.1:{port}?")
+    assert took < 2.5  # the first attempt's cause, not the 5 s timeout
+    assert_no_chatter(logged)
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_names_a_wrong_password_a_missing_one_and_a_missing_database(tmp_path, logged):
+    require_redis_server()
+    server = PrivateRedis(tmp_path / "redis", password="s3cret").start()
+    try:
+        where = f"127.0.0.1:{server.port}"
+        message, _ = await refused(f"redis://:wrong@{where}/0?timeout=5")
+        assert message == (f"cannot use redis at redis://{where}/0?prefix=tbcoap: authentication failed at "
+                           f"{where}: WRONGPASS invalid username-password pair or user is disabled.")
+        message, _ = await refused(f"redis://{where}/0?timeout=5")
+        assert message == (f"cannot use redis at redis://{where}/0?prefix=tbcoap: authentication required: "
+                           f"{where} wants a password and the URL gives none (NOAUTH Authentication required.)")
+        message, took = await refused(f"redis://:s3cret@{where}/99?timeout=5")
+        assert message == (f"cannot use redis at redis://{where}/99?prefix=tbcoap: no database 99 at {where} "
+                           "(ERR DB index is out of range)")
+        assert took < 2.5
+        from tbcoap_redis import make_store
+
+        store = make_store(f"redis://:s3cret@{where}/1?timeout=5", {})  # the right password and database
+        await store.open()
+        await store.close()
+    finally:
+        server.stop()
+    assert_no_chatter(logged)
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_names_a_tls_mismatch(tmp_path, logged):
+    from tests.certs import make_ca, make_cert
+
+    require_redis_server()
+    ca = make_ca()
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem)
+    cert, key = make_cert(ca, "redis", dns=["localhost"], ips=["127.0.0.1"]).write(tmp_path, "redis")
+    tls = PrivateRedis(tmp_path / "tls", tls=(cert, key, str(ca_file))).start()
+    plain = PrivateRedis(tmp_path / "plain").start()
+    try:
+        message, _ = await refused(f"redis://localhost:{tls.port}/0?timeout=5")  # plain text to a TLS port
+        assert message == (f"cannot use redis at redis://localhost:{tls.port}/0?prefix=tbcoap: localhost:{tls.port} "
+                           "closed the connection before it was ready (a TLS port? then use rediss://)")
+        other = tmp_path / "other.pem"  # a CA the server's certificate does not chain to
+        other.write_bytes(make_ca("another CA").cert_pem)
+        message, _ = await refused(f"rediss://localhost:{tls.port}/0?ca={other}&timeout=5")
+        assert message == (f"cannot use redis at rediss://localhost:{tls.port}/0?prefix=tbcoap: "
+                           f"TLS with localhost:{tls.port} failed: certificate verify failed")
+        message, _ = await refused(f"rediss://localhost:{plain.port}/0?ca={ca_file}&timeout=1")  # TLS to plain
+        assert message == (f"cannot use redis at rediss://localhost:{plain.port}/0?prefix=tbcoap: no answer from "
+                           f"localhost:{plain.port} within 1 s (rediss://: is it a TLS port?)")
+    finally:
+        tls.stop()
+        plain.stop()
+    assert_no_chatter(logged)
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_names_an_unreachable_sentinel_and_an_unknown_service(tmp_path, logged):
+    from tests.redisutil import free_port
+
+    require_redis_server()
+    port = free_port()
+    message, _ = await refused(f"redis+sentinel://127.0.0.1:{port}/mymaster/0?timeout=5")
+    assert message == (f"cannot use redis at redis+sentinel://127.0.0.1:{port}/mymaster/0?prefix=tbcoap: "
+                       f"no Sentinel answered: connection refused: is Sentinel running at 127.0.0.1:{port}?")
+    primary = PrivateRedis(tmp_path / "primary").start()
+    sentinel = PrivateSentinel(tmp_path / "sentinel", primary.port).start()
+    try:
+        message, _ = await refused(f"redis+sentinel://127.0.0.1:{sentinel.port}/elsewhere/0?timeout=5")
+        assert message == (f"cannot use redis at redis+sentinel://127.0.0.1:{sentinel.port}/elsewhere/0"
+                           f"?prefix=tbcoap: Sentinel at 127.0.0.1:{sentinel.port} knows no service 'elsewhere'")
+    finally:
+        sentinel.stop()
+        primary.stop()
+    assert_no_chatter(logged)
+
+
+def test_a_node_whose_redis_is_not_running_logs_why_and_stops(tmp_path):
+    from tests.redisutil import free_port
+    from tests.test_service import PORTS, run_twistd
+
+    port = free_port()
+    code, output = run_twistd("--data-dir", str(tmp_path / "data"), "--admin-key", "k", *PORTS,
+                              "--store", f"redis://127.0.0.1:{port}/0", cwd=tmp_path)
+    assert code == 1, output
+    assert [line for line in output.splitlines() if line.endswith(
+        f"cannot open the store: cannot use redis at redis://127.0.0.1:{port}/0?prefix=tbcoap: "
+        f"connection refused: is Redis running at 127.0.0.1:{port}?")], output
+    assert "Scheduling retry" not in output and "did not answer" not in output, output
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_outage_is_logged_once_not_per_reconnection_attempt(private_redis, logged):
+    from tbcoap_redis import make_store
+
+    store = make_store(private_redis.url + "?timeout=1", {})
+    await store.open()
+    link = store.redis.link
+    link.factory.initialDelay, link.factory.maxDelay = 0.05, 0.1  # txredisapi's backoff, shortened
+    try:
+        private_redis.kill()
+        await _until(lambda: link.attempts >= 5)  # five attempts failed while Redis was down
+        private_redis.start()
+        await _until(lambda: link.protocol is not None)
+        assert await store.check() is None
+    finally:
+        await store.close()
+    mine = [line for line in logged if line.startswith("redis store: ")]
+    where = f"127.0.0.1:{private_redis.port}"
+    assert mine[0] in (f"redis store: lost the connection to {where} ({how}); reconnecting with backoff (up to 0.1 s)"
+                       for how in ("closed by the server", "the connection broke"))
+    assert mine[1] == f"redis store: cannot reconnect yet: connection refused: is Redis running at {where}?"
+    assert mine[2].startswith(f"redis store: connected to {where} again after ") and len(mine) == 3, mine
+    assert not [line for line in logged if "Scheduling retry" in line], logged

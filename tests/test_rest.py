@@ -1015,7 +1015,7 @@ async def test_device_list_searched_and_sorted(rest):
     assert page["totalElements"] == 2
     status, page = await rest.get("/api/tenant/devices?pageSize=1&page=0&sortProperty=createdTime&sortOrder=DESC")
     assert [d["name"] for d in page["data"]] == ["gamma-pump"] and page["hasNext"] is True
-    for bad in ("sortProperty=colour", "sortOrder=UP"):
+    for bad in ("sortProperty=colour", "sortOrder=UP", "textSearch=%00", "textSearch=a%0Ab"):
         status, body = await rest.get(f"/api/tenant/devices?pageSize=10&page=0&{bad}")
         assert status == 400 and bad.partition("=")[0] in body["message"]
 

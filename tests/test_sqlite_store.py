@@ -1,5 +1,6 @@
 """What only the SQLite store does: its URL forms, file layout, migrations, group commit, threads."""
 
+import os
 import sqlite3
 import threading
 from dataclasses import replace
@@ -49,16 +50,17 @@ def test_url_forms(tmp_path, monkeypatch):
 
 def test_factory_settings(tmp_path):
     url = _sqlite_url(tmp_path)
-    store = make_store(url, {"sync": "full"})
+    store = make_store(url, {"plugins": {"sqlite": {"sync": "full"}}})
     assert isinstance(store, SQLiteStore) and store.path == str(tmp_path / "store" / "tbcoap.sqlite3")
     assert make_store("sqlite://", {"data-dir": str(tmp_path)}).path == str(tmp_path / "tbcoap.sqlite3")
     with pytest.raises(ValueError):
-        make_store(url, {"sync": "sometimes"})
+        make_store(url, {"plugins": {"sqlite": {"sync": "sometimes"}}})
 
 
 @pytest_twisted.ensureDeferred
 async def test_file_layout_wal_and_schema_version(tmp_path):
     path = tmp_path / "deep" / "er" / "db.sqlite3"
+    path.parent.mkdir(parents=True)  # an existing folder: the store makes none
     store = make_store(f"sqlite://{path}", {})
     await store.open()
     await store.open()  # already open: fine
@@ -225,7 +227,7 @@ async def test_delete_device_drops_its_rpc_counter(sqlite_store):
     def counters(conn):
         return dict(conn.execute("SELECT device_id, last_request_id FROM rpc_counters"))
 
-    assert await sqlite_store._writer.submit(counters) == {b.id: 1}
+    assert await sqlite_store.database.writer.submit(counters) == {b.id: 1}
 
 
 @pytest_twisted.ensureDeferred
@@ -249,6 +251,86 @@ async def test_newer_schema_is_refused(tmp_path):
     store = make_store(f"sqlite://{path}", {})
     await raises(StoreUnavailable, store.open())
     await store.close()
+
+
+def test_a_given_file_whose_folder_is_missing_is_refused_and_nothing_is_created(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for url, folder in ((f"sqlite://{tmp_path}/nonexistent/dir/x.db", tmp_path / "nonexistent"),
+                        ("sqlite://rel/x.db", tmp_path / "rel")):
+        with pytest.raises(ValueError) as refused:
+            make_store(url, {"data-dir": str(tmp_path / "data")})
+        assert str(refused.value) == (f"cannot create {folder}/{'dir/' if 'dir' in url else ''}x.db: the folder "
+                                      f"{folder}{'/dir' if 'dir' in url else ''} does not exist (tbcoap creates only "
+                                      "its data directory; check the path, or create the folder)")
+        assert not folder.exists()
+    with pytest.raises(ValueError, match="does not exist"):  # the plugin's path setting too
+        make_store("sqlite://", {"plugins": {"sqlite": {"path": str(tmp_path / "gone" / "x.db")}}})
+    # the default file is in the data directory, which the node creates before the store opens
+    store = make_store("sqlite://", {"data-dir": str(tmp_path / "data")})
+    assert store.path == str(tmp_path / "data" / "tbcoap.sqlite3") and not (tmp_path / "data").exists()
+    assert not [p for p in tmp_path.iterdir()]
+
+
+def test_twistd_refuses_a_store_file_in_a_missing_folder(tmp_path):
+    from tests.test_service import PORTS, run_twistd
+
+    code, output = run_twistd("--data-dir", str(tmp_path / "data"), "--admin-key", "k", *PORTS,
+                              "--store", f"sqlite://{tmp_path}/nonexistent/dir/x.db", cwd=tmp_path)
+    assert code == 1, output
+    assert output.strip().splitlines() == [
+        f"twistd tbcoap: --store: cannot create {tmp_path}/nonexistent/dir/x.db: the folder {tmp_path}/nonexistent/dir "
+        "does not exist (tbcoap creates only its data directory; check the path, or create the folder) "
+        "(twistd tbcoap --help lists every option)"], output
+    assert not (tmp_path / "nonexistent").exists() and not (tmp_path / "data").exists()
+
+
+def _configured(tmp_path, args, config):
+    import tbcoap
+
+    if config is not None:
+        (tmp_path / "c.toml").write_text(config)
+        args = [*args, "--config", str(tmp_path / "c.toml")]
+    return tbcoap.make_service(["--data-dir", str(tmp_path / "data"), "--admin-key", "k", *args])
+
+
+@pytest.mark.parametrize("args, config, sync", [
+    ([], None, "normal"),
+    (["--plugin-option", "sqlite.sync=full"], None, "full"),
+    ([], '[plugins.sqlite]\nsync = "full"\n', "full"),
+    (["--sync", "full"], None, "full"),  # --sync is an alias of the plugin's setting
+    ([], 'sync = "full"\n', "full"),
+    (["--sync", "full"], '[plugins.sqlite]\nsync = "normal"\n', "full"),  # the command line wins
+    (["--plugin-option", "sqlite.sync=full", "--sync", "normal"], None, "full"),  # the plugin's own option wins
+    ([], 'sync = "full"\n[plugins.sqlite]\nsync = "normal"\n', "normal"),
+])
+def test_sync_is_a_setting_of_the_sqlite_plugin(tmp_path, args, config, sync):
+    node = _configured(tmp_path, args, config)
+    assert node.settings["plugins"]["sqlite"] == {"sync": sync, "path": None}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sync", "sometimes"], "--sync: sync must be 'normal' or 'full', not 'sometimes'"),
+    (["--plugin-option", "sqlite.sync=FULL"],
+     "--plugin-option sqlite.sync: sync must be 'normal' or 'full', not 'FULL'"),
+    (["--plugin-option", "sqlite.journal=wal"],
+     "--plugin-option sqlite.journal: plugin sqlite has no setting 'journal' (it takes: path, sync)"),
+])
+def test_sqlite_settings_are_checked_by_the_plugin(tmp_path, args, message):
+    from twisted.python import usage
+
+    with pytest.raises(usage.UsageError) as refused:
+        _configured(tmp_path, args, None)
+    assert str(refused.value) == message
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_plugin_settings_reach_the_store(start_node, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    node = await start_node("--sync", "full", "--plugin-option", f"sqlite.path={tmp_path}/elsewhere/db.sqlite3")
+    assert node.store.path == str(tmp_path / "elsewhere" / "db.sqlite3")
+    assert await node.store.database.writer.submit(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == 2
+    default = await start_node()  # sqlite:// with no path setting: the data directory's file
+    assert default.store.path == str(tmp_path / "data-1" / "tbcoap.sqlite3") and os.path.exists(default.store.path)
 
 
 @pytest_twisted.ensureDeferred
@@ -282,10 +364,10 @@ async def test_close_while_opening(tmp_path):
 @pytest.mark.parametrize("sync, level", [("normal", 1), ("full", 2)])
 @pytest_twisted.ensureDeferred
 async def test_sync_setting(tmp_path, sync, level):
-    store = make_store(_sqlite_url(tmp_path), {"sync": sync})
+    store = make_store(_sqlite_url(tmp_path), {"plugins": {"sqlite": {"sync": sync}}})
     await store.open()
     try:
-        assert await store._writer.submit(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == level
+        assert await store.database.writer.submit(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == level
     finally:
         await store.close()
 
@@ -312,7 +394,7 @@ async def test_savepoint_rolls_back_only_the_failing_job(sqlite_store):
 
     jobs = [
         sqlite_store.save_telemetry(d.id, [(1, "before", 1)]),
-        sqlite_store._writer.submit(half_done),
+        sqlite_store.database.writer.submit(half_done),
         sqlite_store.save_telemetry(d.id, [(1, "after", 1)]),
     ]
     results = await settled(jobs)

@@ -17,6 +17,7 @@ from tests.redisutil import Resp
 
 
 def sqlite_url(tmp_path):
+    (tmp_path / "store").mkdir(exist_ok=True)  # the store creates its file, not its folder
     return "sqlite://" + str(tmp_path / "store" / "tbcoap.sqlite3")  # tmp_path is absolute
 
 

@@ -1,5 +1,5 @@
-"""Aggregated history in Redis: the AGGREGATE script reads a series in bounded chunks, and the
-partial buckets of each chunk are merged here, so no call holds Redis for long."""
+"""Aggregated history in Redis: the aggregate script (lua/aggregate.lua) reads a series in bounded
+chunks, and the partial buckets of each chunk are merged here, so no call holds Redis for long."""
 
 from __future__ import annotations
 

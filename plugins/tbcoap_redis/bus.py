@@ -14,26 +14,28 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from tbcoap.errors import StoreUnavailable
 from tbcoap.events import LocalBus, Resync, from_json, to_json
 from tbcoap.interfaces import IBus
 from tbcoap.models import new_id
 
+from .connection import CannotConnect, ReportsLoss, ReportsRefusal
+
 log = Logger()
 
 
-class _Subscriber(txredisapi.SubscriberProtocol):
+class _Subscriber(ReportsLoss, txredisapi.SubscriberProtocol):
     def messageReceived(self, pattern, channel, message):
         self.factory.bus.received(message)
 
 
-class _SubscriberFactory(txredisapi.RedisFactory):
-    """One subscribed connection, reconnecting by itself; each (re)connection subscribes again."""
+class _SubscriberFactory(ReportsRefusal, txredisapi.RedisFactory):
+    """One subscribed connection (a Link keeps it up); each (re)connection subscribes again."""
 
     protocol = _Subscriber
 
     def __init__(self, bus, url):
-        super().__init__(None, None, 1, isLazy=True, password=url.password, username=url.username,
-                         convertNumbers=False)
+        super().__init__(None, None, 1, password=url.password, username=url.username, convertNumbers=False)
         self.bus = bus
 
     def addConnection(self, conn):
@@ -50,7 +52,7 @@ class RedisBus(LocalBus):
         super().__init__()
         self.redis, self.channel, self.reactor = redis, channel, reactor
         self.node = new_id()  # this node's events come back from Redis too: they are skipped
-        self.factory = None
+        self.link = None
         self._ready = None
         self._subscriptions = 0
         self._closed = None
@@ -59,11 +61,16 @@ class RedisBus(LocalBus):
     def start(self):
         """Connect the subscriber; fires once subscribed (or fails after the store's timeout)."""
         self._ready = defer.Deferred()
-        self.factory = _SubscriberFactory(self, self.redis.url)
-        self.factory.startConnecting(self.redis.subscriber_endpoint())
+        self.link = self.redis.link_for(_SubscriberFactory(self, self.redis.url), "redis bus")
+        self.link.start().addErrback(self._not_connected)
         timeout = self.redis.url.timeout
         return self._ready.addTimeout(timeout, self.reactor,
                                       onTimeoutCancel=lambda *_: _fail(f"no redis subscription within {timeout:g} s"))
+
+    def _not_connected(self, failure):
+        if not self._ready.called:
+            self._ready.errback(StoreUnavailable(failure.getErrorMessage()) if failure.check(CannotConnect)
+                                else failure)
 
     def subscribed(self, _):
         self._subscriptions += 1
@@ -107,13 +114,11 @@ class RedisBus(LocalBus):
     def close(self):
         """Disconnect the subscriber (once: a second call waits for the first)."""
         if self._closed is None:
-            self._closed = defer.maybeDeferred(self.factory.disconnect) if self.factory else defer.succeed(None)
+            self._closed = self.link.stop() if self.link else defer.succeed(None)
         done = defer.Deferred()
         self._closed.addBoth(lambda result: (done.callback(None), result)[1])
         return done
 
 
 def _fail(message):
-    from tbcoap.errors import StoreUnavailable
-
     raise StoreUnavailable(message)

@@ -1,8 +1,8 @@
 """RedisStore: the IStore in Redis, one Lua script per call (atomic, one round trip).
 
 Calls are sent without waiting for each other on one connection, so a burst of devices shares
-round trips; with ``wait=N`` the writes of one reactor turn share one ``WAIT``.  Typed values
-are kept as one letter of kind and their text (``L42``, ``D21.5``, ``Sx``, ``B1``, ``J{..}``).
+round trips; with ``wait=N`` the writes of one reactor turn share one ``WAIT``.  How values and
+records are kept is in records.py, the scripts in lua/.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, NotSupported, StoreUnavailable
+from tbcoap.errors import BadRequest, DuplicateName, NotFound, NotSupported, StoreUnavailable
 from tbcoap.interfaces import IStore
-from tbcoap.metrics import LatencyHistogram
-from tbcoap.models import (ACCESS_TOKEN, PROVISION_TYPES, SCOPES, ClaimRequest, Credentials, Customer, Device,
-                           DeviceProfile, Rpc, from_kind, new_id, now_ms)
+from tbcoap.latency import LatencyHistogram
+from tbcoap.models import ACCESS_TOKEN, PROVISION_TYPES, SCOPES, ClaimRequest, Credentials, Rpc, new_id, now_ms
 from tbcoap.storekit import (
+    STALLED_WRITE,
     check,
     check_aggregate,
     check_deletion,
@@ -45,66 +45,9 @@ from . import scripts
 from .aggregate import CHUNK, Buckets
 from .bus import RedisBus
 from .connection import Redis
+from .records import REFUSALS, as_customer, as_device, as_point, as_profile, as_rpc, encode, fold, pairs
 
-KIND_CODES = {"BOOLEAN": "B", "LONG": "L", "DOUBLE": "D", "STRING": "S", "JSON": "J"}
-KINDS = {code: kind for kind, code in KIND_CODES.items()}
 TELEMETRY_BATCH = 500  # telemetry saves sharing one script call
-STALLED_WRITE = 5.0  # seconds a write may wait before check() says the store cannot write
-REFUSALS = {
-    "DUPNAME": lambda what: DuplicateName(f"a {what} with this name exists"),
-    "DUPTOKEN": lambda what: DuplicateToken("these credentials are used by another device"),
-    "DUPID": lambda what: BadRequest(f"a {what} with this id exists"),
-    "DUPKEY": lambda what: BadRequest(f"this key is used by another {what}"),
-    "NOTFOUND": lambda what: NotFound("no such device"),
-    "NOCUSTOMER": lambda what: NotFound("no such customer"),
-}
-
-
-def encode(kind, data):
-    """``kind`` and plain data (from storekit) as the stored text."""
-    if kind == "DOUBLE":
-        return "D" + repr(float(data))
-    return KIND_CODES[kind] + str(data)
-
-
-def decode(text):
-    """A typed value from its stored text."""
-    return from_kind(KINDS[text[0]], text[1:])
-
-
-def _point(member):
-    """``(ts, value)`` of a ``ts|value`` member."""
-    ts, _, text = member.partition("|")
-    return int(ts), decode(text)
-
-
-def _device(row):
-    return Device(id=row[0], name=row[1], type=row[2], label=row[3], created_time=int(row[4]), customer_id=row[5],
-                  additional_info=row[6])
-
-
-def _profile(row):
-    return DeviceProfile(id=row[0], name=row[1], provision_type=row[2], provision_key=row[3],
-                         provision_secret=row[4], created_time=int(row[5]))
-
-
-def _customer(row):
-    return Customer(id=row[0], title=row[1], created_time=int(row[2]))
-
-
-def _rpc(row):
-    (id_, device, request, method, params, oneway, persistent, expires, created, status, response) = row
-    return Rpc(id=id_, device_id=device, request_id=int(request), method=method, params_json=params,
-               oneway=oneway == "1", persistent=persistent == "1", expiration_time=int(expires),
-               created_time=int(created), status=status, response_json=response)
-
-
-def _pairs(flat):
-    return dict(zip(flat[::2], flat[1::2]))
-
-
-def _fold(name):
-    return name.casefold()
 
 
 @implementer(IStore)
@@ -113,6 +56,7 @@ class RedisStore:
     and provisioned marks in Redis, shared by every node that uses the same URL and prefix."""
 
     name = "redis"
+    backup_type = None  # Redis keeps its own backups: backup() fails with NotSupported
 
     def __init__(self, url, reactor=None):
         if reactor is None:
@@ -142,7 +86,7 @@ class RedisStore:
         try:
             yield self.redis.connect()
             yield self._load_scripts()
-            yield self._eval("ENSURE_DEFAULT_PROFILE", new_id(), now_ms())
+            yield self._eval("ensure_default_profile", new_id(), now_ms())
         except Exception as exc:
             yield self.redis.close()
             self._state = "new"
@@ -265,20 +209,20 @@ class RedisStore:
     def add_device(self, device, token):
         if not is_id(token):
             return defer.fail(BadRequest("an access token is required"))
-        d = self._write("ADD_DEVICE", "device", device.id, device.name, device.type, device.label or "",
-                        device.created_time, device.customer_id or "", token, _fold(device.name),
+        d = self._write("add_device", "device", device.id, device.name, device.type, device.label or "",
+                        device.created_time, device.customer_id or "", token, fold(device.name),
                         device.additional_info or "")
         return d.addCallback(lambda _: device)
 
     def update_device(self, device):
-        d = self._write("UPDATE_DEVICE", "device", device.id, device.name, device.type, device.label or "",
-                        device.additional_info or "", _fold(device.name))
-        return d.addCallback(_device)
+        d = self._write("update_device", "device", device.id, device.name, device.type, device.label or "",
+                        device.additional_info or "", fold(device.name))
+        return d.addCallback(as_device)
 
     def _device_by(self, index, value):
         if not isinstance(value, str):
             return defer.succeed(None)
-        return self._read("DEVICE_BY", index, value).addCallback(lambda row: _device(row) if row else None)
+        return self._read("device_by", index, value).addCallback(lambda row: as_device(row) if row else None)
 
     def get_device(self, device_id):
         return self._device_by("", device_id)
@@ -289,8 +233,8 @@ class RedisStore:
     def device_by_credentials(self, credentials_type, credentials_id):
         if not is_id(credentials_id):
             return defer.succeed(None)
-        d = self._read("DEVICE_BY", "token", credentials_id, credentials_type)
-        return d.addCallback(lambda row: _device(row) if row else None)
+        d = self._read("device_by", "token", credentials_id, credentials_type)
+        return d.addCallback(lambda row: as_device(row) if row else None)
 
     def list_devices(self, limit, offset, text_search=None, sort_property="createdTime", descending=False):
         return self._device_page("", limit, offset, text_search, sort_property, descending)
@@ -306,47 +250,47 @@ class RedisStore:
             check_device_query(limit, offset, text_search, sort_property)
         except BadRequest:
             return defer.fail()
-        d = self._read("LIST_DEVICES", sort_property, "1" if descending else "0", offset, limit,
-                       _fold(text_search or ""), customer_id)
-        return d.addCallback(lambda reply: ([_device(row) for row in reply[1:]], int(reply[0])))
+        d = self._read("list_devices", sort_property, "1" if descending else "0", offset, limit,
+                       fold(text_search or ""), customer_id)
+        return d.addCallback(lambda reply: ([as_device(row) for row in reply[1:]], int(reply[0])))
 
     def delete_device(self, device_id):
-        return self._write("DELETE_DEVICE", "device", device_id).addCallback(lambda n: int(n) == 1)
+        return self._write("delete_device", "device", device_id).addCallback(lambda n: int(n) == 1)
 
     def get_credentials(self, device_id):
         def build(row):
             token, kind, value = row
             return Credentials(kind or ACCESS_TOKEN, token, value) if token else None
 
-        return self._read("GET_CREDENTIALS", device_id).addCallback(build)
+        return self._read("get_credentials", device_id).addCallback(build)
 
     def set_credentials(self, device_id, credentials):
         try:
             check_credentials(credentials)
         except BadRequest:
             return defer.fail()
-        d = self._write("SET_CREDENTIALS", "device", device_id, credentials.id, credentials.type,
+        d = self._write("set_credentials", "device", device_id, credentials.id, credentials.type,
                         credentials.value or "")
         return d.addCallback(lambda _: None)
 
     def add_profile(self, profile):
         if profile.provision_type not in PROVISION_TYPES:
             return defer.fail(BadRequest(f"unknown provision type {profile.provision_type!r}"))
-        d = self._write("ADD_PROFILE", "device profile", profile.id, profile.name, profile.provision_type,
+        d = self._write("add_profile", "device profile", profile.id, profile.name, profile.provision_type,
                         profile.provision_key or "", profile.provision_secret or "", profile.created_time)
         return d.addCallback(lambda _: profile)
 
     def update_profile(self, profile):
         if profile.provision_type not in PROVISION_TYPES:
             return defer.fail(BadRequest(f"unknown provision type {profile.provision_type!r}"))
-        d = self._write("UPDATE_PROFILE", "device profile", profile.id, profile.name, profile.provision_type,
+        d = self._write("update_profile", "device profile", profile.id, profile.name, profile.provision_type,
                         profile.provision_key or "", profile.provision_secret or "")
-        return d.addCallback(_profile).addErrback(_no_such, "device profile")
+        return d.addCallback(as_profile).addErrback(_no_such, "device profile")
 
     def _profile_by(self, index, value):
         if not isinstance(value, str) or not value:
             return defer.succeed(None)
-        return self._read("PROFILE_BY", index, value).addCallback(lambda row: _profile(row) if row else None)
+        return self._read("profile_by", index, value).addCallback(lambda row: as_profile(row) if row else None)
 
     def profile_by_name(self, name):
         return self._profile_by("name", name)
@@ -359,14 +303,14 @@ class RedisStore:
             check_page(limit, offset)
         except BadRequest:
             return defer.fail()
-        d = self._read("PAGE", what, offset, limit, *fields)
+        d = self._read("page", what, offset, limit, *fields)
         return d.addCallback(lambda reply: ([build(row) for row in reply[1:]], int(reply[0])))
 
     def list_profiles(self, limit, offset):
-        return self._page("profs", ("id", "name", "type", "key", "secret", "created"), _profile, limit, offset)
+        return self._page("profs", ("id", "name", "type", "key", "secret", "created"), as_profile, limit, offset)
 
     def mark_provisioned(self, device_id):
-        d = self._write("MARK_PROVISIONED", "device", device_id, f"{now_ms()}|Sprovisioned")
+        d = self._write("mark_provisioned", "device", device_id, f"{now_ms()}|Sprovisioned")
         return d.addCallback(lambda n: int(n) == 1)
 
     # -- telemetry ---------------------------------------------------------------
@@ -401,7 +345,7 @@ class RedisStore:
         while self._telemetry:
             batch = [self._telemetry.popleft() for _ in range(min(len(self._telemetry), TELEMETRY_BATCH))]
             saves = json.dumps([save for save, _ in batch], separators=(",", ":"), ensure_ascii=False)
-            d = self._eval("SAVE_TELEMETRY", saves)  # (also while closing: these were accepted before)
+            d = self._eval("save_telemetry", saves)  # (also while closing: these were accepted before)
             d.addCallbacks(_answer_each, _fail_each, callbackArgs=(batch,), errbackArgs=(batch,))
 
     def expire_telemetry(self, now, older_than, limit):
@@ -409,7 +353,7 @@ class RedisStore:
             check_expiry(now, older_than, limit)
         except BadRequest as exc:
             return defer.fail(exc)
-        d = self._write("EXPIRE_TELEMETRY", "telemetry", now, "" if older_than is None else older_than, limit)
+        d = self._write("expire_telemetry", "telemetry", now, "" if older_than is None else older_than, limit)
         return d.addCallback(lambda reply: (int(reply[0]), bool(int(reply[1]))))
 
     def delete_telemetry(self, device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):
@@ -417,7 +361,7 @@ class RedisStore:
             keys = check_deletion(keys, start_ts, end_ts)
         except BadRequest as exc:
             return defer.fail(exc)
-        d = self._write("DELETE_TELEMETRY", "device", device_id, start_ts, end_ts, "1" if delete_latest else "0",
+        d = self._write("delete_telemetry", "device", device_id, start_ts, end_ts, "1" if delete_latest else "0",
                         "1" if rewrite_latest else "0", *keys)
         return d.addCallback(lambda _: None)
 
@@ -428,8 +372,8 @@ class RedisStore:
             return defer.fail(exc)
         if keys == []:
             return defer.succeed({})
-        d = self._read("LATEST", device_id, *(keys or ()))
-        return d.addCallback(lambda flat: {key: _point(member) for key, member in _pairs(flat).items()})
+        d = self._read("latest", device_id, *(keys or ()))
+        return d.addCallback(lambda flat: {key: as_point(member) for key, member in pairs(flat).items()})
 
     def telemetry_history(self, device_id, keys, start_ts, end_ts, limit, descending):
         try:
@@ -440,8 +384,8 @@ class RedisStore:
             return defer.fail(exc)
         if keys == []:
             return defer.succeed({})
-        d = self._read("HISTORY", device_id, start_ts, end_ts, limit, "1" if descending else "0", *(keys or ()))
-        return d.addCallback(lambda flat: {key: [_point(m) for m in points] for key, points in _pairs(flat).items()})
+        d = self._read("history", device_id, start_ts, end_ts, limit, "1" if descending else "0", *(keys or ()))
+        return d.addCallback(lambda flat: {key: [as_point(m) for m in points] for key, points in pairs(flat).items()})
 
     def telemetry_aggregate(self, device_id, keys, start_ts, end_ts, interval, agg, limit, descending):
         try:
@@ -460,7 +404,7 @@ class RedisStore:
             buckets = Buckets(agg)
             cursor, other = (f"({end_ts}", str(start_ts)) if descending else (str(start_ts), f"({end_ts}")
             while cursor and not buckets.complete(limit):
-                flat = yield self._read("AGGREGATE", device_id, key, cursor, other, start_ts, interval, agg,
+                flat = yield self._read("aggregate", device_id, key, cursor, other, start_ts, interval, agg,
                                         CHUNK, "1" if descending else "0")
                 cursor = flat[0]
                 buckets.add(flat[1:])
@@ -469,7 +413,7 @@ class RedisStore:
         return out
 
     def telemetry_keys(self, device_id):
-        return self._read("LATEST", device_id).addCallback(lambda flat: sorted(flat[::2]))
+        return self._read("latest", device_id).addCallback(lambda flat: sorted(flat[::2]))
 
     # -- attributes --------------------------------------------------------------
 
@@ -485,7 +429,7 @@ class RedisStore:
         args = []
         for key, kind, data in rows:
             args += (key, f"{ts}|{encode(kind, data)}")
-        return self._write("SAVE_ATTRIBUTES", "device", device_id, scope, *args).addCallback(lambda _: None)
+        return self._write("save_attributes", "device", device_id, scope, *args).addCallback(lambda _: None)
 
     def get_attributes(self, device_id, scope, keys):
         try:
@@ -498,12 +442,12 @@ class RedisStore:
 
         def build(flat):
             out = {}
-            for key, member in _pairs(flat).items():
-                ts, value = _point(member)
+            for key, member in pairs(flat).items():
+                ts, value = as_point(member)
                 out[key] = (value, ts)
             return out
 
-        return self._read("GET_ATTRIBUTES", device_id, scope, *(keys or ())).addCallback(build)
+        return self._read("get_attributes", device_id, scope, *(keys or ())).addCallback(build)
 
     def delete_attributes(self, device_id, scope, keys):
         try:
@@ -512,7 +456,7 @@ class RedisStore:
             keys = key_list(keys)
         except BadRequest as exc:
             return defer.fail(exc)
-        return self._write("DELETE_ATTRIBUTES", "device", device_id, scope, *keys).addCallback(list)
+        return self._write("delete_attributes", "device", device_id, scope, *keys).addCallback(list)
 
     # -- server-side RPCs ----------------------------------------------------------
 
@@ -521,7 +465,7 @@ class RedisStore:
             check_rpc(rpc)
         except BadRequest:
             return defer.fail()
-        d = self._write("ADD_RPC", "RPC", rpc.id, rpc.device_id, rpc.method, rpc.params_json,
+        d = self._write("add_rpc", "RPC", rpc.id, rpc.device_id, rpc.method, rpc.params_json,
                         "1" if rpc.oneway else "0", "1" if rpc.persistent else "0", rpc.expiration_time,
                         rpc.created_time, rpc.status, "\0" if rpc.response_json is None else rpc.response_json)
         return d.addCallback(lambda n: Rpc(**{**_fields(rpc), "request_id": int(n)}))
@@ -529,12 +473,12 @@ class RedisStore:
     def get_rpc(self, rpc_id):
         if not isinstance(rpc_id, str):
             return defer.succeed(None)
-        return self._read("GET_RPC", rpc_id).addCallback(lambda row: _rpc(row) if row else None)
+        return self._read("get_rpc", rpc_id).addCallback(lambda row: as_rpc(row) if row else None)
 
     def rpc_by_request_id(self, device_id, request_id):
         if not is_int64(request_id) or not isinstance(device_id, str):
             return defer.succeed(None)
-        return self._read("GET_RPC", "", device_id, request_id).addCallback(lambda row: _rpc(row) if row else None)
+        return self._read("get_rpc", "", device_id, request_id).addCallback(lambda row: as_rpc(row) if row else None)
 
     def set_rpc_status(self, rpc_id, status, response_json=None, expect=None):
         try:
@@ -543,23 +487,23 @@ class RedisStore:
             return defer.fail()
         if expect is not None and not expect:
             return defer.succeed(False)
-        d = self._write("SET_RPC_STATUS", "RPC", rpc_id, status,
+        d = self._write("set_rpc_status", "RPC", rpc_id, status,
                         "\0" if response_json is None else response_json, *(expect or ()))
         return d.addCallback(lambda n: int(n) == 1)
 
     def pending_rpcs(self, device_id=None):
-        return self._read("PENDING_RPCS", device_id or "").addCallback(lambda rows: [_rpc(r) for r in rows])
+        return self._read("pending_rpcs", device_id or "").addCallback(lambda rows: [as_rpc(r) for r in rows])
 
     def list_rpcs(self, device_id, limit, offset):
         try:
             check_page(limit, offset)
         except BadRequest:
             return defer.fail()
-        d = self._read("LIST_RPCS", device_id, offset, limit)
-        return d.addCallback(lambda reply: ([_rpc(row) for row in reply[1:]], int(reply[0])))
+        d = self._read("list_rpcs", device_id, offset, limit)
+        return d.addCallback(lambda reply: ([as_rpc(row) for row in reply[1:]], int(reply[0])))
 
     def delete_rpc(self, rpc_id):
-        return self._write("DELETE_RPC", "RPC", rpc_id).addCallback(lambda n: int(n) == 1)
+        return self._write("delete_rpc", "RPC", rpc_id).addCallback(lambda n: int(n) == 1)
 
     # -- customers ---------------------------------------------------------------------
 
@@ -568,7 +512,7 @@ class RedisStore:
             check_customer(customer, key_digest)
         except BadRequest:
             return defer.fail()
-        d = self._write("ADD_CUSTOMER", "customer", customer.id, customer.title, customer.created_time, key_digest)
+        d = self._write("add_customer", "customer", customer.id, customer.title, customer.created_time, key_digest)
 
         def done(reply):
             return customer
@@ -582,7 +526,7 @@ class RedisStore:
     def _customer_by(self, index, value):
         if not is_id(value):
             return defer.succeed(None)
-        return self._read("CUSTOMER_BY", index, value).addCallback(lambda row: _customer(row) if row else None)
+        return self._read("customer_by", index, value).addCallback(lambda row: as_customer(row) if row else None)
 
     def get_customer(self, customer_id):
         return self._customer_by("", customer_id)
@@ -594,14 +538,14 @@ class RedisStore:
         return self._customer_by("title", title)
 
     def list_customers(self, limit, offset):
-        return self._page("custs", ("id", "title", "created"), _customer, limit, offset)
+        return self._page("custs", ("id", "title", "created"), as_customer, limit, offset)
 
     def set_device_customer(self, device_id, customer_id, expect_customer_id):
         try:
             check_owner_change(customer_id, expect_customer_id)
         except BadRequest:
             return defer.fail()
-        d = self._write("SET_DEVICE_CUSTOMER", "device", device_id, customer_id or "", expect_customer_id or "")
+        d = self._write("set_device_customer", "device", device_id, customer_id or "", expect_customer_id or "")
         return d.addCallback(lambda n: int(n) == 1)
 
     # -- claim requests ------------------------------------------------------------------
@@ -611,15 +555,15 @@ class RedisStore:
             check_claim_request(request, now)
         except BadRequest:
             return defer.fail()
-        d = self._write("PUT_CLAIM", "device", request.device_id, request.secret, request.expiration_time, now)
+        d = self._write("put_claim", "device", request.device_id, request.secret, request.expiration_time, now)
         return d.addCallback(lambda n: int(n) == 1)
 
     def get_claim_request(self, device_id):
-        d = self._read("GET_CLAIM", device_id)
+        d = self._read("get_claim", device_id)
         return d.addCallback(lambda row: ClaimRequest(device_id, row[0], int(row[1])) if row else None)
 
     def delete_claim_request(self, device_id):
-        return self._write("DELETE_CLAIM", "device", device_id).addCallback(lambda n: int(n) == 1)
+        return self._write("delete_claim", "device", device_id).addCallback(lambda n: int(n) == 1)
 
 
 def _no_such(failure, what):

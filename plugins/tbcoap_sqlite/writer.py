@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, StoreUnavailable
-from tbcoap.metrics import LatencyHistogram
+from tbcoap.latency import LatencyHistogram
 
 MAX_BATCH = 1000
 
@@ -62,7 +62,7 @@ class GroupCommitWriter:
 
     log = Logger()
 
-    def __init__(self, reactor, connect, max_batch=MAX_BATCH):
+    def __init__(self, reactor, connect, max_batch=MAX_BATCH, commit_latency=None):
         self._reactor = reactor
         self._connect = connect
         self._max_batch = max_batch
@@ -75,7 +75,7 @@ class GroupCommitWriter:
         self.pending = 0  # submitted, not yet answered
         self._submitted = collections.deque()  # when each unanswered job was submitted (monotonic)
         self.commits = 0
-        self.commit_latency = LatencyHistogram()  # seconds per batch commit (read by /metrics)
+        self.commit_latency = LatencyHistogram() if commit_latency is None else commit_latency  # s per commit
         self.writes = 0
         self.failed = 0
         self.largest_batch = 0
@@ -238,7 +238,6 @@ class GroupCommitWriter:
             else:
                 self.failed += 1
                 d.errback(Failure(value, type(value), value.__traceback__))
-
 
 
 class Checkpointer:

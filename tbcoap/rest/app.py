@@ -16,7 +16,7 @@ from twisted.web.resource import Resource
 
 from tbcoap.errors import Forbidden, NotFound, ShuttingDown
 from tbcoap.redact import redact_uri
-from tbcoap.rest.answers import Client, MethodNotAllowed
+from tbcoap.rest.answers import WRITE_TIMEOUT, Client, MethodNotAllowed
 from tbcoap.rest.auth import bearer_key, known_key, principal_for
 from tbcoap.rest.call import Call
 from tbcoap.rest.limits import UNAUTHENTICATED_BODY, LimitedChannel, LimitedRequest
@@ -37,7 +37,7 @@ class Api(Resource):
 
     def render(self, request):
         request.setHeader(b"content-type", b"application/json")
-        client = Client(request)
+        client = Client(request, self.node.reactor, self.node.settings.get("write-timeout", WRITE_TIMEOUT))
         d = defer.maybeDeferred(self._call, request)
         d.addCallbacks(client.write, client.write_error)
         d.addErrback(client.write_failed)  # write itself failed, before anything was written

@@ -25,6 +25,12 @@ class Principal:
     role: str
     customer_id: str | None = None
 
+    @property
+    def caller(self) -> str:
+        """Who this is, as one string: ``admin``, ``metrics``, or the customer's id (whose turn a
+        history read takes)."""
+        return self.customer_id if self.role == "customer" else self.role
+
     def may_act_for(self, customer_id) -> bool:
         """The one ownership rule: the admin acts for everyone, a customer only for itself (so a
         customer may see a device whose owner is that customer, and not a free one)."""

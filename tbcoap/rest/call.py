@@ -102,7 +102,10 @@ class Call:
         order = (self.query.get("sortOrder") or "ASC").upper()
         if order not in ("ASC", "DESC"):
             raise BadRequest("sortOrder must be ASC or DESC")
-        return {"text_search": self.query.get("textSearch") or None, "sort_property": sort_property,
+        text = self.query.get("textSearch") or None
+        if text is not None and any(ord(c) < 32 for c in text):
+            raise BadRequest("textSearch must not contain control characters")
+        return {"text_search": text, "sort_property": sort_property,
                 "descending": order == "DESC"}
 
     def keys_param(self, name="keys"):

@@ -6,7 +6,8 @@ from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
 from tbcoap.storekit import AGGREGATIONS as STORE_AGGREGATIONS
-from tbcoap.rest.views import attributes_json, ts_json
+from tbcoap.rest.answers import Stream
+from tbcoap.rest.views import SeriesWriter, attributes_json, ts_json
 from tbcoap.services.attributes import check_scope
 
 AGGREGATIONS = ("NONE", *STORE_AGGREGATIONS)
@@ -36,13 +37,19 @@ def timeseries_values(call, device_id):
     if order not in ("ASC", "DESC"):
         raise BadRequest("orderBy must be ASC or DESC")
     start, end, limit = call.int_param("startTs"), call.int_param("endTs"), call.int_param("limit", 100, minimum=1)
+    caller = call.principal.caller
     if agg == "NONE":
-        series = yield call.core.telemetry.history(device_id, keys, start, end, limit, order == "DESC")
+        read = yield call.core.telemetry.history(caller, device_id, keys, start, end, limit, order == "DESC")
     else:
         interval = call.int_param("interval", minimum=1)
-        series = yield call.core.telemetry.aggregate(device_id, keys, start, end, interval, agg, limit,
-                                                     order == "DESC")
-    return ts_json(series, strict)
+        read = yield call.core.telemetry.aggregate(caller, device_id, keys, start, end, interval, agg, limit,
+                                                   order == "DESC")
+    try:
+        first = yield read.next()  # a failure of the first read is still an error answer
+    except BaseException:
+        read.close()
+        raise
+    return Stream(b"application/json", SeriesWriter(read, first, strict).next, read.close)
 
 
 @defer.inlineCallbacks

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet import defer
+
 from tbcoap.models import plain
 
 
@@ -42,6 +44,47 @@ def ts_json(series, strict=False) -> dict:
     """``{key: [(ts, value)]}`` as ``{key: [{"ts","value"}]}``."""
     convert = plain if strict else value_text
     return {key: [{"ts": ts, "value": convert(value)} for ts, value in points] for key, points in series.items()}
+
+
+class SeriesWriter:
+    """The text of ``ts_json`` of a HistoryRead, a chunk at a time: ``next()`` fires with the next
+    piece, or None after the closing brace.  A key without points is left out, as ``ts_json`` of
+    the store's answer would."""
+
+    def __init__(self, read, first, strict=False):
+        self.read, self.pending = read, first
+        self.convert = plain if strict else value_text
+        self.started = self.ended = False
+        self.open_key = None  # the key whose list is open
+        self.keys_written = 0
+
+    @defer.inlineCallbacks
+    def next(self):
+        if self.ended:
+            return None
+        if self.started:
+            chunk = yield self.read.next()
+        else:
+            chunk, self.pending = self.pending, None
+        text = "" if self.started else "{"
+        self.started = True
+        if chunk is None:
+            self.ended = True
+            return (text + "}").encode("utf-8")
+        key, points, last = chunk
+        if points:
+            items = ",".join(json.dumps({"ts": ts, "value": self.convert(value)}, separators=(",", ":"))
+                             for ts, value in points)
+            if self.open_key != key:
+                text += ("," if self.keys_written else "") + json.dumps(key) + ":[" + items
+                self.open_key = key
+                self.keys_written += 1
+            else:
+                text += "," + items
+        if last and self.open_key == key:
+            text += "]"
+            self.open_key = None
+        return text.encode("utf-8")
 
 
 def attributes_json(found) -> list:

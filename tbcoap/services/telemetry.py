@@ -4,28 +4,10 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from tbcoap.errors import BadRequest, StoreUnavailable
+from tbcoap.errors import BadRequest
 from tbcoap.models import now_ms
+from tbcoap.services.history import HistoryGate, HistoryRead, check_aggregate, check_history
 from tbcoap.services.values import Limits, parse_telemetry
-
-MAX_HISTORY_LIMIT = 100_000
-MAX_BUCKETS = 100_000
-LONG_READS_RUNNING = 2   # history and aggregate reads a node runs at once ...
-LONG_READS_WAITING = 32  # ... and queues; more are 503, so they never take every store reader from devices
-
-
-class LongReads:
-    """A gate for reads whose cost grows with the stored data (history, aggregation)."""
-
-    def __init__(self, running=LONG_READS_RUNNING, waiting=LONG_READS_WAITING):
-        self.semaphore = defer.DeferredSemaphore(running)
-        self.max_waiting = waiting
-
-    def run(self, read, *args):
-        if len(self.semaphore.waiting) >= self.max_waiting:
-            return defer.fail(StoreUnavailable(f"more than {self.max_waiting} history reads are waiting; retry later"))
-        return self.semaphore.run(read, *args)
-
 
 class TelemetryService:
     """Stores typed telemetry and reads it back."""
@@ -35,7 +17,7 @@ class TelemetryService:
         self.retention = retention  # the RetentionService, told when points with a time to live expire
         self.rules = rules
         self.limits = limits
-        self.long_reads = LongReads()
+        self.history_gate = HistoryGate()
         self.points_stored = 0  # committed on this node (for /metrics)
 
     def upload(self, device, payload: bytes):
@@ -84,27 +66,25 @@ class TelemetryService:
         """Deferred ``{key: (ts, value)}``; ``keys`` None means every key."""
         return self.store.latest_telemetry(device_id, keys)
 
-    def history(self, device_id, keys, start_ts, end_ts, limit=100, descending=True):
-        """Deferred ``{key: [(ts, value)]}`` in [start_ts, end_ts], at most ``limit`` per key."""
-        if not 0 < limit <= MAX_HISTORY_LIMIT:
-            raise BadRequest(f"limit must be 1 to {MAX_HISTORY_LIMIT}")
-        if start_ts > end_ts:
-            raise BadRequest("startTs is after endTs")
-        return self.long_reads.run(self.store.telemetry_history, device_id, keys, start_ts, end_ts, limit, descending)
+    @defer.inlineCallbacks
+    def history(self, caller, device_id, keys, start_ts, end_ts, limit=100, descending=True):
+        """A ``HistoryRead`` of the points in [start_ts, end_ts], at most ``limit`` per key (``keys``
+        None: every key of the device), read in chunks in ``caller``'s turns (``caller``: who asks, an
+        API key's owner); BadRequest when the answer could hold more than MAX_ANSWER_POINTS."""
+        keys = keys if keys is not None else (yield self.store.telemetry_keys(device_id))
+        check_history(keys, start_ts, end_ts, limit)
+        return HistoryRead(self.history_gate, caller, self.store, device_id, keys, start_ts, end_ts, limit,
+                           descending)
 
-    def aggregate(self, device_id, keys, start_ts, end_ts, interval, agg, limit=100, descending=False):
-        """Deferred ``{key: [(ts, value)]}``: one point per ``interval`` bucket of [start_ts, end_ts),
-        computed by the store; BadRequest for a range of more than MAX_BUCKETS buckets."""
-        if start_ts > end_ts:
-            raise BadRequest("startTs is after endTs")
-        if interval < 1:
-            raise BadRequest("interval must be at least 1 ms")
-        if -(-(end_ts - start_ts) // interval) > MAX_BUCKETS:
-            raise BadRequest(f"at most {MAX_BUCKETS} buckets: make the interval longer or the range shorter")
-        if not 0 < limit <= MAX_HISTORY_LIMIT:
-            raise BadRequest(f"limit must be 1 to {MAX_HISTORY_LIMIT}")
-        return self.long_reads.run(self.store.telemetry_aggregate, device_id, keys, start_ts, end_ts, interval, agg,
-                                   limit, descending)
+    @defer.inlineCallbacks
+    def aggregate(self, caller, device_id, keys, start_ts, end_ts, interval, agg, limit=100, descending=False):
+        """A ``HistoryRead`` of one point per ``interval`` bucket of [start_ts, end_ts) per key, computed
+        by the store a window of buckets at a time; BadRequest for a range of more than MAX_BUCKETS
+        buckets or an answer that could hold more than MAX_ANSWER_POINTS."""
+        keys = keys if keys is not None else (yield self.store.telemetry_keys(device_id))
+        check_aggregate(keys, start_ts, end_ts, interval, limit)
+        return HistoryRead(self.history_gate, caller, self.store, device_id, keys, start_ts, end_ts, limit,
+                           descending, agg, interval)
 
     def keys(self, device_id):
         """Deferred sorted list of the device's time-series keys."""

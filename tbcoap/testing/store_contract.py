@@ -27,7 +27,8 @@ from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
 from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound, StoreUnavailable
-from tbcoap.interfaces import IClaimStore, ICustomerStore, IProvisionStore, IStore
+from tbcoap.interfaces import STORE_STATS, IClaimStore, ICustomerStore, IProvisionStore, IStore
+from tbcoap.latency import LatencyHistogram
 from tbcoap.models import (
     ACCESS_TOKEN,
     PSK,
@@ -112,10 +113,22 @@ async def test_provides_istore(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_declares_what_the_node_reads(store):
+    """``commit_latency`` counts commits (for /metrics); ``backup_type`` is None or what backup() writes."""
+    assert isinstance(store.commit_latency, LatencyHistogram)
+    before = store.commit_latency.count
+    await store.add_device(dev("a"), "ta")
+    assert store.commit_latency.count > before and store.commit_latency.sum >= 0
+    if store.backup_type is not None:
+        media_type, suffix = store.backup_type
+        assert "/" in media_type and media_type.isascii() and suffix.isalnum()
+
+
+@pytest_twisted.ensureDeferred
 async def test_check_and_stats(store):
     assert await store.check() is None
     stats = store.stats()
-    for key in ("queueDepth", "commits", "writes"):
+    for key in {"queueDepth", "commits", "writes"} | set(STORE_STATS):  # what the node reads
         assert type(stats[key]) is int
     assert stats["queueDepth"] == 0
     before = stats["writes"]

@@ -1,0 +1,2 @@
+-- ARGV: P, device
+return redis.call('DEL', K('claim', ARGV[2]))
