@@ -9,7 +9,8 @@ Printed per attack: the worst probe answer time over CoAP and over REST (a stall
 there), the server's RSS at the end and its peak, and what the attack itself got.
 
 The attacker holds one device token and sends from 127.0.0.1 (many ports) unless said. The
-CoAPS attacks (dtls-*) are described in benchmarks/attack_dtls.py.
+CoAPS attacks (dtls-*) are described in benchmarks/attack_dtls.py, the REST ones of the second pass
+(history-*, backup-unread, many-keys, text-search) in benchmarks/attack_api.py.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attack_dtls  # noqa: E402
+import attack_api  # noqa: E402
 from run import memory_mb, rest, start_tbcoap  # noqa: E402
 
 KEY = "bench-key"
@@ -301,7 +303,7 @@ def attack_rest(ctx, scale):
 
 ATTACKS = {"stall": attack_stall, "starvation": attack_starvation, "notifications": attack_notifications,
            "block2": attack_block2, "dedup": attack_dedup, "provision": attack_provision, "rest": attack_rest,
-           **attack_dtls.ATTACKS}
+           **attack_dtls.ATTACKS, **attack_api.ATTACKS}
 
 
 class Context:
