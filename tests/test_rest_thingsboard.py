@@ -6,6 +6,7 @@ the older telemetry and RPC paths, provisioning's ``provisionState`` and gateway
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -120,15 +121,16 @@ async def test_operator_telemetry_in_every_device_form(rest, device, payload):
 @pytest_twisted.ensureDeferred
 async def test_operator_telemetry_with_a_ttl_and_bad_input(rest, device):
     base = f"{TEL}/{dev_id(device)}/timeseries/ANY"
-    assert (await rest.post(base + "/3600", [{"ts": 1000, "values": {"k": 1}}]))[0] == 200
-    assert await history(rest, device, "k") == {"k": [(1000, 1)]}
+    now = int(time.time() * 1000)  # a point whose TTL has not passed (one at ts 1000 would be expired at once)
+    assert (await rest.post(base + "/3600", [{"ts": now, "values": {"k": 1}}]))[0] == 200
+    assert await history(rest, device, "k") == {"k": [(now, 1)]}
     for path, payload in ((base + "/-1", {"k": 2}), (base + "/abc", {"k": 2}), (base, [1, 2]),
                           (base, "text")):
         status, body = await rest.post(path, payload)
         assert status == 400 and body["status"] == 400, (path, payload)
     status, body = await rest.post(f"{TEL}/{uuid.uuid4()}/timeseries/ANY", {"k": 2})
     assert status == 404
-    assert await history(rest, device, "k") == {"k": [(1000, 1)]}
+    assert await history(rest, device, "k") == {"k": [(now, 1)]}
 
 
 async def three_points(rest, device):

@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from txthings import coap
 
-from tbcoap.coap.messagelayer import response
+from tbcoap.coap.codec import code_text, response
 from tbcoap.deviceapi.answers import LINK_FORMAT, error
 from tbcoap.deviceapi.formats import (CBOR_FORMAT, CBOR_IN_JSON, JSON_CODECS, JSON_IN_JSON, OCTET_STREAM,
                                       PROTOBUF_ACCEPT, PROVISION_ACCEPT, PROVISION_PROTOBUF, READS_CBOR, WRITES_CBOR,
@@ -52,7 +52,7 @@ class Feature:
 class Routed:
     """Where one request goes, found once from its path and used by every later check:
     ``feature`` (a Feature's name, "provision" or "well-known"), the path's ``token`` (None on a
-    certificate device's tokenless path), the ``handler`` and the RPC ``rpc_id`` of a reply."""
+    tokenless path of a device known by its CoAPS session), the ``handler`` and the RPC ``rpc_id`` of a reply."""
 
     __slots__ = ("feature", "token", "handler", "rpc_id")
 
@@ -108,15 +108,16 @@ class DeviceApi:
 
     def _who(self, request, token):
         """``(device or None, rate-limit key)``, or a Deferred of it: over CoAPS the device whose
-        certificate the client presented, if it is a device's; else the device of the path's token."""
+        certificate or pre-shared key the client's session was made with, if it is a device's; else
+        the device of the path's token."""
         identify = getattr(request.protocol, "identify", None)
-        digest = identify(request.remote) if identify is not None else None
-        if digest is not None:
-            device = self.core.devices.cached_certificate(digest)
+        identity = identify(request.remote) if identify is not None else None
+        if identity is not None:
+            device = self.core.devices.cached_session(identity)
             if device is not None:
-                return device, digest
-            d = self.core.devices.authenticate_certificate(digest)
-            return d.addCallback(lambda found: (found, digest) if found is not None else self._by_token(token))
+                return device, identity.id
+            d = self.core.devices.authenticate_session(identity)
+            return d.addCallback(lambda found: (found, identity.id) if found is not None else self._by_token(token))
         return self._by_token(token)
 
     def _by_token(self, token):
@@ -130,7 +131,8 @@ class DeviceApi:
     @staticmethod
     def _unknown(token):
         if token is None:
-            return error(coap.UNAUTHORIZED, "no device certificate: paths without a token need CoAPS with one")
+            return error(coap.UNAUTHORIZED, "no device credential: a path without a token needs a CoAPS "
+                                             "certificate or pre-shared key")
         return error(coap.UNAUTHORIZED, "unknown access token")
 
     def _identified(self, who, routed, request):
@@ -155,7 +157,7 @@ class DeviceApi:
             return PROVISION_ROUTE  # ThingsBoard reads /api/v1/{anything}/provision as provisioning too
         first = path[2].lower() if len(path) > 2 else ""
         if first in self.features and (len(path) == 3 or (len(path) == 4 and first == "rpc")):
-            token, name, extra = None, first, path[3:]  # a certificate's device: no token (CoAPS)
+            token, name, extra = None, first, path[3:]  # a CoAPS session's device: no token
         elif len(path) < 4:
             return error(coap.BAD_REQUEST, "expected /api/v1/{token}/{feature}")
         else:
@@ -446,4 +448,4 @@ def _created(result):
 
 
 def _method(code):
-    return coap.requests.get(code, f"method {code >> 5}.{code & 31:02d}")
+    return coap.requests.get(code, f"method {code_text(code)}")

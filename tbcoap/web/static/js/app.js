@@ -2,7 +2,7 @@
 // #/customers, #/profiles) so Back works and every page has its own address.
 
 import { api, clearSession, storedKey, storeKey } from "./api.js";
-import { byId, clear, clearAlerts, h, showError, showStatus } from "./dom.js";
+import { byId, clear, h, notice, resetMessages, showError, showStatus } from "./dom.js";
 import { devicesView } from "./devices.js";
 import { deviceView } from "./device.js";
 import { customersView } from "./customers.js";
@@ -73,7 +73,7 @@ function updateHeader(route) {
 function render(moveFocus = true) {
   if (life) life.end();
   life = newLife();
-  clearAlerts();
+  resetMessages(); // no message outlives its page
   const view = clear(byId("view"));
   if (!user) {
     updateHeader(null);
@@ -107,6 +107,7 @@ function signInView(view) {
   const input = h("input", { id: "api-key", type: "password", autocomplete: "off", spellcheck: "false",
     required: true, "aria-describedby": "api-key-help" });
   const button = h("button", { type: "submit" }, "Sign in");
+  const message = notice("sign-in-notice");
   // The input has no name: even a form submitted without this script would not put it in a URL.
   const form = h("form", { id: "sign-in", class: "card sign-in", "aria-labelledby": "sign-in-title" },
     h("h1", { id: "sign-in-title", tabindex: "-1" }, "Sign in"),
@@ -114,12 +115,13 @@ function signInView(view) {
     h("p", { id: "api-key-help", class: "hint" },
       "The admin key (the file admin.key in the server's data directory) or a customer's key. ",
       "It is kept in this browser tab only and forgotten when you sign out or close the tab."),
-    button);
+    button, message.el);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const key = input.value.trim();
     if (!key) return;
     button.disabled = true;
+    message.clear();
     try {
       const who = await api("GET", "/api/auth/user", { key });
       storeKey(key);
@@ -129,8 +131,7 @@ function signInView(view) {
       if (ROUTES.some((route) => route.pattern.test(location.hash))) render();
       else location.hash = "#/devices";
     } catch (error) {
-      clearAlerts();
-      showError(error.status === 401 ? "Sign-in failed, the key was not accepted" : "Sign-in failed", error);
+      message.error(error.status === 401 ? "Sign-in failed, the key was not accepted" : "Sign-in failed", error);
       input.select();
     } finally {
       button.disabled = false;

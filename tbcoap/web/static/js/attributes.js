@@ -1,18 +1,33 @@
 // Attributes of the three scopes: CLIENT_SCOPE read-only; SHARED_SCOPE and SERVER_SCOPE editable
-// by the admin (a key with a JSON or text value, or deleted).
+// by the admin (a key with a JSON or text value, or deleted) and read-only for a customer. The
+// server's own SERVER_SCOPE attributes are marked as such and offer no Edit or Delete.
 
 import { api, devicePath } from "./api.js";
-import { busy, clear, dataTable, emptyRow, field, formatTime, formatValue, h, newestWins, showError, showStatus } from "./dom.js";
+import { busy, dataTable, field, formatTime, formatValue, h, newestWins, notice, showError, syncRows } from "./dom.js";
 
+// [scope, title, hint when the key may edit it, hint when it may not]
 const SCOPES = [
-  ["CLIENT_SCOPE", "Client attributes", "Written by the device; read-only here."],
-  ["SHARED_SCOPE", "Shared attributes", "Written here, read and observed by the device."],
-  ["SERVER_SCOPE", "Server attributes", "Written here, never seen by the device (active and lastActivityTime are the server's)."],
+  ["CLIENT_SCOPE", "Client attributes", null, "Written by the device; read-only here."],
+  ["SHARED_SCOPE", "Shared attributes", "Written here, read and observed by the device.",
+    "Written by the administrator, read and observed by the device; read-only with this key."],
+  ["SERVER_SCOPE", "Server attributes",
+    "Written here, never seen by the device. Those marked \u201ckept by the server\u201d are the server's own.",
+    "Written by the administrator and the server, never seen by the device; read-only with this key."],
 ];
+
+// SERVER_SCOPE attributes the server writes itself (ThingsBoard's names for a device's activity):
+// rewritten as the device is heard from, so an edit here would not last.
+export const SERVER_KEPT = new Set(["active", "lastActivityTime", "lastConnectTime", "lastDisconnectTime",
+  "inactivityAlarmTime"]);
+// Set by provisioning; deleting it lets the device provision again, so Delete stays.
+const PROVISION_STATE = "provisionState";
 
 /** `onServer(list)` receives SERVER_SCOPE's attributes at each refresh (the device's activity). */
 export function attributesSection(id, ctx, life, onServer) {
-  const scopes = SCOPES.map(([scope, title, hint]) => scopeBlock(id, scope, title, hint, ctx.admin && scope !== "CLIENT_SCOPE", life));
+  const scopes = SCOPES.map(([scope, title, editHint, readHint]) => {
+    const editable = ctx.admin && editHint !== null;
+    return scopeBlock(id, scope, title, editable ? editHint : readHint, editable, life);
+  });
   const el = h("section", { class: "card", "aria-labelledby": "attributes-h" },
     h("h2", { id: "attributes-h" }, "Attributes"), scopes.map((s) => s.el));
   const refresh = async () => {
@@ -25,12 +40,20 @@ export function attributesSection(id, ctx, life, onServer) {
   return { el, refresh };
 }
 
+/** What the server keeps of a SERVER_SCOPE attribute: "kept by the server", "set by provisioning" or null. */
+function keptBy(scope, key) {
+  if (scope !== "SERVER_SCOPE") return null;
+  if (SERVER_KEPT.has(key)) return "kept by the server";
+  if (key === PROVISION_STATE) return "set by provisioning";
+  return null;
+}
+
 function scopeBlock(id, scope, title, hint, editable, life) {
   const headId = `attr-${scope}-h`;
   const columns = editable ? ["Key", "Value", "Updated", "Actions"] : ["Key", "Value", "Updated"];
   const list = dataTable(`attributes-${scope}`, title, columns);
+  const message = notice(`attr-${scope}-notice`);
   const block = { scope, el: null, reload: null };
-  let shown = null;
   const order = newestWins();
 
   let form = null;
@@ -39,35 +62,45 @@ function scopeBlock(id, scope, title, hint, editable, life) {
   let typeInput = null;
   if (editable) {
     const key = field(`attr-${scope}-key`, "Key", { required: true, maxlength: 255, autocomplete: "off" });
-    const value = field(`attr-${scope}-value`, "Value", { autocomplete: "off", spellcheck: "false" });
+    const value = field(`attr-${scope}-value`, "Value", { autocomplete: "off", spellcheck: "false",
+      "aria-describedby": message.el.id });
     const type = field(`attr-${scope}-type`, "Value is", {}, "select");
     type.input.append(h("option", { value: "json" }, "JSON (number, true, {...})"), h("option", { value: "text" }, "Text"));
     [keyInput, valueInput, typeInput] = [key.input, value.input, type.input];
     const save = h("button", { type: "submit", id: `attr-${scope}-save` }, "Save");
-    form = h("form", { class: "row", "aria-label": `Add or edit a ${title.toLowerCase().replace(/s$/, "")}` },
-      key.el, value.el, type.el, save);
+    form = h("form", { "aria-label": `Add or edit a ${title.toLowerCase().replace(/s$/, "")}` },
+      h("div", { class: "row" }, key.el, value.el, type.el, save), message.el);
+    valueInput.addEventListener("input", () => valueInput.removeAttribute("aria-invalid"));
+    typeInput.addEventListener("change", () => valueInput.removeAttribute("aria-invalid"));
     form.addEventListener("submit", (event) => {
       event.preventDefault();
-      let parsed = valueInput.value;
-      if (typeInput.value === "json") {
+      const sent = { key: keyInput.value, value: valueInput.value, type: typeInput.value };
+      let parsed = sent.value;
+      if (sent.type === "json") {
         try {
-          parsed = JSON.parse(valueInput.value);
+          parsed = JSON.parse(sent.value);
         } catch (error) {
-          showError("The value is not JSON", `${error.message}; choose "Text" to store it as a string`);
+          message.error("The value is not JSON", `${error.message}; choose "Text" to store it as a string`);
+          valueInput.setAttribute("aria-invalid", "true");
+          valueInput.focus();
           return;
         }
       }
-      const name = keyInput.value.trim();
+      const name = sent.key.trim();
+      message.clear();
       busy(save, async () => {
         try {
           await api("POST", devicePath(id, `/${scope}`), { body: { [name]: parsed } });
-          form.reset();
-          showStatus(`Attribute "${name}" saved.`);
-          await block.reload();
         } catch (error) {
-          showError("Saving the attribute", error);
+          message.error("Saving the attribute", error);
+          return;
         }
-      });
+        // empty the form for the next one, unless the user already started typing it
+        if (keyInput.value === sent.key && valueInput.value === sent.value && typeInput.value === sent.type) {
+          form.reset();
+        }
+        message.ok(`Attribute "${name}" saved.`);
+      }).then(() => life.alive && block.reload());
     });
   }
 
@@ -76,20 +109,47 @@ function scopeBlock(id, scope, title, hint, editable, life) {
     const text = typeof attribute.value === "string";
     typeInput.value = text ? "text" : "json";
     valueInput.value = text ? attribute.value : JSON.stringify(attribute.value);
+    valueInput.removeAttribute("aria-invalid");
+    message.clear();
     valueInput.focus();
   }
 
   async function remove(attribute, button) {
-    if (!confirm(`Delete the attribute "${attribute.key}" from ${title.toLowerCase()}?`)) return;
+    const effect = attribute.key === PROVISION_STATE ? " The device may then provision again." : "";
+    if (!confirm(`Delete the attribute "${attribute.key}" from ${title.toLowerCase()}?${effect}`)) return;
+    message.clear();
     await busy(button, async () => {
       try {
         await api("DELETE", devicePath(id, `/${scope}`), { query: { keys: attribute.key } });
-        showStatus(`Attribute "${attribute.key}" deleted.`);
-        await block.reload();
+        message.ok(`Attribute "${attribute.key}" deleted.`);
       } catch (error) {
-        showError("Deleting the attribute", error);
+        message.error("Deleting the attribute", error);
       }
     });
+    if (life.alive) await block.reload();
+  }
+
+  function row(attribute) {
+    const kept = keptBy(scope, attribute.key);
+    const cells = [
+      h("th", { scope: "row" }, attribute.key, kept ? h("span", { class: "badge kept" }, kept) : null),
+      h("td", { class: "value" }, formatValue(attribute.value)),
+      h("td", null, formatTime(attribute.lastUpdateTs)),
+    ];
+    if (editable) {
+      const actions = h("td", { class: "actions" });
+      if (!kept) {
+        actions.append(h("button", { type: "button", "aria-label": `Edit ${attribute.key}`, onclick: () => edit(attribute) }, "Edit"));
+      }
+      if (!SERVER_KEPT.has(attribute.key)) {
+        const label = kept ? `Delete ${attribute.key} (the device may then provision again)` : `Delete ${attribute.key}`;
+        const del = h("button", { type: "button", class: "danger", "aria-label": label }, "Delete");
+        del.addEventListener("click", () => remove(attribute, del));
+        actions.append(del);
+      }
+      cells.push(actions);
+    }
+    return h("tr", { dataset: kept ? { key: attribute.key, kept } : { key: attribute.key } }, cells);
   }
 
   block.refresh = async () => {
@@ -97,22 +157,7 @@ function scopeBlock(id, scope, title, hint, editable, life) {
       const ticket = order.start();
       const attributes = await api("GET", devicePath(id, `/values/attributes/${scope}`));
       if (!life.alive || !order.fresh(ticket)) return null;
-      const text = JSON.stringify(attributes);
-      if (text === shown) return attributes;
-      shown = text;
-      clear(list.tbody);
-      for (const attribute of attributes) {
-        const cells = [h("th", { scope: "row" }, attribute.key), h("td", { class: "value" }, formatValue(attribute.value)),
-          h("td", null, formatTime(attribute.lastUpdateTs))];
-        if (editable) {
-          const del = h("button", { type: "button", class: "danger", "aria-label": `Delete ${attribute.key}` }, "Delete");
-          del.addEventListener("click", () => remove(attribute, del));
-          cells.push(h("td", { class: "actions" },
-            h("button", { type: "button", "aria-label": `Edit ${attribute.key}`, onclick: () => edit(attribute) }, "Edit"), del));
-        }
-        list.tbody.append(h("tr", { dataset: { key: attribute.key } }, cells));
-      }
-      if (!attributes.length) emptyRow(list.tbody, columns.length, "None.");
+      syncRows(list.tbody, attributes, (a) => a.key, row, columns.length, "None.");
       return attributes;
     } catch (error) {
       if (life.alive) showError(`Reading ${title.toLowerCase()}`, error);
@@ -121,7 +166,7 @@ function scopeBlock(id, scope, title, hint, editable, life) {
   };
 
   block.el = h("section", { class: "scope", "aria-labelledby": headId },
-    h("h3", { id: headId }, title), h("p", { class: "hint" }, hint),
+    h("h3", { id: headId }, title), h("p", { class: "hint", id: `attr-${scope}-hint` }, hint),
     h("div", { "aria-live": "polite" }, list.el), form);
   return block;
 }

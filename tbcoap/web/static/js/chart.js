@@ -1,14 +1,18 @@
 // The chart: chosen time-series keys over a chosen range, from the aggregation API (AVG, MIN,
 // MAX, ... per bucket, at most ~500 buckets) or raw points, drawn with the vendored uPlot and
-// redrawn with the latest data every 10 s.
+// redrawn with the latest data every 10 s. Until the user chooses, the first key with a numeric
+// latest value is ticked and the range is the shortest one holding the ticked keys' first point.
 
 import { api, devicePath } from "./api.js";
-import { clear, field, h, newestWins, showError } from "./dom.js";
+import { clear, field, h, newestWins, notice, showError } from "./dom.js";
 
 const MINUTE = 60000;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
-const RANGES = [[HOUR, "Last hour"], [DAY, "Last day"], [7 * DAY, "Last week"], [30 * DAY, "Last 30 days"], ["custom", "Custom"]];
+const RANGES = [[5 * MINUTE, "Last 5 minutes"], [15 * MINUTE, "Last 15 minutes"], [HOUR, "Last hour"], [DAY, "Last day"],
+  [7 * DAY, "Last week"], [30 * DAY, "Last 30 days"], ["custom", "Custom"]];
+const FIXED = RANGES.map(([ms]) => ms).filter((ms) => ms !== "custom");
+const FIRST_RANGE = 15 * MINUTE; // shown before any point is known
 const AGGS = [["AVG", "Average"], ["MIN", "Minimum"], ["MAX", "Maximum"], ["SUM", "Sum"], ["COUNT", "Count"], ["NONE", "None (raw points)"]];
 // bucket lengths to choose from: the shortest giving at most MAX_BUCKETS buckets
 const INTERVALS = [1, 2, 5, 10, 15, 30].map((s) => s * 1000)
@@ -40,21 +44,25 @@ export function chartSection(id, life) {
   const noKeys = h("span", { class: "hint" }, "No time series yet.");
   keysBox.append(noKeys);
   const range = field("chart-range", "Range", {}, "select");
-  range.input.append(...RANGES.map(([value, text]) => h("option", { value }, text)));
+  range.input.append(...RANGES.map(([value, text]) => h("option", { value, selected: value === FIRST_RANGE }, text)));
   const from = field("chart-from", "From", { type: "datetime-local" });
   const to = field("chart-to", "To", { type: "datetime-local" });
   const agg = field("chart-agg", "Aggregation", {}, "select");
   agg.input.append(...AGGS.map(([value, text]) => h("option", { value }, text)));
   const draw = h("button", { type: "submit", id: "chart-draw" }, "Draw");
+  const message = notice("chart-notice");
   const summary = h("div", { id: "chart-summary", class: "chart-summary", dataset: { points: "0" } });
   const plotBox = h("div", { id: "chart", class: "chart" });
   const form = h("form", { "aria-label": "Chart settings" }, keysBox,
-    h("div", { class: "row" }, range.el, from.el, to.el, agg.el, draw));
+    h("div", { class: "row" }, range.el, from.el, to.el, agg.el, draw), message.el);
 
   const known = new Set();
   let plot = null;
   let plotKeys = "";
   let window_ = [0, 0]; // the x range drawn, in seconds
+  // the chart chooses the keys until the user ticks or unticks one, and the range until the user picks one
+  let autoKeys = true;
+  let autoRange = true;
 
   const chosen = () => [...keysBox.querySelectorAll("input:checked")].map((box) => box.value);
   const syncCustom = () => {
@@ -79,14 +87,35 @@ export function chartSection(id, life) {
         noKeys.remove();
         const boxId = `chart-key-${known.size}`;
         keysBox.append(h("label", { for: boxId, class: "choice" },
-          h("input", { type: "checkbox", id: boxId, value: key, onchange: () => update() }), ` ${key}`));
+          h("input", { type: "checkbox", id: boxId, value: key, onchange: () => { autoKeys = false; update(); } }), ` ${key}`));
       }
+      if (autoKeys && known.size && !chosen().length) await pickKey();
     } catch (error) {
       if (life.alive) showError("Reading the time-series keys", error);
     }
   }
 
-  /** [startTs, endTs] in ms, or null (a bad custom range, reported). */
+  /** Tick the first key, in the list's order, whose latest value is a number. */
+  async function pickKey() {
+    const latest = await api("GET", devicePath(id, "/values/timeseries"), { query: { useStrictDataTypes: true } });
+    if (!life.alive || !autoKeys || chosen().length) return;
+    const numeric = (key) => latest[key] && latest[key][0] && typeof latest[key][0].value === "number";
+    const box = [...keysBox.querySelectorAll("input")].find((input) => numeric(input.value));
+    if (box) box.checked = true;
+  }
+
+  /** The shortest fixed range holding the first point of `keys` (of the last 30 days), selected. */
+  async function fitRange(keys) {
+    const end = Date.now();
+    const longest = FIXED[FIXED.length - 1];
+    const first = await api("GET", devicePath(id, "/values/timeseries"),
+      { query: { keys: keys.join(","), startTs: end - longest, endTs: end, limit: 1, orderBy: "ASC" } });
+    if (!life.alive || !autoRange) return;
+    const oldest = Math.min(end, ...Object.values(first).map((points) => (points[0] ? points[0].ts : end)));
+    range.input.value = String(FIXED.find((ms) => end - oldest < ms) || longest);
+  }
+
+  /** [startTs, endTs] in ms, or null (a bad custom range, told beside the settings). */
   function span() {
     if (range.input.value !== "custom") {
       const end = Date.now();
@@ -95,9 +124,10 @@ export function chartSection(id, life) {
     const start = new Date(from.input.value).getTime();
     const end = new Date(to.input.value).getTime();
     if (!(start < end)) {
-      showError("Chart", "choose a From time before the To time");
+      message.error("The range", "choose a From time before the To time");
       return null;
     }
+    message.clear();
     return [start, end];
   }
 
@@ -109,6 +139,12 @@ export function chartSection(id, life) {
       order.fresh(ticket);
       setSummary(0, [h("p", null, "Choose one or more keys to draw them.")]);
       destroy();
+      return;
+    }
+    try {
+      if (autoRange) await fitRange(keys);
+    } catch (error) {
+      if (life.alive) showError("Reading the chart's data", error);
       return;
     }
     const times = span();
@@ -138,7 +174,8 @@ export function chartSection(id, life) {
     render(series);
     const total = series.reduce((n, s) => n + s.points.length, 0);
     const what = how === "NONE" ? "raw points" : `${how.toLowerCase()} per ${describeMs(interval)} bucket`;
-    const label = range.input.value === "custom" ? "custom range" : range.input.selectedOptions[0].text.toLowerCase();
+    const label = range.input.value === "custom" ? "custom range"
+      : range.input.selectedOptions[0].text.toLowerCase() + (autoRange ? " (chosen to fit the data)" : "");
     setSummary(total, [
       h("p", null, `${total} point${total === 1 ? "" : "s"} (${what}), ${label}: ` +
         `${new Date(startTs).toLocaleString()} to ${new Date(endTs).toLocaleString()}.`),
@@ -197,7 +234,7 @@ export function chartSection(id, life) {
   resize.observe(plotBox);
   life.onEnd(() => { resize.disconnect(); destroy(); });
 
-  range.input.addEventListener("change", () => { syncCustom(); update(); });
+  range.input.addEventListener("change", () => { autoRange = false; syncCustom(); update(); });
   agg.input.addEventListener("change", () => update());
   form.addEventListener("submit", (event) => { event.preventDefault(); update(); });
   loadKeys().then(update);

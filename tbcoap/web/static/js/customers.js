@@ -1,13 +1,14 @@
 // Customers (admin): a page of them, and creating one, whose API key is shown once.
 
 import { api } from "./api.js";
-import { busy, clear, dataTable, emptyRow, field, formatTime, h, newestWins, pager, showError, showStatus } from "./dom.js";
+import { busy, clear, dataTable, emptyRow, field, formatTime, h, newestWins, notice, pager, showError } from "./dom.js";
 
 const state = { page: 0, pageSize: 20 };
 
 export function customersView(view, ctx, life) {
   const title = field("customer-title", "Title", { required: true, maxlength: 255, autocomplete: "off" });
   const create = h("button", { type: "submit", id: "create-customer" }, "Create customer");
+  const message = notice("new-customer-notice");
   const created = h("div", { id: "new-customer", class: "secret-box", hidden: true, "aria-live": "polite" });
   const list = dataTable("customers-table", "Customers", ["Title", "Id", "Created"]);
   const summary = h("p", { class: "summary", id: "customers-summary" });
@@ -15,30 +16,33 @@ export function customersView(view, ctx, life) {
 
   const form = h("form", { class: "card", "aria-labelledby": "new-customer-h" },
     h("h2", { id: "new-customer-h" }, "New customer"),
-    h("div", { class: "row" }, title.el, create));
+    h("div", { class: "row" }, title.el, create), message.el);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
+    message.clear();
     busy(create, async () => {
       try {
         const customer = await api("POST", "/api/customer", { body: { title: title.input.value.trim() } });
         form.reset();
         showKey(customer);
-        showStatus(`Customer "${customer.title}" created.`);
+        message.ok(`Customer "${customer.title}" created.`);
         load();
       } catch (error) {
-        showError("Creating the customer", error);
+        message.error("Creating the customer", error);
       }
     });
   });
 
   function showKey(customer) {
     const code = h("code", { id: "new-customer-key", class: "token" }, customer.apiKey);
+    const copied = notice("copy-key-notice");
     clear(created).append(
       h("p", null, `API key of "${customer.title}": shown only this once, copy it now.`),
       h("p", null, code),
       h("div", { class: "row" },
-        h("button", { type: "button", onclick: () => copy(customer.apiKey) }, "Copy key"),
-        h("button", { type: "button", onclick: () => { clear(created); created.hidden = true; } }, "Done, hide it")));
+        h("button", { type: "button", onclick: () => copy(customer.apiKey, copied) }, "Copy key"),
+        h("button", { type: "button", onclick: () => { clear(created); created.hidden = true; } }, "Done, hide it")),
+      copied.el);
     created.hidden = false;
   }
 
@@ -71,11 +75,11 @@ export function customersView(view, ctx, life) {
   load();
 }
 
-async function copy(text) {
+async function copy(text, message) {
   try {
     await navigator.clipboard.writeText(text);
-    showStatus("The key was copied to the clipboard.");
+    message.ok("The key was copied to the clipboard.");
   } catch (error) {
-    showError("Copying the key", error);
+    message.error("Copying the key", error);
   }
 }

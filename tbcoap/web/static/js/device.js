@@ -2,7 +2,7 @@
 // 5 s, the chart, attributes and RPC sections.
 
 import { api, devicePath, seg } from "./api.js";
-import { append, badge, busy, clear, dataTable, emptyRow, formatTime, h, randomToken, showError, showStatus } from "./dom.js";
+import { append, badge, busy, clear, dataTable, flashStatus, formatTime, h, notice, randomToken, showError, syncRows } from "./dom.js";
 import { deleteDevice } from "./devices.js";
 import { chartSection } from "./chart.js";
 import { attributesSection } from "./attributes.js";
@@ -72,7 +72,11 @@ function factsSection(device, ctx) {
     /** Update State and Last activity from the SERVER_SCOPE attributes. */
     activity(server) {
       const value = (key) => (server.find((a) => a.key === key) || {}).value;
-      clear(state).append(badge(value("active") === true, "Active", "Inactive"));
+      const active = value("active") === true;
+      if (state.dataset.active !== String(active)) {
+        state.dataset.active = String(active);
+        clear(state).append(badge(active, "Active", "Inactive"));
+      }
       last.textContent = formatTime(value("lastActivityTime"));
     },
   };
@@ -84,6 +88,7 @@ function credentialsSection(device) {
   const show = h("button", { type: "button", id: "show-token", "aria-expanded": "false" }, "Show token");
   const rotate = h("button", { type: "button", id: "rotate-token" }, "Rotate token");
   const remove = h("button", { type: "button", id: "delete-device", class: "danger" }, "Delete device");
+  const message = notice("credentials-notice");
 
   const display = (credentials) => {
     append(clear(shown), credentials.credentialsType === "ACCESS_TOKEN"
@@ -101,41 +106,46 @@ function credentialsSection(device) {
       show.setAttribute("aria-expanded", "false");
       return;
     }
+    message.clear();
     busy(show, async () => {
       try {
         display(await api("GET", `/api/device/${seg(id)}/credentials`));
       } catch (error) {
-        showError("Reading the token", error);
+        message.error("Reading the token", error);
       }
     });
   });
   rotate.addEventListener("click", () => {
     if (!confirm(`Give "${device.name}" a new random token? The old one stops working at once.`)) return;
+    message.clear();
     busy(rotate, async () => {
       try {
         display(await api("POST", "/api/device/credentials", { body: {
           deviceId: { entityType: "DEVICE", id }, credentialsType: "ACCESS_TOKEN", credentialsId: randomToken() } }));
-        showStatus("The device has a new token.");
+        message.ok("The device has a new token.");
       } catch (error) {
-        showError("Rotating the token", error);
+        message.error("Rotating the token", error);
       }
     });
   });
   remove.addEventListener("click", async () => {
-    if (await deleteDevice(device, remove)) location.hash = "#/devices";
+    message.clear();
+    if (await deleteDevice(device, remove, message)) {
+      flashStatus(`Device "${device.name}" deleted.`); // told on the device list
+      location.hash = "#/devices";
+    }
   });
   return h("section", { class: "card", "aria-labelledby": "credentials-h" },
     h("h2", { id: "credentials-h" }, "Access token"),
     h("p", { class: "hint" }, "The device puts it in its CoAP paths: /api/v1/TOKEN/telemetry."),
-    h("div", { class: "row" }, show, rotate, remove), shown);
+    h("div", { class: "row" }, show, rotate, remove), message.el, shown);
 }
 
 function latestSection(id, life) {
   const list = dataTable("latest-telemetry", "Latest telemetry", ["Key", "Value", "Time"]);
   const stamp = h("p", { class: "hint", id: "latest-refreshed" });
-  // only the table is live, and it is rebuilt only when a value changed
+  // only the table is live, and only the rows of changed values are rebuilt
   const live = h("div", { "aria-live": "polite" }, list.el);
-  let shown = null;
   return {
     el: h("section", { class: "card", "aria-labelledby": "latest-h" },
       h("h2", { id: "latest-h" }, "Latest telemetry"), stamp, live),
@@ -143,18 +153,11 @@ function latestSection(id, life) {
       try {
         const latest = await api("GET", devicePath(id, "/values/timeseries"));
         if (!life.alive) return;
-        const text = JSON.stringify(latest);
-        if (text !== shown) {
-          shown = text;
-          clear(list.tbody);
-          for (const key of Object.keys(latest).sort()) {
-            const point = latest[key][0];
-            if (!point) continue;
-            list.tbody.append(h("tr", { dataset: { key } }, h("th", { scope: "row" }, key),
-              h("td", { class: "value" }, String(point.value)), h("td", null, formatTime(point.ts))));
-          }
-          if (!list.tbody.children.length) emptyRow(list.tbody, 3, "No telemetry yet.");
-        }
+        const points = Object.keys(latest).sort().filter((key) => latest[key][0])
+          .map((key) => ({ key, ...latest[key][0] }));
+        syncRows(list.tbody, points, (point) => point.key, (point) => h("tr", { dataset: { key: point.key } },
+          h("th", { scope: "row" }, point.key), h("td", { class: "value" }, String(point.value)),
+          h("td", null, formatTime(point.ts))), 3, "No telemetry yet.");
         stamp.textContent = `Refreshes every ${REFRESH_MS / 1000} s; last read ${new Date().toLocaleTimeString()}.`;
       } catch (error) {
         if (life.alive) showError("Reading the latest telemetry", error);

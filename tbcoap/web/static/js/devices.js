@@ -2,7 +2,7 @@
 // devices, a customer claims them.
 
 import { api, seg } from "./api.js";
-import { badge, busy, clear, dataTable, emptyRow, field, formatTime, h, newestWins, pager, showError, showStatus } from "./dom.js";
+import { badge, busy, dataTable, field, formatTime, h, newestWins, notice, pager, showError, syncRows } from "./dom.js";
 import { profileNames } from "./profiles.js";
 
 const SORTS = [
@@ -19,6 +19,7 @@ export function devicesView(view, ctx, life) {
   if (ctx.admin) columns.push("Actions");
   const list = dataTable("devices-table", "Devices", columns);
   const summary = h("p", { class: "summary", id: "devices-summary", "aria-live": "polite" });
+  const message = notice("devices-notice"); // what a row's Delete did
   const pages = pager("Pages of devices", (page) => { state.page = page; load(); });
 
   // search, sort and page size: one form, submitted with Enter or the button
@@ -54,9 +55,8 @@ export function devicesView(view, ctx, life) {
         state.page = Math.max(0, page.totalPages - 1);
         return load();
       }
-      clear(list.tbody);
-      for (const device of page.data) list.tbody.append(row(device));
-      if (!page.data.length) emptyRow(list.tbody, columns.length, state.text ? "No device matches." : "No devices yet.");
+      syncRows(list.tbody, page.data, (device) => device.id.id, row, columns.length,
+        state.text ? "No device matches." : "No devices yet.");
       const n = page.totalElements;
       summary.textContent = `${n} device${n === 1 ? "" : "s"}${state.text ? ` matching "${state.text}"` : ""}` +
         ` · page ${state.page + 1} of ${Math.max(1, page.totalPages)}`;
@@ -79,7 +79,13 @@ export function devicesView(view, ctx, life) {
     ];
     if (ctx.admin) {
       const remove = h("button", { type: "button", class: "danger", "aria-label": `Delete ${device.name}` }, "Delete");
-      remove.addEventListener("click", () => deleteDevice(device, remove, load));
+      remove.addEventListener("click", async () => {
+        message.clear();
+        if (await deleteDevice(device, remove, message)) {
+          message.ok(`Device "${device.name}" deleted.`);
+          await load();
+        }
+      });
       cells.push(h("td", null, remove));
     }
     return h("tr", { dataset: { deviceId: id } }, cells);
@@ -88,21 +94,19 @@ export function devicesView(view, ctx, life) {
   view.append(h("h1", { tabindex: "-1" }, "Devices"));
   if (ctx.admin) view.append(createForm(load));
   else view.append(claimForm(load));
-  view.append(searchForm, summary, list.el, pages.el);
+  view.append(searchForm, summary, message.el, list.el, pages.el);
   load();
 }
 
-/** Delete after a confirmation; `then` reloads the list. */
-export async function deleteDevice(device, button, then) {
+/** Delete after a confirmation: true once deleted; a failure is told in `message` (a notice). */
+export async function deleteDevice(device, button, message) {
   if (!confirm(`Delete the device "${device.name}" with its telemetry, attributes and RPCs?`)) return false;
   return busy(button, async () => {
     try {
       await api("DELETE", `/api/device/${seg(device.id.id)}`);
-      showStatus(`Device "${device.name}" deleted.`);
-      if (then) await then();
       return true;
     } catch (error) {
-      showError("Deleting the device", error);
+      message.error("Deleting the device", error);
       return false;
     }
   });
@@ -115,25 +119,31 @@ function createForm(reload) {
   const label = field("new-device-label", "Label", { maxlength: 255, autocomplete: "off" });
   const names = h("datalist", { id: "profile-names" });
   const create = h("button", { type: "submit", id: "create-device" }, "Create device");
+  const message = notice("new-device-notice");
   const form = h("form", { class: "card", "aria-labelledby": "new-device-h" },
     h("h2", { id: "new-device-h" }, "New device"),
-    h("div", { class: "row" }, name.el, type.el, label.el, names, create));
+    h("div", { class: "row" }, name.el, type.el, label.el, names, create), message.el);
   profileNames().then((list) => names.append(...list.map((n) => h("option", { value: n }))), () => {});
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const body = { name: name.input.value.trim() };
     if (type.input.value.trim()) body.type = type.input.value.trim();
     if (label.input.value.trim()) body.label = label.input.value.trim();
+    message.clear();
     busy(create, async () => {
       try {
         const device = await api("POST", "/api/device", { body });
         form.reset();
-        showStatus(`Device "${device.name}" created: `, h("a", { href: `#/device/${seg(device.id.id)}` }, "open its page"), ".");
-        state.page = 0;
-        await reload();
+        message.ok(`Device "${device.name}" created: `, h("a", { href: `#/device/${seg(device.id.id)}` }, "open its page"), ".");
+        return true;
       } catch (error) {
-        showError("Creating the device", error);
+        message.error("Creating the device", error);
+        return false;
       }
+    }).then((created) => {
+      if (!created) return;
+      state.page = 0;
+      reload();
     });
   });
   return form;
@@ -148,24 +158,30 @@ function claimForm(reload) {
   const name = field("claim-name", "Device name", { required: true, autocomplete: "off" });
   const secret = field("claim-secret", "Secret key", { type: "password", autocomplete: "off" });
   const claim = h("button", { type: "submit", id: "claim-device" }, "Claim device");
+  const message = notice("claim-notice");
   const form = h("form", { class: "card", "aria-labelledby": "claim-h" },
     h("h2", { id: "claim-h" }, "Claim a device"),
     h("p", { class: "hint" }, "The device asks to be claimed first (POST /api/v1/TOKEN/claim with a secret)."),
-    h("div", { class: "row" }, name.el, secret.el, claim));
+    h("div", { class: "row" }, name.el, secret.el, claim), message.el);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
+    message.clear();
     busy(claim, async () => {
       try {
         const answer = await api("POST", `/api/customer/device/${seg(name.input.value.trim())}/claim`,
           { body: { secretKey: secret.input.value } });
         form.reset();
-        showStatus(`Device "${answer.device.name}" claimed.`);
-        state.page = 0;
-        await reload();
+        message.ok(`Device "${answer.device.name}" claimed.`);
+        return true;
       } catch (error) {
         if (CLAIM_REFUSALS[error.message]) error.message = CLAIM_REFUSALS[error.message];
-        showError("Claiming the device", error);
+        message.error("Claiming the device", error);
+        return false;
       }
+    }).then((claimed) => {
+      if (!claimed) return;
+      state.page = 0;
+      reload();
     });
   });
   return form;

@@ -34,14 +34,22 @@ export function clear(el) {
 
 export const byId = (id) => document.getElementById(id);
 
-// -- alerts (role="alert") and status (role="status") ----------------------------------------
+// -- messages ------------------------------------------------------------------------------
+// A form's outcome goes beside the form (notice); the alert and status regions at the top keep
+// what belongs to no control (a page that failed to load, a key no longer accepted, signed out).
+// Route changes clear the top regions; a notice goes with its page.
 
 const MAX_ALERTS = 4;
 
-/** Show a failed call in the alert region: "<what>: <message> (<status>)". Repeats replace. */
+/** "<what>: <message> (<status>)" */
+function describe(what, error) {
+  return `${what}: ${error && error.toString ? error.toString() : String(error)}`;
+}
+
+/** Show a failed call in the alert region at the top. Repeats replace. */
 export function showError(what, error) {
   const region = byId("alerts");
-  const text = `${what}: ${error && error.toString ? error.toString() : String(error)}`;
+  const text = describe(what, error);
   for (const item of region.querySelectorAll(".alert")) {
     if (item.dataset.text === text) item.remove();
   }
@@ -52,15 +60,50 @@ export function showError(what, error) {
   while (region.children.length > MAX_ALERTS) region.lastElementChild.remove();
 }
 
-export function clearAlerts() {
-  clear(byId("alerts"));
-}
-
-/** A short confirmation in the polite status region (text or nodes). */
+/** A short confirmation in the status region at the top (text or nodes). */
 export function showStatus(...content) {
   const region = byId("status");
   clear(region);
-  if (content.length) region.append(h("p", null, ...content));
+  if (content.some((part) => part !== "" && part !== null && part !== undefined)) region.append(h("p", null, ...content));
+}
+
+let flashed = null;
+
+/** A confirmation for the next page only (an action that leaves its page, e.g. a deleted device). */
+export function flashStatus(...content) {
+  flashed = content;
+}
+
+/** Empty the top regions for a new page; a flashed confirmation is shown once. */
+export function resetMessages() {
+  clear(byId("alerts"));
+  showStatus(...(flashed || []));
+  flashed = null;
+}
+
+/**
+ * The messages of one form, shown beside it: `ok(...content)` (role="status") or
+ * `error(what, error)` (role="alert"); each replaces the last, `clear()` removes it.
+ */
+export function notice(id) {
+  const status = h("div", { class: "notice-ok", role: "status" });
+  const alert = h("div", { class: "notice-error", role: "alert" });
+  const el = h("div", { id, class: "notice" }, status, alert);
+  return {
+    el,
+    ok(...content) {
+      clear(alert);
+      append(clear(status), content);
+    },
+    error(what, error) {
+      clear(status);
+      clear(alert).textContent = describe(what, error);
+    },
+    clear() {
+      clear(status);
+      clear(alert);
+    },
+  };
 }
 
 // -- formatting ------------------------------------------------------------------------------
@@ -100,6 +143,47 @@ export function dataTable(id, caption, headers) {
 
 export function emptyRow(tbody, columns, text) {
   tbody.append(h("tr", null, h("td", { colspan: columns, class: "empty" }, text)));
+}
+
+const shownRows = new WeakMap(); // <tr> -> { key, signature } of the item it shows
+
+/**
+ * Bring a table's rows in step with `items`, in their order, without rebuilding it: a row whose
+ * item is unchanged stays the same element (its buttons and the focus on them stay), a changed
+ * item's row is replaced, new rows are inserted and rows of items gone are removed.
+ * `render(item)` builds a <tr>; `empty` is the text of the row shown when there are no items.
+ */
+export function syncRows(tbody, items, keyOf, render, columns, empty) {
+  const existing = new Map();
+  for (const row of tbody.rows) {
+    const shown = shownRows.get(row);
+    if (shown) existing.set(shown.key, row);
+  }
+  let cursor = tbody.firstElementChild;
+  for (const item of items) {
+    const key = keyOf(item);
+    const signature = JSON.stringify(item);
+    let row = existing.get(key);
+    existing.delete(key);
+    if (!row || shownRows.get(row).signature !== signature) {
+      const fresh = render(item);
+      shownRows.set(fresh, { key, signature });
+      if (row) {
+        if (row === cursor) cursor = fresh;
+        row.replaceWith(fresh);
+      }
+      row = fresh;
+    }
+    if (row === cursor) cursor = cursor.nextElementSibling;
+    else tbody.insertBefore(row, cursor);
+  }
+  // the rows of every item now come first: what follows is gone
+  while (cursor) {
+    const next = cursor.nextElementSibling;
+    cursor.remove();
+    cursor = next;
+  }
+  if (!items.length) emptyRow(tbody, columns, empty);
 }
 
 /** Previous / "page n of m" / Next. `update(page, totalPages)` after each load. */

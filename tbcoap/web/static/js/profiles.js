@@ -1,7 +1,7 @@
 // Device profiles (admin): a page of them, and creating one with its provisioning settings.
 
 import { api } from "./api.js";
-import { busy, clear, dataTable, emptyRow, field, formatTime, h, newestWins, pager, showError, showStatus } from "./dom.js";
+import { busy, clear, dataTable, emptyRow, field, formatTime, h, newestWins, notice, pager, showError } from "./dom.js";
 
 const TYPES = [
   ["DISABLED", "Disabled"],
@@ -65,6 +65,7 @@ export function profilesView(view, ctx, life) {
   const key = field("profile-provision-key", "Provision key", { maxlength: 255, autocomplete: "off" });
   const secret = field("profile-provision-secret", "Provision secret", { maxlength: 255, autocomplete: "off" });
   const create = h("button", { type: "submit", id: "create-profile" }, "Create profile");
+  const message = notice("new-profile-notice");
   const list = dataTable("profiles-table", "Device profiles",
     ["Name", "Provisioning", "Provision key", "Provision secret", "Created"]);
   const summary = h("p", { class: "summary", id: "profiles-summary" });
@@ -84,7 +85,7 @@ export function profilesView(view, ctx, life) {
 
   const form = h("form", { class: "card", "aria-labelledby": "new-profile-h" },
     h("h2", { id: "new-profile-h" }, "New device profile"),
-    h("div", { class: "row" }, name.el, type.el, key.el, secret.el, create));
+    h("div", { class: "row" }, name.el, type.el, key.el, secret.el, create), message.el);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const body = { name: name.input.value.trim(), provisionType: type.input.value };
@@ -93,15 +94,16 @@ export function profilesView(view, ctx, life) {
       body.provisionDeviceKey = key.input.value;
       body.provisionDeviceSecret = secret.input.value;
     }
+    message.clear();
     busy(create, async () => {
       try {
         const profile = await api("POST", "/api/deviceProfile", { body });
         form.reset();
         sync();
-        showStatus(`Device profile "${profile.name}" created.`);
+        message.ok(`Device profile "${profile.name}" created.`);
         load();
       } catch (error) {
-        showError("Creating the device profile", error);
+        message.error("Creating the device profile", error);
       }
     });
   });
