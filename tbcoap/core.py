@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
+from tbcoap.payloads import tbmessages
 from tbcoap.services.activity import ActivityTracker
 from tbcoap.services.attributes import AttributeService
 from tbcoap.events import LocalBus
 from tbcoap.services.claims import DEFAULT_DURATION_MS, ClaimService
 from tbcoap.services.customers import CustomerService
 from tbcoap.services.devices import DeviceService
+from tbcoap.services.payloads import PayloadService
 from tbcoap.services.profiles import ProfileService
 from tbcoap.services.provisioning import ProvisionService
 from tbcoap.services.retention import RetentionService
@@ -41,12 +43,14 @@ class Core:
         self.rpc = RpcService(store, self.bus)
         self.customers = CustomerService(store)
         self.claims = ClaimService(store, self.devices, claim_duration_ms)
-        self.profiles = ProfileService(store)
+        self.payloads = PayloadService(store, self.bus)
+        self.profiles = ProfileService(store, self.payloads, self.bus)
         self.provisioning = ProvisionService(store, self.devices)
 
     @defer.inlineCallbacks
     def start(self):
         """Start periodic work and take up the RPCs the store holds."""
+        tbmessages.messages()  # ThingsBoard's device-facing messages, compiled once per process
         self.activity.start()
         yield self.rpc.start()
         self.retention.start()
@@ -67,4 +71,5 @@ class Core:
     def stats(self):
         """Domain and store counters as a plain dict."""
         return {"store": self.store.stats(), "cachedTokens": self.devices.cached_count(), "rpc": self.rpc.stats(),
-                "retention": self.retention.stats(), "history": self.telemetry.history_gate.stats()}
+                "retention": self.retention.stats(), "history": self.telemetry.history_gate.stats(),
+                "payloads": self.payloads.stats()}

@@ -68,12 +68,22 @@ class TokenReplaced:
 
 
 @dataclass(frozen=True)
+class ProfileChanged:
+    """A device profile was saved: ``name`` is its name now; ``renamed`` when that changed (its
+    devices' ``type`` changed with it)."""
+
+    profile_id: str
+    name: str
+    renamed: bool = False
+
+
+@dataclass(frozen=True)
 class Resync:
     """Events from other nodes may have been missed (the bus reconnected): look at the store again."""
 
 
 EVENTS = {cls.__name__: cls for cls in (SharedAttributesChanged, SharedAttributesDeleted, RpcChanged, DeviceGone,
-                                        DeviceUpdated, TokenReplaced, Resync)}
+                                        DeviceUpdated, TokenReplaced, ProfileChanged, Resync)}
 
 
 def to_json(event) -> str:

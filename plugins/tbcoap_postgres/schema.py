@@ -144,7 +144,13 @@ CREATE TABLE bus_events (
 );
 """
 
-MIGRATIONS = [_V1, partitions.create_fixed]
+# A device profile's transport configuration (payload type, Protobuf schemas, client settings):
+# ThingsBoard's profileData.transportConfiguration as compact JSON text, NULL for a JSON profile.
+_V3 = """
+ALTER TABLE device_profiles ADD COLUMN transport_configuration text;
+"""
+
+MIGRATIONS = [_V1, partitions.create_fixed, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -156,7 +156,13 @@ CREATE INDEX ts_kv_series_by_oldest ON ts_kv_series (oldest);
 INSERT INTO ts_kv_series (device_id, key, oldest) SELECT device_id, key, min(ts) FROM ts_kv GROUP BY device_id, key;
 """
 
-MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
+# A device profile's transport configuration (payload type, Protobuf schemas, client settings):
+# ThingsBoard's profileData.transportConfiguration as compact JSON text, NULL for a JSON profile.
+_V8 = """
+ALTER TABLE device_profiles ADD COLUMN transport_configuration TEXT;
+"""
+
+MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
