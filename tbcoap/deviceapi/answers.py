@@ -7,7 +7,7 @@ TEXT, LINK_FORMAT, JSON_FORMAT = 0, 40, 50
 MAX_DIAGNOSTIC = 96  # amplification: an error answer to an unauthenticated request stays small
 
 
-def error(code, text) -> coap.Message:
-    """An error answer with a short UTF-8 diagnostic (Content-Format 0)."""
+def error(code, text):
+    """An error answer (a txThings Message) with a short UTF-8 diagnostic (Content-Format 0)."""
     payload = text.encode("utf-8")[:MAX_DIAGNOSTIC]
     return response(code, payload.decode("utf-8", "ignore").encode("utf-8"), TEXT)
