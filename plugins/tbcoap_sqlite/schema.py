@@ -156,7 +156,18 @@ CREATE INDEX ts_kv_series_by_oldest ON ts_kv_series (oldest);
 INSERT INTO ts_kv_series (device_id, key, oldest) SELECT device_id, key, min(ts) FROM ts_kv GROUP BY device_id, key;
 """
 
-MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
+# The default device profile is chosen, not a name: one row naming it (the profile called
+# ``default`` until another is chosen); devices are found by type (a profile in use is not deleted).
+_V8 = """
+CREATE TABLE default_profile (
+    one        INTEGER PRIMARY KEY CHECK (one = 1),
+    profile_id TEXT NOT NULL
+);
+INSERT INTO default_profile (one, profile_id) SELECT 1, id FROM device_profiles WHERE name = 'default';
+CREATE INDEX devices_by_type ON devices (type);
+"""
+
+MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -198,12 +209,17 @@ def migrate(conn):
 
 
 def ensure_default_profile(conn):
-    """Create the ``default`` device profile if it is missing."""
+    """Give a store without a default profile one: the profile named ``default``, created if missing
+    (a store whose default was chosen keeps it)."""
+    if conn.execute("SELECT 1 FROM default_profile").fetchone():
+        return
     conn.execute(
         "INSERT OR IGNORE INTO device_profiles (id, name, provision_type, created_time)"
         " VALUES (?, 'default', 'DISABLED', ?)",
         (new_id(), now_ms()),
     )
+    conn.execute("INSERT INTO default_profile (one, profile_id) SELECT 1, id FROM device_profiles"
+                 " WHERE name = 'default'")
 
 
 def _statements(script):
