@@ -13,6 +13,7 @@ from tbcoap.events import LocalBus
 from tbcoap.services.claims import DEFAULT_DURATION_MS, ClaimService
 from tbcoap.services.customers import CustomerService
 from tbcoap.services.devices import DeviceService
+from tbcoap.services.owners import OwnerService
 from tbcoap.services.profiles import ProfileService
 from tbcoap.services.provisioning import ProvisionService
 from tbcoap.services.retention import RetentionService
@@ -39,7 +40,8 @@ class Core:
         self.telemetry = TelemetryService(store, self.retention, self.rules, limits)
         self.attributes = AttributeService(store, self.activity, self.bus, self.rules, limits)
         self.rpc = RpcService(store, self.bus)
-        self.customers = CustomerService(store)
+        self.customers = CustomerService(store, self.bus)
+        self.owners = OwnerService(store, self.devices, self.customers, self.bus)
         self.claims = ClaimService(store, self.devices, claim_duration_ms)
         self.profiles = ProfileService(store)
         self.provisioning = ProvisionService(store, self.devices)

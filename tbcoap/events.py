@@ -68,12 +68,19 @@ class TokenReplaced:
 
 
 @dataclass(frozen=True)
+class CustomerGone:
+    """A customer was deleted: its API key is refused from now on, its devices are free."""
+
+    customer_id: str
+
+
+@dataclass(frozen=True)
 class Resync:
     """Events from other nodes may have been missed (the bus reconnected): look at the store again."""
 
 
 EVENTS = {cls.__name__: cls for cls in (SharedAttributesChanged, SharedAttributesDeleted, RpcChanged, DeviceGone,
-                                        DeviceUpdated, TokenReplaced, Resync)}
+                                        DeviceUpdated, TokenReplaced, CustomerGone, Resync)}
 
 
 def to_json(event) -> str:

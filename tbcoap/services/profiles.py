@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tbcoap.errors import BadRequest
+from twisted.internet import defer
+
+from tbcoap.errors import BadRequest, NotFound
 from tbcoap.models import PROVISION_TYPES, DeviceProfile, new_id
 
 MAX_NAME = 255
@@ -35,6 +37,28 @@ class ProfileService:
     def page(self, page_size, page):
         """Deferred ``(profiles, total)``."""
         return self.store.list_profiles(page_size, page * page_size)
+
+    @defer.inlineCallbacks
+    def get(self, profile_id):
+        """The DeviceProfile, or NotFound."""
+        profile = yield self.store.get_profile(profile_id)
+        if profile is None:
+            raise NotFound(f"device profile {profile_id} not found")
+        return profile
+
+    def default(self):
+        """Deferred default DeviceProfile (a device created without a type gets it)."""
+        return self.store.default_profile()
+
+    def set_default(self, profile_id):
+        """Make the profile the default; fires it.  NotFound if unknown."""
+        return self.store.set_default_profile(profile_id)
+
+    @defer.inlineCallbacks
+    def delete(self, profile_id):
+        """Delete a profile; NotFound if unknown, BadRequest for the default or one devices use."""
+        if not (yield self.store.delete_profile(profile_id)):
+            raise NotFound(f"device profile {profile_id} not found")
 
 
 def _profile(body):
