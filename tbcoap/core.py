@@ -13,6 +13,7 @@ from tbcoap.events import LocalBus
 from tbcoap.services.claims import DEFAULT_DURATION_MS, ClaimService
 from tbcoap.services.customers import CustomerService
 from tbcoap.services.devices import DeviceService
+from tbcoap.services.live import LiveService
 from tbcoap.services.owners import OwnerService
 from tbcoap.services.profiles import ProfileService
 from tbcoap.services.provisioning import ProvisionService
@@ -27,7 +28,7 @@ class Core:
     """Holds the domain services; no CoAP or HTTP in here."""
 
     def __init__(self, store, plugins, rules=(), rule_timeout=10.0, limits: Limits = Limits(), bus=None,
-                 claim_duration_ms=DEFAULT_DURATION_MS, ts_ttl_ms=0):
+                 claim_duration_ms=DEFAULT_DURATION_MS, ts_ttl_ms=0, max_subscriptions=100_000):
         self.ready = False  # True while the store is open
         self.store = store
         self.plugins = plugins
@@ -45,6 +46,8 @@ class Core:
         self.claims = ClaimService(store, self.devices, claim_duration_ms)
         self.profiles = ProfileService(store)
         self.provisioning = ProvisionService(store, self.devices)
+        self.live = LiveService(self.bus, self.telemetry, self.attributes, self.devices, max_subscriptions)
+        self.telemetry.live = self.attributes.live = self.activity.live = self.live
 
     @defer.inlineCallbacks
     def start(self):
@@ -52,12 +55,14 @@ class Core:
         self.activity.start()
         yield self.rpc.start()
         self.retention.start()
+        self.live.start()
         self.ready = True
 
     def stop(self):
         """Deferred: stop periodic work, answer waiting RPC callers 503, write what is pending."""
         self.ready = False
         self.rpc.stop()
+        self.live.stop()
         return defer.gatherResults([self.retention.stop(), self.activity.stop()])
 
     @defer.inlineCallbacks
@@ -69,4 +74,4 @@ class Core:
     def stats(self):
         """Domain and store counters as a plain dict."""
         return {"store": self.store.stats(), "cachedTokens": self.devices.cached_count(), "rpc": self.rpc.stats(),
-                "retention": self.retention.stats(), "history": self.telemetry.history_gate.stats()}
+                "retention": self.retention.stats(), "history": self.telemetry.history_gate.stats(), "live": self.live.stats()}

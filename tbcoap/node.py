@@ -61,7 +61,8 @@ class TbcoapService(Service):
         self.core = Core(self.store, plugins, rules=choices.rules, limits=limits,
                          bus=self.store.bus() or LocalBus(),
                          rule_timeout=settings["rule-timeout"], claim_duration_ms=settings["claim-duration"],
-                         ts_ttl_ms=settings.get("ts-ttl", 0) * 1000)
+                         ts_ttl_ms=settings.get("ts-ttl", 0) * 1000,
+                         max_subscriptions=settings.get("ws-max-subscriptions", 100_000))
         self.observers = ObserverRegistry(self.core, max_per_device=settings["max-device-observations"])
         self.device_api = DeviceApi(self.core, self.observers, max_body=settings["max-body"],
                                     device_limiter=_limiter(settings["device-rate-limit"]),
@@ -329,6 +330,7 @@ class TbcoapService(Service):
         secure = {"coaps": self.coaps.stats(), "dtls": self.dtls.stats()} if self.dtls is not None else {}
         return {"process": process, "coap": self.coap.stats(), **secure, "http": http,
                 "observers": self.observers.stats(),
+                "websocket": self.site.live_hub.stats() if self.site is not None else {},
                 "rateLimits": limits,
                 **self.core.stats(), "plugins": self.plugins.stats()}
 
