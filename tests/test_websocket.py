@@ -271,6 +271,8 @@ async def test_entity_data_latest_and_time_series(node):
     assert row["entityId"] == {"entityType": "DEVICE", "id": device.id}
     assert row["latest"]["ENTITY_FIELD"]["label"]["value"] == "Kitchen"
     assert row["latest"]["TIME_SERIES"]["t"] == {"ts": 1000, "value": "1"}
+    current = await ws.next()  # latestCmd: the current values first, then every newer one
+    assert current["update"][0]["latest"] == {"TIME_SERIES": {"t": {"ts": 1000, "value": "1"}}}
     await node.core.telemetry.save(device.id, b'[{"ts":5000,"values":{"t":5}}]')
     update = await ws.next()
     assert update["data"] is None and update["update"][0]["latest"] == {"TIME_SERIES": {"t": {"ts": 5000, "value": "5"}}}
@@ -325,3 +327,45 @@ async def test_a_change_made_before_the_other_node_heard_is_caught_up(start_node
         messages.append(await ws.next(timeout=3.0))  # the read again after the settle time
     assert messages[-1]["data"]["t"][0][1] == "7"
     await ws.close()
+
+
+def test_watched_devices_expire_and_are_bounded(monkeypatch):
+    from tbcoap.events import LocalBus, Watching
+    from tbcoap.services import live as live_module
+
+    now = [1000.0]
+    monkeypatch.setattr(live_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(live_module, "MAX_WATCHED", 3)
+    bus = LocalBus()
+    live = live_module.LiveService(bus, None, None, None)
+    seen = []
+    bus.subscribe(seen.append)
+    bus.publish(Watching("other-node", ("a", "b"), 60_000))
+    assert live.watched("a") and live.watched("b") and not live.watched("c")
+    live.telemetry_stored("c", [(1, "t", 1)])  # nobody watches c: nothing is published
+    assert not [e for e in seen if type(e).__name__ == "TelemetryStored"]
+    live.telemetry_stored("a", [(1, "t", 1)])
+    assert [e.device_id for e in seen if type(e).__name__ == "TelemetryStored"] == ["a"]
+    now[0] += 30
+    bus.publish(Watching("other-node", ("b", "c", "d"), 60_000))  # renewed b; a is now the oldest
+    assert list(live._interest) == ["b", "c", "d"] and live.counters["evicted"] == 1  # a made room
+    now[0] += 61
+    live.sweep()  # every renewal is over: all are forgotten, from the front
+    assert not live.watched("b") and len(live._interest) == 0 and live.counters["expired"] == 3
+
+
+def test_a_key_in_the_url_never_reaches_the_access_log(server):
+    sock = socket.create_connection(("127.0.0.1", int(server.http_url.rsplit(":", 1)[1])), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET {V3}?token={ADMIN_KEY} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+    sock.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(server.log_path, encoding="utf-8", errors="replace") as f:
+            log = f.read()
+        if f"{V3}?token=" in log:
+            break
+        time.sleep(0.1)
+    assert f"{V3}?token={ADMIN_KEY[:4]}...#" in log and ADMIN_KEY not in log

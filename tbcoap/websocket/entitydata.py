@@ -29,10 +29,26 @@ KEY_TYPES = ("ENTITY_FIELD", "TIME_SERIES", *ATTRIBUTE_SCOPES)
 class EntityData:
     """The query of one ``cmdId`` (its devices) and the subscriptions its commands opened."""
 
-    def __init__(self, cmd_id, devices):
-        self.cmd_id, self.devices = cmd_id, devices
+    def __init__(self, cmd_id, devices, send):
+        self.cmd_id, self.devices, self._send = cmd_id, devices, send
         self.subs = []
         self.live = None
+        self.held = None  # updates kept back while an answer is being read
+
+    def send(self, msg):
+        if self.held is not None:
+            self.held.append(msg)
+        else:
+            self._send(msg)
+
+    def hold(self):
+        if self.held is None:
+            self.held = []
+
+    def release(self):
+        held, self.held = self.held or [], None
+        for msg in held:
+            self._send(msg)
 
     @property
     def size(self):
@@ -64,7 +80,7 @@ def start(session, command):
         if held is not None:
             session.end(cmd_id)
         devices = yield _devices(session, query, cmd_id)
-        held = EntityData(cmd_id, devices)
+        held = EntityData(cmd_id, devices, session.send)
         held.live = session.core.live
         session.subs[cmd_id] = held
         rows = []
@@ -160,6 +176,8 @@ def _latest(session, device, keys):
 
 
 def _subscribe_latest(session, held, keys):
+    """latestCmd: each device's keys kept up to date; the current values are sent first (as an
+    update), then every newer one."""
     for device in held.devices:
         series = frozenset(k for t, k in keys if t == "TIME_SERIES")
         if series:
@@ -170,51 +188,68 @@ def _subscribe_latest(session, held, keys):
                 _open(session, held, device.id, ATTRIBUTES, wanted, scope, kind, latest_only=True)
 
 
-def _open(session, held, device_id, kind, keys, scope, key_type, latest_only):
-    """A subscription of the device for ``held``; its first values (the current ones, which the
-    answer before it already carried) are not sent again, only the changes after them."""
+def _open(session, held, device_id, kind, keys, scope, key_type, latest_only, first=None, on_first=None):
+    """A subscription of the device for ``held``: ``key_type`` None sends time series, else latest
+    values under that key type.  With ``on_first``, the first values (``first()``) go to it
+    instead of to the client."""
     session.room(held.cmd_id)
-    first = [True]
-    if key_type is None:  # time series: new points
-        def deliver(data):
-            if first.pop() if first else False:
-                return
-            if data:
-                session.send(message(held.cmd_id, update=[entity(device_id, timeseries={
-                    k: [ts_value(ts, v) for ts, v in sorted(points, key=lambda p: p[0])] for k, points in data.items()})]))
-    else:
-        def deliver(data):
-            if first.pop() if first else False:
-                return
-            if data:
-                session.send(message(held.cmd_id, update=[entity(device_id, latest={
-                    key_type: {k: ts_value(*max(points, key=lambda p: p[0])) for k, points in data.items()}})]))
+    waiting = [on_first] if on_first is not None else []
+
+    def deliver(data):
+        if waiting:
+            return waiting.pop()(data)
+        if not data:
+            return
+        if key_type is None:
+            row = entity(device_id, timeseries={k: [ts_value(ts, v) for ts, v in sorted(points, key=lambda p: p[0])]
+                                                for k, points in data.items()})
+        else:
+            row = entity(device_id, latest={key_type: {k: ts_value(*max(points, key=lambda p: p[0]))
+                                                       for k, points in data.items()}})
+        held.send(message(held.cmd_id, update=[row]))
+
     sub = session.subscription(device_id, kind, held.cmd_id, deliver, keys=keys, scope=scope,
                                latest_only=latest_only)
     held.subs.append(sub)
-    d = session.core.live.open(sub)
+    d = session.core.live.open(sub, first)
     d.addErrback(lambda f: session.send(message(held.cmd_id, code=1, error=f.getErrorMessage())))
+    return d
 
 
 @defer.inlineCallbacks
 def _history(session, held, cmd, once):
+    """historyCmd (``once``): the points of [startTs, endTs]; tsCmd: the points of [startTs, startTs +
+    timeWindow] and from then on every new one.  A tsCmd's subscriptions start before the window
+    is read (the window is their first values), so no point falls between the answer and the
+    updates; updates wait until the answer is out."""
     keys = cmd.get("keys")
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or not keys:
         raise BadCommand("keys must be a non-empty list of time-series keys", held.cmd_id)
     start = _int(cmd, "startTs", held.cmd_id)
     end = start + _int(cmd, "timeWindow", held.cmd_id) if not once else _int(cmd, "endTs", held.cmd_id)
-    agg = cmd.get("agg") or "NONE"
-    rows = []
-    for device in held.devices:
-        points = yield read_points(session.core, session.principal.caller, device.id, frozenset(keys), start, end,
-                                   _int(cmd, "limit", held.cmd_id) or DEFAULT_LIMIT, agg,
-                                   _int(cmd, "interval", held.cmd_id), descending=False)
-        rows.append(entity(device.id, timeseries={k: [ts_value(ts, v) for ts, v in p] for k, p in points.items()}))
+    limit = _int(cmd, "limit", held.cmd_id) or DEFAULT_LIMIT
+    agg, interval = cmd.get("agg") or "NONE", _int(cmd, "interval", held.cmd_id)
+
+    def reader(device):
+        return lambda: read_points(session.core, session.principal.caller, device.id, frozenset(keys), start, end,
+                                   limit, agg, interval, descending=False)
+
+    windows = {}
+    if once:
+        for device in held.devices:
+            windows[device.id] = yield reader(device)()
+    else:
+        held.hold()
+        opened = [_open(session, held, device.id, TIMESERIES, frozenset(keys), None, None, latest_only=False,
+                        first=reader(device), on_first=lambda data, d=device.id: windows.__setitem__(d, data))
+                  for device in held.devices]
+        yield defer.gatherResults(opened)
+    rows = [entity(d.id, timeseries={k: [ts_value(ts, v) for ts, v in p] for k, p in windows.get(d.id, {}).items()})
+            for d in held.devices]
     session.send(message(held.cmd_id, data={"data": rows, "totalPages": 1, "totalElements": len(rows),
                                             "hasNext": False}))
     if not once:
-        for device in held.devices:
-            _open(session, held, device.id, TIMESERIES, frozenset(keys), None, None, latest_only=False)
+        held.release()
 
 
 def _int(cmd, name, cmd_id):
