@@ -3,6 +3,7 @@ through the REST API of a running node, for each store.
 
     .venv/bin/python benchmarks/history.py                       # SQLite, then Redis (127.0.0.1:6379/10)
     .venv/bin/python benchmarks/history.py --stores sqlite --points 1000000
+    .venv/bin/python benchmarks/history.py --stores postgres     # PostgreSQL at 127.0.0.1:5432 (a new database)
 
 For each store: fill it (one device with a year of one series, ``--points`` points, and
 ``--devices`` more devices) through the store's own API, start ``twistd -n tbcoap`` on it, then time
@@ -51,6 +52,8 @@ def fill(store_url, points, devices, queue):
 
     if store_url.startswith("sqlite"):
         from tbcoap_sqlite import make_store
+    elif store_url.startswith("postgres"):
+        from tbcoap_postgres import make_store
     else:
         from tbcoap_redis import make_store
 
@@ -186,14 +189,20 @@ def measure(name, store_arg, store_url, args):
                 client = Resp.for_url(store_url.split("?")[0])
                 client.delete_prefix(store_url.split("prefix=")[1])
                 client.close()
+            if store_url.startswith("postgres"):
+                import pgbench
+
+                pgbench.drop_database(store_url)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=10_000_000)
     parser.add_argument("--devices", type=int, default=100_000)
-    parser.add_argument("--stores", default="sqlite,redis", help="comma-separated: sqlite, redis")
+    parser.add_argument("--stores", default="sqlite,redis", help="comma-separated: sqlite, redis, postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/10")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="a server (and a user that may create databases) for a new database")
     args = parser.parse_args()
     for store in args.stores.split(","):
         if store == "sqlite":
@@ -201,6 +210,11 @@ def main():
         elif store == "redis":
             url = f"{args.redis}?prefix=bench-{uuid.uuid4().hex[:8]}"
             measure("Redis", ["--store", url], url, args)
+        elif store == "postgres":
+            import pgbench
+
+            url = pgbench.new_database(args.postgres)
+            measure("PostgreSQL", ["--store", url], url, args)
         else:
             raise SystemExit(f"unknown store {store!r}")
 

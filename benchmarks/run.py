@@ -5,7 +5,8 @@ full durable telemetry path (token auth, typing, SQLite commit before each 2.01)
     .venv/bin/python benchmarks/run.py --messages 1000000   # memory: RSS after 1M messages
     .venv/bin/python benchmarks/run.py --only tbcoap --messages 10000000 --progress
 
-Prints msgs/s, p50/p99 latency, errors, lost, and the server's RSS (now and peak).
+Prints msgs/s, p50/p99 latency, errors, lost, the server's CPU time per answer (all its threads:
+steadier than msgs/s on a busy machine) and its RSS (now and peak).
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ def memory_mb(pid):
                 key, amount = line.split()[:2]
                 values[key] = int(amount) / 1024
     return values.get("VmRSS:", float("nan")), values.get("VmHWM:", float("nan"))
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process (all its threads) so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_baseline(workdir):
@@ -95,8 +103,10 @@ def measure(name, proc, port, args):
             print(f"  {name}: {done:>10,} answered  {done / elapsed:8.0f}/s  RSS {rss:6.1f} MB", flush=True)
     loadgen.run(("127.0.0.1", port), f"/api/v1/{TOKEN}/telemetry", payload, seconds=1.0,
                 inflight=args.inflight, ports=args.ports)  # warm-up
+    cpu = cpu_seconds(proc.pid)
     result = loadgen.run(("127.0.0.1", port), f"/api/v1/{TOKEN}/telemetry", payload, seconds=args.seconds,
                          messages=args.messages, inflight=args.inflight, ports=args.ports, on_progress=progress)
+    result.cpu_us = (cpu_seconds(proc.pid) - cpu) * 1e6 / max(result.answered, 1)
     result.rss, result.peak = memory_mb(proc.pid)
     result.name = name
     return result
@@ -137,10 +147,10 @@ def main():
     print(f"\n{args.inflight} CON requests in flight over {args.ports} source ports; "
           f"{'%d messages' % args.messages if args.messages else '%g s' % args.seconds} per server\n")
     print(f"{'server':38} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'answered':>11} {'errors':>7} {'lost':>6}"
-          f" {'RSS MB':>7} {'peak MB':>8}")
+          f" {'CPU us':>7} {'RSS MB':>7} {'peak MB':>8}")
     for r in results:
         print(f"{r.name:38} {r.rate:9.0f} {r.p50:8.2f} {r.p99:8.2f} {r.answered:11,} {r.errors:7} {r.lost:6}"
-              f" {r.rss:7.1f} {r.peak:8.1f}")
+              f" {r.cpu_us:7.1f} {r.rss:7.1f} {r.peak:8.1f}")
     if len(results) == 2 and results[0].rate:
         print(f"\ntbcoap / baseline: {results[1].rate / results[0].rate:.2f}x")
     if results and hasattr(results[-1], "stats"):

@@ -41,7 +41,7 @@ def choose(settings, plugins, configure=None) -> Choices:
     except ValueError as exc:
         raise ChoiceError(f"--store: {exc}") from None
     if settings.get("workers", 1) > 1 and store.bus() is None:
-        raise ChoiceError(f"--workers needs a store several nodes can share (redis://...); "
+        raise ChoiceError(f"--workers needs a store several nodes can share (redis://... or postgresql://...); "
                           f"the {store.name} store is one node's")
     return Choices(backend, store, tuple(rules), dtls_context(settings))
 

@@ -40,9 +40,9 @@ class IDeviceStore(Interface):
         """The ``Device`` with that name, or None."""
 
     def device_by_credentials(credentials_type, credentials_id):
-        """The ``Device`` whose credential has this type (``ACCESS_TOKEN`` or ``X509_CERTIFICATE``)
-        and id (the token, or the certificate's digest), or None. A token never finds a device
-        whose credential is a certificate, nor the other way round."""
+        """The ``Device`` whose credential has this type (``ACCESS_TOKEN``, ``X509_CERTIFICATE`` or
+        ``PSK``) and id (the token, the certificate's digest, the PSK identity), or None. An id of
+        one type never finds a device whose credential is of another."""
 
     def list_devices(limit, offset, text_search=None, sort_property="createdTime", descending=False):
         """``(devices, total)``: a page of devices and how many match.
@@ -61,8 +61,9 @@ class IDeviceStore(Interface):
         """The device's ``Credentials``, or None if the device does not exist."""
 
     def set_credentials(device_id, credentials):
-        """Replace the device's credential with ``Credentials`` (the old one stops working).
-        DuplicateToken if another device has that id, NotFound if no such device."""
+        """Replace the device's credential with ``Credentials`` (the old one stops working), checked
+        with ``storekit.check_credentials``; type, id and value are kept as they are. DuplicateToken
+        if another device has that id (ids are unique across types), NotFound if no such device."""
 
     def add_profile(profile):
         """Store a new ``DeviceProfile`` (DuplicateName if the name is taken,

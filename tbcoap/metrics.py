@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 
 import tbcoap
+from tbcoap.coap.codec import code_text
+from tbcoap.coap.dtls import COUNTERS as DTLS_COUNTERS
 from tbcoap.latency import LatencyHistogram  # noqa: F401  (at home in tbcoap.latency; still importable here)
 
 
@@ -59,7 +61,7 @@ class NodeCollector:
             counters = layer.counters
             for code, count in counters.items():
                 if isinstance(code, int):
-                    requests.add_metric([port, f"{code >> 5}.{code & 31:02d}"], count)
+                    requests.add_metric([port, code_text(code)], count)
             malformed.add_metric([port], counters["malformed"])
             duplicates.add_metric([port], counters["duplicates"])
             notifications.add_metric([port], counters["notifications"])
@@ -106,16 +108,45 @@ class NodeCollector:
         yield family
 
     def _dtls(self, stats):
-        sessions = GaugeMetricFamily("tbcoap_dtls_sessions", "DTLS sessions open (handshaking ones included)")
-        sessions.add_metric([], stats["sessions"])
-        yield sessions
-        for key, name, doc in (("handshakes", "tbcoap_dtls_handshakes", "DTLS handshakes completed"),
-                               ("failedHandshakes", "tbcoap_dtls_failed_handshakes", "DTLS handshakes that failed"),
-                               ("helloVerifyRequests", "tbcoap_dtls_hello_verify_requests",
-                                "ClientHellos answered with a cookie challenge"),
-                               ("cookieRejections", "tbcoap_dtls_cookie_rejections", "ClientHellos with a wrong cookie"),
-                               ("evicted", "tbcoap_dtls_evictions", "sessions ended to make room for new ones"),
-                               ("dropped", "tbcoap_dtls_dropped_datagrams", "datagrams that belonged to no session")):
-            family = _counter(name, doc)
-            family.add_metric([], stats.get(key, 0))
-            yield family
+        """Every key of the ``dtls`` stats under the same name: ``tbcoap_dtls_<key in snake case>``;
+        ``ended.<reason>`` and ``pskFailures.<reason>`` are one family each with a ``reason`` label."""
+        for key, doc in (("sessions", "DTLS sessions established"),
+                         ("handshaking", "DTLS handshakes in progress")):
+            gauge = GaugeMetricFamily(f"tbcoap_dtls_{_snake(key)}", doc)
+            gauge.add_metric([], stats[key])
+            yield gauge
+        families = {}
+        for key in DTLS_COUNTERS:
+            name, _, reason = key.partition(".")
+            family = families.get(name)
+            if family is None:
+                family = families[name] = _counter(f"tbcoap_dtls_{_snake(name)}", DTLS_HELP.get(name, name),
+                                                   ("reason",) if reason else ())
+            family.add_metric([reason] if reason else [], stats.get(key, 0))
+        yield from families.values()
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+DTLS_HELP = {
+    "handshakes": "DTLS handshakes completed",
+    "failedHandshakes": "DTLS handshakes that failed or timed out",
+    "helloVerifyRequests": "ClientHellos answered with a cookie challenge",
+    "cookieRejections": "ClientHellos with a cookie that was not made for their address",
+    "retransmissions": "DTLS handshake flights sent again",
+    "evicted": "DTLS sessions ended to make room for new ones",
+    "evictedHandshakes": "DTLS handshakes dropped to make room for new ones",
+    "refusedPeerSessions": "DTLS handshakes refused: too many sessions of one source address",
+    "refusedHandshakesAddress": "ClientHellos dropped by the handshake rate limit of their source address",
+    "refusedHandshakesAll": "ClientHellos dropped by the node-wide handshake rate limit",
+    "restarts": "DTLS sessions replaced by a new handshake from the same address",
+    "pskFailures": "PSK handshakes refused, by reason",
+    "dropped": "datagrams on the CoAPS port that belonged to no session or handshake",
+    "rejectedRecords": "DTLS records of a session that did not authenticate or were replayed",
+    "rateLimited": "datagrams of a DTLS session past its allowance",
+    "renegotiationsRefused": "DTLS renegotiations refused",
+    "unsentNoSession": "CoAPS answers dropped: their session had ended",
+    "ended": "DTLS sessions ended, by reason",
+}

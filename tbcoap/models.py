@@ -41,14 +41,15 @@ class Device:
     additional_info: str | None = None  # compact JSON text of an object (ThingsBoard's additionalInfo)
 
 
-ACCESS_TOKEN, X509_CERTIFICATE = "ACCESS_TOKEN", "X509_CERTIFICATE"
-CREDENTIALS_TYPES = (ACCESS_TOKEN, X509_CERTIFICATE)
+ACCESS_TOKEN, X509_CERTIFICATE, PSK = "ACCESS_TOKEN", "X509_CERTIFICATE", "PSK"
+CREDENTIALS_TYPES = (ACCESS_TOKEN, X509_CERTIFICATE, PSK)
 
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """A device's credential, as ThingsBoard has it: an access token (``id`` is the token), or an
-    X.509 certificate (``id`` is its digest, ``value`` its PEM). Ids are unique across both."""
+    """A device's credential, as ThingsBoard has it: an access token (``id`` is the token), an X.509
+    certificate (``id`` is its digest, ``value`` its PEM), or a DTLS pre-shared key (``id`` is the
+    PSK identity, ``value`` the key as lowercase hex). Ids are unique across all types."""
 
     type: str
     id: str

@@ -15,18 +15,19 @@ import tbcoap
 from tbcoap import datadir
 from tbcoap.choices import ChoiceError, choose
 from tbcoap.coap.dtls import DtlsEndpoint
+from tbcoap.coap.dtlslayer import SessionLayer
 from tbcoap.coap.messagelayer import MessageLayer
 from tbcoap.core import Core
 from tbcoap.deviceapi.api import DeviceApi
 from tbcoap.deviceapi.observers import ObserverRegistry
+from tbcoap.deviceapi.sessions import SessionCredentials
 from tbcoap.errors import StoreUnavailable
 from tbcoap.events import LocalBus
 from tbcoap.metrics import LatencyHistogram, registry_for
 from tbcoap.plugins import AUTH_HOOK, STORE_HOOK
-from tbcoap.ratelimit import RateLimiter, parse_rate_limit
+from tbcoap.ratelimit import RateLimiter, parse_counts, parse_rate_limit
 from tbcoap.rest.app import make_site
 from tbcoap.rest.auth import load_admin_key
-from tbcoap.services.certificates import digest
 from tbcoap.services.values import Limits
 from tbcoap.workers import WorkerSupervisor, shared_tcp, shared_udp, watch_parent
 
@@ -71,9 +72,14 @@ class TbcoapService(Service):
         self.coap = self._message_layer()
         self.coaps = self.dtls = None
         if choices.dtls_context is not None:
-            self.coaps = self._message_layer()
-            self.dtls = DtlsEndpoint(choices.dtls_context, self.coaps, self.reactor, identify=digest,
-                                     max_sessions=settings["dtls-max-sessions"])
+            self.coaps = self._message_layer(SessionLayer)
+            credentials = SessionCredentials(self.core.devices)
+            self.dtls = DtlsEndpoint(choices.dtls_context, self.coaps, self.reactor,
+                                     identify=credentials.certificate, psk=credentials,
+                                     max_sessions=settings["dtls-max-sessions"],
+                                     max_handshakes=settings["dtls-max-handshakes"],
+                                     handshake_rate=parse_counts(settings["dtls-handshake-rate"], 3),
+                                     session_rate=parse_counts(settings["dtls-session-rate"], 2))
             self.coaps.identify = self.dtls.identity
         if settings.get("latency-metrics", "on") == "on":
             for layer in (self.coap, self.coaps):
@@ -94,10 +100,10 @@ class TbcoapService(Service):
         self.coap_address = self.http_address = self.coaps_address = None
         self.opened = None
 
-    def _message_layer(self):
+    def _message_layer(self, kind=MessageLayer):
         """A message layer for the device API (one per port: CoAP, and CoAPS over DTLS)."""
         settings = self.settings
-        return MessageLayer(self.device_api, max_body=settings["max-body"],
+        return kind(self.device_api, max_body=settings["max-body"],
                             piggyback_window=settings["piggyback-timeout"] / 1000,
                             ack_timeout=settings["ack-timeout"], max_retransmit=settings["max-retransmit"],
                             dedup_cap=settings["dedup-entries"], answer_cache=settings["answer-cache"],

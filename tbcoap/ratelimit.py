@@ -15,6 +15,16 @@ def parse_rate_limit(spec: str) -> list[tuple[int, int]]:
     return limits
 
 
+def parse_counts(spec: str, size: int) -> tuple[int, ...] | None:
+    """``"50,100,1000"`` -> ``(50, 100, 1000)``: ``size`` positive integers; None for ``off``."""
+    if spec.strip().lower() == "off":
+        return None
+    parts = [part.strip() for part in spec.split(",")]
+    if len(parts) != size or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise ValueError(f"expected {size} positive integers separated by commas (or off), got {spec!r}")
+    return tuple(int(part) for part in parts)
+
+
 EXACT_MAX = 16  # up to this N a pair keeps the times of the last N allowed requests (exact)
 SLOTS = 10  # above it, counts in SLOTS + 1 sub-windows of S / SLOTS (exact to S / SLOTS)
 

@@ -21,7 +21,7 @@ from tbcoap.datadir import DEFAULT_DATA_DIR
 from tbcoap.node import TbcoapService
 from tbcoap.pluginconfig import Given, SettingError, collect
 from tbcoap.plugins import PluginManager
-from tbcoap.ratelimit import parse_rate_limit
+from tbcoap.ratelimit import parse_counts, parse_rate_limit
 
 GC_THRESHOLDS = (20_000, 50, 100)
 MIN_REST_BODY = 65536  # a valid key may always send this much (what an unauthenticated request may)
@@ -86,13 +86,20 @@ SETTINGS = {
     "max-value-size": ("64KiB", size, "UTF-8 bytes of one STRING or JSON value"),
     "max-rest-body": ("1MiB", size, "largest REST request body (413 above; 64 KiB before a valid key)"),
     "admin-key-file": (None, str, "file holding the REST admin key (safer than --admin-key)"),
-    "workers": (1, int, "node processes sharing the CoAP and HTTP ports (needs a store nodes can share: redis)"),
+    "workers": (1, int, "node processes sharing the CoAP and HTTP ports (needs a store nodes can share: redis, postgresql)"),
     "coaps-port": (5684, int, "UDP port of CoAP over DTLS (CoAPS), served when --dtls-cert is given"),
     "coaps-interface": ("::", str, "address to listen on for CoAPS ('::' or '0.0.0.0': all)"),
     "dtls-cert": (None, str, "PEM file: the server's certificate chain for CoAPS (CoAPS listens only with it)"),
     "dtls-key": (None, str, "PEM file: the private key of --dtls-cert"),
     "dtls-ca": (None, str, "PEM file of the CAs client certificates must chain to (default: any is taken)"),
     "dtls-max-sessions": (10_000, int, "DTLS sessions at once (the least recently active ends for a new one)"),
+    "dtls-max-handshakes": (1_000, int, "DTLS handshakes in progress at once, at most --dtls-max-sessions "
+                                        "(the oldest is dropped for a new one, never a session)"),
+    "dtls-handshake-rate": ("50,100,1000", str, "full DTLS handshakes: per second per source address, that "
+                                                "address's burst, per second in all (a ClientHello past them "
+                                                "is dropped); off: no limit"),
+    "dtls-session-rate": ("100,200", str, "datagrams one DTLS session may send: per second, burst (past "
+                                            "them they are dropped); off: no limit"),
     "ts-ttl": ("0", duration, "delete time-series points older than this: 90d, 12h, 3600s or seconds (0: keep)"),
     "metrics-key": (None, str, "a key that may read GET /metrics (besides the admin key)"),
     "write-timeout": (60.0, float, "seconds a download or history answer waits for a client that stopped reading"),
@@ -288,8 +295,14 @@ def _validate(settings):
                  "ws-max-subscriptions", "ws-max-queue"):
         if settings[name] < 1:
             raise usage.UsageError(f"--{name} must be positive")
-    if settings["dtls-max-sessions"] < 1:
-        raise usage.UsageError("--dtls-max-sessions must be positive")
+    for name in ("dtls-max-sessions", "dtls-max-handshakes"):
+        if settings[name] < 1:
+            raise usage.UsageError(f"--{name} must be positive")
+    for name, size in (("dtls-handshake-rate", 3), ("dtls-session-rate", 2)):
+        try:
+            parse_counts(settings[name], size)
+        except ValueError as exc:
+            raise usage.UsageError(f"--{name}: {exc}")
     if settings["ts-ttl"] < 0:
         raise usage.UsageError("--ts-ttl must be 0 (keep) or a positive duration")
     if settings["latency-metrics"] not in ("on", "off"):

@@ -6,9 +6,10 @@ typed value becomes a (kind, data) pair.  Part of the public plugin API; each ch
 from __future__ import annotations
 
 import math
+import re
 
 from tbcoap.errors import BadRequest
-from tbcoap.models import (ACCESS_TOKEN, CREDENTIALS_TYPES, DEVICE_SORT_PROPERTIES, INT64_MAX, INT64_MIN,
+from tbcoap.models import (ACCESS_TOKEN, CREDENTIALS_TYPES, DEVICE_SORT_PROPERTIES, INT64_MAX, INT64_MIN, PSK,
                            RPC_STATUSES, ClaimRequest, Credentials, Customer, Rpc, kind_of)
 
 STALLED_WRITE = 5.0  # seconds a write may wait before IStore.check() says the store cannot write
@@ -30,13 +31,20 @@ def is_id(value) -> bool:
     return isinstance(value, str) and bool(value)
 
 
+PSK_KEY_HEX = re.compile(r"(?:[0-9a-f]{2}){16,64}")  # 16 to 64 bytes, lowercase hex
+
+
 def check_credentials(credentials):
-    """A ``Credentials`` of a known type with an id, and a value (the PEM) only for a certificate."""
+    """A ``Credentials`` of a known type with an id; no value for a token, the PEM for a certificate,
+    the key as 32 to 128 lowercase hex digits for a pre-shared key."""
     check(isinstance(credentials, Credentials), "credentials must be a Credentials")
     check(credentials.type in CREDENTIALS_TYPES, f"credentials type must be one of {', '.join(CREDENTIALS_TYPES)}")
     check(is_id(credentials.id), "a credentials id is required")
     if credentials.type == ACCESS_TOKEN:
         check(credentials.value is None, "an access token has no credentials value")
+    elif credentials.type == PSK:
+        check(isinstance(credentials.value, str) and PSK_KEY_HEX.fullmatch(credentials.value) is not None,
+              "a pre-shared key needs its key as 32 to 128 lowercase hex digits")
     else:
         check(is_id(credentials.value), "a certificate needs its PEM as the credentials value")
 

@@ -14,7 +14,7 @@ import random
 from twisted.internet import defer, protocol, reactor
 from txthings import coap
 
-from tbcoap.coap.messagelayer import BlockOption
+from tbcoap.coap.codec import BlockOption
 
 CON, NON, ACK, RST = coap.CON, coap.NON, coap.ACK, coap.RST
 GET, POST, PUT, DELETE = coap.GET, coap.POST, coap.PUT, coap.DELETE

@@ -3,6 +3,7 @@ and a twistd subprocess for the tests that need a real process."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -61,6 +62,32 @@ def require_redis():
     """The test Redis's URL, or skip (fail under TBCOAP_REQUIRE_ALL=1) with how to start one."""
     require(redis_reachable(), f"no Redis at {REDIS_URL}", REDIS_HOW)
     return REDIS_URL
+
+
+POSTGRES_URL = os.environ.get("TBCOAP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_HOW = ("install and start PostgreSQL 15 (Debian: apt-get install postgresql; trust or a password for user "
+                "postgres on 127.0.0.1:5432), or point TBCOAP_TEST_POSTGRES at a server whose user may create "
+                "databases, e.g. postgresql://user:password@host:5432/postgres")
+
+
+def postgres_reachable(url=None) -> bool:
+    """True if the test PostgreSQL accepts a connection."""
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    try:
+        psycopg.connect(url or POSTGRES_URL, connect_timeout=2).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
+def require_postgres():
+    """The test PostgreSQL's URL (a database tests may create others from), or skip (fail under
+    TBCOAP_REQUIRE_ALL=1) with how to get one."""
+    require(postgres_reachable(), f"no PostgreSQL at {POSTGRES_URL}", POSTGRES_HOW)
+    return POSTGRES_URL
 
 
 def require_tool(name, how):
@@ -306,3 +333,42 @@ def launch(tmp_path):
             server.proc.wait(10)
         if not server.log.closed:
             server.log.close()
+
+
+# -- stores several nodes share ------------------------------------------------------------
+
+SHARED_STORES = ("redis", "postgres")
+
+
+@contextlib.contextmanager
+def shared_store_url(kind, query="timeout=2"):
+    """A store URL several nodes can share, with data of its own: a Redis prefix (its keys removed
+    afterwards) or a PostgreSQL database (dropped afterwards)."""
+    import uuid
+
+    if kind == "redis":
+        from tests.redisutil import Resp
+
+        url = require_redis()
+        prefix = f"shared-{uuid.uuid4().hex[:12]}"
+        try:
+            yield f"{url}?prefix={prefix}" + (f"&{query}" if query else "")
+        finally:
+            client = Resp.for_url(REDIS_URL)
+            client.delete_prefix(prefix)
+            client.close()
+    else:
+        from tests.pgutil import TestDatabase
+
+        database = TestDatabase("tbcoap_shared")
+        try:
+            yield database.url(query)
+        finally:
+            database.drop()
+
+
+@pytest.fixture(params=SHARED_STORES)
+def shared_store(request):
+    """A store URL for several nodes (each test runs on Redis and on PostgreSQL)."""
+    with shared_store_url(request.param) as url:
+        yield url

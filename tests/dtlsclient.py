@@ -6,20 +6,44 @@ from __future__ import annotations
 import socket
 import time
 
+from cryptography.hazmat.bindings.openssl.binding import Binding
 from OpenSSL import SSL
 
 from tbcoap.coap.dtlsrecords import datagrams
 from tests.blocking import Coap
 
 MTU = 1232
+_binding = Binding()
+
+
+def use_psk(context, identity: bytes, key: bytes):
+    """Make a client ``context`` answer the server with this PSK identity and key (OpenSSL's
+    client callback through cryptography's bindings, as the server does); keep the result."""
+    ffi, lib = _binding.ffi, _binding.lib
+
+    @ffi.callback("unsigned int(SSL *, const char *, char *, unsigned int, unsigned char *, unsigned int)")
+    def callback(ssl, hint, identity_out, max_identity, psk_out, max_psk):
+        ffi.memmove(identity_out, identity + b"\0", len(identity) + 1)
+        ffi.memmove(psk_out, key, len(key))
+        return len(key)
+
+    lib.SSL_CTX_set_psk_client_callback(context._context, callback)
+    return callback
 
 
 class DtlsSocket:
     """What ``Coap`` needs of a socket (sendto, recvfrom, settimeout, close), over one DTLS session."""
 
-    def __init__(self, address, cert=None, key=None, ca=None, source=None):
+    def __init__(self, address, cert=None, key=None, ca=None, source=None, psk=None, ciphers=None, port=0):
+        """``psk``: ``(identity, key)`` as bytes, offering only the PSK suites (``ciphers`` chooses
+        others); ``source``/``port``: the local address to send from."""
         self.address = address
         context = SSL.Context(SSL.DTLS_CLIENT_METHOD)
+        if psk is not None:
+            self._psk = use_psk(context, *psk)
+            ciphers = ciphers or "PSK-AES128-GCM-SHA256:PSK-AES128-CCM8:@SECLEVEL=0"
+        if ciphers:
+            context.set_cipher_list(ciphers.encode())
         if cert:
             context.use_certificate_file(cert)
             context.use_privatekey_file(key)
@@ -30,8 +54,9 @@ class DtlsSocket:
         self.conn.set_connect_state()
         self.conn.set_ciphertext_mtu(MTU)
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        if source:
-            self.udp.bind((source, 0))  # another loopback address: another peer to the server
+        self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if source or port:
+            self.udp.bind((source or "127.0.0.1", port))  # another address or port: another peer to the server
         self.timeout = None
         self.established = False
 
@@ -91,6 +116,11 @@ class DtlsSocket:
             data, _ = self.udp.recvfrom(65536)  # raises socket.timeout
             self.conn.bio_write(data)
 
+    def drop(self):
+        """Go away without a close_notify, as a device that loses power does."""
+        self.established = False
+        self.udp.close()
+
     def close(self):
         if self.established:
             try:
@@ -104,9 +134,9 @@ class DtlsSocket:
 class DtlsCoap(Coap):
     """``Coap`` (request, exchange, receive...) over CoAPS."""
 
-    def __init__(self, address, cert=None, key=None, ca=None, handshake=True):
+    def __init__(self, address, cert=None, key=None, ca=None, handshake=True, **options):
         super().__init__(address)
         self.sock.close()
-        self.sock = DtlsSocket(address, cert, key, ca)
+        self.sock = DtlsSocket(address, cert, key, ca, **options)
         if handshake:
             self.sock.handshake()

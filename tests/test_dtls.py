@@ -350,3 +350,80 @@ def test_dtls_options_that_cannot_work_stop_the_start(tmp_path):
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 1 and message in done.stderr, (args, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+# -- counters, restarts ---------------------------------------------------------------------------
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_every_dtls_counter_is_listed_from_the_start(tmp_path):
+    from tbcoap.coap.dtls import COUNTERS
+
+    node = DtlsServer(tmp_path)
+    try:
+        stats = node.dtls_stats()
+        assert {name: stats.get(name) for name in COUNTERS} == dict.fromkeys(COUNTERS, 0)
+        assert stats["sessions"] == stats["handshaking"] == 0
+        status, text = node.rest("GET", "/metrics")
+        assert status == 200
+        text = text.decode()
+        for name in COUNTERS:
+            family, _, reason = name.partition(".")
+            snake = re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), family)
+            line = f'tbcoap_dtls_{snake}_total{{reason="{reason}"}} 0.0' if reason else f"tbcoap_dtls_{snake}_total 0.0"
+            assert line in text, line
+    finally:
+        node.stop()
+
+
+def test_a_device_restarted_without_close_notify_reconnects_at_once(server):
+    """A device posts from a fixed port, loses power (no close_notify) and handshakes again from the
+    same port: the new session replaces the old one at once (RFC 6347 §4.2.8)."""
+    device, token = server.device()
+    port = free_udp_port()
+    first = DtlsCoap(server.coaps, port=port)
+    assert first.request(POST, f"/api/v1/{token}/telemetry", b'{"boot":1}') == CREATED
+    first.sock.drop()
+    before = server.dtls_stats()["restarts"]
+    started = time.monotonic()
+    again = DtlsCoap(server.coaps, port=port)
+    try:
+        assert again.request(POST, f"/api/v1/{token}/telemetry", b'{"boot":2}') == CREATED
+        assert time.monotonic() - started < 5
+    finally:
+        again.close()
+    assert server.latest(device) == {"boot": 2} and server.dtls_stats()["restarts"] == before + 1
+
+
+def test_libcoap_restarted_on_a_fixed_port_reconnects_at_once(server):
+    """libcoap's client observing from a fixed port (-p) is killed (no close_notify), then posts from
+    the same port: its new handshake completes and replaces the old session."""
+    import subprocess
+
+    from tests.conftest import require_tool
+
+    binary = require_tool("coap-client-openssl", "install Debian's libcoap3-bin (apt-get install libcoap3-bin)")
+    device, token = server.device()
+    port, base = free_udp_port(), f"coaps://127.0.0.1:{server.coaps[1]}/api/v1/{token}"
+    observing = server.rest("GET", "/api/admin/stats")[1]["observers"]["attributeObservations"]
+    watcher = subprocess.Popen([binary, "-p", str(port), "-s", "60", "-m", "get", f"{base}/attributes"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while server.rest("GET", "/api/admin/stats")[1]["observers"]["attributeObservations"] <= observing:
+            assert time.monotonic() < deadline and watcher.poll() is None, "libcoap never observed"
+            time.sleep(0.05)
+    finally:
+        watcher.kill()  # SIGKILL: the session is left as it was
+        watcher.wait()
+    before = server.dtls_stats()["restarts"]
+    started = time.monotonic()
+    done = subprocess.run([binary, "-p", str(port), "-B", "10", "-m", "post", "-e", '{"restarted":true}',
+                           f"{base}/telemetry"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    assert time.monotonic() - started < 5
+    assert server.latest(device) == {"restarted": True} and server.dtls_stats()["restarts"] == before + 1

@@ -12,77 +12,15 @@ from OpenSSL import SSL
 from twisted.internet import task
 from txthings import coap
 
+from tbcoap.coap.codec import response
 from tbcoap.coap.dtls import DtlsEndpoint, server_context
-from tbcoap.coap.messagelayer import MessageLayer, response
+from tbcoap.coap.messagelayer import MessageLayer
 from tbcoap.services.certificates import digest
 from tests.certs import make_ca, make_cert
 from tests.coapclient import build
+from tests.dtlspeer import Peer, Wire
 
 GET = 1
-
-
-class Wire:
-    """The endpoint's UDP transport: what it sends, by address."""
-
-    def __init__(self):
-        self.sent = []
-
-    def write(self, data, address):
-        self.sent.append((data, address))
-
-    def take(self, address):
-        out = [data for data, to in self.sent if to == address]
-        self.sent = [(data, to) for data, to in self.sent if to != address]
-        return out
-
-
-class Peer:
-    """A DTLS client at ``address`` talking to ``endpoint`` through ``wire``."""
-
-    def __init__(self, endpoint, wire, address, cert=None, key=None):
-        self.endpoint, self.wire, self.address = endpoint, wire, address
-        context = SSL.Context(SSL.DTLS_CLIENT_METHOD)
-        if cert:
-            context.use_certificate_file(cert)
-            context.use_privatekey_file(key)
-        self.conn = SSL.Connection(context, None)
-        self.conn.set_connect_state()
-        self.conn.set_ciphertext_mtu(1232)
-
-    def out(self):
-        chunks = []
-        while True:
-            try:
-                chunks.append(self.conn.bio_read(65536))
-            except SSL.WantReadError:
-                return b"".join(chunks)
-
-    def step(self, deliver=True):
-        """One round: our pending flight to the endpoint (if ``deliver``), its answers back to us."""
-        try:
-            self.conn.do_handshake()
-        except SSL.WantReadError:
-            pass
-        data = self.out()
-        if data and deliver:
-            self.endpoint.datagramReceived(data, self.address)
-        for answer in self.wire.take(self.address):
-            self.conn.bio_write(answer)
-
-    def connect(self):
-        for _ in range(6):
-            self.step()
-        self.conn.do_handshake()
-        return self
-
-    def send(self, plaintext, address=None):
-        self.conn.send(plaintext)
-        self.endpoint.datagramReceived(self.out(), address or self.address)
-
-    def receive(self):
-        for answer in self.wire.take(self.address):
-            self.conn.bio_write(answer)
-        return self.conn.recv(65536)
 
 
 @pytest.fixture(scope="module")

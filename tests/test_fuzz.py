@@ -21,8 +21,9 @@ from twisted.internet import reactor, task
 from twisted.logger import LogLevel, globalLogPublisher
 from txthings import coap as tx
 
-from tbcoap.coap import messagelayer
-from tbcoap.coap.messagelayer import KNOWN_OPTIONS, Malformed, MessageLayer, decode
+from tbcoap.coap import codec
+from tbcoap.coap.codec import KNOWN_OPTIONS, Malformed, decode
+from tbcoap.coap.messagelayer import MessageLayer
 from tests.coapclient import ACK, CON, GET, NON, POST, RST, build, code_text
 
 REMOTE = ("192.0.2.7", 40000)
@@ -375,7 +376,7 @@ class LogCapture:
 
 
 def make_layer():
-    layer = MessageLayer(handler=lambda request: messagelayer.response(69, b"ok"), clock=FakeClock())
+    layer = MessageLayer(handler=lambda request: codec.response(69, b"ok"), clock=FakeClock())
     layer.transport = FakeTransport()
     return layer
 

@@ -280,7 +280,7 @@ async def test_rpc_id_beyond_64_bits_is_400(node, coap, device):
 
 @pytest_twisted.ensureDeferred
 async def test_unfinished_uploads_are_capped_per_address(node, device):
-    from tbcoap.coap.messagelayer import MAX_PEER_UPLOADS
+    from tbcoap.coap.blockwise import MAX_PEER_UPLOADS
 
     clients = [await client_on(node) for _ in range(MAX_PEER_UPLOADS + 1)]
     first_block = b"{" + b" " * 1023

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import uuid
 
-import pytest
 import pytest_twisted
 
 from tests.conftest import Rest
 from tests.test_cli import ok, tbcoap, unique
-from tests.test_redis_nodes import redis_store, rest_of  # noqa: F401  (the fixture)
+from tests.test_redis_nodes import rest_of
 
 
 async def customer(rest, title=None):
@@ -104,9 +103,9 @@ async def test_delete_profile_and_choose_the_default(rest):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_customer_deleted_on_one_node_is_refused_at_once_by_the_other(start_node, redis_store):  # noqa: F811
-    a = await start_node("--store", redis_store)
-    b = await start_node("--store", redis_store)
+async def test_a_customer_deleted_on_one_node_is_refused_at_once_by_the_other(start_node, shared_store):
+    a = await start_node("--store", shared_store)
+    b = await start_node("--store", shared_store)
     rest_a, rest_b = rest_of(a), rest_of(b)
     customer_id, as_customer = await customer(rest_a)
     on_b = Rest(rest_b.base, key=as_customer.key)

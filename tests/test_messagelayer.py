@@ -8,7 +8,7 @@ import pytest_twisted
 from twisted.internet import defer, task
 from txthings import coap as tx
 
-from tbcoap.coap.messagelayer import BlockOption, Malformed, decode
+from tbcoap.coap.codec import BlockOption, Malformed, decode
 from tbcoap.coap.recent import RecentMap
 from tbcoap.hookspecs import hookimpl
 from tests.coapclient import ACK, CON, GET, NON, POST, RST, build, code_text, open_client
@@ -289,7 +289,8 @@ class Wire:
 
 
 def observing_layer(mtype):
-    from tbcoap.coap.messagelayer import MessageLayer, response
+    from tbcoap.coap.codec import response
+    from tbcoap.coap.messagelayer import MessageLayer
 
     clock = FakeClock()
     layer = MessageLayer(lambda request: response(69, b"{}", 50), clock=clock)
@@ -302,7 +303,7 @@ def observing_layer(mtype):
 
 
 def test_non_relation_gets_a_con_once_a_day():
-    from tbcoap.coap.messagelayer import response
+    from tbcoap.coap.codec import response
 
     layer, clock, observation = observing_layer(NON)
     observation.notify(response(69, b"1", 50))
@@ -314,7 +315,7 @@ def test_non_relation_gets_a_con_once_a_day():
 
 
 def test_a_relation_that_does_not_keep_up_is_ended():
-    from tbcoap.coap.messagelayer import response
+    from tbcoap.coap.codec import response
     from tbcoap.coap.observe import MAX_QUEUED
 
     layer, clock, observation = observing_layer(NON)

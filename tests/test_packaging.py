@@ -24,7 +24,8 @@ def wheel(tmp_path_factory):
 def test_wheel_contents(wheel):
     names = set(wheel.namelist())
     assert "twisted/plugins/tbcoap_plugin.py" in names
-    assert {"tbcoap_sqlite/store.py", "tbcoap_sqlite/schema.py", "tbcoap_echo/__init__.py"} <= names
+    assert {"tbcoap_sqlite/store.py", "tbcoap_sqlite/schema.py", "tbcoap_echo/__init__.py",
+            "tbcoap_postgres/store.py", "tbcoap_postgres/schema.py"} <= names
     assert "tbcoap/coap/messagelayer.py" in names
     assert not any("dropin.cache" in n or n.startswith(("tests/", "benchmarks/", "plugins/", "examples/"))
                    for n in names)
@@ -49,14 +50,15 @@ def test_wheel_ships_every_file_of_the_bundled_plugins(wheel):
 
 def test_wheel_installs_no_generic_top_level_package(wheel):
     tops = {name.split("/")[0] for name in wheel.namelist() if not name.split("/")[0].endswith(".dist-info")}
-    assert tops == {"tbcoap", "tbcoap_sqlite", "tbcoap_echo", "tbcoap_redis", "twisted"}
+    assert tops == {"tbcoap", "tbcoap_sqlite", "tbcoap_echo", "tbcoap_redis", "tbcoap_postgres", "twisted"}
 
 
 def test_wheel_entry_points(wheel):
     (entry_points,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
     parser = configparser.ConfigParser()
     parser.read_string(wheel.read(entry_points).decode())
-    assert dict(parser["tbcoap"]) == {"sqlite": "tbcoap_sqlite", "redis": "tbcoap_redis", "echo": "tbcoap_echo"}
+    assert dict(parser["tbcoap"]) == {"sqlite": "tbcoap_sqlite", "redis": "tbcoap_redis",
+                                      "postgres": "tbcoap_postgres", "echo": "tbcoap_echo"}
     assert parser["console_scripts"]["tbcoap"] == "tbcoap.cli.main:main"
 
 

@@ -1,38 +1,26 @@
-"""Two nodes on one Redis behave, from devices' and REST's point of view, like one node.
+"""Two nodes on one Redis, or on one PostgreSQL database, behave, from devices' and REST's point
+of view, like one node.
 
 Each test starts two in-process nodes (their own ports and data directories) on the shared test
-Redis under a prefix of its own, and crosses them: telemetry, attribute notifications, device
-deletion, token rotation, two-way and queued RPC.
+Redis under a prefix of its own, then on a PostgreSQL database of its own (the ``shared_store``
+fixture), and crosses them: telemetry, attribute notifications, device deletion, token rotation,
+two-way and queued RPC.
 """
 
 import json
-import uuid
 
-import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 from txthings import coap as tx
 
 from tests.coapclient import ACK, CON, GET, POST, code_text, open_client
-from tests.conftest import REDIS_URL, Rest, require_redis
-from tests.redisutil import Resp
-
-
-@pytest.fixture
-def redis_store():
-    """A store URL on the test Redis with a prefix of this test's own (its keys removed afterwards)."""
-    url = require_redis()
-    prefix = f"nodes-{uuid.uuid4().hex[:12]}"
-    yield f"{url}?prefix={prefix}&timeout=2"
-    client = Resp.for_url(REDIS_URL)
-    client.delete_prefix(prefix)
-    client.close()
+from tests.conftest import Rest
 
 
 @pytest_twisted.async_fixture
-async def two_nodes(start_node, redis_store):
-    a = await start_node("--store", redis_store)
-    b = await start_node("--store", redis_store)
+async def two_nodes(start_node, shared_store):
+    a = await start_node("--store", shared_store)
+    b = await start_node("--store", shared_store)
     device, _ = await a.core.devices.create("shared-device", token="TOKEN-1")
     return a, b, device
 

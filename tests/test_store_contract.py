@@ -10,9 +10,11 @@ import uuid
 import pytest
 
 from tbcoap.testing.store_contract import *  # noqa: F401,F403  the contract's tests and fixtures
+from tbcoap_postgres import make_store as make_postgres_store
 from tbcoap_redis import make_store as make_redis_store
 from tbcoap_sqlite import make_store
 from tests.conftest import REDIS_URL, require_redis
+from tests.pgutil import TestDatabase
 from tests.redisutil import Resp
 
 
@@ -50,7 +52,29 @@ def remove_redis_keys(tmp_path):
         client.close()
 
 
-BACKENDS = {"sqlite": open_sqlite, "redis": open_redis}
+POSTGRES_DATABASES = {}  # tmp_path -> TestDatabase: a test's reopen reaches the same data
+
+
+async def open_postgres(tmp_path):
+    """A PostgresStore in a database of this test's own on the test PostgreSQL (dropped afterwards)."""
+    database = POSTGRES_DATABASES.get(str(tmp_path))
+    if database is None:
+        database = POSTGRES_DATABASES[str(tmp_path)] = TestDatabase("tbcoap_contract")
+    store = make_postgres_store(database.url("timeout=5"), {})
+    await store.open()
+    return store
+
+
+@pytest.fixture(autouse=True)
+def drop_postgres_database(tmp_path):
+    """The database a PostgreSQL contract test made goes with it."""
+    yield
+    database = POSTGRES_DATABASES.pop(str(tmp_path), None)
+    if database is not None:
+        database.drop()
+
+
+BACKENDS = {"sqlite": open_sqlite, "redis": open_redis, "postgres": open_postgres}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -104,3 +104,42 @@ def test_no_module_over_its_size():
 def test_the_cycle_finder_finds_a_circle():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert circles({"a": {"b"}, "b": set()}) == []
+
+
+PUBLIC_PLUGIN_API = {"hookspecs", "interfaces", "models", "errors", "storekit", "events", "latency", "metrics"}
+MAY_IMPORT = {
+    # layer: the other parts of tbcoap it may import (docs/design.md, "Who may import whom")
+    "coap": {"ratelimit"},
+    "deviceapi": {"coap", "services", "models", "errors", "events", "redact"},
+    "services": {"models", "errors", "events", "plugins", "storekit"},
+    "rest": {"services", "models", "errors", "redact", "storekit", "datadir", "web", "tbcoap"},
+    "cli": {"datadir", "tbcoap"},
+    "web": set(),
+}
+
+
+def layer_of(name):
+    parts = name.split(".")
+    if parts[0] != "tbcoap":
+        return f"plugin {parts[0]}"
+    return parts[1] if len(parts) > 1 else "tbcoap"
+
+
+def test_who_may_import_whom():
+    """The layers point one way: the message layer knows no ThingsBoard, the services no CoAP or
+    HTTP, REST and the CLI no message layer, and the bundled plugins only the public plugin API."""
+    known = modules()
+    wrong = []
+    for name, path in known.items():
+        mine = layer_of(name)
+        for other in imports_of(name, path, known):
+            theirs = layer_of(other)
+            if theirs == mine:
+                continue
+            if mine.startswith("plugin "):
+                allowed = theirs in PUBLIC_PLUGIN_API  # never another plugin, nor tbcoap's inside
+            else:
+                allowed = theirs in MAY_IMPORT.get(mine, {theirs})
+            if not allowed:
+                wrong.append(f"{name} imports {other}")
+    assert wrong == []

@@ -16,8 +16,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 
 from tests.coapclient import POST, code_text, open_client
-from tests.conftest import ADMIN_KEY, Rest
-from tests.test_redis_nodes import redis_store, rest_of  # noqa: F401  (the fixture)
+from tests.conftest import ADMIN_KEY
 from tests.wsclient import connect
 
 V3, V4 = "/api/ws/plugins/telemetry", "/api/ws"
@@ -290,9 +289,9 @@ async def test_entity_data_latest_and_time_series(node):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_post_to_one_node_reaches_a_subscriber_of_the_other(start_node, redis_store):  # noqa: F811
-    a = await start_node("--store", redis_store)
-    b = await start_node("--store", redis_store)
+async def test_a_post_to_one_node_reaches_a_subscriber_of_the_other(start_node, shared_store):
+    a = await start_node("--store", shared_store)
+    b = await start_node("--store", shared_store)
     device, _ = await a.core.devices.create("ws-shared", token="WS-SHARED")
     quiet, _ = await a.core.devices.create("ws-quiet", token="WS-QUIET")
     ws = await connect(ws_url(b))
@@ -314,9 +313,9 @@ async def test_a_post_to_one_node_reaches_a_subscriber_of_the_other(start_node, 
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_change_made_before_the_other_node_heard_is_caught_up(start_node, redis_store):  # noqa: F811
-    a = await start_node("--store", redis_store)
-    b = await start_node("--store", redis_store)
+async def test_a_change_made_before_the_other_node_heard_is_caught_up(start_node, shared_store):
+    a = await start_node("--store", shared_store)
+    b = await start_node("--store", shared_store)
     device, _ = await a.core.devices.create("ws-race", token="WS-RACE")
     ws = await connect(ws_url(b))
     ws.send({"tsSubCmds": [ts_cmd(device.id, 1)]})

@@ -1,4 +1,5 @@
-"""``--workers N``: N node processes on one machine serving the same ports, on a shared store."""
+"""``--workers N``: N node processes on one machine serving the same ports, on a shared store (each test
+runs on Redis and on PostgreSQL: the ``shared_store`` fixture)."""
 
 import json
 import os
@@ -7,26 +8,13 @@ import signal
 import subprocess
 import time
 import urllib.request
-import uuid
 
-import pytest
 
 from tests.blocking import Coap, rest
 from tests.coapclient import POST, build
-from tests.conftest import ADMIN_KEY, REDIS_URL, TWISTD, require_redis
-from tests.redisutil import Resp
+from tests.conftest import ADMIN_KEY, TWISTD
 
 CREATED = 65
-
-
-@pytest.fixture
-def redis_store():
-    url = require_redis()
-    prefix = f"workers-{uuid.uuid4().hex[:12]}"
-    yield f"{url}?prefix={prefix}"
-    client = Resp.for_url(REDIS_URL)
-    client.delete_prefix(prefix)
-    client.close()
 
 
 def stats_by_worker(server, want, seconds=30):
@@ -50,8 +38,8 @@ def children_of(pid):
     return [int(p) for p in out.split()]
 
 
-def test_workers_share_the_ports_and_keep_each_peer(twistd, redis_store):
-    server = twistd("--store", redis_store, "--workers", "3")
+def test_workers_share_the_ports_and_keep_each_peer(twistd, shared_store):
+    server = twistd("--store", shared_store, "--workers", "3")
     deadline = time.monotonic() + 20
     while len(children_of(server.proc.pid)) < 2:
         assert time.monotonic() < deadline, server.read_log()
@@ -93,8 +81,8 @@ def test_workers_share_the_ports_and_keep_each_peer(twistd, redis_store):
     assert len(history["n"]) == 60
 
 
-def test_sigterm_stops_every_worker(twistd, redis_store):
-    server = twistd("--store", redis_store, "--workers", "2")
+def test_sigterm_stops_every_worker(twistd, shared_store):
+    server = twistd("--store", shared_store, "--workers", "2")
     deadline = time.monotonic() + 20
     while not children_of(server.proc.pid):
         assert time.monotonic() < deadline
@@ -114,18 +102,18 @@ def test_workers_are_refused_with_sqlite(tmp_path):
                              "--coap-port", "0", "--http-port", "0", "--workers", "2"],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 1
-    assert "--workers needs a store several nodes can share (redis://...); the sqlite store is one node's" \
-        in result.stdout + result.stderr
+    assert ("--workers needs a store several nodes can share (redis://... or postgresql://...); "
+            "the sqlite store is one node's") in result.stdout + result.stderr
 
 
-def test_workers_share_the_coaps_port(twistd, redis_store, tmp_path):
+def test_workers_share_the_coaps_port(twistd, shared_store, tmp_path):
     """Each DTLS peer stays with one worker (the kernel keeps its datagrams on one socket), so
     cookies, handshakes and sessions work whichever worker a peer lands on."""
     from tests.certs import make_ca, make_cert
     from tests.dtlsclient import DtlsCoap
 
     cert, key = make_cert(make_ca(), "localhost", ips=["127.0.0.1"]).write(tmp_path, "server")
-    server = twistd("--store", redis_store, "--workers", "2", "--dtls-cert", cert, "--dtls-key", key,
+    server = twistd("--store", shared_store, "--workers", "2", "--dtls-cert", cert, "--dtls-key", key,
                     "--coaps-port", "0", "--coaps-interface", "127.0.0.1")
     address = ("127.0.0.1", int(re.findall(r"CoAPS listening on udp \S+:(\d+)", server.read_log())[-1]))
     workers = stats_by_worker(server, 2)

@@ -29,8 +29,9 @@ Global options may also follow the command. Exit codes: 0 done, 1 error (server 
 or unreachable server), 2 usage (bad arguments, no key)."""
 
 
-def _global_options(defaults: bool) -> argparse.ArgumentParser:
-    """The global options; with ``defaults`` False they only override when given."""
+def _global_options(defaults: bool, with_key: bool = True) -> argparse.ArgumentParser:
+    """The global options; with ``defaults`` False they only override when given; without ``--key``
+    for a command whose own ``--key`` means something else (the admin key then goes before it)."""
     def default(value):
         return value if defaults else argparse.SUPPRESS
 
@@ -38,8 +39,9 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
     group = parser.add_argument_group("global options")
     group.add_argument("--url", default=default(DEFAULT_URL),
                        help=f"the server's REST API (default {DEFAULT_URL})")
-    group.add_argument("--key", default=default(None),
-                       help=f"the admin key (default ${KEY_ENV}, else admin.key in --data-dir)")
+    if with_key:
+        group.add_argument("--key", default=default(None),
+                           help=f"the admin key (default ${KEY_ENV}, else admin.key in --data-dir)")
     group.add_argument("--data-dir", default=default(DEFAULT_DATA_DIR), metavar="DIR",
                        help=f"the server's data directory, to read its admin.key (default {DEFAULT_DATA_DIR})")
     group.add_argument("--json", action="store_true", default=default(False),
@@ -56,14 +58,16 @@ class Group:
         self._subparsers = subparsers
         self._common = common
 
-    def command(self, name, func, help, needs_key=True, trailing=None, **kwargs):
+    def command(self, name, func, help, needs_key=True, trailing=None, own_key=False, **kwargs):
         """Add ``name``, run as ``await func(ctx, args)``; returns its parser for arguments.
 
         ``trailing`` names a ``nargs="*"`` positional that also takes the words left after
-        options (argparse alone would refuse ``DEVICE --scope S k=v``).
+        options (argparse alone would refuse ``DEVICE --scope S k=v``). ``own_key``: the command
+        defines a ``--key`` of its own, so the global one may only come before it.
         """
+        common = _global_options(False, with_key=False) if own_key else self._common
         parser = self._subparsers.add_parser(name, help=help, description=kwargs.pop("description", help),
-                                             parents=[self._common], **kwargs)
+                                             parents=[common], **kwargs)
         parser.set_defaults(func=func, needs_key=needs_key, trailing=trailing)
         return parser
 

@@ -3,157 +3,44 @@
 txThings 0.3.0 stays the protocol class and the message/option model; this
 module overrides (never patches) what it gets wrong:
 
-- ``datagramReceived`` validates before decoding: malformed datagrams never
-  raise, a malformed CON gets RST, a malformed NON or a bad version is dropped;
-  all are counted.
+- ``datagramReceived`` validates before decoding (``codec.decode``): malformed
+  datagrams never raise, a malformed CON gets RST, a malformed NON or a bad
+  version is dropped; all are counted.
 - duplicate detection in a bounded ``RecentMap`` keyed by (host, port, MID),
   no timer per message; a duplicate CON gets the same answer again.
 - outgoing CON exchanges keyed by (host, port, MID); a retransmission that
   gives up, an ACK and an RST are reported to the sender's callback.
 - answers are piggybacked when ready within the piggyback window, else an
   empty ACK (no token) and a separate CON; NON requests get NON answers only.
-- Block2 in 1024-byte blocks (or the client's smaller size), block N on
-  request; Block1 uploads reassembled up to the body limit, 2.31 Continue.
-- ``BlockOption`` encodes 0 as an empty value; no per-message logging.
+- no per-message logging.
 
-The request handler is a callable ``handler(request) -> Message | Deferred``
-that knows nothing of this layer; the answer's code, payload and options are
-its business, type, MID, token and blocks are this layer's.
+Block-wise transfers are ``blockwise.Blockwise``'s, observe relations and their
+notifications ``observe.Observations``'.  The request handler is a callable
+``handler(request) -> Message | Deferred`` that knows nothing of this layer; the
+answer's code, payload and options are its business, type, MID, token and blocks
+are this layer's.
 """
 
 from __future__ import annotations
 
-import weakref
-import zlib
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from time import perf_counter
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from txthings import coap
 
+from tbcoap.coap.blockwise import BLOCK_SZX, Blockwise
 from tbcoap.coap.budget import ByteBudget
+from tbcoap.coap.codec import (ACK, CON, NON, RST, Malformed, code_text, decode, encode_bare_ack, encode_empty,
+                               response)
 from tbcoap.coap.exchanges import Exchanges
-from tbcoap.coap.observe import Observation, call_safely
+from tbcoap.coap.observe import Observations
 from tbcoap.coap.recent import RecentMap
 
 log = Logger()
 
-CON, NON, ACK, RST = coap.CON, coap.NON, coap.ACK, coap.RST
-BLOCK_SZX = 6  # 1024 bytes
-NON_LIFETIME = 145.0  # RFC 7252 §4.8.2
 MAX_HOSTS = 200_000  # distinct peer addresses remembered for exchange keys (then forgotten at once)
-MAX_UPLOADS = 1024  # Block1 uploads being reassembled (each up to --max-body)
-MAX_PEER_UPLOADS = 16  # of them from one source address
-OUTBOX_BATCH = 1000  # notifications sent per reactor turn
-PEER_SHARE = 16  # one source address may hold at most this fraction of the notification budget
-SNAPSHOT_OVERHEAD = 512  # a kept large answer's options and objects
-MAX_LARGE_ANSWERS = 4096  # answers over one block kept for their later blocks (bytes: the answer cache)
-CON_REFRESH = 24 * 3600.0  # a NON relation gets a CON notification at least this often
-KNOWN_OPTIONS = frozenset({3, 4, 6, 7, 8, 11, 12, 14, 15, 17, 20, 23, 27, 28, 60})
-"""Options this server understands; any other critical (odd) one is 4.02."""
-
-
-def code_text(code: int) -> str:
-    """``69`` -> ``"2.05"``."""
-    return f"{code >> 5}.{code & 31:02d}"
-
-
-class Malformed(Exception):
-    """A datagram that is not a CoAP message; ``mtype``/``mid`` when readable."""
-
-    def __init__(self, reason, mtype=None, mid=None):
-        super().__init__(reason)
-        self.mtype = mtype
-        self.mid = mid
-
-
-class BlockOption(coap.BlockOption):
-    """Block1/Block2 option whose value 0 encodes as zero bytes (RFC 7959 §2.2)."""
-
-    def encode(self):
-        num, more, szx = self.value
-        value = (num << 4) | (0x08 if more else 0) | szx
-        return value.to_bytes((value.bit_length() + 7) // 8, "big")
-
-    @property
-    def length(self):
-        return len(self.encode())
-
-
-# txThings lists Accept (17) as 16, so it would decode as opaque bytes
-OPTION_FORMATS = {**coap.option_formats, coap.ACCEPT: coap.UintOption, coap.BLOCK1: BlockOption,
-                  coap.BLOCK2: BlockOption}
-
-
-def decode(data: bytes, remote) -> coap.Message:
-    """Validate a datagram and decode it into a txThings Message, or raise Malformed.
-
-    The message's ``unknown_critical`` is the first critical option number
-    this server does not understand, or None.
-    """
-    end = len(data)
-    if end < 4:
-        raise Malformed("shorter than a header")
-    first = data[0]
-    if first >> 6 != 1:
-        raise Malformed("version is not 1")
-    mtype, tkl, code, mid = (first >> 4) & 3, first & 15, data[1], (data[2] << 8) | data[3]
-    if tkl > 8:
-        raise Malformed("token length over 8", mtype, mid)
-    pos = 4 + tkl
-    if pos > end:
-        raise Malformed("truncated token", mtype, mid)
-    options, number, payload, unknown = [], 0, b"", None
-    while pos < end:
-        byte = data[pos]
-        pos += 1
-        if byte == 0xFF:
-            if pos == end:
-                raise Malformed("payload marker without payload", mtype, mid)
-            payload = data[pos:]
-            break
-        delta, length = byte >> 4, byte & 15
-        if delta > 12:
-            delta, pos = _extended(delta, data, pos, mtype, mid)
-        if length > 12:
-            length, pos = _extended(length, data, pos, mtype, mid)
-        if pos + length > end:
-            raise Malformed("truncated option", mtype, mid)
-        number += delta
-        if number & 1 and unknown is None and number not in KNOWN_OPTIONS:
-            unknown = number
-        options.append((number, data[pos:pos + length]))
-        pos += length
-    if code == coap.EMPTY and (tkl or options or payload):
-        raise Malformed("empty message with content", mtype, mid)
-    message = coap.Message(mtype=mtype, mid=mid, code=code, payload=payload, token=data[4:4 + tkl])
-    message.remote = remote
-    message.unknown_critical = unknown
-    add = message.opt.addOption
-    for number, raw in options:
-        option = OPTION_FORMATS.get(number, coap.OpaqueOption)(number)
-        option.decode(raw)
-        add(option)
-    return message
-
-
-def _extended(nibble, data, pos, mtype, mid):
-    if nibble < 13:
-        return nibble, pos
-    if nibble == 13 and pos < len(data):
-        return data[pos] + 13, pos + 1
-    if nibble == 14 and pos + 1 < len(data):
-        return ((data[pos] << 8) | data[pos + 1]) + 269, pos + 2
-    raise Malformed("bad option delta or length", mtype, mid)
-
-
-def response(code: int, payload: bytes = b"", content_format: int | None = None) -> coap.Message:
-    """A response Message for a handler to return."""
-    message = coap.Message(code=code, payload=payload)
-    if content_format is not None:
-        message.opt.content_format = content_format
-    return message
 
 
 class _Pending:
@@ -165,15 +52,6 @@ class _Pending:
         self.request, self.key, self.deadline, self.acked = request, key, 0.0, False
 
 
-class _Upload:
-    """A Block1 upload being reassembled."""
-
-    __slots__ = ("data", "expires")
-
-    def __init__(self, expires):
-        self.data, self.expires = bytearray(), expires
-
-
 class MessageLayer(coap.Coap):
     """A txThings ``Coap`` protocol for servers: correct, bounded and quiet."""
 
@@ -183,42 +61,29 @@ class MessageLayer(coap.Coap):
                  answer_cache=64 << 20, clock=None):
         super().__init__(endpoint=None)
         self.handler = handler
-        self.max_body = max_body
         self.piggyback_window = piggyback_window
-        self.block_szx = block_szx
-        self.ack_timeout = ack_timeout
-        self.max_retransmit = max_retransmit
         if clock is None:
             from twisted.internet import reactor as clock  # late: the application chooses the reactor
         self.clock = clock
         self.counters = Counter()
         self.refusing = False  # set while shutting down: new requests get 5.03
+        self.identify = None  # over DTLS: address -> identity of the peer's certificate, or None
+        self.latency = None  # a LatencyHistogram of receipt-to-answer times, when metrics want them
         self.answer_budget = ByteBudget(answer_cache)  # answers kept for duplicates and for Block2
         self.recent = RecentMap(coap.EXCHANGE_LIFETIME, dedup_cap, self.answer_budget, _answer_cost, _answer_code)
         self.exchanges = Exchanges(self.clock, self._write, ack_timeout, max_retransmit, self.counters)
-        self._outbox = deque()  # notifications to send, in order; at most OUTBOX_BATCH per reactor turn
-        self._draining = None
-        self._paths = {}  # interned (path, query) of observations: relations of one resource share one
-        self._hosts = {}  # interned host names of observations
-        self._uploads = OrderedDict()  # Block1 uploads being reassembled, least recently continued first
-        self._peer_uploads = {}  # host -> how many of them it has
-        self._large = RecentMap(coap.MAX_TRANSMIT_WAIT, MAX_LARGE_ANSWERS, self.answer_budget, _snapshot_cost)
-        self.observations = {}  # (host, port, token) -> Observation
-        self.max_observations = max_observations
-        self.max_peer_observations = max_peer_observations
-        self._peer_observations = {}  # host -> how many relations it has
-        self._peer_relations = {}  # (host, port) -> {key: None} of its relations (ended with a DTLS session)
-        self.identify = None  # over DTLS: address -> identity of the peer's certificate, or None
-        self.latency = None  # a LatencyHistogram of receipt-to-answer times, when metrics want them
-        self.notification_budget = ByteBudget(notification_bytes)
-        self._peer_queued = {}  # host -> bytes of notifications waiting for it
-        self.max_peer_queued = max(notification_bytes // PEER_SHARE, 1)
+        self.blocks = Blockwise(self.clock, self.counters, self.answer_budget, max_body=max_body,
+                                block_szx=block_szx)
+        self.relations = Observations(self, self.blocks, max_observations=max_observations,
+                                      max_peer_observations=max_peer_observations,
+                                      notification_bytes=notification_bytes)
+        self.observations = self.relations.by_key  # (host, port, token) -> Observation (replaces txThings')
+        self.notification_budget = self.relations.budget
         self._host_ids = {}
         self._next_host_id = 1
         self._waiting = deque()  # CON requests answered later, oldest first: one timer for all
         self._sweep = None
         self._socket = None
-        self._sent_non = RecentMap(NON_LIFETIME, 100_000)  # (host, port, MID) of NON notifications
 
     # -- receiving ---------------------------------------------------------
 
@@ -253,11 +118,7 @@ class MessageLayer(coap.Coap):
             remote = message.remote
             self.exchanges.done((remote[0], remote[1], message.mid), "ack" if message.mtype == ACK else "rst")
             if message.mtype == RST:
-                remote = message.remote
-                observation = self._sent_non.get((remote[0], remote[1], message.mid))
-                observation = observation() if observation is not None else None
-                if observation is not None:
-                    observation.cancel("rst")
+                self.relations.reset(remote, message.mid)
 
     def _received_response(self, message):
         if message.mtype == ACK:
@@ -283,8 +144,7 @@ class MessageLayer(coap.Coap):
                         self._received_whole(request, key)
                         return
                     # an empty answer kept as its code (or one that lost its payload to the budget)
-                    answer = bytes((0x60 | len(request.token), abs(answer), request.mid >> 8, request.mid & 0xFF))
-                    answer += request.token
+                    answer = encode_bare_ack(abs(answer), request.mid, request.token)
                 if answer is not None:
                     self._write(answer, remote)
             return
@@ -337,20 +197,18 @@ class MessageLayer(coap.Coap):
         """Go on with a request that passed the checks above: blocks, observe, dispatch."""
         block1 = request.opt.block1
         if block1 is not None:
-            request = self._assemble(request, key, block1)
-            if request is None:
+            answer = self.blocks.assemble(request, block1)
+            if answer is not None:
+                self._answer(request, key, answer)
                 return
-        remote = request.remote
         request.protocol = self
         if request.code == coap.GET and request.opt.observe == 1:
-            old = self.observations.get((remote[0], remote[1], request.token))
-            if old is not None:
-                old.cancel("deregistered")
+            self.relations.deregister(request.remote, request.token)
         block2 = request.opt.block2
         if block2 is not None and block2.block_number:
-            cached = self._large.get(self._large_key(request))
-            if cached is not None:
-                self._answer(request, key, _rebuild(cached))
+            kept = self.blocks.later_block(request)
+            if kept is not None:
+                self._answer(request, key, kept)
                 return
         self._dispatch(request, key)
 
@@ -412,7 +270,7 @@ class MessageLayer(coap.Coap):
             else:
                 observation.cancel("refused")
                 observation = None
-        answer = self._blockwise(request, answer)
+        answer = self.blocks.shape(request, answer)
         answer.token = request.token
         if separate:
             answer.mtype = CON
@@ -431,8 +289,7 @@ class MessageLayer(coap.Coap):
             if received is not None:
                 self.latency.observe(perf_counter() - received)
         if observation is not None:
-            observation.ready = True
-            observation._pump()
+            observation.registered()
 
     # -- observe -------------------------------------------------------------
 
@@ -444,35 +301,14 @@ class MessageLayer(coap.Coap):
         peer replaces the old one.  None when the limit per source address or in
         all is reached (counted).
         """
-        host = self._intern(self._hosts, request.remote[0])
-        remote = (host, request.remote[1])
-        key = (host, remote[1], request.token)
-        old = self.observations.get(key)
-        if old is not None:
-            old.cancel("replaced")
-        peers = self._peer_observations
-        if peers.get(host, 0) >= self.max_peer_observations:
-            self.counters["observationsRefusedPeer"] += 1
-            return None
-        if len(self.observations) >= self.max_observations:
-            self.counters["observationsRefused"] += 1
-            return None
-        block2 = request.opt.block2
-        szx = min(self.block_szx, block2.size_exponent) if block2 is not None else self.block_szx
-        path = self._intern(self._paths, (tuple(request.opt.uri_path), tuple(request.opt.uri_query)))
-        observation = Observation(self, key, remote, request.token, request.mtype == CON, szx, path, on_cancel)
-        self.observations[key] = observation
-        peers[host] = peers.get(host, 0) + 1
-        self._peer_relations.setdefault(remote, {})[key] = None
-        request.observation = observation
+        observation = self.relations.register(request, on_cancel)
+        if observation is not None:
+            request.observation = observation
         return observation
 
-    @staticmethod
-    def _intern(table, value):
-        """One shared object per distinct value (host names, paths) held by many relations."""
-        if len(table) >= MAX_HOSTS:
-            table.clear()
-        return table.setdefault(value, value)
+    def end_peer(self, remote, reason):
+        """End every relation of one peer address (its DTLS session ended): O(its relations)."""
+        self.relations.end_peer(remote, reason)
 
     def _exchange_key(self, remote, mid):
         """(host, port, MID) as one int: ids for hosts keep the duplicate cache small and cheap to scan."""
@@ -485,225 +321,10 @@ class MessageLayer(coap.Coap):
             self._next_host_id += 1
         return (host_id << 32) | (remote[1] << 16) | mid
 
-    def queue_charge(self, host, size) -> bool:
-        """Charge a waiting notification to its source address (at most a 16th of the budget)
-        and to the budget; False (nothing charged) if either is full."""
-        queued = self._peer_queued.get(host, 0)
-        if queued + size > self.max_peer_queued:
-            self.notification_budget.refusals += 1
-            return False
-        if not self.notification_budget.take(size):
-            return False
-        self._peer_queued[host] = queued + size
-        return True
-
-    def queue_release(self, host, size):
-        """Give back what ``queue_charge`` took."""
-        if size:
-            self.notification_budget.give(size)
-            left = self._peer_queued[host] - size
-            if left:
-                self._peer_queued[host] = left
-            else:
-                del self._peer_queued[host]
-
-    def forget_observation(self, observation):
-        """An observation ended: it leaves the tables (O(1))."""
-        if self.observations.get(observation.key) is observation:
-            del self.observations[observation.key]
-            host = observation.key[0]
-            left = self._peer_observations[host] - 1
-            if left:
-                self._peer_observations[host] = left
-            else:
-                del self._peer_observations[host]
-            relations = self._peer_relations[observation.remote]
-            del relations[observation.key]
-            if not relations:
-                del self._peer_relations[observation.remote]
-
-    def end_peer(self, remote, reason):
-        """End every relation of one peer address (its DTLS session ended): O(its relations)."""
-        relations = self._peer_relations.get((remote[0], remote[1]))
-        for key in list(relations or ()):
-            observation = self.observations.get(key)
-            if observation is not None:
-                observation.cancel(reason)
-
-    def send_notification(self, observation, code, payload, content_format, on_result):
-        """Queue one notification of ``observation`` for sending (the relation is busy until it is
-        sent, and until acknowledged when CON).  Notifications leave in order, at most
-        OUTBOX_BATCH per reactor turn, so notifying any number of relations never holds the reactor."""
-        observation.in_flight = True
-        self._outbox.append((observation, code, payload, content_format, on_result))
-        if self._draining is None:
-            self._draining = self.clock.callLater(0, self._drain)
-
-    def _drain(self):
-        self._draining = None
-        outbox = self._outbox
-        for _ in range(min(len(outbox), OUTBOX_BATCH)):
-            self._transmit(*outbox.popleft())
-        if outbox:
-            self._draining = self.clock.callLater(0, self._drain)
-
-    def _transmit(self, observation, code, payload, content_format, on_result):
-        if not observation.active:
-            observation.in_flight = False
-            call_safely(on_result, "canceled")
-            return
-        answer = response(code, payload, content_format)
-        final = not 64 <= code < 96
-        if not final:
-            observation.seq = (observation.seq + 1) & 0xFFFFFF
-            answer.opt.observe = observation.seq
-        answer = self._notification_blocks(observation, answer)
-        answer.token = observation.token
-        self.counters["notifications"] += 1
-        now = self.clock.seconds()
-        # RFC 7641 §4.5: a NON relation still gets a CON at least once a day, so a client that is
-        # gone is found out (its relation ends) and relations cannot pile up forever
-        if observation.confirmable or now - observation.confirmed >= CON_REFRESH:
-            observation.confirmed = now
-            answer.mtype = CON
-
-            def done(outcome):
-                observation.in_flight = False
-                call_safely(on_result, outcome)
-                if outcome != "ack":
-                    observation.cancel(outcome)
-                elif final:
-                    observation.cancel("ended")
-                else:
-                    observation._pump()
-
-            self.send_confirmable(answer, observation.remote, done)
-        else:
-            answer.mtype = NON
-            answer.mid = self.nextMessageID()
-            remote = observation.remote
-            self._write(answer.encode(), remote)
-            self._sent_non.put((remote[0], remote[1], answer.mid), weakref.ref(observation), now)
-            observation.in_flight = False
-            call_safely(on_result, "sent")
-            if final:
-                observation.cancel("ended")
-            else:
-                observation._pump()
-
-    def _blockwise(self, request, answer):
-        block1 = request.opt.block1
-        if block1 is not None:
-            answer.opt.addOption(BlockOption(coap.BLOCK1, (block1.block_number, False, block1.size_exponent)))
-        block2 = request.opt.block2
-        szx = min(self.block_szx, block2.size_exponent) if block2 is not None else self.block_szx
-        size = 1 << (szx + 4)
-        payload = answer.payload
-        number = block2.block_number if block2 is not None else 0
-        if len(payload) <= size and not number:
-            return answer
-        start = number * size
-        if start >= len(payload):
-            return response(coap.BAD_OPTION, b"block %d out of range" % number, 0)
-        if number == 0:
-            self._large.put(self._large_key(request), _snapshot(answer), self.clock.seconds())
-            answer.opt.addOption(coap.UintOption(coap.SIZE2, len(payload)))
-        answer.opt.addOption(_etag(payload))  # a block of a recomputed, different answer shows it
-        answer.payload = payload[start:start + size]
-        answer.opt.addOption(BlockOption(coap.BLOCK2, (number, start + size < len(payload), szx)))
-        return answer
-
-    def _notification_blocks(self, observation, answer):
-        """A notification larger than the relation's block size goes out as block 0 with Size2; the
-        client fetches the rest with GETs of the registered path, answered from the block cache."""
-        size = 1 << (observation.szx + 4)
-        payload = answer.payload
-        if len(payload) <= size:
-            return answer
-        remote = observation.remote
-        path, query = observation.path
-        self._large.put((remote[0], remote[1], coap.GET, path, query), _snapshot(answer), self.clock.seconds())
-        answer.opt.addOption(coap.UintOption(coap.SIZE2, len(payload)))
-        answer.opt.addOption(_etag(payload))
-        answer.payload = payload[:size]
-        answer.opt.addOption(BlockOption(coap.BLOCK2, (0, True, observation.szx)))
-        return answer
-
-    def _large_key(self, request):
-        remote = request.remote
-        return (remote[0], remote[1], request.code, tuple(request.opt.uri_path), tuple(request.opt.uri_query))
-
-    def _assemble(self, request, key, block1):
-        """Add a Block1 block; the whole request when complete, else None (answered)."""
-        number, more, szx = block1
-        size = 1 << (szx + 4)
-        ukey = self._large_key(request)
-        now = self.clock.seconds()
-        upload = self._new_upload(ukey, now) if number == 0 else self._uploads.get(ukey)
-        fail = None
-        if number == 0 and upload is None:
-            fail = response(coap.SERVICE_UNAVAILABLE, b"too many uploads from this address", 0)
-            fail.opt.addOption(coap.UintOption(coap.MAX_AGE, int(coap.MAX_TRANSMIT_WAIT)))
-        elif szx == 7:
-            fail = response(coap.BAD_REQUEST, b"block size exponent 7 is reserved", 0)
-        elif upload is None or len(upload.data) != number * size:
-            fail = response(coap.REQUEST_ENTITY_INCOMPLETE, b"block %d out of sequence" % number, 0)
-        elif more and len(request.payload) != size:
-            fail = response(coap.BAD_REQUEST, b"block payload does not match block size", 0)
-        elif len(upload.data) + len(request.payload) > self.max_body or _size1(request) > self.max_body:
-            fail = response(coap.REQUEST_ENTITY_TOO_LARGE, b"body over %d bytes" % self.max_body, 0)
-            fail.opt.addOption(coap.UintOption(coap.SIZE1, self.max_body))
-        if fail is not None:
-            self._end_upload(ukey)
-            request.opt.deleteOption(coap.BLOCK1)
-            self._answer(request, key, fail)
-            return None
-        upload.data += request.payload
-        if more:
-            upload.expires = now + coap.MAX_TRANSMIT_WAIT
-            self._uploads.move_to_end(ukey)  # least recently continued first: expiry pops from the front
-            request.opt.deleteOption(coap.BLOCK1)
-            cont = response(coap.CONTINUE)
-            cont.opt.addOption(BlockOption(coap.BLOCK1, (number, True, szx)))
-            self._answer(request, key, cont)
-            return None
-        self._end_upload(ukey)
-        request.payload = bytes(upload.data)
-        return request
-
-    def _new_upload(self, ukey, now):
-        """A fresh Block1 upload for ``ukey``, or None when its address has as many as it may.
-
-        Stale uploads go first (from the front, O(1) each), then the oldest if all are in use.
-        """
-        uploads = self._uploads
-        self._end_upload(ukey)
-        while uploads and next(iter(uploads.values())).expires < now:
-            self._end_upload(next(iter(uploads)))
-        host = ukey[0]
-        if self._peer_uploads.get(host, 0) >= MAX_PEER_UPLOADS:
-            self.counters["uploadsRefused"] += 1
-            return None
-        while len(uploads) >= MAX_UPLOADS:
-            self._end_upload(next(iter(uploads)))
-            self.counters["uploadEvictions"] += 1
-        upload = uploads[ukey] = _Upload(now + coap.MAX_TRANSMIT_WAIT)
-        self._peer_uploads[host] = self._peer_uploads.get(host, 0) + 1
-        return upload
-
-    def _end_upload(self, ukey):
-        if self._uploads.pop(ukey, None) is not None:
-            host = ukey[0]
-            left = self._peer_uploads[host] - 1
-            if left:
-                self._peer_uploads[host] = left
-            else:
-                del self._peer_uploads[host]
-
     # -- sending -----------------------------------------------------------
 
     def _send_empty(self, mtype, mid, remote):
-        data = bytes(((1 << 6) | (mtype << 4), 0, mid >> 8, mid & 0xFF))
+        data = encode_empty(mtype, mid)
         self._write(data, remote)
         if mtype == RST:
             self.counters["rstSent"] += 1
@@ -742,9 +363,7 @@ class MessageLayer(coap.Coap):
             self._sweep.cancel()
         self._sweep = None
         self.exchanges.stop()
-        if self._draining is not None and self._draining.active():
-            self._draining.cancel()
-        self._draining = None
+        self.relations.stop()
 
     def stats(self):
         """Counters of this layer as a plain dict."""
@@ -755,19 +374,10 @@ class MessageLayer(coap.Coap):
         out["answerCacheBytes"] = self.answer_budget.used
         out["answerCacheEvictions"] = self.answer_budget.refusals
         out["dedupAnswersDropped"] = self.recent.shrunk
-        out["blockAnswers"] = len(self._large)
+        out["blockAnswers"] = len(self.blocks)
         out["activeExchanges"] = len(self.exchanges)
-        out["outbox"] = len(self._outbox)
-        out["observations"] = len(self.observations)
-        out["observingPeers"] = len(self._peer_observations)
-        out["notificationBytes"] = self.notification_budget.used
-        out["notificationBudgetRefusals"] = self.notification_budget.refusals
+        self.relations.stats(out)
         return out
-
-
-def _size1(request):
-    option = request.opt.getOption(coap.SIZE1)
-    return option[0].value if option else 0
 
 
 def _answer_cost(value):
@@ -775,30 +385,6 @@ def _answer_cost(value):
     return len(value) if isinstance(value, bytes) else 0
 
 
-def _etag(payload):
-    """An ETag for the blocks of one answer (RFC 7959 §2.4): its CRC-32."""
-    return coap.OpaqueOption(coap.ETAG, zlib.crc32(payload).to_bytes(4, "big"))
-
-
 def _answer_code(data):
     """What a kept answer shrinks to for the byte budget: its code, negative (the payload is gone)."""
     return -data[1]
-
-
-def _snapshot_cost(snapshot):
-    return len(snapshot[1]) + SNAPSHOT_OVERHEAD
-
-
-def _snapshot(answer):
-    """What is needed to rebuild a large answer for its later blocks."""
-    options = [o for o in answer.opt.optionList() if o.number not in (coap.BLOCK1, coap.BLOCK2, coap.SIZE2,
-                                                                      coap.ETAG)]
-    return answer.code, answer.payload, options
-
-
-def _rebuild(snapshot):
-    code, payload, options = snapshot
-    message = coap.Message(code=code, payload=payload)
-    for option in options:
-        message.opt.addOption(option)
-    return message

@@ -86,11 +86,9 @@ class RecentMap:
         budget = self._budget
         budget.used += size
         if budget.used > budget.cap:
-            for holder in [self] + [h for h in budget.holders if h is not self]:
-                while budget.used > budget.cap and holder._shed_one():
-                    budget.refusals += 1
+            budget.make_room(self)
 
-    def _shed_one(self) -> bool:
+    def shed_one(self) -> bool:
         """Free the bytes of the oldest value holding any; False if none does."""
         heavy, data = self._heavy, self._data
         while heavy:

@@ -2,7 +2,7 @@
 
 from txthings import coap
 
-from tbcoap.coap.messagelayer import response
+from tbcoap.coap.codec import response
 from tbcoap.models import compact_json
 
 TEXT, LINK_FORMAT, JSON_FORMAT = 0, 40, 50

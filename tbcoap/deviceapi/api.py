@@ -15,7 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from txthings import coap
 
-from tbcoap.coap.messagelayer import response
+from tbcoap.coap.codec import code_text, response
 from tbcoap.deviceapi.answers import JSON_FORMAT, LINK_FORMAT, TEXT, error, json_answer
 from tbcoap.errors import (BadRequest, NoRule, NotFound, RuleTimeout, ShuttingDown, StoreUnavailable,
                            Unauthorized)
@@ -49,7 +49,7 @@ class Feature:
 class Routed:
     """Where one request goes, found once from its path and used by every later check:
     ``feature`` (a Feature's name, "provision" or "well-known"), the path's ``token`` (None on a
-    certificate device's tokenless path), the ``handler`` and the RPC ``rpc_id`` of a reply."""
+    tokenless path of a device known by its CoAPS session), the ``handler`` and the RPC ``rpc_id`` of a reply."""
 
     __slots__ = ("feature", "token", "handler", "rpc_id")
 
@@ -103,15 +103,16 @@ class DeviceApi:
 
     def _who(self, request, token):
         """``(device or None, rate-limit key)``, or a Deferred of it: over CoAPS the device whose
-        certificate the client presented, if it is a device's; else the device of the path's token."""
+        certificate or pre-shared key the client's session was made with, if it is a device's; else
+        the device of the path's token."""
         identify = getattr(request.protocol, "identify", None)
-        digest = identify(request.remote) if identify is not None else None
-        if digest is not None:
-            device = self.core.devices.cached_certificate(digest)
+        identity = identify(request.remote) if identify is not None else None
+        if identity is not None:
+            device = self.core.devices.cached_session(identity)
             if device is not None:
-                return device, digest
-            d = self.core.devices.authenticate_certificate(digest)
-            return d.addCallback(lambda found: (found, digest) if found is not None else self._by_token(token))
+                return device, identity.id
+            d = self.core.devices.authenticate_session(identity)
+            return d.addCallback(lambda found: (found, identity.id) if found is not None else self._by_token(token))
         return self._by_token(token)
 
     def _by_token(self, token):
@@ -125,7 +126,8 @@ class DeviceApi:
     @staticmethod
     def _unknown(token):
         if token is None:
-            return error(coap.UNAUTHORIZED, "no device certificate: paths without a token need CoAPS with one")
+            return error(coap.UNAUTHORIZED, "no device credential: a path without a token needs a CoAPS "
+                                             "certificate or pre-shared key")
         return error(coap.UNAUTHORIZED, "unknown access token")
 
     def _identified(self, who, routed, request):
@@ -150,7 +152,7 @@ class DeviceApi:
             return PROVISION_ROUTE  # ThingsBoard reads /api/v1/{anything}/provision as provisioning too
         first = path[2].lower() if len(path) > 2 else ""
         if first in self.features and (len(path) == 3 or (len(path) == 4 and first == "rpc")):
-            token, name, extra = None, first, path[3:]  # a certificate's device: no token (CoAPS)
+            token, name, extra = None, first, path[3:]  # a CoAPS session's device: no token
         elif len(path) < 4:
             return error(coap.BAD_REQUEST, "expected /api/v1/{token}/{feature}")
         else:
@@ -377,4 +379,4 @@ def _created(result):
 
 
 def _method(code):
-    return coap.requests.get(code, f"method {code >> 5}.{code & 31:02d}")
+    return coap.requests.get(code, f"method {code_text(code)}")

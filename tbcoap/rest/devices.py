@@ -5,9 +5,10 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
-from tbcoap.models import ACCESS_TOKEN, X509_CERTIFICATE, Credentials
+from tbcoap.models import ACCESS_TOKEN, CREDENTIALS_TYPES, PSK, X509_CERTIFICATE, Credentials
 from tbcoap.rest.views import device_json, page_json
 from tbcoap.services.certificates import certificate_credentials
+from tbcoap.services.psk import psk_credentials
 
 
 @defer.inlineCallbacks
@@ -42,10 +43,12 @@ def delete_device(call, device_id):
 
 def credentials_json(device_id, credentials) -> dict:
     """``{"deviceId","credentialsType","credentialsId"}``, with ``credentialsValue`` (the PEM) for a
-    certificate."""
+    certificate; a pre-shared key's value is never shown (``null``)."""
     answer = {"deviceId": {"entityType": "DEVICE", "id": device_id}, "credentialsType": credentials.type,
               "credentialsId": credentials.id}
-    if credentials.value is not None:
+    if credentials.type == PSK:
+        answer["credentialsValue"] = None
+    elif credentials.value is not None:
         answer["credentialsValue"] = credentials.value
     return answer
 
@@ -59,8 +62,9 @@ def get_credentials(call, device_id):
 
 @defer.inlineCallbacks
 def set_credentials(call):
-    """POST /api/device/credentials: a new access token (``credentialsId``), or an X.509 certificate
-    (``"credentialsType":"X509_CERTIFICATE"``, the PEM in ``credentialsValue``)."""
+    """POST /api/device/credentials: a new access token (``credentialsId``), an X.509 certificate
+    (``"credentialsType":"X509_CERTIFICATE"``, the PEM in ``credentialsValue``) or a pre-shared key
+    (``"credentialsType":"PSK"``, the identity in ``credentialsId``, the key in hex in ``credentialsValue``)."""
     body = call.json_object()
     device_ref = body.get("deviceId")
     device_id = device_ref.get("id") if isinstance(device_ref, dict) else None
@@ -69,10 +73,12 @@ def set_credentials(call):
     kind = body.get("credentialsType") or ACCESS_TOKEN
     if kind == X509_CERTIFICATE:
         credentials = certificate_credentials(body.get("credentialsValue"))
+    elif kind == PSK:
+        credentials = psk_credentials(body.get("credentialsId"), body.get("credentialsValue"))
     elif kind == ACCESS_TOKEN:
         credentials = Credentials(ACCESS_TOKEN, body.get("credentialsId"))
     else:
-        raise BadRequest(f"credentialsType must be {ACCESS_TOKEN} or {X509_CERTIFICATE}")
+        raise BadRequest(f"credentialsType must be one of {', '.join(CREDENTIALS_TYPES)}")
     yield call.core.devices.get(device_id)
     yield call.core.devices.set_credentials(device_id, credentials)
     return credentials_json(device_id, credentials)

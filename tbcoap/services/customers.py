@@ -20,8 +20,7 @@ def key_digest(key: str) -> str:
 
 
 class CustomerService:
-    """Creates and deletes customers and tells which customer an API key belongs to (remembered
-    in memory until the customer is deleted, on this node or another)."""
+    """Creates and deletes customers and tells which customer an API key belongs to."""
 
     def __init__(self, store, bus):
         self.store = store
@@ -53,23 +52,24 @@ class CustomerService:
         return customer
 
     def known(self, key) -> bool:
-        """True if this key was seen before as a customer's (memory only)."""
+        """True if this key was seen before as a customer's (memory only: what a request's body may
+        be is decided before its key is checked)."""
         return key_digest(key) in self._by_digest
 
     @defer.inlineCallbacks
     def by_key(self, key):
-        """The Customer id whose API key this is, or None (remembered in memory)."""
+        """The Customer id whose API key this is, or None.  Asked of the store every time (one
+        indexed read), so a customer deleted on any node is refused at once everywhere, before its
+        deletion's event arrives; the digest is remembered only for ``known``."""
         digest = key_digest(key)
-        if digest not in self._by_digest:
-            changes = self._changes
-            customer = yield self.store.customer_by_key_digest(digest)
-            if customer is None:
-                return None
-            if changes != self._changes:  # a customer went meanwhile: do not remember, answer again
-                return (yield self.by_key(key))
+        changes = self._changes
+        customer = yield self.store.customer_by_key_digest(digest)
+        if customer is None:
+            return None
+        if changes == self._changes:  # (a customer that went meanwhile is not remembered)
             self._by_digest[digest] = customer.id
             self._digest_of[customer.id] = digest
-        return self._by_digest[digest]
+        return customer.id
 
     @defer.inlineCallbacks
     def delete(self, customer_id):

@@ -1,21 +1,24 @@
-"""Devices and their credentials (access tokens, X.509 certificates): creation, lookup,
-rotation, deletion.
+"""Devices and their credentials (access tokens, X.509 certificates, DTLS pre-shared keys):
+creation, lookup, rotation, deletion.
 
-Lookups are answered from memory when the token or certificate was seen before; the cache is
-invalidated whenever a credential changes or a device goes.  Which device a token belongs to is
-decided by the ``tbcoap_authenticate`` plugins; a certificate is looked up in the store.
+Lookups are answered from memory when the token, certificate or PSK identity was seen before;
+the cache is invalidated whenever a credential changes or a device goes.  Which device a token
+belongs to is decided by the ``tbcoap_authenticate`` plugins; certificates and pre-shared keys are
+looked up in the store.
 """
 
 from __future__ import annotations
 
 import secrets
+from typing import NamedTuple
 
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest, NotFound
-from tbcoap.models import (ACCESS_TOKEN, DEVICE_API_FEATURES, X509_CERTIFICATE, Credentials, Device, DeviceProfile,
-                           compact_json, new_id)
+from tbcoap.models import (ACCESS_TOKEN, DEVICE_API_FEATURES, PSK, X509_CERTIFICATE, Credentials, Device,
+                           DeviceProfile, compact_json, new_id)
 from tbcoap.events import DeviceGone, DeviceUpdated, Resync, TokenReplaced
+from tbcoap.services.psk import key_proof
 
 TOKEN_CACHE_CAP = 200_000
 MAX_NAME = 255
@@ -35,6 +38,16 @@ def check_token(token) -> str:
     if token.lower() in DEVICE_API_FEATURES:
         raise BadRequest(f"{token!r} cannot be an access token: it names a feature of the device API")
     return token
+
+
+class SessionIdentity(NamedTuple):
+    """What a DTLS peer proved in its handshake: a certificate (``type`` X509_CERTIFICATE, ``id``
+    its digest) or a pre-shared key (``type`` PSK, ``id`` the identity, ``proof`` the key's
+    ``key_proof``, so that a session made with a key since replaced speaks for nobody)."""
+
+    type: str
+    id: str
+    proof: bytes | None = None
 
 
 def _checked(name, type, label, additional_info):
@@ -64,6 +77,7 @@ class DeviceService:
         bus.subscribe(self._on_event)
         self._by_token = {}
         self._token_of = {}
+        self._psk_keys = {}  # PSK identity -> (key, its proof), for the devices in _by_token
         self._changes = 0  # bumped by forget(): a lookup that raced a change is not cached
 
     # -- authentication -----------------------------------------------------
@@ -81,14 +95,42 @@ class DeviceService:
         return self._look_up(token, lambda: self.plugins.call_first("tbcoap_authenticate", token=token,
                                                                      store=self.store))
 
-    def cached_certificate(self, digest):
-        """The Device whose certificate has this digest, if seen before, or None."""
-        return self._by_token.get((X509_CERTIFICATE, digest))
+    def cached_session(self, identity):
+        """The Device a DTLS session's ``SessionIdentity`` stands for, if seen before, or None."""
+        device = self._by_token.get((identity.type, identity.id))
+        if device is not None and identity.type == PSK and self._psk_keys.get(identity.id, (None,))[1] != identity.proof:
+            return None
+        return device
 
-    def authenticate_certificate(self, digest):
-        """Deferred Device whose X.509 credential has this digest, or None; caches the answer."""
-        return self._look_up((X509_CERTIFICATE, digest),
-                             lambda: self.store.device_by_credentials(X509_CERTIFICATE, digest))
+    def authenticate_session(self, identity):
+        """Deferred Device a DTLS session's ``SessionIdentity`` stands for, or None; caches the answer."""
+        if identity.type == PSK:
+            return self._psk(identity.id).addCallback(
+                lambda found: found[0] if found is not None and key_proof(found[1]) == identity.proof else None)
+        return self._look_up((identity.type, identity.id),
+                             lambda: self.store.device_by_credentials(identity.type, identity.id))
+
+    def cached_psk_key(self, identity):
+        """The key (bytes) of a PSK identity seen before, or None."""
+        known = self._psk_keys.get(identity)
+        return known[0] if known is not None else None
+
+    def psk_key(self, identity):
+        """Deferred key (bytes) of a PSK identity, or None for one no device has; caches it."""
+        return self._psk(identity).addCallback(lambda found: found[1] if found is not None else None)
+
+    @defer.inlineCallbacks
+    def _psk(self, identity):
+        changes = self._changes
+        device = yield self.store.device_by_credentials(PSK, identity)
+        credentials = (yield self.store.get_credentials(device.id)) if device is not None else None
+        if credentials is None or credentials.type != PSK or credentials.id != identity:
+            return None
+        key = bytes.fromhex(credentials.value)
+        if changes == self._changes:
+            self._remember(device, (PSK, identity), None, changes)
+            self._psk_keys[identity] = (key, key_proof(key))
+        return device, key
 
     def _look_up(self, key, ask):
         d = ask()
@@ -103,9 +145,14 @@ class DeviceService:
         if len(self._by_token) >= TOKEN_CACHE_CAP:
             old_key = next(iter(self._by_token))
             self._token_of.pop(self._by_token.pop(old_key).id, None)
+            self._forget_key(old_key)
         self._by_token[key] = device
         self._token_of[device.id] = key
         return device
+
+    def _forget_key(self, key):
+        if isinstance(key, tuple) and key[0] == PSK:
+            self._psk_keys.pop(key[1], None)
 
     def _on_event(self, event):
         if isinstance(event, (DeviceGone, TokenReplaced, DeviceUpdated)):
@@ -114,6 +161,7 @@ class DeviceService:
             self._changes += 1
             self._by_token.clear()
             self._token_of.clear()
+            self._psk_keys.clear()
 
     def forget(self, device_id):
         """Drop a device's cached token (after a change made here or on another node)."""
@@ -121,6 +169,7 @@ class DeviceService:
         token = self._token_of.pop(device_id, None)
         if token is not None:
             self._by_token.pop(token, None)
+            self._forget_key(token)
 
     # -- management -----------------------------------------------------------
 
@@ -204,7 +253,8 @@ class DeviceService:
 
     @defer.inlineCallbacks
     def set_credentials(self, device_id, credentials):
-        """Replace the device's credential (a token, or a certificate from ``certificate_credentials``);
+        """Replace the device's credential (a token, a certificate from ``certificate_credentials`` or a
+        pre-shared key from ``psk_credentials``);
         the old one is refused from now on, on every node, and its observations end."""
         if credentials.type == ACCESS_TOKEN:
             check_token(credentials.id)

@@ -31,6 +31,7 @@ from tbcoap.interfaces import STORE_STATS, IClaimStore, ICustomerStore, IProvisi
 from tbcoap.latency import LatencyHistogram
 from tbcoap.models import (
     ACCESS_TOKEN,
+    PSK,
     RPC_FINAL,
     RPC_STATUSES,
     X509_CERTIFICATE,
@@ -346,7 +347,7 @@ async def test_certificate_credentials(store):
     await raises(DuplicateToken, store.set_credentials(a.id, Credentials(ACCESS_TOKEN, "tb")))
     b = await store.device_by_credentials(ACCESS_TOKEN, "tb")
     await raises(DuplicateToken, store.set_credentials(b.id, Credentials(X509_CERTIFICATE, "d1gest", "pem")))
-    for bad in (Credentials(X509_CERTIFICATE, "x"), Credentials(ACCESS_TOKEN, "t", "pem"), Credentials("PSK", "x"),
+    for bad in (Credentials(X509_CERTIFICATE, "x"), Credentials(ACCESS_TOKEN, "t", "pem"), Credentials("RPK", "x", "k"),
                 ("ACCESS_TOKEN", "t")):
         await raises(BadRequest, store.set_credentials(a.id, bad))
     assert await store.get_credentials(a.id) == cert
@@ -355,6 +356,33 @@ async def test_certificate_credentials(store):
     assert await store.device_by_credentials(X509_CERTIFICATE, "d1gest") is None
     assert await store.get_credentials(new_id()) is None
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_psk_credentials(store):
+    """A pre-shared key: the identity as id, the key as lowercase hex as value, found by type."""
+    a = await store.add_device(dev("a"), "ta")
+    b = await store.add_device(dev("b"), "tb")
+    key = Credentials(PSK, "sensor-7", "00112233445566778899aabbccddeeff")
+    await store.set_credentials(a.id, key)
+    assert await store.get_credentials(a.id) == key
+    assert await store.device_by_credentials(PSK, "sensor-7") == a
+    assert await store.device_by_credentials(ACCESS_TOKEN, "sensor-7") is None  # an identity is no token
+    assert await store.device_by_credentials(X509_CERTIFICATE, "sensor-7") is None
+    assert await store.device_by_credentials(ACCESS_TOKEN, "ta") is None  # the old token is gone
+    await raises(DuplicateToken, store.set_credentials(b.id, Credentials(PSK, "sensor-7", "ff" * 16)))
+    await raises(DuplicateToken, store.set_credentials(b.id, Credentials(ACCESS_TOKEN, "sensor-7")))
+    await raises(DuplicateToken, store.set_credentials(a.id, Credentials(PSK, "tb", "ff" * 16)))
+    for bad in (Credentials(PSK, "x"), Credentials(PSK, "x", "00" * 15), Credentials(PSK, "x", "00" * 65),
+                Credentials(PSK, "x", "0g" * 16), Credentials(PSK, "x", "AB" * 16), Credentials(PSK, "", "00" * 16)):
+        await raises(BadRequest, store.set_credentials(b.id, bad))
+    rotated = Credentials(PSK, "sensor-7", "ab" * 64)  # a new key under the same identity
+    await store.set_credentials(a.id, rotated)
+    assert await store.get_credentials(a.id) == rotated and await store.device_by_credentials(PSK, "sensor-7") == a
+    await store.set_credentials(a.id, Credentials(ACCESS_TOKEN, "back"))
+    assert await store.device_by_credentials(PSK, "sensor-7") is None
+    await store.set_credentials(b.id, key)  # the identity is free again
+    assert await store.device_by_credentials(PSK, "sensor-7") == b
 
 # -- profiles ------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """``tbcoap device``: create, list, show, delete devices; read or rotate their tokens, or give
-them an X.509 certificate as credential."""
+them an X.509 certificate or a DTLS pre-shared key as credential."""
 
 from __future__ import annotations
 
@@ -42,6 +42,14 @@ def register(commands):
     p.add_argument("--customer", required=True, metavar="TITLE_OR_ID", help="the customer's title or id (uuid)")
     p = group.command("unassign", unassign, "free a device (it belongs to no customer any more)")
     p.add_argument("device", metavar=REF, help=REF_HELP)
+    p = group.command("psk", psk, "make a DTLS pre-shared key the device's credential (for CoAPS; the token goes)",
+                      own_key=True)
+    p.add_argument("device", metavar=REF, help=REF_HELP)
+    p.add_argument("--identity", required=True, help="the PSK identity the device sends (unique)")
+    p.add_argument("--key", dest="psk_key", required=True, metavar="HEX",
+                   help="the pre-shared key in hex, 16 to 64 bytes (32 to 128 digits); here --key is not the "
+                        "admin key, which goes before the command (tbcoap --key ADMIN device psk ...) or comes "
+                        "from $TBCOAP_ADMIN_KEY or --data-dir")
 
 
 def describe(device, *extra) -> str:
@@ -99,9 +107,13 @@ async def token(ctx, args):
     device_id = device["id"]["id"]
     if args.set is None:
         reply = await ctx.client.get(f"/api/device/{segment(device_id)}/credentials")
-        if reply.data.get("credentialsType") == "X509_CERTIFICATE" and not ctx.json:
+        kind = reply.data.get("credentialsType")
+        if kind == "X509_CERTIFICATE" and not ctx.json:
             raise CliError(f"device {device['name']} has no access token: it authenticates with an X.509 "
                            f"certificate (digest {reply.data.get('credentialsId')}); --set gives it a token again")
+        if kind == "PSK" and not ctx.json:
+            raise CliError(f"device {device['name']} has no access token: it authenticates with a pre-shared "
+                           f"key (identity {reply.data.get('credentialsId')}); --set gives it a token again")
     else:
         body = {"deviceId": {"entityType": "DEVICE", "id": device_id}, "credentialsType": "ACCESS_TOKEN",
                 "credentialsId": args.set}
@@ -137,3 +149,11 @@ async def unassign(ctx, args):
     device = await ctx.client.device(args.device)
     reply = await ctx.client.call("DELETE", f"/api/customer/device/{segment(device['id']['id'])}")
     ctx.show(reply, lambda d: f"device {d['name']} belongs to no customer now")
+async def psk(ctx, args):
+    """POST /api/device/credentials {"credentialsType":"PSK","credentialsId": identity,"credentialsValue": key}."""
+    device = await ctx.client.device(args.device)
+    body = {"deviceId": {"entityType": "DEVICE", "id": device["id"]["id"]}, "credentialsType": "PSK",
+            "credentialsId": args.identity, "credentialsValue": args.psk_key}
+    reply = await ctx.client.call("POST", "/api/device/credentials", body=body)
+    ctx.show(reply, lambda creds: f"device {device['name']} now authenticates with its pre-shared key over CoAPS "
+                                  f"(identity {creds.get('credentialsId')}); its access token is gone")
