@@ -27,6 +27,7 @@ from tbcoap.metrics import LatencyHistogram, registry_for
 from tbcoap.plugins import AUTH_HOOK, STORE_HOOK
 from tbcoap.ratelimit import RateLimiter, parse_counts, parse_rate_limit
 from tbcoap.rest.app import make_site
+from tbcoap.websocket.protocol import PATHS as SOCKET_PATHS, make_resource
 from tbcoap.rest.auth import load_admin_key
 from tbcoap.services.values import Limits
 from tbcoap.workers import WorkerSupervisor, shared_tcp, shared_udp, watch_parent
@@ -90,6 +91,7 @@ class TbcoapService(Service):
         self.admin_key = None
         self.lock = None
         self.site = None
+        self.live_hub = None  # the WebSocket connections (tbcoap.websocket), once bound
         self.supervisor = None
         self.worker = settings.get("worker", 0)  # 0: the first node; N: worker N of a --workers node
         self.workers = settings.get("workers", 1)
@@ -156,7 +158,8 @@ class TbcoapService(Service):
         self.coap_port = self._listen_udp("CoAP", self.coap, "coap")
         if self.dtls is not None:
             self.coaps_port = self._listen_udp("CoAPS", self.dtls, "coaps")
-        site = self.site = make_site(self)
+        socket, self.live_hub = make_resource(self)
+        site = self.site = make_site(self, dict.fromkeys(SOCKET_PATHS, socket))
         interface, port = settings["http-interface"], settings["http-port"]
         try:
             if self.shared_ports:
@@ -336,7 +339,7 @@ class TbcoapService(Service):
         secure = {"coaps": self.coaps.stats(), "dtls": self.dtls.stats()} if self.dtls is not None else {}
         return {"process": process, "coap": self.coap.stats(), **secure, "http": http,
                 "observers": self.observers.stats(),
-                "websocket": self.site.live_hub.stats() if self.site is not None else {},
+                "websocket": self.live_hub.stats() if self.live_hub is not None else {},
                 "rateLimits": limits,
                 **self.core.stats(), "plugins": self.plugins.stats()}
 

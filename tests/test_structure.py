@@ -115,6 +115,7 @@ MAY_IMPORT = {
     "rest": {"services", "models", "errors", "redact", "storekit", "datadir", "web", "tbcoap"},
     "cli": {"datadir", "tbcoap"},
     "web": set(),
+    "websocket": {"rest", "services", "models", "errors", "events"},
 }
 
 

@@ -227,7 +227,7 @@ async def test_a_reader_that_stops_reading_is_closed_not_queued_forever(start_no
     key = base64.b64encode(os.urandom(16)).decode()
     sock.send((f"GET {V3}?token={ADMIN_KEY} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-    hub = node.site.live_hub
+    hub = node.live_hub
     for _ in range(100):
         if hub.counters["opened"]:
             break

@@ -23,7 +23,6 @@ from tbcoap.rest.limits import UNAUTHENTICATED_BODY, LimitedChannel, LimitedRequ
 from tbcoap.rest.routes import ROUTES
 from tbcoap.rest.routing import find
 from tbcoap.web import Root
-from tbcoap.websocket.protocol import PATHS as SOCKET_PATHS, make_resource
 
 
 class Api(Resource):
@@ -111,10 +110,7 @@ class ApiSite(server.Site):
         return UNAUTHENTICATED_BODY
 
 
-def make_site(node):
-    """The twisted.web Site of the REST API, with the web console at ``/`` and ThingsBoard's
-    WebSocket API (tbcoap.websocket) at its two paths."""
-    socket, hub = make_resource(node)
-    site = ApiSite(node, Root(Api(node, ROUTES), dict.fromkeys(SOCKET_PATHS, socket)))
-    site.live_hub = hub
-    return site
+def make_site(node, sockets=None):
+    """The twisted.web Site of the REST API, with the web console at ``/`` and ``sockets`` (path ->
+    resource: the node gives ThingsBoard's WebSocket paths, tbcoap.websocket) beside it."""
+    return ApiSite(node, Root(Api(node, ROUTES), sockets))
