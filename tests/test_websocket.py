@@ -368,3 +368,28 @@ def test_a_key_in_the_url_never_reaches_the_access_log(server):
             break
         time.sleep(0.1)
     assert f"{V3}?token={ADMIN_KEY[:4]}...#" in log and ADMIN_KEY not in log
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deleted_device_ends_its_subscriptions(node, rest):
+    device, _ = await node.core.devices.create("ws-8", token="WS-8")
+    other, _ = await node.core.devices.create("ws-9", token="WS-9")
+    ws = await connect(ws_url(node, V4, key=None))
+    query = {"entityFilter": {"type": "entityList", "entityType": "DEVICE", "entityList": [device.id, other.id]}}
+    ws.send({"authCmd": {"cmdId": 0, "token": ADMIN_KEY},
+             "cmds": [{"type": "TIMESERIES", "cmdId": 1, "entityType": "DEVICE", "entityId": device.id},
+                      {"type": "ENTITY_DATA", "cmdId": 2, "query": query,
+                       "latestCmd": {"keys": [{"type": "TIME_SERIES", "key": "t"}]}}]})
+    await ws.until(lambda m: m.get("cmdId") == 2 and m["data"] is not None)
+    await sleep(0.2)
+    assert node.core.live.count() == 3
+    assert (await rest.delete(f"/api/device/{device.id}"))[0] == 200
+    ended = [await ws.next(), await ws.next()]
+    assert {"subscriptionId": 1, "errorCode": 2, "errorMsg": "device deleted", "data": None,
+            "latestValues": {}} in ended
+    assert any(m.get("cmdId") == 2 and m["errorCode"] == 2 for m in ended)
+    assert node.core.live.count() == 1  # the query's other device goes on
+    await node.core.telemetry.save(other.id, b'[{"ts":1000,"values":{"t":1}}]')
+    update = await ws.until(lambda m: m.get("cmdId") == 2 and m["update"])
+    assert update["update"][0]["entityId"]["id"] == other.id
+    await ws.close()

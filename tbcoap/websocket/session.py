@@ -100,12 +100,17 @@ class Session:
     def subscription(self, device_id, kind, cmd_id, deliver, keys=None, scope=None, latest_only=False):
         """A Subscription whose end is told to the client as an error update of ``cmd_id``."""
         def ended(code, message):
-            if self.subs.get(cmd_id) is not None:
-                self.subs.pop(cmd_id, None)
+            held = self.subs.get(cmd_id)
+            if held is sub:
+                del self.subs[cmd_id]
                 self.send(error(cmd_id, code, message))
+            elif isinstance(held, entitydata.EntityData) and sub in held.subs:
+                held.subs.remove(sub)  # the query's other devices go on
+                self.send(entitydata.message(cmd_id, code=code, error=message))
 
-        return Subscription(device_id, kind, deliver, ended, self.may_see, keys=keys, scope=scope,
-                            latest_only=latest_only)
+        sub = Subscription(device_id, kind, deliver, ended, self.may_see, keys=keys, scope=scope,
+                           latest_only=latest_only)
+        return sub
 
     @defer.inlineCallbacks
     def _subscribe(self, command):
