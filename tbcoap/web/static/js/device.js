@@ -118,12 +118,13 @@ function ownerActions(device, ctx, showOwner) {
     append(box, [h("div", { class: "row" }, release), message.el]);
     return box;
   }
-  const customer = field("owner-customer", "Customer", {}, "select");
+  const customer = field("owner-customer", "Give to customer", {}, "select");
   const assign = h("button", { type: "button", id: "assign-device" }, "Assign");
   const unassign = h("button", { type: "button", id: "unassign-device" }, "Unassign");
   unassign.hidden = !device.customerId;
   api("GET", "/api/customers", { query: { pageSize: 1000, page: 0 } }).then((page) => {
     customer.input.append(...page.data.map((c) => h("option", { value: c.id.id }, c.title)));
+    if (!page.data.length) customer.input.append(h("option", { value: "", disabled: true, selected: true }, "no customers yet"));
     assign.disabled = !page.data.length;
   }, (error) => message.error("Reading the customers", error));
   const change = (button, method, path, done) => {
