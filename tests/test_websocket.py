@@ -401,3 +401,11 @@ async def test_a_deleted_device_ends_its_subscriptions(node, rest):
     update = await ws.until(lambda m: m.get("cmdId") == 2 and m["update"])
     assert update["update"][0]["entityId"]["id"] == other.id
     await ws.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_over_64_kib_closes_the_connection(node):
+    ws = await connect(ws_url(node))
+    ws.protocol.sendMessage(b'{"tsSubCmds":[],"x":"' + b"x" * 70000 + b'"}')
+    code, _ = await ws.closed
+    assert code == 1009

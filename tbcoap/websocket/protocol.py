@@ -295,5 +295,5 @@ def make_resource(node):
     factory.hub = hub
     factory.setProtocolOptions(maxFramePayloadSize=MAX_MESSAGE, maxMessagePayloadSize=MAX_MESSAGE,
                                openHandshakeTimeout=10, closeHandshakeTimeout=5, autoPingInterval=30,
-                               autoPingTimeout=30)
+                               autoPingTimeout=30, failByDrop=False)
     return LiveResource(factory), hub
