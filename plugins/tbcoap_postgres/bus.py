@@ -69,7 +69,7 @@ class PostgresBus(LocalBus):
         """Deliver ``event`` here now, and to every other node after the writes before it."""
         super().publish(event)
         text = to_json(event)
-        d = self.store._write(lambda conn: _notify(conn, self.channel, self.node, text))
+        d = self.store.run_write(lambda conn: _notify(conn, self.channel, self.node, text))
         d.addCallbacks(self._published, self._publish_failed)
 
     def _published(self, large):
@@ -111,7 +111,7 @@ class PostgresBus(LocalBus):
                 self._deliver(data)
             else:
                 self._reading = True
-                d = self.store._read(_large_event, data)
+                d = self.store.run_read(_large_event, data)
                 d.addCallbacks(self._deliver, self._large_lost)
                 d.addBoth(self._read_done)
 

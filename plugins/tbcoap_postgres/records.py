@@ -63,7 +63,7 @@ class RecordsMixin:
             row = conn.execute(sql, params).fetchone()
             return model(*row) if row else None
 
-        return self._read(read)
+        return self.run_read(read)
 
     # -- devices ---------------------------------------------------------------------------
 
@@ -88,7 +88,7 @@ class RecordsMixin:
                          (token, device.id))
             return device
 
-        return self._write(job)
+        return self.run_write(job)
 
     def update_device(self, device):
         try:
@@ -108,7 +108,7 @@ class RecordsMixin:
                 raise NotFound(f"no device with id {device.id}")
             return Device(*row)
 
-        return self._write(job)
+        return self.run_write(job)
 
     def get_device(self, device_id):
         return self._row_as(Device, f"SELECT {_DEVICE} FROM devices d WHERE d.id = %s", device_id)
@@ -150,7 +150,7 @@ class RecordsMixin:
             items = [Device(*row) for row in rows]
             return items, _one(conn, f"SELECT count(*) FROM devices d{condition}", *params)
 
-        return self._read(read)
+        return self.run_read(read)
 
     def delete_device(self, device_id):
         def job(conn):
@@ -164,7 +164,7 @@ class RecordsMixin:
             conn.execute("DELETE FROM series WHERE device_id = %s", (device_id,))
             return True
 
-        return self._write(job)
+        return self.run_write(job)
 
     def get_credentials(self, device_id):
         return self._row_as(Credentials, "SELECT type, id, value FROM credentials WHERE device_id = %s", device_id)
@@ -185,7 +185,7 @@ class RecordsMixin:
             conn.execute("INSERT INTO credentials (id, device_id, type, value) VALUES (%s, %s, %s, %s)",
                          (credentials.id, device_id, credentials.type, credentials.value))
 
-        return self._write(job)
+        return self.run_write(job)
 
     # -- profiles ------------------------------------------------------------------------------
 
@@ -210,7 +210,7 @@ class RecordsMixin:
                           profile.created_time))
             return profile
 
-        return self._write(job)
+        return self.run_write(job)
 
     def update_profile(self, profile):
         try:
@@ -236,7 +236,7 @@ class RecordsMixin:
                 conn.execute("UPDATE devices SET type = %s WHERE type = %s", (profile.name, old))
             return DeviceProfile(*row)
 
-        return self._write(job)
+        return self.run_write(job)
 
     def profile_by_name(self, name):
         return self._row_as(DeviceProfile, f"SELECT {_PROFILE} FROM device_profiles WHERE name = %s", name)
@@ -258,7 +258,7 @@ class RecordsMixin:
             items = [build(*row) for row in rows]
             return items, _one(conn, f"SELECT count(*) FROM {table}")
 
-        return self._read(read)
+        return self.run_read(read)
 
     def list_profiles(self, limit, offset):
         return self._page("device_profiles", _PROFILE, limit, offset, DeviceProfile)
@@ -271,7 +271,7 @@ class RecordsMixin:
                 " VALUES (%s, 'SERVER_SCOPE', 'provisionState', %s, 'provisioned') ON CONFLICT DO NOTHING",
                 (device_id, now_ms())).rowcount > 0
 
-        return self._write(job)
+        return self.run_write(job)
 
     # -- attributes --------------------------------------------------------------------------------
 
@@ -297,7 +297,7 @@ class RecordsMixin:
                     " SET last_update_ts = excluded.last_update_ts, l = excluded.l, d = excluded.d, b = excluded.b,"
                     " s = excluded.s, j = excluded.j", rows)
 
-        return self._write(job)
+        return self.run_write(job)
 
     def get_attributes(self, device_id, scope, keys):
         try:
@@ -316,7 +316,7 @@ class RecordsMixin:
                 rows = conn.execute(sql + " AND key = ANY(%s)", (device_id, scope, keys))
             return {key: (value(*cols), ts) for key, ts, *cols in rows}
 
-        return self._read(read)
+        return self.run_read(read)
 
     def delete_attributes(self, device_id, scope, keys):
         try:
@@ -333,7 +333,7 @@ class RecordsMixin:
             gone = {key for (key,) in rows}
             return [key for key in keys if key in gone]
 
-        return self._write(job)
+        return self.run_write(job)
 
     # -- server-side RPCs ----------------------------------------------------------------------------
 
@@ -359,7 +359,7 @@ class RecordsMixin:
                           stored.response_json))
             return stored
 
-        return self._write(job)
+        return self.run_write(job)
 
     def get_rpc(self, rpc_id):
         if not isinstance(rpc_id, str):
@@ -393,7 +393,7 @@ class RecordsMixin:
         def job(conn):
             return conn.execute(sql, params).rowcount > 0
 
-        return self._write(job)
+        return self.run_write(job)
 
     def pending_rpcs(self, device_id=None):
         def read(conn):
@@ -402,7 +402,7 @@ class RecordsMixin:
                 return [Rpc(*row) for row in conn.execute(sql + " ORDER BY device_id, request_id")]
             return [Rpc(*row) for row in conn.execute(sql + " AND device_id = %s ORDER BY request_id", (device_id,))]
 
-        return self._read(read)
+        return self.run_read(read)
 
     def list_rpcs(self, device_id, limit, offset):
         try:
@@ -416,10 +416,10 @@ class RecordsMixin:
             items = [Rpc(*row) for row in rows]
             return items, _one(conn, "SELECT count(*) FROM rpcs WHERE device_id = %s", device_id)
 
-        return self._read(read)
+        return self.run_read(read)
 
     def delete_rpc(self, rpc_id):
-        return self._write(lambda conn: conn.execute("DELETE FROM rpcs WHERE id = %s", (rpc_id,)).rowcount > 0)
+        return self.run_write(lambda conn: conn.execute("DELETE FROM rpcs WHERE id = %s", (rpc_id,)).rowcount > 0)
 
     # -- customers -------------------------------------------------------------------------------------
 
@@ -441,7 +441,7 @@ class RecordsMixin:
                          (customer.id, customer.title, customer.created_time, key_digest))
             return customer
 
-        return self._write(job)
+        return self.run_write(job)
 
     def get_customer(self, customer_id):
         return self._row_as(Customer, f"SELECT {_CUSTOMER} FROM customers WHERE id = %s", customer_id)
@@ -473,7 +473,7 @@ class RecordsMixin:
                                 " AND customer_id IS NOT DISTINCT FROM %s",
                                 (customer_id, device_id, expect_customer_id)).rowcount > 0
 
-        return self._write(job)
+        return self.run_write(job)
 
     # -- claim requests --------------------------------------------------------------------------------
 
@@ -493,12 +493,12 @@ class RecordsMixin:
                 " expiration_time = excluded.expiration_time WHERE claim_requests.expiration_time <= %s",
                 (request.device_id, request.secret, request.expiration_time, now)).rowcount > 0
 
-        return self._write(job)
+        return self.run_write(job)
 
     def get_claim_request(self, device_id):
         return self._row_as(ClaimRequest, "SELECT device_id, secret, expiration_time FROM claim_requests"
                                           " WHERE device_id = %s", device_id)
 
     def delete_claim_request(self, device_id):
-        return self._write(lambda conn: conn.execute("DELETE FROM claim_requests WHERE device_id = %s",
+        return self.run_write(lambda conn: conn.execute("DELETE FROM claim_requests WHERE device_id = %s",
                                                      (device_id,)).rowcount > 0)

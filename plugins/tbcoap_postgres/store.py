@@ -163,7 +163,7 @@ class PostgresStore(RecordsMixin, TelemetryMixin, ManagementMixin):
         waited = self._writer.oldest_wait()
         if waited > STALLED_WRITE:
             return defer.fail(StoreUnavailable(f"postgresql writes have waited {waited:.1f} s"))
-        return self._read(lambda conn: conn.execute("SELECT 1").fetchone() and None)
+        return self.run_read(lambda conn: conn.execute("SELECT 1").fetchone() and None)
 
     def backup(self, path):
         return defer.fail(NotSupported(
@@ -219,12 +219,14 @@ class PostgresStore(RecordsMixin, TelemetryMixin, ManagementMixin):
     def _unavailable(self):
         return defer.fail(StoreUnavailable(f"postgresql store is {self._state.replace('new', 'not open')}"))
 
-    def _write(self, job):
+    def run_write(self, job):
+        """Run ``job(conn)`` in the next group commit; fires with its result after the commit."""
         if self._state != "open":
             return self._unavailable()
         return self._writer.submit(job)
 
-    def _read(self, fn, *args):
+    def run_read(self, fn, *args):
+        """Run ``fn(conn, *args)`` on a read-only connection of the pool; fires with its result."""
         if self._state != "open":
             return self._unavailable()
         if self._writer.down is not None:

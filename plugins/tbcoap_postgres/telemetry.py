@@ -122,7 +122,7 @@ class TelemetryMixin:
             return defer.fail()
         if not rows:
             return defer.succeed(None)
-        return self._write(TelemetrySave(device_id, rows))
+        return self.run_write(TelemetrySave(device_id, rows))
 
     def latest_telemetry(self, device_id, keys):
         try:
@@ -140,10 +140,10 @@ class TelemetryMixin:
                 rows = conn.execute(sql + " AND key = ANY(%s)", (device_id, keys))
             return {key: (ts, value(*cols)) for key, ts, *cols in rows}
 
-        return self._read(read)
+        return self.run_read(read)
 
     def telemetry_keys(self, device_id):
-        return self._read(_latest_keys, device_id)
+        return self.run_read(_latest_keys, device_id)
 
     def telemetry_history(self, device_id, keys, start_ts, end_ts, limit, descending):
         try:
@@ -170,7 +170,7 @@ class TelemetryMixin:
                         out[key] = [(ts, value(*cols)) for ts, *cols in rows]
             return out
 
-        return self._read(read)
+        return self.run_read(read)
 
     def telemetry_aggregate(self, device_id, keys, start_ts, end_ts, interval, agg, limit, descending):
         try:
@@ -178,7 +178,7 @@ class TelemetryMixin:
             check_aggregate(start_ts, end_ts, interval, agg, limit)
         except BadRequest as exc:
             return defer.fail(exc)
-        return self._read(_aggregate, device_id, keys, start_ts, end_ts, interval, agg, limit, descending)
+        return self.run_read(_aggregate, device_id, keys, start_ts, end_ts, interval, agg, limit, descending)
 
     def expire_telemetry(self, now, older_than, limit):
         try:
@@ -189,7 +189,7 @@ class TelemetryMixin:
             gone = partitions.expired(self._months, older_than)
             if gone:  # a whole month has expired: dropped at once, then the rest is trimmed
                 return self._maintain(partitions.drop, gone[0]).addCallback(self._dropped, gone[0])
-        return self._write(lambda conn: _expire(conn, now, older_than, limit))
+        return self.run_write(lambda conn: _expire(conn, now, older_than, limit))
 
     def _dropped(self, rows, month):
         self._months = self._months - {month}
@@ -218,7 +218,7 @@ class TelemetryMixin:
                         f"INSERT INTO ts_kv_latest (device_id, key, ts, {COLUMNS}) SELECT %s, %s, ts, {COLUMNS}"
                         " FROM ts_kv WHERE series = %s ORDER BY ts DESC LIMIT 1", (device_id, key, series[key]))
 
-        return self._write(job)
+        return self.run_write(job)
 
 
 def _expire(conn, now, older_than, limit):
