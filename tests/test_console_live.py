@@ -4,6 +4,7 @@ against a real ``twistd -n tbcoap`` (the helpers and fixtures of tests/test_cons
 from __future__ import annotations
 
 import time
+import urllib.request
 import uuid
 
 from selenium.webdriver.common.by import By
@@ -19,6 +20,16 @@ from tests.test_console import (browser, click, coap_device, css, make_device, n
 def live(driver):
     """Wait until the page's live socket is up (the header says so)."""
     wait(driver).until(lambda d: d.find_element(By.ID, "live-state").get_attribute("data-state") == "live")
+
+
+def test_the_policy_lets_the_page_reach_its_own_socket_only(server):
+    with urllib.request.urlopen(server.url + "/") as answer:
+        csp = answer.headers["Content-Security-Policy"]
+    host = server.url.split("://", 1)[1]
+    assert f"connect-src 'self' ws://{host} wss://{host};" in csp
+    request = urllib.request.Request(server.url + "/", headers={"Host": "evil\"; script-src *"})
+    with urllib.request.urlopen(request) as answer:  # a Host that is no plain host adds nothing
+        assert "connect-src 'self';" in answer.headers["Content-Security-Policy"]
 
 
 def test_a_coap_post_appears_within_a_second_without_a_reload(browser, server, coap_device):
