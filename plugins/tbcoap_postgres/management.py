@@ -1,5 +1,5 @@
 """The PostgreSQL store's calls that remove customers and profiles and choose the default profile
-(mixed into PostgresStore, whose ``_read`` and ``_write`` run them on the reader pool and the
+(mixed into PostgresStore, whose ``run_read`` and ``run_write`` run them on the reader pool and the
 writer)."""
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ class ManagementMixin:
             return _profile(conn.execute(f"SELECT {_PROFILE} FROM device_profiles p WHERE p.id = %s",
                                          (profile_id,)).fetchone())
 
-        return self._read(read)
+        return self.run_read(read)
 
     def default_profile(self):
         def read(conn):
             return _profile(conn.execute(f"SELECT {_PROFILE} FROM default_profile x"
                                          " JOIN device_profiles p ON p.id = x.profile_id").fetchone())
 
-        return self._read(read)
+        return self.run_read(read)
 
     def set_default_profile(self, profile_id):
         def job(conn):
@@ -43,7 +43,7 @@ class ManagementMixin:
                          " ON CONFLICT (one) DO UPDATE SET profile_id = excluded.profile_id", (profile_id,))
             return _profile(row)
 
-        return self._write(job)
+        return self.run_write(job)
 
     def delete_profile(self, profile_id):
         def job(conn):
@@ -58,7 +58,7 @@ class ManagementMixin:
             conn.execute("DELETE FROM device_profiles WHERE id = %s", (profile_id,))
             return True
 
-        return self._write(job)
+        return self.run_write(job)
 
     def delete_customer(self, customer_id):
         if not isinstance(customer_id, str):
@@ -71,4 +71,4 @@ class ManagementMixin:
             conn.execute("UPDATE devices SET customer_id = NULL WHERE customer_id = %s", (customer_id,))
             return gone
 
-        return self._write(job)
+        return self.run_write(job)
