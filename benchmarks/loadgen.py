@@ -16,8 +16,8 @@ import socket
 import time
 
 
-def encode_post(path_segments, payload, mid, token):
-    """A CON POST datagram."""
+def encode_post(path_segments, payload, mid, token, content_format=None):
+    """A CON POST datagram (with a one-byte Content-Format option when given)."""
     out = bytearray([0x40 | len(token), 2, mid >> 8, mid & 0xFF]) + token
     last = 0
     for segment in path_segments:
@@ -25,6 +25,8 @@ def encode_post(path_segments, payload, mid, token):
         last = 11
         out += bytes([(delta << 4) | length]) if length < 13 else bytes([(delta << 4) | 13, length - 13])
         out += segment
+    if content_format is not None:  # option 12, after Uri-Path (11)
+        out += bytes([0x11, content_format]) if content_format else b"\x10"
     return bytes(out + b"\xff" + payload)
 
 
@@ -40,7 +42,7 @@ class Load:
 
 
 def run(address, path, payload_for, *, seconds=None, messages=None, inflight=64, ports=256, timeout=5.0,
-        on_progress=None):
+        on_progress=None, content_format=None):
     """Drive the server until ``seconds`` passed or ``messages`` were answered.
 
     ``payload_for(i)`` gives the i-th request's payload.  Answers other than
@@ -71,7 +73,7 @@ def run(address, path, payload_for, *, seconds=None, messages=None, inflight=64,
         s = idle.popleft()
         fd = s.fileno()
         mid = mids[fd] = (mids[fd] + 1) & 0xFFFF
-        s.send(encode_post(segments, payload_for(counter), mid, b"%04x" % (counter & 0xFFFF)))
+        s.send(encode_post(segments, payload_for(counter), mid, b"%04x" % (counter & 0xFFFF), content_format))
         outstanding[fd] = (mid, time.perf_counter())
         counter += 1
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
+from tbcoap.payloads import tbmessages
 from tbcoap.services.activity import ActivityTracker
 from tbcoap.services.attributes import AttributeService
 from tbcoap.events import LocalBus
@@ -15,6 +16,7 @@ from tbcoap.services.customers import CustomerService
 from tbcoap.services.devices import DeviceService
 from tbcoap.services.live import LiveService
 from tbcoap.services.owners import OwnerService
+from tbcoap.services.payloads import PayloadService
 from tbcoap.services.profiles import ProfileService
 from tbcoap.services.provisioning import ProvisionService
 from tbcoap.services.retention import RetentionService
@@ -44,7 +46,8 @@ class Core:
         self.customers = CustomerService(store, self.bus)
         self.owners = OwnerService(store, self.devices, self.customers, self.bus)
         self.claims = ClaimService(store, self.devices, claim_duration_ms)
-        self.profiles = ProfileService(store)
+        self.payloads = PayloadService(store, self.bus)
+        self.profiles = ProfileService(store, self.payloads, self.bus)
         self.provisioning = ProvisionService(store, self.devices)
         self.live = LiveService(self.bus, self.telemetry, self.attributes, self.devices, max_subscriptions)
         self.telemetry.live = self.attributes.live = self.activity.live = self.live
@@ -52,6 +55,7 @@ class Core:
     @defer.inlineCallbacks
     def start(self):
         """Start periodic work and take up the RPCs the store holds."""
+        tbmessages.messages()  # ThingsBoard's device-facing messages, compiled once per process
         self.activity.start()
         yield self.rpc.start()
         self.retention.start()
@@ -74,4 +78,5 @@ class Core:
     def stats(self):
         """Domain and store counters as a plain dict."""
         return {"store": self.store.stats(), "cachedTokens": self.devices.cached_count(), "rpc": self.rpc.stats(),
-                "retention": self.retention.stats(), "history": self.telemetry.history_gate.stats(), "live": self.live.stats()}
+                "retention": self.retention.stats(), "history": self.telemetry.history_gate.stats(),
+                "payloads": self.payloads.stats(), "live": self.live.stats()}

@@ -70,6 +70,16 @@ class TokenReplaced:
 
 
 @dataclass(frozen=True)
+class ProfileChanged:
+    """A device profile was saved: ``name`` is its name now; ``renamed`` when that changed (its
+    devices' ``type`` changed with it)."""
+
+    profile_id: str
+    name: str
+    renamed: bool = False
+
+
+@dataclass(frozen=True)
 class TelemetryStored:
     """Time series were committed: ``entries`` is a tuple of ``(ts, key, typed value)``.  Published
     only for devices someone watches (``Watching``), so unwatched writes cost the bus nothing."""
@@ -130,7 +140,7 @@ class Resync:
 
 
 EVENTS = {cls.__name__: cls for cls in (SharedAttributesChanged, SharedAttributesDeleted, RpcChanged, DeviceGone,
-                                        DeviceUpdated, TokenReplaced, CustomerGone, TelemetryStored,
+                                        DeviceUpdated, TokenReplaced, ProfileChanged, CustomerGone, TelemetryStored,
                                         AttributesStored, AttributesDeleted, Watching, WatchQuery, Resync)}
 
 

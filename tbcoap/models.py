@@ -61,7 +61,11 @@ PROVISION_TYPES = ("DISABLED", "ALLOW_CREATE_NEW_DEVICES", "CHECK_PRE_PROVISIONE
 
 @dataclass(frozen=True, slots=True)
 class DeviceProfile:
-    """A device profile; provisioning fields are flat (ThingsBoard nests them; both forms are accepted)."""
+    """A device profile; provisioning fields are flat (ThingsBoard nests them; both forms are accepted).
+
+    ``transport_configuration`` is ThingsBoard's ``profileData.transportConfiguration`` (payload type,
+    Protobuf schemas, client settings) as compact JSON text, or None for a profile without one (its
+    devices speak JSON); stores keep it as given."""
 
     id: str
     name: str
@@ -69,6 +73,7 @@ class DeviceProfile:
     provision_key: str | None = None
     provision_secret: str | None = None
     created_time: int = field(default_factory=now_ms)
+    transport_configuration: str | None = None
 
 
 SCOPES = ("CLIENT_SCOPE", "SHARED_SCOPE", "SERVER_SCOPE")

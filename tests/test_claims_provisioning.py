@@ -260,7 +260,9 @@ async def test_provision_request_errors(coap):
     for payload in (b"{", b"[1]", b'{"provisionDeviceKey":5}'):
         answer = await coap.request(POST, PROVISION, payload)
         assert code_text(answer.code) == "4.00" and answer.opt.content_format == 0
-    assert code_text((await coap.request(POST, PROVISION, b"{}", content_format=60)).code) == "4.15"
+    assert code_text((await coap.request(POST, PROVISION, b"{}", content_format=41)).code) == "4.15"  # XML
+    answer = await coap.request(POST, PROVISION, b"{}", content_format=60)  # not CBOR
+    assert code_text(answer.code) == "4.00" and b"CBOR" in answer.payload
 
 
 @pytest_twisted.ensureDeferred

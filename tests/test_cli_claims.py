@@ -349,7 +349,7 @@ def test_profile_create_and_list_all_types(server):
     assert raw["id"]["entityType"] == "DEVICE_PROFILE"
 
     out = ok(tbcoap(server, "profile", "list", "--page-size", "10000"))
-    assert out.splitlines()[0].split() == ["NAME", "PROVISION", "TYPE", "PROVISION", "KEY", "ID", "CREATED"]
+    assert out.splitlines()[0].split() == ["NAME", "PROVISION", "TYPE", "PROVISION", "KEY", "PAYLOAD", "ID", "CREATED"]
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
     assert "default" in rows
     for kind, name in names.items():
@@ -434,3 +434,43 @@ def test_profile_usage():
     # --key stays the global option (the admin key), not the provision key
     args = parser.parse_args(["profile", "create", "p", "--key", "admin"])
     assert args.key == "admin" and args.provision_key is None
+
+
+TELEMETRY_SCHEMA = """syntax = "proto3";
+package meter;
+message Reading {
+  optional double kwh = 1;
+}
+"""
+
+
+def test_profile_create_with_protobuf_schemas(server, tmp_path):
+    schema = tmp_path / "reading.proto"
+    schema.write_text(TELEMETRY_SCHEMA)
+    name = unique("pb")
+    out = ok(tbcoap(server, "profile", "create", name, "--payload", "protobuf", "--telemetry-schema", str(schema)))
+    assert any(line.split() == ["payload:", "PROTOBUF"] for line in out.splitlines())
+    page = json.loads(ok(tbcoap(server, "--json", "profile", "list", "--page-size", "10000")))
+    (profile,) = [p for p in page["data"] if p["name"] == name]
+    assert profile["transportType"] == "COAP"
+    payload = profile["profileData"]["transportConfiguration"]["coapDeviceTypeConfiguration"][
+        "transportPayloadTypeConfiguration"]
+    assert payload["deviceTelemetryProtoSchema"] == TELEMETRY_SCHEMA  # as given
+    assert "message SensorConfiguration" in payload["deviceAttributesProtoSchema"]  # ThingsBoard's default
+    rows = {line.split()[0]: line.split() for line in ok(tbcoap(server, "profile", "list", "--page-size",
+                                                                "10000")).splitlines()[1:]}
+    assert "PROTOBUF" in rows[name] and "JSON" in rows["default"]
+
+
+def test_profile_payload_errors(server, tmp_path):
+    bad = tmp_path / "bad.proto"
+    bad.write_text('syntax = "proto3";\nmessage A {\n  int32 x = 1\n}\n')
+    stderr = fails(tbcoap(server, "profile", "create", unique("pb"), "--payload", "protobuf",
+                          "--rpc-request-schema", str(bad)))
+    assert stderr.startswith("tbcoap: 400 ") and "deviceRpcRequestProtoSchema: 4:1: Expected" in stderr
+    stderr = fails(tbcoap(server, "profile", "create", unique("pb"), "--telemetry-schema", str(bad)), 2)
+    assert "--telemetry-schema needs --payload protobuf" in stderr
+    stderr = fails(tbcoap(server, "profile", "create", unique("pb"), "--payload", "protobuf",
+                          "--telemetry-schema", str(tmp_path / "missing.proto")), 2)
+    assert "missing.proto" in stderr and "No such file" in stderr
+    assert "json or protobuf" in fails(tbcoap(server, "profile", "create", unique("pb"), "--payload", "xml"), 2)

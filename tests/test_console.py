@@ -742,3 +742,30 @@ def test_delete_device_after_confirmation(browser, server):
     go(browser, "#/customers")
     wait(browser).until(lambda d: d.find_element(By.ID, "customers-summary").text)
     assert text_of(browser, "#status") == ""
+
+def test_profile_payload_type_and_schemas(browser, server):
+    sign_in(browser, server)
+    go(browser, "#/profiles")
+    name = f"proto-{uuid.uuid4().hex[:6]}"
+    wait(browser).until(EC.element_to_be_clickable((By.ID, "profile-name"))).send_keys(name)
+    assert not browser.find_element(By.ID, "profile-schemas").is_displayed()  # JSON: no schemas
+    Select(browser.find_element(By.ID, "profile-payload")).select_by_value("PROTOBUF")
+    schema = 'syntax = "proto3";\nmessage Reading {\n  optional double kwh = 1;\n}\n'
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "profile-deviceTelemetryProtoSchema"))).send_keys(schema)
+    browser.find_element(By.ID, "create-profile").click()
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "profiles-table"), name))
+    profiles = rest(server.url, "GET", "/api/deviceProfiles?pageSize=1000")[1]["data"]
+    (profile,) = [p for p in profiles if p["name"] == name]
+    payload = profile["profileData"]["transportConfiguration"]["coapDeviceTypeConfiguration"][
+        "transportPayloadTypeConfiguration"]
+    assert payload["transportPayloadType"] == "PROTOBUF" and payload["deviceTelemetryProtoSchema"] == schema
+    row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#profiles-table tbody tr") if name in r.text)
+    assert "Protobuf" in row.text
+    row.find_element(By.TAG_NAME, "summary").click()  # the schemas unfold
+    wait(browser).until(lambda d: "message Reading" in row.text and "message RpcResponseMsg" in row.text)
+    # a schema protoc refuses: the API's message with its line and column
+    browser.find_element(By.ID, "profile-name").send_keys(f"bad-{name}")
+    Select(browser.find_element(By.ID, "profile-payload")).select_by_value("PROTOBUF")
+    browser.find_element(By.ID, "profile-deviceRpcRequestProtoSchema").send_keys('syntax = "proto3";\nmessage A {')
+    browser.find_element(By.ID, "create-profile").click()
+    wait(browser).until(lambda d: "deviceRpcRequestProtoSchema: 2:" in d.find_element(By.TAG_NAME, "body").text)

@@ -170,11 +170,14 @@ async def test_datagram_over_8k_is_read_whole(coap, rest, device):
     assert (await latest(rest, device))["big"] == value
 
 
-@pytest.mark.parametrize("content_format, code", [(None, "2.01"), (0, "2.01"), (50, "2.01"), (60, "4.15"),
-                                                  (42, "4.15")])
+@pytest.mark.parametrize("content_format, payload, code", [
+    (None, b'{"a":1}', "2.01"), (0, b'{"a":1}', "2.01"), (50, b'{"a":1}', "2.01"),
+    (60, bytes.fromhex("a1616101"), "2.01"),  # CBOR {"a": 1}
+    (60, b'{"a":1}', "4.00"),  # JSON is not CBOR
+    (42, b'{"a":1}', "4.15"), (41, b'{"a":1}', "4.15")])
 @pytest_twisted.ensureDeferred
-async def test_content_formats(coap, device, content_format, code):
-    answer = await coap.request(POST, TELEMETRY, b'{"a":1}', content_format=content_format)
+async def test_content_formats(coap, device, content_format, payload, code):
+    answer = await coap.request(POST, TELEMETRY, payload, content_format=content_format)
     assert code_text(answer.code) == code
 
 
@@ -184,7 +187,7 @@ async def test_content_formats(coap, device, content_format, code):
     (POST, "/api/v1/NOPE/telemetry", b"{", {}, "4.01"),           # token before payload
     (POST, "/api/v1/NOPE/telemetry", b"x" * 200, {}, "4.01"),     # token before size
     (POST, TELEMETRY, b"x" * 200, {"content_format": 60}, "4.13"),  # size before format
-    (POST, TELEMETRY, b"{", {"content_format": 60}, "4.15"),      # format before payload
+    (POST, TELEMETRY, b"{", {"content_format": 42}, "4.15"),      # format before payload
 ])
 @pytest_twisted.ensureDeferred
 async def test_order_of_checks(start_node, method, path, payload, extra, code):
@@ -299,10 +302,11 @@ async def test_rate_limits_answer_429_with_max_age(start_node):
 
 
 @pytest_twisted.ensureDeferred
-async def test_accept_other_than_json_is_406(coap, device):
+async def test_accept_other_than_json_or_cbor_is_406(coap, device):
     accept = lambda value: [(tx.ACCEPT, bytes([value]))]  # noqa: E731
-    assert code_text((await coap.request(GET, ATTRIBUTES, extra_options=accept(60))).code) == "4.06"
+    assert code_text((await coap.request(GET, ATTRIBUTES, extra_options=accept(42))).code) == "4.06"
     assert code_text((await coap.request(GET, ATTRIBUTES, extra_options=accept(50))).code) == "4.04"  # nothing yet
+    assert code_text((await coap.request(GET, ATTRIBUTES, extra_options=accept(60))).code) == "4.04"
     assert code_text((await coap.request(GET, "/.well-known/core", extra_options=accept(50))).code) == "4.06"
     assert code_text((await coap.request(GET, "/.well-known/core", extra_options=accept(40))).code) == "2.05"
 

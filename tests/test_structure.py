@@ -110,9 +110,10 @@ PUBLIC_PLUGIN_API = {"hookspecs", "interfaces", "models", "errors", "storekit", 
 MAY_IMPORT = {
     # layer: the other parts of tbcoap it may import (docs/design.md, "Who may import whom")
     "coap": {"ratelimit"},
-    "deviceapi": {"coap", "services", "models", "errors", "events", "redact"},
-    "services": {"models", "errors", "events", "plugins", "storekit"},
-    "rest": {"services", "models", "errors", "redact", "storekit", "datadir", "web", "tbcoap"},
+    "deviceapi": {"coap", "services", "payloads", "models", "errors", "events", "redact"},
+    "services": {"payloads", "models", "errors", "events", "plugins", "storekit"},
+    "payloads": {"models", "errors"},
+    "rest": {"services", "payloads", "models", "errors", "redact", "storekit", "datadir", "web", "tbcoap"},
     "cli": {"datadir", "tbcoap"},
     "web": set(),
     "websocket": {"rest", "services", "models", "errors", "events"},

@@ -9,7 +9,8 @@ from twisted.internet import defer
 from tbcoap.errors import BadRequest, NotFound
 from tbcoap.models import DeviceProfile
 
-_PROFILE = "p.id, p.name, p.provision_type, p.provision_key, p.provision_secret, p.created_time"
+_PROFILE = ("p.id, p.name, p.provision_type, p.provision_key, p.provision_secret, p.created_time,"
+            " p.transport_configuration")
 
 
 def _profile(row):

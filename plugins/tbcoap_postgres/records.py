@@ -23,7 +23,7 @@ from tbcoap.storekit import (DEVICE_SORT_PROPERTIES, check, check_claim_request,
 from .values import COLUMNS, check_text, columns, value
 
 _DEVICE = "d.id, d.name, d.type, d.label, d.created_time, d.customer_id, d.additional_info"
-_PROFILE = "id, name, provision_type, provision_key, provision_secret, created_time"
+_PROFILE = "id, name, provision_type, provision_key, provision_secret, created_time, transport_configuration"
 _CUSTOMER = "id, title, created_time"
 _RPC = ("id, device_id, request_id, method, params_json, oneway, persistent, expiration_time, created_time, status,"
         " response_json")
@@ -205,9 +205,9 @@ class RecordsMixin:
             key = profile.provision_key
             if key is not None and _one(conn, "SELECT 1 FROM device_profiles WHERE provision_key = %s", key):
                 raise BadRequest("this provision key is used by another device profile")
-            conn.execute(f"INSERT INTO device_profiles ({_PROFILE}) VALUES (%s, %s, %s, %s, %s, %s)",
+            conn.execute(f"INSERT INTO device_profiles ({_PROFILE}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                          (profile.id, profile.name, profile.provision_type, key, profile.provision_secret,
-                          profile.created_time))
+                          profile.created_time, profile.transport_configuration))
             return profile
 
         return self.run_write(job)
@@ -229,9 +229,9 @@ class RecordsMixin:
                                         key, profile.id):
                 raise BadRequest("this provision key is used by another device profile")
             row = conn.execute(f"UPDATE device_profiles SET name = %s, provision_type = %s, provision_key = %s,"
-                               f" provision_secret = %s WHERE id = %s RETURNING {_PROFILE}",
+                               f" provision_secret = %s, transport_configuration = %s WHERE id = %s RETURNING {_PROFILE}",
                                (profile.name, profile.provision_type, key, profile.provision_secret,
-                                profile.id)).fetchone()
+                                profile.transport_configuration, profile.id)).fetchone()
             if old != profile.name:
                 conn.execute("UPDATE devices SET type = %s WHERE type = %s", (profile.name, old))
             return DeviceProfile(*row)

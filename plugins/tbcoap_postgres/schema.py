@@ -144,9 +144,15 @@ CREATE TABLE bus_events (
 );
 """
 
+# A device profile's transport configuration (payload type, Protobuf schemas, client settings):
+# ThingsBoard's profileData.transportConfiguration as compact JSON text, NULL for a JSON profile.
+_V3 = """
+ALTER TABLE device_profiles ADD COLUMN transport_configuration text;
+"""
+
 # The default device profile is chosen, not a name: one row naming it (the profile called
 # ``default`` until another is chosen).
-_V3 = """
+_V4 = """
 CREATE TABLE default_profile (
     one        integer PRIMARY KEY CHECK (one = 1),
     profile_id text COLLATE "C" NOT NULL
@@ -154,7 +160,7 @@ CREATE TABLE default_profile (
 INSERT INTO default_profile (one, profile_id) SELECT 1, id FROM device_profiles WHERE name = 'default';
 """
 
-MIGRATIONS = [_V1, partitions.create_fixed, _V3]
+MIGRATIONS = [_V1, partitions.create_fixed, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -42,8 +42,9 @@ def as_device(row):
 
 
 def as_profile(row):
+    """A DeviceProfile from the fields the scripts return (id, name, type, key, secret, created, transport)."""
     return DeviceProfile(id=row[0], name=row[1], provision_type=row[2], provision_key=row[3],
-                         provision_secret=row[4], created_time=int(row[5]))
+                         provision_secret=row[4], created_time=int(row[5]), transport_configuration=row[6])
 
 
 def as_customer(row):

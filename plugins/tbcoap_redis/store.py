@@ -276,14 +276,16 @@ class RedisStore(ManagementCalls):
         if profile.provision_type not in PROVISION_TYPES:
             return defer.fail(BadRequest(f"unknown provision type {profile.provision_type!r}"))
         d = self._write("add_profile", "device profile", profile.id, profile.name, profile.provision_type,
-                        profile.provision_key or "", profile.provision_secret or "", profile.created_time)
+                        profile.provision_key or "", profile.provision_secret or "", profile.created_time,
+                        profile.transport_configuration or "")
         return d.addCallback(lambda _: profile)
 
     def update_profile(self, profile):
         if profile.provision_type not in PROVISION_TYPES:
             return defer.fail(BadRequest(f"unknown provision type {profile.provision_type!r}"))
         d = self._write("update_profile", "device profile", profile.id, profile.name, profile.provision_type,
-                        profile.provision_key or "", profile.provision_secret or "")
+                        profile.provision_key or "", profile.provision_secret or "",
+                        profile.transport_configuration or "")
         return d.addCallback(as_profile).addErrback(_no_such, "device profile")
 
     def _profile_by(self, index, value):
@@ -306,7 +308,8 @@ class RedisStore(ManagementCalls):
         return d.addCallback(lambda reply: ([build(row) for row in reply[1:]], int(reply[0])))
 
     def list_profiles(self, limit, offset):
-        return self._page("profs", ("id", "name", "type", "key", "secret", "created"), as_profile, limit, offset)
+        return self._page("profs", ("id", "name", "type", "key", "secret", "created", "transport"), as_profile, limit,
+                          offset)
 
     def mark_provisioned(self, device_id):
         d = self._write("mark_provisioned", "device", device_id, f"{now_ms()}|Sprovisioned")

@@ -7,7 +7,8 @@ from tbcoap.models import DeviceProfile
 
 from .sql import one
 
-_PROFILE = "p.id, p.name, p.provision_type, p.provision_key, p.provision_secret, p.created_time"
+_PROFILE = ("p.id, p.name, p.provision_type, p.provision_key, p.provision_secret, p.created_time,"
+            " p.transport_configuration")
 
 
 def _profile(row):

@@ -156,9 +156,15 @@ CREATE INDEX ts_kv_series_by_oldest ON ts_kv_series (oldest);
 INSERT INTO ts_kv_series (device_id, key, oldest) SELECT device_id, key, min(ts) FROM ts_kv GROUP BY device_id, key;
 """
 
+# A device profile's transport configuration (payload type, Protobuf schemas, client settings):
+# ThingsBoard's profileData.transportConfiguration as compact JSON text, NULL for a JSON profile.
+_V8 = """
+ALTER TABLE device_profiles ADD COLUMN transport_configuration TEXT;
+"""
+
 # The default device profile is chosen, not a name: one row naming it (the profile called
 # ``default`` until another is chosen); devices are found by type (a profile in use is not deleted).
-_V8 = """
+_V9 = """
 CREATE TABLE default_profile (
     one        INTEGER PRIMARY KEY CHECK (one = 1),
     profile_id TEXT NOT NULL
@@ -167,7 +173,7 @@ INSERT INTO default_profile (one, profile_id) SELECT 1, id FROM device_profiles 
 CREATE INDEX devices_by_type ON devices (type);
 """
 
-MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
+MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -34,7 +34,7 @@ from .sql import one, require_device
 from .telemetry import TelemetryCalls
 
 _DEVICE = "d.id, d.name, d.type, d.label, d.created_time, d.customer_id, d.additional_info"
-_PROFILE = "id, name, provision_type, provision_key, provision_secret, created_time"
+_PROFILE = "id, name, provision_type, provision_key, provision_secret, created_time, transport_configuration"
 _CUSTOMER = "id, title, created_time"
 _DEVICE_SORT = {"createdTime": "d.created_time", "name": "d.name", "type": "d.type", "label": "d.label"}
 assert set(_DEVICE_SORT) == set(DEVICE_SORT_PROPERTIES)
@@ -250,9 +250,9 @@ class SQLiteStore(TelemetryCalls, ManagementCalls):
             if key is not None and one(conn, "SELECT 1 FROM device_profiles WHERE provision_key = ?", key):
                 raise BadRequest("this provision key is used by another device profile")
             conn.execute(
-                f"INSERT INTO device_profiles ({_PROFILE}) VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO device_profiles ({_PROFILE}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (profile.id, profile.name, profile.provision_type, key, profile.provision_secret,
-                 profile.created_time),
+                 profile.created_time, profile.transport_configuration),
             )
             return profile
 
@@ -273,8 +273,9 @@ class SQLiteStore(TelemetryCalls, ManagementCalls):
                                         key, profile.id):
                 raise BadRequest("this provision key is used by another device profile")
             conn.execute("UPDATE device_profiles SET name = ?, provision_type = ?, provision_key = ?,"
-                         " provision_secret = ? WHERE id = ?",
-                         (profile.name, profile.provision_type, key, profile.provision_secret, profile.id))
+                         " provision_secret = ?, transport_configuration = ? WHERE id = ?",
+                         (profile.name, profile.provision_type, key, profile.provision_secret,
+                          profile.transport_configuration, profile.id))
             if old != profile.name:
                 conn.execute("UPDATE devices SET type = ? WHERE type = ?", (profile.name, old))
             row = conn.execute(f"SELECT {_PROFILE} FROM device_profiles WHERE id = ?", (profile.id,)).fetchone()

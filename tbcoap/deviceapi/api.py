@@ -3,7 +3,8 @@
 ``DeviceApi`` is the message layer's request handler.  Checks run in the
 documented order: path (4.04, 4.00 for an unknown feature), method (4.05), token
 (4.01), size (4.13), Content-Format (4.15), payload (4.00).  Domain errors
-become CoAP codes here and nowhere else.
+become CoAP codes here and nowhere else.  The device's profile says how its bodies
+are read and its answers written (``formats``): JSON or CBOR, or the profile's Protobuf.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from twisted.logger import Logger
 from txthings import coap
 
 from tbcoap.coap.codec import code_text, response
-from tbcoap.deviceapi.answers import JSON_FORMAT, LINK_FORMAT, TEXT, error, json_answer
+from tbcoap.deviceapi.answers import LINK_FORMAT, error
+from tbcoap.deviceapi.formats import (CBOR_FORMAT, CBOR_IN_JSON, JSON_CODECS, JSON_IN_JSON, OCTET_STREAM,
+                                      PROTOBUF_ACCEPT, PROVISION_ACCEPT, PROVISION_PROTOBUF, READS_CBOR, WRITES_CBOR,
+                                      ProtobufCodec)
 from tbcoap.errors import (BadRequest, NoRule, NotFound, RuleTimeout, ShuttingDown, StoreUnavailable,
                            Unauthorized)
-from tbcoap.models import DEVICE_API_FEATURES, INT64_MAX, compact_json, plain
+from tbcoap.models import DEVICE_API_FEATURES, INT64_MAX
 from tbcoap.redact import mask_token
 from tbcoap.services.values import parse_json
 
@@ -27,7 +31,6 @@ log = Logger()
 
 TOO_MANY_REQUESTS = (4 << 5) | 29
 OBSERVE_RETRY = 60  # Max-Age (s) of a registration refused for want of room
-ACCEPTED_FORMATS = (None, TEXT, JSON_FORMAT)
 GET, POST = coap.GET, coap.POST
 WELL_KNOWN = (
     b'</api/v1>;title="ThingsBoard device API: /api/v1/{token}/'
@@ -57,7 +60,8 @@ class Routed:
         self.feature, self.token, self.handler, self.rpc_id = feature, token, handler, rpc_id
 
     def answers_with_body(self, code) -> bool:
-        """True when this request's success answer has a body (where Accept matters)."""
+        """True when this request's success answer has a body: where Accept matters (it must name a
+        format the device's answers come in: 50 or 60 on a JSON profile, 42 on a PROTOBUF one)."""
         return code == GET or self.feature == "provision" or (self.feature == "rpc" and self.rpc_id is None)
 
 
@@ -75,6 +79,7 @@ class DeviceApi:
         self.device_limiter = device_limiter
         self.peer_limiter = peer_limiter
         self.provision_limiter = provision_limiter  # per source IP address, whatever the port
+        self._cached_payloads = core.payloads.cached  # profile name -> its payload settings, or None
         self.features = {feature.name: feature for feature in (
             Feature("telemetry", {POST: self.post_telemetry}),
             Feature("attributes", {GET: self.get_attributes, POST: self.post_attributes}),
@@ -196,12 +201,23 @@ class DeviceApi:
 
     def _authorized(self, device, key, routed, request):
         self.core.activity.touch(device.id)
-        answer = self._rate_limited(request, key) or self._check_body(request, routed)
+        answer = self._rate_limited(request, key)
         if answer is not None:
             return answer
+        payloads = self._cached_payloads(device.type)
+        if payloads is None:  # the profile's first request on this node (or since it changed)
+            d = self.core.payloads.lookup(device.type)
+            d.addCallback(self._serve, device, routed, request)
+            return d.addErrback(self._failed, request, routed, device)
+        return self._serve(payloads, device, routed, request)
+
+    def _serve(self, payloads, device, routed, request):
+        codec = self._check_body(request, routed, payloads.schemas)
+        if isinstance(codec, coap.Message):
+            return codec
         try:
-            result = routed.handler(device, request) if routed.rpc_id is None \
-                else routed.handler(device, request, routed.rpc_id)
+            result = routed.handler(device, request, codec) if routed.rpc_id is None \
+                else routed.handler(device, request, codec, routed.rpc_id)
         except Exception as failure:
             return self._error_answer(failure, request, routed, device)
         if isinstance(result, defer.Deferred):
@@ -234,20 +250,32 @@ class DeviceApi:
         answer.opt.addOption(coap.UintOption(coap.MAX_AGE, max(1, math.ceil(wait))))
         return answer
 
-    def _check_body(self, request, routed):
-        """Size (4.13), Content-Format (4.15), Observe (4.00) and Accept (4.06) checks, or None when fine."""
-        if request.code == POST:
-            if len(request.payload) > self.max_body:
-                answer = error(coap.REQUEST_ENTITY_TOO_LARGE, f"body over {self.max_body} bytes")
-                answer.opt.addOption(coap.UintOption(coap.SIZE1, self.max_body))
-                return answer
-            if request.opt.content_format not in ACCEPTED_FORMATS:
-                return error(coap.UNSUPPORTED_CONTENT_FORMAT, "send JSON (Content-Format 50, 0 or none)")
-        if request.opt.observe is not None and request.code != GET:
+    def _check_body(self, request, routed, schemas):
+        """Size (4.13), Content-Format (4.15), Observe (4.00) and Accept (4.06) checks for a device of
+        a JSON profile (``schemas`` None) or a PROTOBUF one: the request's codec, or the error answer.
+        A PROTOBUF device's Content-Format is not looked at (ThingsBoard ignores it)."""
+        post = request.code == POST
+        if post and len(request.payload) > self.max_body:
+            answer = error(coap.REQUEST_ENTITY_TOO_LARGE, f"body over {self.max_body} bytes")
+            answer.opt.addOption(coap.UintOption(coap.SIZE1, self.max_body))
+            return answer
+        opt = request.opt
+        reads_cbor = READS_CBOR.get(opt.content_format) if post and schemas is None else False
+        if reads_cbor is None:
+            return error(coap.UNSUPPORTED_CONTENT_FORMAT, "send JSON or CBOR (Content-Format 50, 60, 0 or none)")
+        if opt.observe is not None and request.code != GET:
             return error(coap.BAD_REQUEST, "Observe is only for GET")
-        if request.opt.accept not in (None, JSON_FORMAT) and routed.answers_with_body(request.code):
-            return error(coap.NOT_ACCEPTABLE, "answers are JSON (Accept: 50)")
-        return None
+        accept = opt.accept
+        if accept is None and schemas is None:  # the usual request: JSON (or CBOR) in, JSON out
+            return CBOR_IN_JSON if reads_cbor else JSON_IN_JSON
+        if schemas is not None:
+            if accept not in PROTOBUF_ACCEPT and routed.answers_with_body(request.code):
+                return error(coap.NOT_ACCEPTABLE, "answers are Protobuf (Accept: 42)")
+            return ProtobufCodec(schemas)
+        writes_cbor = WRITES_CBOR.get(accept, False)
+        if accept not in WRITES_CBOR and routed.answers_with_body(request.code):
+            return error(coap.NOT_ACCEPTABLE, "answers are JSON or CBOR (Accept: 50 or 60)")
+        return JSON_CODECS[reads_cbor, writes_cbor]
 
     def _failed(self, failure, request, routed=PROVISION_ROUTE, device=None):
         return self._error_answer(failure.value, request, routed, device, failure)
@@ -283,33 +311,51 @@ class DeviceApi:
         return response(coap.CONTENT, WELL_KNOWN, LINK_FORMAT)
 
     def provision(self, request):
-        """POST /api/v1/provision (no token): 2.01 with the credentials, or 4.00 with the provisioning JSON."""
+        """POST /api/v1/provision (no token): 2.01 with the credentials, or 4.00 with the failure, in
+        the request's format: JSON (or CBOR: Content-Format 60), else Protobuf (ThingsBoard's
+        ProvisionDeviceRequestMsg: Content-Format 42, or a body that is not JSON)."""
         if request.code != POST:
             return error(coap.METHOD_NOT_ALLOWED, "provision takes POST only")
-        answer = self._rate_limited(request, provisioning=True) or self._check_body(request, PROVISION_ROUTE)
+        answer = self._rate_limited(request, provisioning=True) or self._check_provision(request)
         if answer is not None:
             return answer
         try:
-            d = self.core.provisioning.provision(request.payload)
+            codec, body = _provision_body(request)
+            d = self.core.provisioning.provision(body)
         except Exception as failure:
             return self._error_answer(failure, request, PROVISION_ROUTE)
-        d.addCallback(lambda result: json_answer(result[1], coap.CREATED if result[0] else coap.BAD_REQUEST))
+        d.addCallback(lambda result: response(coap.CREATED if result[0] else coap.BAD_REQUEST,
+                                              codec.provision_answer(result[1]), codec.content_format))
         return d.addErrback(self._failed, request)
 
-    def post_claim(self, device, request):
+    def _check_provision(self, request):
+        """Size, Content-Format, Observe and Accept of a provisioning request: None when fine."""
+        if len(request.payload) > self.max_body:
+            answer = error(coap.REQUEST_ENTITY_TOO_LARGE, f"body over {self.max_body} bytes")
+            answer.opt.addOption(coap.UintOption(coap.SIZE1, self.max_body))
+            return answer
+        if request.opt.content_format not in READS_CBOR and request.opt.content_format != OCTET_STREAM:
+            return error(coap.UNSUPPORTED_CONTENT_FORMAT, "send JSON, CBOR or Protobuf (Content-Format 50, 60, 42)")
+        if request.opt.observe is not None:
+            return error(coap.BAD_REQUEST, "Observe is only for GET")
+        if request.opt.accept not in PROVISION_ACCEPT:
+            return error(coap.NOT_ACCEPTABLE, "answers are JSON, CBOR or Protobuf (Accept: 50, 60 or 42)")
+        return None
+
+    def post_claim(self, device, request, codec):
         """POST /api/v1/T/claim {"secretKey"?,"durationMs"?}: 2.01 (first request wins until it expires)."""
-        return _created(self.core.claims.request(device, request.payload))
+        return _created(self.core.claims.request(device, request.payload, codec.claim))
 
-    def post_telemetry(self, device, request):
+    def post_telemetry(self, device, request, codec):
         """POST /api/v1/T/telemetry: 2.01 once committed."""
-        return _created(self.core.telemetry.upload(device, request.payload))
+        return _created(self.core.telemetry.upload(device, request.payload, codec.telemetry))
 
-    def post_attributes(self, device, request):
+    def post_attributes(self, device, request, codec):
         """POST /api/v1/T/attributes (client-side attributes): 2.01 once committed."""
-        return _created(self.core.attributes.upload_client(device, request.payload))
+        return _created(self.core.attributes.upload_client(device, request.payload, codec.attributes))
 
-    def get_attributes(self, device, request):
-        """GET /api/v1/T/attributes?clientKeys=..&sharedKeys=..: 2.05 JSON, 4.04 if nothing found.
+    def get_attributes(self, device, request, codec):
+        """GET /api/v1/T/attributes?clientKeys=..&sharedKeys=..: 2.05, 4.04 if nothing found.
 
         With Observe=0: the full shared set, flat, then a notification per change.
         """
@@ -317,31 +363,55 @@ class DeviceApi:
             observation = request.protocol.observe(request)
             if observation is None:
                 return _too_many_observations()
-            self.observers.add_attributes(device, observation)
-            return self.core.attributes.shared(device).addCallback(json_answer)
+            self.observers.add_attributes(device, observation, codec)
+            d = self.core.attributes.shared_with_times(device)
+            return d.addCallback(lambda found: response(coap.CONTENT, codec.shared_snapshot(found),
+                                                        codec.content_format))
         client_keys, shared_keys = _attribute_query(request)
+        multiple = len(client_keys or ()) + len(shared_keys or ()) > 1
         d = self.core.attributes.for_device(device, client_keys, shared_keys)
-        return d.addCallback(_attributes_answer)
+        return d.addCallback(_attributes_answer, codec, multiple)
 
-    def get_rpc(self, device, request):
-        """GET /api/v1/T/rpc with Observe=0: 2.05 ``{}``, then one notification per RPC."""
+    def get_rpc(self, device, request, codec):
+        """GET /api/v1/T/rpc with Observe=0: 2.05 ``{}`` (an empty message in Protobuf), then one
+        notification per RPC."""
         if request.opt.observe is None:
             return error(coap.BAD_REQUEST, "observe /rpc (Observe: 0) to receive RPCs")
         if request.opt.observe == 0:
             observation = request.protocol.observe(request)
             if observation is None:
                 return _too_many_observations()
-            self.observers.add_rpc(device, observation)
-        return json_answer({})
+            self.observers.add_rpc(device, observation, codec)
+        return response(coap.CONTENT, codec.rpc_registration, codec.content_format)
 
-    def post_rpc(self, device, request, request_id=None):
+    def post_rpc(self, device, request, codec, request_id=None):
         """POST /api/v1/T/rpc/{id}: a reply (2.01); POST /api/v1/T/rpc: client-side RPC (2.05)."""
-        body = parse_json(request.payload)
         if request_id is not None:
-            return _created(self.core.rpc.reply(device, request_id, compact_json(body)))
+            return _created(self.core.rpc.reply(device, request_id, codec.rpc_reply(request.payload)))
+        body = codec.client_rpc(request.payload)
         if not isinstance(body, dict) or not isinstance(body.get("method"), str) or not body["method"]:
             raise BadRequest('client RPC needs {"method": "..."}')
-        return self.core.rules.client_rpc(device, body).addCallback(json_answer)
+        d = self.core.rules.client_rpc(device, body)
+        return d.addCallback(lambda answer: response(coap.CONTENT, codec.client_rpc_answer(answer),
+                                                     codec.content_format))
+
+
+def _provision_body(request):
+    """``(codec, body)`` of a provisioning request: JSON tried first, then Protobuf, as ThingsBoard
+    does (CBOR and Protobuf when the Content-Format says so); BadRequest when neither decodes."""
+    content_format, payload = request.opt.content_format, request.payload
+    if content_format == OCTET_STREAM:
+        return PROVISION_PROTOBUF, PROVISION_PROTOBUF.provision(payload)
+    codec = JSON_CODECS[content_format == CBOR_FORMAT, request.opt.accept == CBOR_FORMAT]
+    if content_format == CBOR_FORMAT:
+        return codec, codec.provision(payload)
+    try:
+        return codec, parse_json(payload)
+    except BadRequest as not_json:
+        try:
+            return PROVISION_PROTOBUF, PROVISION_PROTOBUF.provision(payload)
+        except BadRequest as not_protobuf:
+            raise BadRequest(f"neither JSON ({not_json}) nor a ProvisionDeviceRequestMsg") from not_protobuf
 
 
 def _too_many_observations():
@@ -351,11 +421,10 @@ def _too_many_observations():
     return answer
 
 
-def _attributes_answer(found):
+def _attributes_answer(found, codec, multiple):
     if not found:
         return error(coap.NOT_FOUND, "no such attributes")
-    body = {section: {k: plain(v) for k, v in values.items()} for section, values in found.items()}
-    return json_answer(body)
+    return response(coap.CONTENT, codec.attributes_answer(found, multiple), codec.content_format)
 
 
 def _attribute_query(request):

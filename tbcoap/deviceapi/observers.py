@@ -15,8 +15,9 @@ from collections import Counter
 
 from txthings import coap
 
-from tbcoap.deviceapi.answers import JSON_FORMAT, error, json_answer
-from tbcoap.models import plain
+from tbcoap.deviceapi.answers import error
+from tbcoap.errors import BadRequest
+from tbcoap.models import now_ms
 from tbcoap.events import DeviceGone, Resync, SharedAttributesChanged, SharedAttributesDeleted, TokenReplaced
 
 DELETED = object()  # a merged change that deletes its key
@@ -24,49 +25,56 @@ CONTENT = coap.CONTENT
 
 
 class RpcChannel:
-    """An ``/rpc`` observation as the RPC service sees it."""
+    """An ``/rpc`` observation as the RPC service sees it, in the format it was registered with."""
 
-    __slots__ = ("observation",)
+    __slots__ = ("observation", "codec")
     kind = "rpcObservations"
 
-    def __init__(self, observation):
-        self.observation = observation
+    def __init__(self, observation, codec):
+        self.observation, self.codec = observation, codec
 
-    def send(self, payload, on_result):
-        """Notify ``payload``, the RPC's JSON ``{"id","method","params"}`` as bytes (encoded once for
-        every channel); ``on_result`` gets "ack" (CON acknowledged), "sent" (NON), or "rst",
-        "timeout", "canceled"."""
-        self.observation.notify_raw(CONTENT, payload, JSON_FORMAT, on_result)
+    def send(self, notice, on_result):
+        """Notify the RPC of ``notice`` (an RpcNotice: encoded once per format for every channel);
+        ``on_result`` gets "ack" (CON acknowledged), "sent" (NON), or "rst", "timeout", "canceled";
+        "refused" when the RPC does not fit this observation's format (``notice.refusal`` says why)."""
+        try:
+            payload = self.codec.rpc_request(notice)
+        except BadRequest as e:
+            notice.refusal = str(e)
+            on_result("refused")
+            return
+        self.observation.notify_raw(CONTENT, payload, self.codec.content_format, on_result)
 
 
 class AttributeWatch:
-    """An ``/attributes`` observation with the changes merged while it was busy."""
+    """An ``/attributes`` observation with the changes merged while it was busy, notified in the
+    format it was registered with."""
 
-    __slots__ = ("observation", "pending")
+    __slots__ = ("observation", "codec", "pending")
     kind = "attributeObservations"
 
-    def __init__(self, observation):
-        self.observation = observation
-        self.pending = {}  # key -> typed value, or DELETED
+    def __init__(self, observation, codec):
+        self.observation, self.codec = observation, codec
+        self.pending = {}  # key -> (typed value, ts), or DELETED
         observation.on_idle = self.flush
 
     def merge(self, changes):
-        """Take ``{key: value or DELETED}`` and send it now if the relation is free."""
+        """Take ``{key: (value, ts) or DELETED}`` and send it now if the relation is free."""
         self.pending.update(changes)
         self.flush()
 
     def flush(self):
-        """Send what is pending, if the relation is free: the changed keys, then the deletions."""
+        """Send what is pending, if the relation is free: the changed keys, then the deletions
+        (JSON: two notifications; Protobuf: one message with both)."""
         observation = self.observation
         if not self.pending or not observation.idle:
             return
         pending, self.pending = self.pending, {}
-        changed = {key: plain(value) for key, value in pending.items() if value is not DELETED}
+        changed = {key: value for key, value in pending.items() if value is not DELETED}
         deleted = [key for key, value in pending.items() if value is DELETED]
-        if changed:
-            observation.notify(json_answer(changed))
-        if deleted:
-            observation.notify(json_answer({"deleted": deleted}))
+        codec = self.codec
+        for payload in codec.changes(changed, deleted):
+            observation.notify_raw(CONTENT, payload, codec.content_format, None)
 
 
 class ObserverRegistry:
@@ -84,13 +92,13 @@ class ObserverRegistry:
         """How many observations the device has here."""
         return len(self._devices.get(device_id, ()))
 
-    def add_attributes(self, device, observation):
-        """An ``/attributes`` observation was registered."""
-        self._add(device.id, observation, AttributeWatch(observation))
+    def add_attributes(self, device, observation, codec):
+        """An ``/attributes`` observation was registered (``codec``: its format, kept for its life)."""
+        self._add(device.id, observation, AttributeWatch(observation, codec))
 
-    def add_rpc(self, device, observation):
+    def add_rpc(self, device, observation, codec):
         """An ``/rpc`` observation was registered; it becomes an RPC channel."""
-        channel = RpcChannel(observation)
+        channel = RpcChannel(observation, codec)
         self._add(device.id, observation, channel)
         self.core.rpc.add_channel(device.id, channel)
 
@@ -130,8 +138,11 @@ class ObserverRegistry:
             members = self._devices.get(event.device_id)
             if not members:
                 return
-            changes = event.values if isinstance(event, SharedAttributesChanged) \
-                else dict.fromkeys(event.keys, DELETED)
+            if isinstance(event, SharedAttributesChanged):
+                now = now_ms()
+                changes = {key: (value, now) for key, value in event.values.items()}
+            else:
+                changes = dict.fromkeys(event.keys, DELETED)
             for member in list(members.values()):
                 if isinstance(member, AttributeWatch):
                     member.merge(changes)
@@ -148,6 +159,8 @@ class ObserverRegistry:
                 observation.notify(error(code, text))  # the last one; it ends the relation
 
     def _resend(self, values, device_id):
+        now = now_ms()
+        values = {key: (value, now) for key, value in values.items()}
         for member in list(self._devices.get(device_id, {}).values()):
             if isinstance(member, AttributeWatch):
                 member.merge(values)

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
+from tbcoap.payloads.config import transport_json, transport_type
 from tbcoap.rest.views import page_json
 
 
 def profile_json(profile, default_id=None) -> dict:
-    """A device profile as ThingsBoard shows it (provisioning nested in ``profileData``), with the
-    provisioning fields flat too; ``default`` when its id is ``default_id``."""
+    """A device profile as ThingsBoard shows it (provisioning and the transport configuration nested
+    in ``profileData``), with the provisioning fields flat too; ``default`` when its id is ``default_id``."""
     return {"id": {"entityType": "DEVICE_PROFILE", "id": profile.id}, "name": profile.name,
-            "type": "DEFAULT", "transportType": "DEFAULT",
+            "type": "DEFAULT", "transportType": transport_type(profile.transport_configuration),
             "provisionType": profile.provision_type, "provisionDeviceKey": profile.provision_key,
             "provisionDeviceSecret": profile.provision_secret, "createdTime": profile.created_time,
             "default": profile.id == default_id,
-            "profileData": {"configuration": {"type": "DEFAULT"}, "transportConfiguration": {"type": "DEFAULT"},
+            "profileData": {"configuration": {"type": "DEFAULT"},
+                            "transportConfiguration": transport_json(profile.transport_configuration),
                             "provisionConfiguration": {"type": profile.provision_type,
                                                        "provisionDeviceSecret": profile.provision_secret}}}
 

@@ -7,7 +7,7 @@ from twisted.internet import defer
 from tbcoap.errors import BadRequest
 from tbcoap.models import OPERATOR_SCOPES, SCOPES, now_ms, plain
 from tbcoap.events import SharedAttributesChanged, SharedAttributesDeleted
-from tbcoap.services.values import Limits, parse_attributes
+from tbcoap.services.values import Limits, parse_attributes, parse_json
 
 
 
@@ -30,9 +30,10 @@ class AttributeService:
         self.limits = limits
         self.live = None  # the LiveService: told of client and server attribute changes
 
-    def upload_client(self, device, payload: bytes):
-        """Store a device's client attributes; None if empty, else a Deferred fired on commit."""
-        values = parse_attributes(payload, self.limits)
+    def upload_client(self, device, payload: bytes, read=parse_json):
+        """Store a device's client attributes (``read``: the bytes to JSON values); None if empty,
+        else a Deferred fired on commit."""
+        values = parse_attributes(payload, self.limits, read)
         if not values:
             return None
         ts = now_ms()
@@ -108,9 +109,14 @@ class AttributeService:
         found = yield self.shared_values(device.id)
         return {key: plain(value) for key, value in found.items()}
 
+    def shared_with_times(self, device):
+        """All shared attributes of a device: Deferred ``{key: (typed value, last_update_ts)}``."""
+        return self.store.get_attributes(device.id, "SHARED_SCOPE", None)
+
     @defer.inlineCallbacks
     def for_device(self, device, client_keys, shared_keys):
-        """What a device's attribute request answers: ``{"client": {..}, "shared": {..}}``.
+        """What a device's attribute request answers: ``{"client": {..}, "shared": {..}}``, each
+        ``{key: (typed value, last_update_ts)}``.
 
         A list that is None is not asked for; both None means all of both scopes.
         Empty sections are left out.
@@ -122,5 +128,5 @@ class AttributeService:
             if both or keys is not None:
                 found = yield self.store.get_attributes(device.id, scope, keys)
                 if found:
-                    out[section] = {key: value for key, (value, _ts) in found.items()}
+                    out[section] = found
         return out

@@ -36,9 +36,10 @@ class ClaimService:
         self.devices = devices
         self.default_duration_ms = default_duration_ms
 
-    def request(self, device, payload: bytes):
-        """A device's ``POST /api/v1/T/claim``: store its request (first wins until it expires)."""
-        body = parse_json(payload) if payload.strip() else {}
+    def request(self, device, payload: bytes, read=None):
+        """A device's ``POST /api/v1/T/claim``: store its request (first wins until it expires).
+        ``read`` turns the body into JSON values (default: JSON, an empty body meaning ``{}``)."""
+        body = read(payload) if read is not None else (parse_json(payload) if payload.strip() else {})
         if not isinstance(body, dict):
             raise BadRequest("claim body must be a JSON object")
         secret = body.get("secretKey")

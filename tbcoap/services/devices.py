@@ -17,7 +17,7 @@ from twisted.internet import defer
 from tbcoap.errors import BadRequest, NotFound
 from tbcoap.models import (ACCESS_TOKEN, DEVICE_API_FEATURES, PSK, X509_CERTIFICATE, Credentials, Device,
                            DeviceProfile, compact_json, new_id)
-from tbcoap.events import DeviceGone, DeviceUpdated, Resync, TokenReplaced
+from tbcoap.events import DeviceGone, DeviceUpdated, ProfileChanged, Resync, TokenReplaced
 from tbcoap.services.psk import key_proof
 
 TOKEN_CACHE_CAP = 200_000
@@ -157,7 +157,8 @@ class DeviceService:
     def _on_event(self, event):
         if isinstance(event, (DeviceGone, TokenReplaced, DeviceUpdated)):
             self.forget(event.device_id)
-        elif isinstance(event, Resync):  # a change made elsewhere may have been missed
+        elif isinstance(event, Resync) or (isinstance(event, ProfileChanged) and event.renamed):
+            # a change made elsewhere may have been missed, or devices' types changed with their profile
             self._changes += 1
             self._by_token.clear()
             self._token_of.clear()

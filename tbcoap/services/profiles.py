@@ -1,11 +1,14 @@
-"""Device profiles: a device's ``type`` names its profile; provisioning settings flat or nested."""
+"""Device profiles: a device's ``type`` names its profile; provisioning settings flat or nested;
+the transport configuration (payload type, Protobuf schemas) in ThingsBoard's shape."""
 
 from __future__ import annotations
 
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest, NotFound
+from tbcoap.events import ProfileChanged
 from tbcoap.models import PROVISION_TYPES, DeviceProfile, new_id
+from tbcoap.payloads.config import PROTOBUF, PayloadSettings, stored_configuration
 
 MAX_NAME = 255
 
@@ -13,26 +16,37 @@ MAX_NAME = 255
 class ProfileService:
     """Creates, changes and lists device profiles."""
 
-    def __init__(self, store):
+    def __init__(self, store, payloads, bus):
         self.store = store
+        self.payloads = payloads  # the PayloadService: compiles a PROTOBUF profile's schemas
+        self.bus = bus
 
+    @defer.inlineCallbacks
     def save(self, body: dict):
-        """Create a profile, or change the one ``body["id"]["id"]`` names (ThingsBoard's save).
+        """Create a profile, or change the one ``body["id"]["id"]`` names (ThingsBoard's save: the
+        body replaces the profile).
 
         Provisioning comes flat (``provisionType``, ``provisionDeviceKey``, ``provisionDeviceSecret``)
         or as ThingsBoard nests it (``profileData.provisionConfiguration.{type, provisionDeviceSecret}``).
+        A PROTOBUF profile's schemas are compiled first: SchemaError (400) names the one refused.
         """
         profile = _profile(body)
+        settings = PayloadSettings.of(profile.transport_configuration)
+        if settings.payload_type == PROTOBUF:
+            yield self.payloads.schemas(settings)
         if body.get("id") is None:
-            return self.store.add_profile(profile)
+            return (yield self.store.add_profile(profile))
         ref = body["id"]
         profile_id = ref.get("id") if isinstance(ref, dict) else None
         if not isinstance(profile_id, str):
             raise BadRequest('id must be {"id": "<profile id>"} (or null to create)')
-        return self.store.update_profile(DeviceProfile(id=profile_id, name=profile.name,
-                                                       provision_type=profile.provision_type,
-                                                       provision_key=profile.provision_key,
-                                                       provision_secret=profile.provision_secret))
+        holder = yield self.store.profile_by_name(profile.name)
+        saved = yield self.store.update_profile(DeviceProfile(
+            id=profile_id, name=profile.name, provision_type=profile.provision_type,
+            provision_key=profile.provision_key, provision_secret=profile.provision_secret,
+            transport_configuration=profile.transport_configuration))
+        self.bus.publish(ProfileChanged(saved.id, saved.name, renamed=holder is None or holder.id != saved.id))
+        return saved
 
     def page(self, page_size, page):
         """Deferred ``(profiles, total)``."""
@@ -56,9 +70,12 @@ class ProfileService:
 
     @defer.inlineCallbacks
     def delete(self, profile_id):
-        """Delete a profile; NotFound if unknown, BadRequest for the default or one devices use."""
+        """Delete a profile; NotFound if unknown, BadRequest for the default or one devices use.
+        Nodes forget what they kept of it (``ProfileChanged``)."""
+        profile = yield self.get(profile_id)
         if not (yield self.store.delete_profile(profile_id)):
             raise NotFound(f"device profile {profile_id} not found")
+        self.bus.publish(ProfileChanged(profile.id, profile.name))
 
 
 def _profile(body):
@@ -80,4 +97,4 @@ def _profile(body):
     if kind != "DISABLED" and not (key and secret):
         raise BadRequest(f"{kind} needs provisionDeviceKey and provisionDeviceSecret")
     return DeviceProfile(id=new_id(), name=name, provision_type=kind, provision_key=key or None,
-                         provision_secret=secret or None)
+                         provision_secret=secret or None, transport_configuration=stored_configuration(body))

@@ -9,7 +9,6 @@ from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
 from tbcoap.models import ACCESS_TOKEN
-from tbcoap.services.values import parse_json
 
 NOT_FOUND = {"errorMsg": "Provision data was not found!", "status": "NOT_FOUND"}
 FAILURE = {"errorMsg": "Failed to provision device!", "status": "FAILURE"}
@@ -28,10 +27,10 @@ class ProvisionService:
         self.devices = devices
 
     @defer.inlineCallbacks
-    def provision(self, payload: bytes):
-        """Fires ``(True, success body)`` or ``(False, NOT_FOUND or FAILURE body)``; BadRequest
-        for a body that is not a JSON object of strings."""
-        body = parse_json(payload)
+    def provision(self, body):
+        """Provision for a request's body (JSON values: ``{"deviceName", "provisionDeviceKey", ..}``).
+        Fires ``(True, success body)`` or ``(False, NOT_FOUND or FAILURE body)``; BadRequest for a
+        body that is not a JSON object of strings."""
         if not isinstance(body, dict):
             raise BadRequest("provision body must be a JSON object")
         for field in ("deviceName", "provisionDeviceKey", "provisionDeviceSecret", "credentialsType", "token"):

@@ -182,9 +182,8 @@ class RpcService:
                 continue
             if not (yield self._set_status(rpc.id, "SENT", expect=("QUEUED",))):
                 continue
-            message = compact_json({"id": rpc.request_id, "method": rpc.method,
-                                    "params": json.loads(rpc.params_json)}).encode()  # once for all channels
-            delivery = _Delivery(rpc, len(channels))
+            message = RpcNotice(rpc.request_id, rpc.method, rpc.params_json)  # each form made once for all channels
+            delivery = _Delivery(rpc, len(channels), message)
             self.bus.publish(RpcChanged(device_id, rpc.id, "SENT"))
             for channel in channels:  # every observer of /rpc gets it (each registration is notified); the first ACK delivers
                 channel.send(message, lambda outcome, channel=channel: self._sent(delivery, channel, outcome))
@@ -198,21 +197,25 @@ class RpcService:
     def _sent(self, delivery, channel, outcome):
         """One observer's outcome.  The first "ack"/"sent" delivers the RPC and lets the next one
         go; an observation that did not take it ("rst", "timeout", "canceled") has ended, and if
-        none took it, it goes back to the queue until it expires (an RST or a lost CON is not a delivery)."""
+        none took it, it goes back to the queue until it expires (an RST or a lost CON is not a delivery).
+        "refused": the RPC cannot be put in that observation's format (its params do not fit the
+        profile's RPC request message); if no observer took it, the RPC FAILED with the reason."""
         rpc = delivery.rpc
         delivery.outcomes += 1
-        status = None
+        status, response = None, None
         if outcome in ("ack", "sent"):
             if not delivery.delivered:
                 delivery.delivered = True
                 status = "SUCCESSFUL" if rpc.oneway else "DELIVERED"
         else:
-            self.remove_channel(rpc.device_id, channel)
+            if outcome != "refused":
+                self.remove_channel(rpc.device_id, channel)
             if delivery.outcomes == delivery.expected and not delivery.delivered:
-                status = "QUEUED"
+                status = "FAILED" if delivery.notice.refusal else "QUEUED"
+                response = compact_json({"error": delivery.notice.refusal}) if delivery.notice.refusal else None
         if status is None:
             return
-        d = self._set_status(rpc.id, status, expect=("SENT",))
+        d = self._set_status(rpc.id, status, response, expect=("SENT",))
         d.addCallback(self._status_changed, rpc, status)
         d.addBoth(self._delivery_done, rpc.device_id)  # the next RPC need not wait for slow observers
         d.addErrback(lambda f: log.failure("rpc status update failed", f))
@@ -291,7 +294,7 @@ class RpcService:
         waiters = self._waiters.get(rpc.id, [])
         for waiting, oneway in list(waiters):
             if rpc.status in ("EXPIRED", "TIMEOUT", "FAILED"):
-                error = (RpcFailed(f"rpc {rpc.request_id} failed: the device rejected it") if rpc.status == "FAILED"
+                error = (RpcFailed(_failure(rpc)) if rpc.status == "FAILED"
                          else GatewayTimeout(f"rpc {rpc.request_id} {_VERB[rpc.status]} before it expired"))
             elif rpc.status == "SUCCESSFUL" or (oneway and rpc.status == "DELIVERED"):
                 error = None
@@ -343,13 +346,50 @@ class RpcService:
         return out
 
 
+class RpcNotice:
+    """One server-side RPC as its device is told of it: ``request_id``, ``method``, ``params`` (JSON
+    values); ``form(key, make)`` is ``make(self)`` made once per key (a format) for every observer.
+    ``refusal``: why a format could not carry it, if one could not."""
+
+    __slots__ = ("request_id", "method", "params", "refusal", "_forms")
+
+    def __init__(self, request_id, method, params_json):
+        self.request_id, self.method, self.params = request_id, method, json.loads(params_json)
+        self.refusal, self._forms = None, {}
+
+    def body(self) -> dict:
+        """``{"id","method","params"}``, as JSON devices get it."""
+        return {"id": self.request_id, "method": self.method, "params": self.params}
+
+    def form(self, key, make):
+        """``make(self)``, made on the first call for ``key``; its exception is raised each time."""
+        made = self._forms.get(key)
+        if made is None:
+            try:
+                made = self._forms[key] = (True, make(self))
+            except Exception as e:
+                made = self._forms[key] = (False, e)
+        if not made[0]:
+            raise made[1]
+        return made[1]
+
+
 class _Delivery:
     """One RPC sent to every observer of a device, waiting for their outcomes."""
 
-    __slots__ = ("rpc", "expected", "outcomes", "delivered")
+    __slots__ = ("rpc", "expected", "outcomes", "delivered", "notice")
 
-    def __init__(self, rpc, expected):
-        self.rpc, self.expected, self.outcomes, self.delivered = rpc, expected, 0, False
+    def __init__(self, rpc, expected, notice):
+        self.rpc, self.expected, self.outcomes, self.delivered, self.notice = rpc, expected, 0, False, notice
+
+
+def _failure(rpc):
+    """What a FAILED RPC's caller is told: the reason kept in its response, if any."""
+    reason = None
+    if rpc.response_json:
+        body = json.loads(rpc.response_json)
+        reason = body.get("error") if isinstance(body, dict) else None
+    return f"rpc {rpc.request_id} failed: {reason or 'the device rejected it'}"
 
 
 def _found(rpc, rpc_id):

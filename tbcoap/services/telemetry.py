@@ -7,7 +7,7 @@ from twisted.internet import defer
 from tbcoap.errors import BadRequest
 from tbcoap.models import now_ms
 from tbcoap.services.history import HistoryGate, HistoryRead, check_aggregate, check_history
-from tbcoap.services.values import Limits, parse_telemetry
+from tbcoap.services.values import Limits, parse_json, parse_telemetry
 
 class TelemetryService:
     """Stores typed telemetry and reads it back."""
@@ -21,13 +21,14 @@ class TelemetryService:
         self.points_stored = 0  # committed on this node (for /metrics)
         self.live = None  # the LiveService, told of every commit (it publishes for watched devices)
 
-    def upload(self, device, payload: bytes):
-        """Type and store a device's telemetry payload.
+    def upload(self, device, payload: bytes, read=parse_json):
+        """Type and store a device's telemetry payload (``read``: its bytes to JSON values, as
+        ``parse_telemetry`` takes it).
 
         Returns None when there is nothing to store, else a Deferred that
         fires once the entries are committed.  BadRequest for a bad payload.
         """
-        entries = parse_telemetry(payload, now_ms(), self.limits)
+        entries = parse_telemetry(payload, now_ms(), self.limits, read)
         if not entries:
             return None
         d = self.store.save_telemetry(device.id, entries)

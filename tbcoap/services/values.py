@@ -181,10 +181,11 @@ def _ts(value) -> int:
 
 
 def parse_telemetry(
-    payload: bytes, now_ms: int, limits: Limits = Limits()
+    payload: bytes, now_ms: int, limits: Limits = Limits(), read=parse_json
 ) -> list[tuple[int, str, object]]:
-    """(ts, key, typed value) entries of a telemetry payload, in payload order."""
-    data = parse_json(payload)
+    """(ts, key, typed value) entries of a telemetry payload, in payload order; ``read`` turns the
+    bytes into JSON values (strict JSON; CBOR and Protobuf readers give the same values)."""
+    data = read(payload)
     if type(data) is dict:
         items = (data,)
     elif type(data) is list:
@@ -209,9 +210,10 @@ def parse_telemetry(
     return entries
 
 
-def parse_attributes(payload: bytes, limits: Limits = Limits()) -> dict[str, object]:
-    """Key -> typed value of a client attributes payload (an object; nulls skipped)."""
-    data = parse_json(payload)
+def parse_attributes(payload: bytes, limits: Limits = Limits(), read=parse_json) -> dict[str, object]:
+    """Key -> typed value of a client attributes payload (an object; nulls skipped); ``read`` as
+    for ``parse_telemetry``."""
+    data = read(payload)
     if type(data) is not dict:
         raise BadRequest("attributes must be a JSON object")
     if len(data) > limits.max_keys:

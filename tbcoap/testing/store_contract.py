@@ -1243,6 +1243,51 @@ async def test_expire_telemetry_by_time_to_live(store):
     assert await store.telemetry_history(a.id, ["u"], 0, 10**6, 100, False) == {"u": [(20_000, 2)]}
 
 
+# -- a profile's transport configuration (payload type and Protobuf schemas) ---------------
+
+TRANSPORT = ('{"type":"COAP","coapDeviceTypeConfiguration":{"coapDeviceType":"DEFAULT",'
+             '"transportPayloadTypeConfiguration":{"transportPayloadType":"PROTOBUF",'
+             '"deviceTelemetryProtoSchema":"syntax = \\"proto3\\";\\nmessage T { double t = 1; } // °C ✓"}},'
+             '"clientSettings":{"powerMode":"PSM","psmActivityTimer":10000}}')
+
+
+@pytest_twisted.ensureDeferred
+async def test_profile_transport_configuration_is_kept_as_given(store, open_backend):
+    """``DeviceProfile.transport_configuration`` is text the store keeps exactly (unicode, quotes,
+    escapes, a few hundred KB) and gives back from every read; None is no configuration."""
+    assert (await store.profile_by_name("default")).transport_configuration is None
+    big = TRANSPORT.replace("// °C ✓", "//" + "x" * 200_000)
+    p = DeviceProfile(id=new_id(), name="proto", provision_type="ALLOW_CREATE_NEW_DEVICES", provision_key="pk",
+                      provision_secret="ps", created_time=4 * 10**12, transport_configuration=TRANSPORT)
+    q = DeviceProfile(id=new_id(), name="big", created_time=5 * 10**12, transport_configuration=big)
+    assert await store.add_profile(p) == p and await store.add_profile(q) == q
+    assert await store.profile_by_name("proto") == p and await store.profile_by_name("big") == q
+    assert await store.profile_by_provision_key("pk") == p
+    assert (await store.list_profiles(10, 0))[0][1:] == [p, q]
+    await store.close()
+    again = await open_backend()
+    try:
+        assert await again.profile_by_name("proto") == p and await again.profile_by_name("big") == q
+    finally:
+        await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_profile_replaces_or_clears_its_transport_configuration(store):
+    p = await store.add_profile(DeviceProfile(id=new_id(), name="meters"))
+    d = await store.add_device(dev("m1", type="meters"), "tm")
+    with_one = replace(p, transport_configuration=TRANSPORT)
+    assert await store.update_profile(with_one) == with_one
+    assert await store.profile_by_name("meters") == with_one
+    renamed = replace(with_one, name="gauges", transport_configuration=TRANSPORT.replace("PSM", "DRX"))
+    assert await store.update_profile(renamed) == renamed
+    assert await store.profile_by_name("gauges") == renamed and (await store.get_device(d.id)).type == "gauges"
+    cleared = replace(renamed, transport_configuration=None)
+    assert await store.update_profile(cleared) == cleared
+    assert (await store.profile_by_name("gauges")).transport_configuration is None
+    assert [x for x in (await store.list_profiles(10, 0))[0] if x.id == p.id] == [cleared]
+
+
 # -- deleting customers and profiles, the default profile ------------------------------------
 
 

@@ -2,6 +2,6 @@
 local id = ARGV[3]
 if ARGV[2] == 'default' then id = redis.call('GET', K('prof', 'default')) end
 if not id then return NIL end
-local p = redis.call('HMGET', K('prof', id), 'id', 'name', 'type', 'key', 'secret', 'created')
+local p = redis.call('HMGET', K('prof', id), 'id', 'name', 'type', 'key', 'secret', 'created', 'transport')
 if not p[1] then return NIL end
 return p

@@ -1,5 +1,5 @@
--- ARGV: P, id, name, type, key ('' = none), secret ('' = none)
-local id, name, typ, key, secret = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+-- ARGV: P, id, name, type, key ('' = none), secret ('' = none), transport configuration ('' = none)
+local id, name, typ, key, secret, transport = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local old = redis.call('HMGET', K('prof', id), 'name', 'key')
 if not old[1] then return 'NOTFOUND' end
 local holder = redis.call('HGET', K('prof', 'name'), name)
@@ -19,6 +19,7 @@ else
   redis.call('HDEL', K('prof', id), 'key')
 end
 if secret ~= '' then redis.call('HSET', K('prof', id), 'secret', secret) else redis.call('HDEL', K('prof', id), 'secret') end
+if transport ~= '' then redis.call('HSET', K('prof', id), 'transport', transport) else redis.call('HDEL', K('prof', id), 'transport') end
 if old[1] ~= name then  -- the devices that named it follow (the type index: 'type\0id')
   for _, member in ipairs(redis.call('ZRANGEBYLEX', K('devs', 'type'), '[' .. old[1] .. '\0', '(' .. old[1] .. '\1')) do
     local device = string.sub(member, #old[1] + 2)
@@ -27,4 +28,4 @@ if old[1] ~= name then  -- the devices that named it follow (the type index: 'ty
     redis.call('ZADD', K('devs', 'type'), 0, name .. '\0' .. device)
   end
 end
-return redis.call('HMGET', K('prof', id), 'id', 'name', 'type', 'key', 'secret', 'created')
+return redis.call('HMGET', K('prof', id), 'id', 'name', 'type', 'key', 'secret', 'created', 'transport')

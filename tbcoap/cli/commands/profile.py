@@ -1,8 +1,11 @@
-"""``tbcoap profile``: create and list device profiles and their provisioning settings.
+"""``tbcoap profile``: create and list device profiles, their provisioning settings and payload type.
 
 A device's ``type`` names its profile. A profile that allows provisioning
 (ALLOW_CREATE_NEW_DEVICES or CHECK_PRE_PROVISIONED_DEVICES) has a provision key and
 secret, which a device sends to ``POST /api/v1/provision`` to get its access token.
+A profile's devices speak JSON (and CBOR), or Protobuf with the profile's four proto3
+schemas (``--payload protobuf --telemetry-schema FILE ..``; a schema not given is
+ThingsBoard's default), sent in ThingsBoard's ``profileData.transportConfiguration``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,12 @@ from tbcoap.cli.errors import ApiError, UsageError
 from tbcoap.cli.output import fields, iso, page_text
 
 PROVISION_TYPES = ("DISABLED", "ALLOW_CREATE_NEW_DEVICES", "CHECK_PRE_PROVISIONED_DEVICES")
+SCHEMA_OPTIONS = (  # option, its dest, the key in ThingsBoard's transportPayloadTypeConfiguration
+    ("--telemetry-schema", "telemetry_schema", "deviceTelemetryProtoSchema"),
+    ("--attributes-schema", "attributes_schema", "deviceAttributesProtoSchema"),
+    ("--rpc-request-schema", "rpc_request_schema", "deviceRpcRequestProtoSchema"),
+    ("--rpc-response-schema", "rpc_response_schema", "deviceRpcResponseProtoSchema"),
+)
 
 
 def register(commands):
@@ -34,6 +43,11 @@ def register(commands):
     p.add_argument("--provision-key", metavar="KEY", help="the provision device key (unique among profiles)")
     p.add_argument("--provision-secret", "--secret", dest="provision_secret", metavar="SECRET",
                    help="the provision device secret")
+    p.add_argument("--payload", type=payload_type, default="JSON", metavar="TYPE",
+                   help="what its devices send: json (the default; CBOR too) or protobuf")
+    for option, dest, key in SCHEMA_OPTIONS:
+        p.add_argument(option, dest=dest, metavar="FILE",
+                       help=f"with --payload protobuf: a proto3 file for {key} (default: ThingsBoard's)")
     p = group.command("list", list_profiles, "list device profiles, a page at a time")
     paging(p, "profiles")
     p = group.command("delete", delete, "delete a device profile (not the default, not one devices use)")
@@ -50,8 +64,17 @@ def provision_type(text) -> str:
     return value
 
 
+def payload_type(text) -> str:
+    """An argparse type: json or protobuf, in any case."""
+    value = text.strip().upper()
+    if value not in ("JSON", "PROTOBUF"):
+        raise argparse.ArgumentTypeError(f"must be json or protobuf (got {text!r})")
+    return value
+
+
 def request_body(args) -> dict:
-    """The REST body of ``profile create``; UsageError when provisioning lacks a key or secret."""
+    """The REST body of ``profile create``; UsageError when provisioning lacks a key or secret, a
+    schema comes without --payload protobuf, or a schema file cannot be read."""
     if args.provision_type != "DISABLED" and not (args.provision_key and args.provision_secret):
         raise UsageError(f"--provision-type {args.provision_type} needs --provision-key and --provision-secret")
     body = {"name": args.name, "provisionType": args.provision_type}
@@ -59,7 +82,32 @@ def request_body(args) -> dict:
         body["provisionDeviceKey"] = args.provision_key
     if args.provision_secret is not None:
         body["provisionDeviceSecret"] = args.provision_secret
+    schemas = {key: _schema_file(option, getattr(args, dest)) for option, dest, key in SCHEMA_OPTIONS
+               if getattr(args, dest) is not None}
+    if schemas and args.payload != "PROTOBUF":
+        raise UsageError(f"{', '.join(o for o, d, _ in SCHEMA_OPTIONS if getattr(args, d))} needs --payload protobuf")
+    if args.payload == "PROTOBUF":
+        body["transportType"] = "COAP"
+        body["profileData"] = {"transportConfiguration": {
+            "type": "COAP", "coapDeviceTypeConfiguration": {
+                "coapDeviceType": "DEFAULT",
+                "transportPayloadTypeConfiguration": {"transportPayloadType": "PROTOBUF", **schemas}}}}
     return body
+
+
+def _schema_file(option, path) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{option} {path}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def payload_of(profile) -> str:
+    """A profile's payload type as its JSON answers it: JSON or PROTOBUF."""
+    transport = (profile.get("profileData") or {}).get("transportConfiguration") or {}
+    payload = (transport.get("coapDeviceTypeConfiguration") or {}).get("transportPayloadTypeConfiguration") or {}
+    return payload.get("transportPayloadType") or "JSON"
 
 
 def describe(profile) -> str:
@@ -69,6 +117,7 @@ def describe(profile) -> str:
         ("provision type", profile.get("provisionType")),
         ("provision key", profile.get("provisionDeviceKey")),
         ("provision secret", profile.get("provisionDeviceSecret")),
+        ("payload", payload_of(profile)),
         ("default", "yes" if profile.get("default") else "no"),
         ("created", iso(profile.get("createdTime")))])
 
@@ -85,10 +134,10 @@ async def list_profiles(ctx, args):
 
     def render(page):
         rows = [(p.get("name") + (" (default)" if p.get("default") else ""), p.get("provisionType"),
-                 p.get("provisionDeviceKey"), (p.get("id") or {}).get("id"), iso(p.get("createdTime")))
+                 p.get("provisionDeviceKey"), payload_of(p), (p.get("id") or {}).get("id"), iso(p.get("createdTime")))
                 for p in page.get("data", [])]
-        return page_text(page, args.page, ("name", "provision type", "provision key", "id", "created"), rows,
-                         "profile", "profiles")
+        return page_text(page, args.page, ("name", "provision type", "provision key", "payload", "id", "created"),
+                         rows, "profile", "profiles")
 
     ctx.show(reply, render)
 

@@ -11,6 +11,48 @@ const TYPES = [
 ];
 const state = { page: 0, pageSize: 20 };
 
+// A profile's payload type and Protobuf schemas, in ThingsBoard's profileData.transportConfiguration.
+const SCHEMAS = [
+  ["deviceTelemetryProtoSchema", "Telemetry schema"],
+  ["deviceAttributesProtoSchema", "Attributes schema"],
+  ["deviceRpcRequestProtoSchema", "RPC request schema"],
+  ["deviceRpcResponseProtoSchema", "RPC response schema"],
+];
+
+function payloadConfig(profile) {
+  const transport = (profile.profileData || {}).transportConfiguration || {};
+  return (transport.coapDeviceTypeConfiguration || {}).transportPayloadTypeConfiguration || {};
+}
+
+/** The payload type field and the schema fields (shown for Protobuf; empty ones take ThingsBoard's defaults). */
+function payloadFields() {
+  const payload = field("profile-payload", "Payload", {}, "select");
+  payload.input.append(h("option", { value: "JSON" }, "JSON (and CBOR)"), h("option", { value: "PROTOBUF" }, "Protobuf"));
+  const schemas = SCHEMAS.map(([key, label]) =>
+    [key, field(`profile-${key}`, label, { rows: 6, spellcheck: "false", placeholder: "ThingsBoard's default" }, "textarea")]);
+  const box = h("div", { class: "row", id: "profile-schemas" }, schemas.map(([, f]) => f.el));
+  const sync = () => { box.hidden = payload.input.value !== "PROTOBUF"; };
+  payload.input.addEventListener("change", sync);
+  sync();
+  const addTo = (body) => {
+    if (payload.input.value !== "PROTOBUF") return;
+    const config = { transportPayloadType: "PROTOBUF" };
+    for (const [key, f] of schemas) if (f.input.value.trim()) config[key] = f.input.value;
+    body.transportType = "COAP";
+    body.profileData = { transportConfiguration: { type: "COAP",
+      coapDeviceTypeConfiguration: { coapDeviceType: "DEFAULT", transportPayloadTypeConfiguration: config } } };
+  };
+  return { payload, box, sync, addTo };
+}
+
+/** A profile's payload type as a badge, with its schemas to unfold when Protobuf. */
+function payloadCell(profile) {
+  const config = payloadConfig(profile);
+  if (config.transportPayloadType !== "PROTOBUF") return h("span", { class: "badge" }, "JSON");
+  return h("details", { class: "schemas" }, h("summary", null, h("span", { class: "badge on" }, "Protobuf")),
+    SCHEMAS.map(([key, label]) => h("div", null, h("strong", null, label), h("pre", null, config[key] || ""))));
+}
+
 /** Names of the first 1000 profiles (for the device type suggestions). */
 export async function profileNames() {
   const page = await api("GET", "/api/deviceProfiles", { query: { pageSize: 1000, page: 0 } });
@@ -41,6 +83,7 @@ export function profilesView(view, ctx, life) {
   };
   type.input.addEventListener("change", sync);
   sync();
+  const payload = payloadFields();
 
   const form = h("form", { class: "card", "aria-labelledby": "new-profile-h" },
     h("h2", { id: "new-profile-h" }, "New device profile"),
@@ -48,6 +91,7 @@ export function profilesView(view, ctx, life) {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const body = { name: name.input.value.trim(), provisionType: type.input.value };
+    payload.addTo(body);
     if (body.provisionType !== "DISABLED") {
       body.provisionDeviceKey = key.input.value;
       body.provisionDeviceSecret = secret.input.value;
@@ -66,6 +110,10 @@ export function profilesView(view, ctx, life) {
     });
   });
 
+  create.before(payload.payload.el);
+  form.querySelector(".row").after(payload.box);
+  form.addEventListener("reset", () => setTimeout(payload.sync));
+
   const order = newestWins();
   async function load() {
     const ticket = order.start();
@@ -76,7 +124,8 @@ export function profilesView(view, ctx, life) {
       for (const p of page.data) {
         const label = (TYPES.find(([value]) => value === p.provisionType) || [null, p.provisionType])[1];
         list.tbody.append(h("tr", { dataset: { profileId: p.id.id } },
-          h("th", { scope: "row" }, p.name, p.default ? h("span", { class: "badge on" }, "default") : null),
+          h("th", { scope: "row" }, p.name, p.default ? h("span", { class: "badge on" }, "default") : null, " ",
+            payloadCell(p)),
           h("td", null, label),
           h("td", null, p.provisionDeviceKey ? h("code", null, p.provisionDeviceKey) : "—"),
           h("td", null, p.provisionDeviceSecret ? h("code", null, p.provisionDeviceSecret) : "—"),
@@ -119,7 +168,8 @@ export function profilesView(view, ctx, life) {
 
   view.append(h("h1", { tabindex: "-1" }, "Device profiles"),
     h("p", { class: "hint" }, "A device's type names its profile. A profile that allows provisioning lets " +
-      "devices with its key and secret get a token over CoAP."),
+      "devices with its key and secret get a token over CoAP. A Protobuf profile's devices send the messages " +
+      "of its schemas (proto3; a schema left empty is ThingsBoard's default)."),
     form, summary, rowMessage.el, list.el, pages.el);
   load();
 }
