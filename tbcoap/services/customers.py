@@ -20,7 +20,8 @@ def key_digest(key: str) -> str:
 
 
 class CustomerService:
-    """Creates and deletes customers and tells which customer an API key belongs to."""
+    """Creates and deletes customers and tells which customer an API key belongs to (remembered
+    in memory until the customer is deleted, on this node or another)."""
 
     def __init__(self, store, bus):
         self.store = store
@@ -52,24 +53,24 @@ class CustomerService:
         return customer
 
     def known(self, key) -> bool:
-        """True if this key was seen before as a customer's (memory only: what a request's body may
-        be is decided before its key is checked)."""
+        """True if this key was seen before as a customer's (memory only)."""
         return key_digest(key) in self._by_digest
 
     @defer.inlineCallbacks
     def by_key(self, key):
-        """The Customer id whose API key this is, or None.  Asked of the store every time (one
-        indexed read), so a customer deleted on any node is refused at once everywhere, before its
-        deletion's event arrives; the digest is remembered only for ``known``."""
+        """The Customer id whose API key this is, or None (remembered in memory until the customer
+        is deleted, here or on another node: ``CustomerGone``)."""
         digest = key_digest(key)
-        changes = self._changes
-        customer = yield self.store.customer_by_key_digest(digest)
-        if customer is None:
-            return None
-        if changes == self._changes:  # (a customer that went meanwhile is not remembered)
+        if digest not in self._by_digest:
+            changes = self._changes
+            customer = yield self.store.customer_by_key_digest(digest)
+            if customer is None:
+                return None
+            if changes != self._changes:  # a customer went meanwhile: do not remember, ask again
+                return (yield self.by_key(key))
             self._by_digest[digest] = customer.id
             self._digest_of[customer.id] = digest
-        return customer.id
+        return self._by_digest[digest]
 
     @defer.inlineCallbacks
     def delete(self, customer_id):
