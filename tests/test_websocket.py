@@ -409,3 +409,26 @@ async def test_a_message_over_64_kib_closes_the_connection(node):
     ws.protocol.sendMessage(b'{"tsSubCmds":[],"x":"' + b"x" * 70000 + b'"}')
     code, _ = await ws.closed
     assert code == 1009
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_resync_missed_changes_arrive_and_nodes_say_again_what_they_watch(node, monkeypatch):
+    from tbcoap.events import Resync, WatchQuery, Watching
+    from tbcoap.services import live as live_module
+
+    monkeypatch.setattr(live_module, "SETTLE_S", 3600)  # only the Resync reads the values again here
+
+    device, _ = await node.core.devices.create("ws-resync", token="WS-RESYNC")
+    ws = await connect(ws_url(node))
+    ws.send({"tsSubCmds": [ts_cmd(device.id, 1)]})
+    assert (await ws.next())["data"] == {}
+    seen = []
+    node.core.bus.subscribe(seen.append)
+    # a change this node never heard of (as if its bus had been down), then the bus is back
+    await node.core.store.save_telemetry(device.id, [(int(time.time() * 1000), "t", 5)])
+    node.core.bus.publish(Resync())
+    update = await ws.next()
+    assert update["data"]["t"][0][1] == "5"
+    assert any(isinstance(e, WatchQuery) for e in seen)
+    assert any(isinstance(e, Watching) and device.id in e.device_ids for e in seen)
+    await ws.close()
