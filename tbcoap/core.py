@@ -14,6 +14,8 @@ from tbcoap.events import LocalBus
 from tbcoap.services.claims import DEFAULT_DURATION_MS, ClaimService
 from tbcoap.services.customers import CustomerService
 from tbcoap.services.devices import DeviceService
+from tbcoap.services.live import LiveService
+from tbcoap.services.owners import OwnerService
 from tbcoap.services.payloads import PayloadService
 from tbcoap.services.profiles import ProfileService
 from tbcoap.services.provisioning import ProvisionService
@@ -28,7 +30,7 @@ class Core:
     """Holds the domain services; no CoAP or HTTP in here."""
 
     def __init__(self, store, plugins, rules=(), rule_timeout=10.0, limits: Limits = Limits(), bus=None,
-                 claim_duration_ms=DEFAULT_DURATION_MS, ts_ttl_ms=0):
+                 claim_duration_ms=DEFAULT_DURATION_MS, ts_ttl_ms=0, max_subscriptions=100_000):
         self.ready = False  # True while the store is open
         self.store = store
         self.plugins = plugins
@@ -41,11 +43,14 @@ class Core:
         self.telemetry = TelemetryService(store, self.retention, self.rules, limits)
         self.attributes = AttributeService(store, self.activity, self.bus, self.rules, limits)
         self.rpc = RpcService(store, self.bus)
-        self.customers = CustomerService(store)
+        self.customers = CustomerService(store, self.bus)
+        self.owners = OwnerService(store, self.devices, self.customers, self.bus)
         self.claims = ClaimService(store, self.devices, claim_duration_ms)
         self.payloads = PayloadService(store, self.bus)
         self.profiles = ProfileService(store, self.payloads, self.bus)
         self.provisioning = ProvisionService(store, self.devices)
+        self.live = LiveService(self.bus, self.telemetry, self.attributes, self.devices, max_subscriptions)
+        self.telemetry.live = self.attributes.live = self.activity.live = self.live
 
     @defer.inlineCallbacks
     def start(self):
@@ -54,12 +59,14 @@ class Core:
         self.activity.start()
         yield self.rpc.start()
         self.retention.start()
+        self.live.start()
         self.ready = True
 
     def stop(self):
         """Deferred: stop periodic work, answer waiting RPC callers 503, write what is pending."""
         self.ready = False
         self.rpc.stop()
+        self.live.stop()
         return defer.gatherResults([self.retention.stop(), self.activity.stop()])
 
     @defer.inlineCallbacks
@@ -72,4 +79,4 @@ class Core:
         """Domain and store counters as a plain dict."""
         return {"store": self.store.stats(), "cachedTokens": self.devices.cached_count(), "rpc": self.rpc.stats(),
                 "retention": self.retention.stats(), "history": self.telemetry.history_gate.stats(),
-                "payloads": self.payloads.stats()}
+                "payloads": self.payloads.stats(), "live": self.live.stats()}

@@ -9,7 +9,7 @@ Part of the public plugin API.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -23,10 +23,12 @@ log = Logger()
 
 @dataclass(frozen=True)
 class SharedAttributesChanged:
-    """Shared attributes were written: ``values`` is ``{key: typed value}``."""
+    """Shared attributes were written: ``values`` is ``{key: typed value}``, ``ts`` their
+    lastUpdateTs (0 from a node that did not say)."""
 
     device_id: str
     values: dict
+    ts: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,19 +80,77 @@ class ProfileChanged:
 
 
 @dataclass(frozen=True)
+class TelemetryStored:
+    """Time series were committed: ``entries`` is a tuple of ``(ts, key, typed value)``.  Published
+    only for devices someone watches (``Watching``), so unwatched writes cost the bus nothing."""
+
+    device_id: str
+    entries: tuple
+
+
+@dataclass(frozen=True)
+class AttributesStored:
+    """CLIENT_SCOPE or SERVER_SCOPE attributes were committed (shared ones are
+    ``SharedAttributesChanged``); published only for watched devices, as ``TelemetryStored``."""
+
+    device_id: str
+    scope: str
+    values: dict
+    ts: int
+
+
+@dataclass(frozen=True)
+class AttributesDeleted:
+    """CLIENT_SCOPE or SERVER_SCOPE attributes were deleted (watched devices only)."""
+
+    device_id: str
+    scope: str
+    keys: tuple
+
+
+@dataclass(frozen=True)
+class Watching:
+    """A node has live subscriptions of these devices: every node publishes their changes
+    (``TelemetryStored``, ``AttributesStored``) for the next ``ttl_ms``; the node says it again
+    before that ends, while the subscriptions last."""
+
+    node: str
+    device_ids: tuple
+    ttl_ms: int
+
+
+@dataclass(frozen=True)
+class WatchQuery:
+    """A node may have missed ``Watching`` events (its bus reconnected): every node says again what
+    it watches."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class CustomerGone:
+    """A customer was deleted: its API key is refused from now on, its devices are free."""
+
+    customer_id: str
+
+
+@dataclass(frozen=True)
 class Resync:
     """Events from other nodes may have been missed (the bus reconnected): look at the store again."""
 
 
 EVENTS = {cls.__name__: cls for cls in (SharedAttributesChanged, SharedAttributesDeleted, RpcChanged, DeviceGone,
-                                        DeviceUpdated, TokenReplaced, ProfileChanged, Resync)}
+                                        DeviceUpdated, TokenReplaced, ProfileChanged, CustomerGone, TelemetryStored,
+                                        AttributesStored, AttributesDeleted, Watching, WatchQuery, Resync)}
 
 
 def to_json(event) -> str:
     """An event as JSON text (typed values keep their type)."""
     data = asdict(event)
-    if isinstance(event, SharedAttributesChanged):
+    if isinstance(event, (SharedAttributesChanged, AttributesStored)):
         data["values"] = {key: [kind_of(value), _plain(value)] for key, value in event.values.items()}
+    elif isinstance(event, TelemetryStored):
+        data["entries"] = [[ts, key, kind_of(value), _plain(value)] for ts, key, value in event.entries]
     return json.dumps({"event": type(event).__name__, **data}, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -98,11 +158,16 @@ def from_json(text):
     """The event ``to_json`` made (ValueError for anything else)."""
     data = json.loads(text)
     cls = EVENTS[data.pop("event")]
-    if cls is SharedAttributesChanged:
+    if cls in (SharedAttributesChanged, AttributesStored):
         data["values"] = {key: from_kind(kind, value) for key, (kind, value) in data["values"].items()}
-    if cls is SharedAttributesDeleted:
-        data["keys"] = tuple(data["keys"])
-    return cls(**{f.name: data[f.name] for f in fields(cls)})
+    elif cls is TelemetryStored:
+        data["entries"] = tuple((ts, key, from_kind(kind, value)) for ts, key, kind, value in data["entries"])
+    for name in ("keys", "device_ids"):
+        if name in data:
+            data[name] = tuple(data[name])
+    # a field a node of an older version did not send takes its default
+    return cls(**{f.name: data[f.name] if f.name in data or f.default is MISSING else f.default
+                  for f in fields(cls)})
 
 
 def _plain(value):

@@ -80,6 +80,21 @@ class IDeviceStore(Interface):
     def list_profiles(limit, offset):
         """``(profiles, total)``, ordered by creation."""
 
+    def get_profile(profile_id):
+        """The ``DeviceProfile`` with that id, or None."""
+
+    def default_profile():
+        """The default ``DeviceProfile``: the one a device created without a type gets.  A new
+        store's default is the profile named ``default``, which ``open`` creates."""
+
+    def set_default_profile(profile_id):
+        """Make that profile the default (one default at a time); fires the profile.  NotFound if no
+        such profile."""
+
+    def delete_profile(profile_id):
+        """Delete a profile; True if it existed.  BadRequest (nothing changes) when it is the
+        default or a device's ``type`` names it."""
+
 
 class ITelemetryStore(Interface):
     """Time series: history and latest values per key."""
@@ -189,6 +204,10 @@ class ICustomerStore(Interface):
 
     def list_customers(limit, offset):
         """``(customers, total)``, ordered by creation."""
+
+    def delete_customer(customer_id):
+        """Delete a customer and its API key (its digest finds nobody from now on); the devices it
+        owned become free (``customer_id`` None); True if it existed."""
 
     def set_device_customer(device_id, customer_id, expect_customer_id):
         """Set the device's owner (None frees it) if its owner is now ``expect_customer_id``

@@ -27,6 +27,7 @@ from tbcoap.metrics import LatencyHistogram, registry_for
 from tbcoap.plugins import AUTH_HOOK, STORE_HOOK
 from tbcoap.ratelimit import RateLimiter, parse_counts, parse_rate_limit
 from tbcoap.rest.app import make_site
+from tbcoap.websocket.protocol import PATHS as SOCKET_PATHS, make_resource
 from tbcoap.rest.auth import load_admin_key
 from tbcoap.services.values import Limits
 from tbcoap.workers import WorkerSupervisor, shared_tcp, shared_udp, watch_parent
@@ -62,7 +63,8 @@ class TbcoapService(Service):
         self.core = Core(self.store, plugins, rules=choices.rules, limits=limits,
                          bus=self.store.bus() or LocalBus(),
                          rule_timeout=settings["rule-timeout"], claim_duration_ms=settings["claim-duration"],
-                         ts_ttl_ms=settings.get("ts-ttl", 0) * 1000)
+                         ts_ttl_ms=settings.get("ts-ttl", 0) * 1000,
+                         max_subscriptions=settings.get("ws-max-subscriptions", 100_000))
         self.observers = ObserverRegistry(self.core, max_per_device=settings["max-device-observations"])
         self.device_api = DeviceApi(self.core, self.observers, max_body=settings["max-body"],
                                     device_limiter=_limiter(settings["device-rate-limit"]),
@@ -89,6 +91,7 @@ class TbcoapService(Service):
         self.admin_key = None
         self.lock = None
         self.site = None
+        self.live_hub = None  # the WebSocket connections (tbcoap.websocket), once bound
         self.supervisor = None
         self.worker = settings.get("worker", 0)  # 0: the first node; N: worker N of a --workers node
         self.workers = settings.get("workers", 1)
@@ -155,7 +158,8 @@ class TbcoapService(Service):
         self.coap_port = self._listen_udp("CoAP", self.coap, "coap")
         if self.dtls is not None:
             self.coaps_port = self._listen_udp("CoAPS", self.dtls, "coaps")
-        site = self.site = make_site(self)
+        socket, self.live_hub = make_resource(self)
+        site = self.site = make_site(self, dict.fromkeys(SOCKET_PATHS, socket))
         interface, port = settings["http-interface"], settings["http-port"]
         try:
             if self.shared_ports:
@@ -335,6 +339,7 @@ class TbcoapService(Service):
         secure = {"coaps": self.coaps.stats(), "dtls": self.dtls.stats()} if self.dtls is not None else {}
         return {"process": process, "coap": self.coap.stats(), **secure, "http": http,
                 "observers": self.observers.stats(),
+                "websocket": self.live_hub.stats() if self.live_hub is not None else {},
                 "rateLimits": limits,
                 **self.core.stats(), "plugins": self.plugins.stats()}
 

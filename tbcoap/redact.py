@@ -6,6 +6,7 @@ from urllib.parse import unquote_plus
 
 _QUERY_PARAM = re.compile(r"([?&])([^=&\s]*)=([^&\s]*)")  # "#" is part of a value: never a fragment here
 _DEVICE_PATH = re.compile(r"(/api/v1/)([^/?\s]+)")
+MASKED_PARAMS = ("accesstoken", "token")  # a device's token; an API key in a WebSocket URL (?token=)
 
 
 def mask_token(token) -> str:
@@ -17,9 +18,10 @@ def mask_token(token) -> str:
 
 
 def redact_uri(uri: str) -> str:
-    """A request URI with any ``accessToken`` value (also percent-encoded) and device-path token masked."""
+    """A request URI with any ``accessToken`` or ``token`` value (also percent-encoded) and device-path
+    token masked."""
     def param(m):
-        if unquote_plus(m.group(2)).lower() != "accesstoken":
+        if unquote_plus(m.group(2)).lower() not in MASKED_PARAMS:
             return m.group(0)
         return f"{m.group(1)}{m.group(2)}={mask_token(unquote_plus(m.group(3)))}"
 

@@ -103,6 +103,10 @@ SETTINGS = {
     "ts-ttl": ("0", duration, "delete time-series points older than this: 90d, 12h, 3600s or seconds (0: keep)"),
     "metrics-key": (None, str, "a key that may read GET /metrics (besides the admin key)"),
     "write-timeout": (60.0, float, "seconds a download or history answer waits for a client that stopped reading"),
+    "ws-max-connections-per-key": (64, int, "WebSocket connections one API key may hold open at once"),
+    "ws-max-subscriptions-per-connection": (1000, int, "live subscriptions on one WebSocket connection"),
+    "ws-max-subscriptions": (100_000, int, "live subscriptions on this node, all connections together"),
+    "ws-max-queue": ("1MiB", size, "bytes of updates waiting for a slow WebSocket reader (it is closed beyond)"),
     "latency-metrics": ("on", str, "on: time each CoAP request for /metrics; off: no request histogram (store commits are timed either way)"),
 }
 
@@ -287,7 +291,8 @@ def _validate(settings):
         raise usage.UsageError("--max-retransmit must be 0 to 20")
     for name in ("max-device-observations", "max-peer-observations", "max-observations", "dedup-entries",
                  "answer-cache", "notification-queue", "max-request-keys", "max-key-length", "max-value-size",
-                 "max-rest-body"):
+                 "max-rest-body", "ws-max-connections-per-key", "ws-max-subscriptions-per-connection",
+                 "ws-max-subscriptions", "ws-max-queue"):
         if settings[name] < 1:
             raise usage.UsageError(f"--{name} must be positive")
     for name in ("dtls-max-sessions", "dtls-max-handshakes"):

@@ -28,10 +28,14 @@ async def claim(as_customer, name, secret):
 @pytest_twisted.ensureDeferred
 async def test_who_a_key_is(rest):
     acme_id, acme = await customer(rest, "ACME")
+    tenant = {"entityType": "TENANT", "id": "02e0fcad-2488-59c4-92fe-d8a4fc68c55a"}
     assert await rest.get("/api/auth/user") == (200, {"authority": "TENANT_ADMIN", "customerId": None,
-                                                      "name": "admin"})
+                                                      "name": "admin", "email": "admin@tbcoap.invalid",
+                                                      "tenantId": tenant})
     assert await acme.get("/api/auth/user") == (200, {"authority": "CUSTOMER_USER", "name": "ACME",
-                                                      "customerId": {"entityType": "CUSTOMER", "id": acme_id}})
+                                                      "customerId": {"entityType": "CUSTOMER", "id": acme_id},
+                                                      "email": f"customer-{acme_id}@tbcoap.invalid",
+                                                      "tenantId": tenant})
     assert (await acme.get("/api/auth/user", key="wrong"))[0] == 401
 
 

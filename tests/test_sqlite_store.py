@@ -147,6 +147,20 @@ async def test_upgrade_from_the_first_schema(tmp_path, monkeypatch):
 
 
 @pytest_twisted.ensureDeferred
+async def test_upgrade_makes_the_profile_named_default_the_default(tmp_path, monkeypatch):
+    d = dev("a", created_time=5)
+    await _old_database(tmp_path, monkeypatch, 7, (DEVICE_V1, (d.id, "a", None)), (TOKEN_V1, ("ta", d.id)))
+    store = await _open_sqlite(tmp_path)
+    try:
+        default = await store.default_profile()
+        assert default == await store.profile_by_name("default")
+        await raises(BadRequest, store.delete_profile(default.id))
+    finally:
+        await store.close()
+    assert _version(tmp_path) == schema.SCHEMA_VERSION
+
+
+@pytest_twisted.ensureDeferred
 async def test_upgrade_from_the_rpc_schema(tmp_path, monkeypatch):
     owner = new_id()
     d, free = dev("a", customer_id=owner, created_time=5), dev("b", created_time=5)

@@ -116,6 +116,7 @@ MAY_IMPORT = {
     "rest": {"services", "payloads", "models", "errors", "redact", "storekit", "datadir", "web", "tbcoap"},
     "cli": {"datadir", "tbcoap"},
     "web": set(),
+    "websocket": {"rest", "services", "models", "errors", "events"},
 }
 
 

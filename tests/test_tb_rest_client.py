@@ -29,6 +29,8 @@ try:
         DeviceId,
         DeviceProfile,
         DeviceProfileData,
+        CustomerId,
+        DeviceProfileId,
     )
     from tb_rest_client.rest import ApiException
     from tb_rest_client.rest_client import RestClient
@@ -259,6 +261,37 @@ def test_save_device_profile_and_provision(client, coap):
     assert client.save_device_profile(saved).provision_type == "DISABLED"
 
 
+def test_assign_unassign_and_delete_customer(client, server):
+    as_customer, customer_id = customer_client(server)
+    device, _ = new_device(client)
+    assigned = client.assign_device_to_customer(CustomerId(customer_id, "CUSTOMER"), device.id)
+    assert assigned.customer_id.id == customer_id
+    assert as_customer.get_device_by_id(device.id).name == device.name  # the customer sees it now
+    freed = client.unassign_device_from_customer(device.id)  # GET /api/auth/user, then the tenant owner path
+    assert freed.customer_id is None
+    assert refused(as_customer.get_device_by_id, device.id)[0] == 404
+
+    client.assign_device_to_customer(CustomerId(customer_id, "CUSTOMER"), device.id)
+    client.delete_customer(CustomerId(customer_id, "CUSTOMER"))
+    assert client.get_device_by_id(device.id).customer_id is None  # its devices are free
+    assert refused(as_customer.get_device_by_id, device.id)[0] == 401  # its key is refused at once
+    assert refused(client.delete_customer, CustomerId(customer_id, "CUSTOMER"))[0] == 404
+
+
+def test_delete_device_profile(client):
+    unused = client.save_device_profile(DeviceProfile(name=unique("spare"), type="DEFAULT", transport_type="DEFAULT",
+                                                      provision_type="DISABLED"))
+    used = client.save_device_profile(DeviceProfile(name=unique("used"), type="DEFAULT", transport_type="DEFAULT",
+                                                    provision_type="DISABLED"))
+    client.save_device(Device(name=unique("dev"), type=used.name))
+    status, body = refused(client.delete_device_profile, used.id)
+    assert status == 400 and "used by devices" in body["message"]
+    client.delete_device_profile(unused.id)
+    assert refused(client.delete_device_profile, unused.id)[0] == 404
+    default = next(p for p in client.get_device_profiles(100, 0).data if p.default)
+    assert refused(client.delete_device_profile, DeviceProfileId(default.id.id, "DEVICE_PROFILE"))[0] == 400
+
+
 def test_errors_are_api_exceptions_with_json(client):
     status, body = refused(client.get_device_by_id, DeviceId(str(uuid.uuid4()), "DEVICE"))
     assert status == 404 and set(body) == {"status", "message"}
@@ -274,7 +307,8 @@ CLIENT_METHODS = [
     "get_timeseries", "get_timeseries_keys_v1", "save_entity_telemetry", "delete_entity_timeseries",
     "save_device_attributes", "get_attributes_by_scope", "get_attributes", "get_attribute_keys",
     "delete_device_attributes", "handle_one_way_device_rpc_request", "handle_two_way_device_rpc_request",
-    "claim_device_by_name", "save_device_profile",
+    "claim_device_by_name", "save_device_profile", "assign_device_to_customer", "unassign_device_from_customer",
+    "delete_customer", "delete_device_profile",
 ]
 
 

@@ -150,7 +150,17 @@ _V3 = """
 ALTER TABLE device_profiles ADD COLUMN transport_configuration text;
 """
 
-MIGRATIONS = [_V1, partitions.create_fixed, _V3]
+# The default device profile is chosen, not a name: one row naming it (the profile called
+# ``default`` until another is chosen).
+_V4 = """
+CREATE TABLE default_profile (
+    one        integer PRIMARY KEY CHECK (one = 1),
+    profile_id text COLLATE "C" NOT NULL
+);
+INSERT INTO default_profile (one, profile_id) SELECT 1, id FROM device_profiles WHERE name = 'default';
+"""
+
+MIGRATIONS = [_V1, partitions.create_fixed, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -186,10 +196,15 @@ def migrate(conn, schema):
 
 
 def ensure_default_profile(conn):
-    """Create the ``default`` device profile if it is missing."""
+    """Give a store without a default profile one: the profile named ``default``, created if missing
+    (a store whose default was chosen keeps it)."""
     with conn.transaction():
+        if conn.execute("SELECT 1 FROM default_profile").fetchone():
+            return
         conn.execute("INSERT INTO device_profiles (id, name, provision_type, created_time)"
                      " VALUES (%s, 'default', 'DISABLED', %s) ON CONFLICT DO NOTHING", (new_id(), now_ms()))
+        conn.execute("INSERT INTO default_profile (one, profile_id) SELECT 1, id FROM device_profiles"
+                     " WHERE name = 'default' ON CONFLICT DO NOTHING")
 
 
 def version(conn):

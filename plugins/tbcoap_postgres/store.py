@@ -27,6 +27,7 @@ from tbcoap.storekit import STALLED_WRITE
 from . import partitions, schema
 from .bus import PostgresBus
 from .connection import connect, is_unavailable, translate
+from .management import ManagementMixin
 from .records import RecordsMixin
 from .telemetry import TelemetryMixin
 from .writer import GroupCommitWriter
@@ -37,7 +38,7 @@ MAINTENANCE_EVERY = 3600.0  # seconds between passes that make the coming months
 
 
 @implementer(IStore)
-class PostgresStore(RecordsMixin, TelemetryMixin):
+class PostgresStore(RecordsMixin, TelemetryMixin, ManagementMixin):
     """Devices, credentials, profiles, telemetry, attributes, RPCs, customers and claim requests
     in the tables of one schema of a PostgreSQL database."""
 

@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tbcoap.errors import BadRequest, DuplicateName, NotFound, NotSupported, StoreUnavailable
+from tbcoap.errors import BadRequest, NotFound, NotSupported, StoreUnavailable
 from tbcoap.interfaces import IStore
 from tbcoap.latency import LatencyHistogram
 from tbcoap.models import ACCESS_TOKEN, PROVISION_TYPES, SCOPES, ClaimRequest, Credentials, Rpc, new_id, now_ms
@@ -28,10 +28,8 @@ from tbcoap.storekit import (
     check_expiry,
     check_claim_request,
     check_credentials,
-    check_customer,
     check_device_query,
     check_entries,
-    check_owner_change,
     check_page,
     check_rpc,
     check_status_change,
@@ -44,14 +42,15 @@ from tbcoap.storekit import (
 from . import scripts
 from .aggregate import CHUNK, Buckets
 from .bus import RedisBus
+from .management import ManagementCalls
 from .connection import Redis
-from .records import REFUSALS, as_customer, as_device, as_point, as_profile, as_rpc, encode, fold, pairs
+from .records import REFUSALS, as_device, as_point, as_profile, as_rpc, encode, fold, pairs
 
 TELEMETRY_BATCH = 500  # telemetry saves sharing one script call
 
 
 @implementer(IStore)
-class RedisStore:
+class RedisStore(ManagementCalls):
     """Devices, credentials, profiles, telemetry, attributes, RPCs, customers, claim requests
     and provisioned marks in Redis, shared by every node that uses the same URL and prefix."""
 
@@ -507,49 +506,6 @@ class RedisStore:
 
     def delete_rpc(self, rpc_id):
         return self._write("delete_rpc", "RPC", rpc_id).addCallback(lambda n: int(n) == 1)
-
-    # -- customers ---------------------------------------------------------------------
-
-    def add_customer(self, customer, key_digest):
-        try:
-            check_customer(customer, key_digest)
-        except BadRequest:
-            return defer.fail()
-        d = self._write("add_customer", "customer", customer.id, customer.title, customer.created_time, key_digest)
-
-        def done(reply):
-            return customer
-
-        def duplicate_title(failure):
-            failure.trap(DuplicateName)
-            raise DuplicateName(f"a customer titled {customer.title!r} exists")
-
-        return d.addCallbacks(done, duplicate_title)
-
-    def _customer_by(self, index, value):
-        if not is_id(value):
-            return defer.succeed(None)
-        return self._read("customer_by", index, value).addCallback(lambda row: as_customer(row) if row else None)
-
-    def get_customer(self, customer_id):
-        return self._customer_by("", customer_id)
-
-    def customer_by_key_digest(self, key_digest):
-        return self._customer_by("key", key_digest)
-
-    def customer_by_title(self, title):
-        return self._customer_by("title", title)
-
-    def list_customers(self, limit, offset):
-        return self._page("custs", ("id", "title", "created"), as_customer, limit, offset)
-
-    def set_device_customer(self, device_id, customer_id, expect_customer_id):
-        try:
-            check_owner_change(customer_id, expect_customer_id)
-        except BadRequest:
-            return defer.fail()
-        d = self._write("set_device_customer", "device", device_id, customer_id or "", expect_customer_id or "")
-        return d.addCallback(lambda n: int(n) == 1)
 
     # -- claim requests ------------------------------------------------------------------
 

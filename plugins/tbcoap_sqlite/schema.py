@@ -162,7 +162,18 @@ _V8 = """
 ALTER TABLE device_profiles ADD COLUMN transport_configuration TEXT;
 """
 
-MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
+# The default device profile is chosen, not a name: one row naming it (the profile called
+# ``default`` until another is chosen); devices are found by type (a profile in use is not deleted).
+_V9 = """
+CREATE TABLE default_profile (
+    one        INTEGER PRIMARY KEY CHECK (one = 1),
+    profile_id TEXT NOT NULL
+);
+INSERT INTO default_profile (one, profile_id) SELECT 1, id FROM device_profiles WHERE name = 'default';
+CREATE INDEX devices_by_type ON devices (type);
+"""
+
+MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -204,12 +215,19 @@ def migrate(conn):
 
 
 def ensure_default_profile(conn):
-    """Create the ``default`` device profile if it is missing."""
+    """Give a store without a default profile one: the profile named ``default``, created if missing
+    (a store whose default was chosen keeps it)."""
+    chosen = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'default_profile'").fetchone()
+    if chosen and conn.execute("SELECT 1 FROM default_profile").fetchone():
+        return
     conn.execute(
         "INSERT OR IGNORE INTO device_profiles (id, name, provision_type, created_time)"
         " VALUES (?, 'default', 'DISABLED', ?)",
         (new_id(), now_ms()),
     )
+    if chosen:  # (a database of fewer steps has no choice to record: only tests open one)
+        conn.execute("INSERT INTO default_profile (one, profile_id) SELECT 1, id FROM device_profiles"
+                     " WHERE name = 'default'")
 
 
 def _statements(script):

@@ -29,6 +29,7 @@ from tbcoap.storekit import (
 )
 
 from .database import Database
+from .management import ManagementCalls
 from .sql import one, require_device
 from .telemetry import TelemetryCalls
 
@@ -64,7 +65,7 @@ def _require_customer(conn, customer_id):
 
 
 @implementer(IStore)
-class SQLiteStore(TelemetryCalls):
+class SQLiteStore(TelemetryCalls, ManagementCalls):
     """Devices, credentials, profiles, telemetry, attributes, RPCs, customers, claim
     requests and provisioned marks in one SQLite file."""
 

@@ -116,7 +116,7 @@ class Client:
 
     async def device_reply(self, ref) -> Reply:
         """GET the device ``ref``: as an id when it is a uuid, else (or if no such id) as a name."""
-        if not _is_uuid(ref):
+        if not is_uuid(ref):
             return await self._device_by_name(ref)
         try:
             return await self.get(f"/api/device/{segment(ref)}")
@@ -148,7 +148,7 @@ class Client:
 
     async def customer_id(self, ref) -> str:
         """The id of the customer ``ref``: an id (uuid) or a title; a customer key knows only itself."""
-        if _is_uuid(ref):
+        if is_uuid(ref):
             return ref
         try:
             return (await self.get("/api/tenant/customers", {"customerTitle": ref})).data["id"]["id"]
@@ -168,7 +168,8 @@ def _parse(text):
         return text
 
 
-def _is_uuid(text) -> bool:
+def is_uuid(text) -> bool:
+    """True if ``text`` is a UUID (an id rather than a name)."""
     try:
         uuid.UUID(text)
     except ValueError:

@@ -110,6 +110,7 @@ class ApiSite(server.Site):
         return UNAUTHENTICATED_BODY
 
 
-def make_site(node):
-    """The twisted.web Site of the REST API, with the web console at ``/``."""
-    return ApiSite(node, Root(Api(node, ROUTES)))
+def make_site(node, sockets=None):
+    """The twisted.web Site of the REST API, with the web console at ``/`` and ``sockets`` (path ->
+    resource: the node gives ThingsBoard's WebSocket paths, tbcoap.websocket) beside it."""
+    return ApiSite(node, Root(Api(node, ROUTES), sockets))

@@ -92,12 +92,17 @@ def known_key(key, node) -> bool:
     return node.core.customers.known(key)
 
 
-@defer.inlineCallbacks
 def principal_for(request, node):
     """Deferred Principal of the caller (admin key or a customer's key), or Unauthorized."""
     key = bearer_key(request)
     if key is None:
-        raise Unauthorized("missing key: send X-Authorization: Bearer <key> (or ApiKey <key>)")
+        return defer.fail(Unauthorized("missing key: send X-Authorization: Bearer <key> (or ApiKey <key>)"))
+    return principal_of(key, node)
+
+
+@defer.inlineCallbacks
+def principal_of(key, node):
+    """Deferred Principal whose key ``key`` is (admin, metrics or a customer's), or Unauthorized."""
     if hmac.compare_digest(key.encode("utf-8"), node.admin_key.encode("utf-8")):
         return Principal("admin")
     metrics_key = node.settings.get("metrics-key")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from tbcoap.errors import BadRequest, Forbidden
+from tbcoap.errors import BadRequest, Forbidden, NotFound
 from tbcoap.rest.answers import Answer
 from tbcoap.rest.devices import device_infos, info_paging
 from tbcoap.rest.views import device_json, page_json
@@ -49,14 +49,54 @@ def tenant_customer(call):
     return customer_json(customer)
 
 
+TENANT_ID = "02e0fcad-2488-59c4-92fe-d8a4fc68c55a"
+"""The one tenant of a node (every node of a deployment), as ThingsBoard names a tenant: a fixed id."""
+TENANT = {"entityType": "TENANT", "id": TENANT_ID}
+
+
 def who(call):
-    """GET /api/auth/user (any key): who the key is, as ThingsBoard answers it."""
+    """GET /api/auth/user (any key): who the key is, as ThingsBoard answers it (with the ``email``,
+    ``authority`` and ``tenantId`` tb-rest-client's User requires; keys have no e-mail address, so
+    ``email`` is a name under the reserved ``.invalid`` domain)."""
     principal = call.principal
     if principal.role == "admin":
-        return {"authority": "TENANT_ADMIN", "customerId": None, "name": "admin"}
+        return {"authority": "TENANT_ADMIN", "customerId": None, "name": "admin", "email": "admin@tbcoap.invalid",
+                "tenantId": TENANT}
     return call.core.customers.get(principal.customer_id).addCallback(
-        lambda customer: {"authority": "CUSTOMER_USER", "name": customer.title,
+        lambda customer: {"authority": "CUSTOMER_USER", "name": customer.title, "tenantId": TENANT,
+                          "email": f"customer-{customer.id}@tbcoap.invalid",
                           "customerId": {"entityType": "CUSTOMER", "id": customer.id}})
+
+
+@defer.inlineCallbacks
+def delete_customer(call, customer_id):
+    """DELETE /api/customer/{customerId}: its devices become free, its key is refused at once."""
+    yield call.core.customers.delete(customer_id)
+
+
+@defer.inlineCallbacks
+def assign_device(call, customer_id, device_id):
+    """POST /api/customer/{customerId}/device/{deviceId} (and ThingsBoard 4's
+    /api/owner/CUSTOMER/{customerId}/DEVICE/{deviceId}): the device now belongs to that customer."""
+    device = yield call.core.owners.assign(device_id, customer_id)
+    return device_json(device)
+
+
+@defer.inlineCallbacks
+def unassign_device(call, device_id):
+    """DELETE /api/customer/device/{deviceId}: the device is free again."""
+    device = yield call.core.owners.release(device_id)
+    return device_json(device)
+
+
+@defer.inlineCallbacks
+def owner_to_tenant(call, tenant_id, device_id):
+    """POST /api/owner/TENANT/{tenantId}/DEVICE/{deviceId} (ThingsBoard 4): the tenant owns the
+    device again, that is, it is free."""
+    if tenant_id != TENANT_ID:
+        raise NotFound(f"tenant {tenant_id} not found")
+    device = yield call.core.owners.release(device_id)
+    return device_json(device)
 
 
 @defer.inlineCallbacks
@@ -99,5 +139,5 @@ def unclaim(call, device_name):
     if not call.principal.may_act_for(device.customer_id):
         raise Forbidden("the device is not claimed" if device.customer_id is None
                         else "the device belongs to another customer")
-    device = yield call.core.claims.release(device.id)
+    device = yield call.core.owners.release(device.id)
     return device_json(device)

@@ -28,6 +28,7 @@ class ActivityTracker:
         self._active = set()
         self._observing = {}
         self._loop = None
+        self.live = None  # the LiveService: told of the values each flush writes
 
     def touch(self, device_id):
         """The device was heard from now."""
@@ -91,6 +92,9 @@ class ActivityTracker:
                 continue
             (self._active.add if values["active"] else self._active.discard)(device_id)
             d = self.store.save_attributes(device_id, "SERVER_SCOPE", values, now)
+            if self.live is not None:
+                d.addCallback(lambda _, device_id=device_id, values=values:
+                              self.live.attributes_stored(device_id, "SERVER_SCOPE", values, now))
             d.addErrback(lambda f, device_id=device_id: log.failure(
                 "could not save activity of device {device}", f, device=device_id))
             writes.append(d)

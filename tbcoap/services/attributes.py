@@ -28,6 +28,7 @@ class AttributeService:
         self.bus = bus
         self.rules = rules
         self.limits = limits
+        self.live = None  # the LiveService: told of client and server attribute changes
 
     def upload_client(self, device, payload: bytes, read=parse_json):
         """Store a device's client attributes (``read``: the bytes to JSON values); None if empty,
@@ -35,7 +36,10 @@ class AttributeService:
         values = parse_attributes(payload, self.limits, read)
         if not values:
             return None
-        d = self.store.save_attributes(device.id, "CLIENT_SCOPE", values, now_ms())
+        ts = now_ms()
+        d = self.store.save_attributes(device.id, "CLIENT_SCOPE", values, ts)
+        if self.live is not None:
+            d.addCallback(self._told, device.id, "CLIENT_SCOPE", values, ts)
         if self.rules is not None:
             d.addCallback(lambda _: self.rules.uploaded("tbcoap_attributes_uploaded", device, values=values))
         return d
@@ -49,14 +53,21 @@ class AttributeService:
         values = parse_attributes(payload, self.limits)
         if not values:
             return defer.succeed(values)
-        d = self.store.save_attributes(device_id, scope, values, now_ms())
+        ts = now_ms()
+        d = self.store.save_attributes(device_id, scope, values, ts)
 
         def committed(_):
             if scope == "SHARED_SCOPE":
-                self.bus.publish(SharedAttributesChanged(device_id, values))
+                self.bus.publish(SharedAttributesChanged(device_id, values, ts))
+            elif self.live is not None:
+                self.live.attributes_stored(device_id, scope, values, ts)
             return values
 
         return d.addCallback(committed)
+
+    def _told(self, result, device_id, scope, values, ts):
+        self.live.attributes_stored(device_id, scope, values, ts)
+        return result
 
     @defer.inlineCallbacks
     def get(self, device_id, scope, keys=None):
@@ -80,6 +91,8 @@ class AttributeService:
         def committed(deleted):
             if scope == "SHARED_SCOPE" and deleted:
                 self.bus.publish(SharedAttributesDeleted(device_id, tuple(deleted)))
+            elif self.live is not None:
+                self.live.attributes_deleted(device_id, scope, deleted)
             return deleted
 
         return self.store.delete_attributes(device_id, scope, keys).addCallback(committed)

@@ -75,12 +75,3 @@ class ClaimService:
         yield self.store.delete_claim_request(device.id)
         device = yield self.devices.get(device.id)
         return SUCCESS, device
-
-    @defer.inlineCallbacks
-    def release(self, device_id):
-        """Free a device (its owner is gone); the device as it is now.  NotFound if unknown."""
-        device = yield self.devices.get(device_id)
-        if device.customer_id is not None:
-            yield self.store.set_device_customer(device.id, None, device.customer_id)
-        device = yield self.devices.get(device.id)
-        return device

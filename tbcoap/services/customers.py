@@ -8,6 +8,7 @@ import secrets
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest, NotFound
+from tbcoap.events import CustomerGone, Resync
 from tbcoap.models import Customer, new_id
 
 MAX_TITLE = 255
@@ -19,11 +20,16 @@ def key_digest(key: str) -> str:
 
 
 class CustomerService:
-    """Creates customers and tells which customer an API key belongs to."""
+    """Creates and deletes customers and tells which customer an API key belongs to (remembered
+    in memory until the customer is deleted, on this node or another)."""
 
-    def __init__(self, store):
+    def __init__(self, store, bus):
         self.store = store
         self._by_digest = {}
+        self._digest_of = {}  # customer id -> the digest remembered for it
+        self._changes = 0  # bumped when a customer goes: a look-up that raced it is not remembered
+        bus.subscribe(self._on_event)
+        self.bus = bus
 
     @defer.inlineCallbacks
     def create(self, title):
@@ -52,14 +58,42 @@ class CustomerService:
 
     @defer.inlineCallbacks
     def by_key(self, key):
-        """The Customer id whose API key this is, or None (remembered in memory)."""
+        """The Customer id whose API key this is, or None (remembered in memory until the customer
+        is deleted, here or on another node: ``CustomerGone``)."""
         digest = key_digest(key)
         if digest not in self._by_digest:
+            changes = self._changes
             customer = yield self.store.customer_by_key_digest(digest)
             if customer is None:
                 return None
+            if changes != self._changes:  # a customer went meanwhile: do not remember, ask again
+                return (yield self.by_key(key))
             self._by_digest[digest] = customer.id
+            self._digest_of[customer.id] = digest
         return self._by_digest[digest]
+
+    @defer.inlineCallbacks
+    def delete(self, customer_id):
+        """Delete a customer: its key is refused from now on (on every node), its devices are free.
+        NotFound if unknown."""
+        if not (yield self.store.delete_customer(customer_id)):
+            raise NotFound(f"customer {customer_id} not found")
+        self._forget(customer_id)
+        self.bus.publish(CustomerGone(customer_id))
+
+    def _on_event(self, event):
+        if isinstance(event, CustomerGone):
+            self._forget(event.customer_id)
+        elif isinstance(event, Resync):  # a deletion on another node may have been missed
+            self._changes += 1
+            self._by_digest.clear()
+            self._digest_of.clear()
+
+    def _forget(self, customer_id):
+        self._changes += 1
+        digest = self._digest_of.pop(customer_id, None)
+        if digest is not None:
+            self._by_digest.pop(digest, None)
 
     def devices(self, customer_id, page_size, page, **query):
         """Deferred ``(devices, total)`` the customer owns; ``query`` as ``IStore.list_devices`` takes it."""

@@ -176,9 +176,12 @@ class DeviceService:
 
     @defer.inlineCallbacks
     def create(self, name, type=None, label=None, token=None, additional_info=None):
-        """Create a device (its profile too if ``type`` names none); fires ``(device, token)``.
+        """Create a device (its profile too if ``type`` names none; no ``type``: the default
+        profile); fires ``(device, token)``.
 
         ``additional_info`` is a JSON object (ThingsBoard's additionalInfo) or None."""
+        if not type:
+            type = (yield self.store.default_profile()).name
         name, type, label, info = _checked(name, type, label, additional_info)
         token = check_token(token) if token is not None else generate_token()
         yield self.ensure_profile(type)

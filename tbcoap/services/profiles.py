@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from tbcoap.errors import BadRequest
+from tbcoap.errors import BadRequest, NotFound
 from tbcoap.events import ProfileChanged
 from tbcoap.models import PROVISION_TYPES, DeviceProfile, new_id
 from tbcoap.payloads.config import PROTOBUF, PayloadSettings, stored_configuration
@@ -51,6 +51,31 @@ class ProfileService:
     def page(self, page_size, page):
         """Deferred ``(profiles, total)``."""
         return self.store.list_profiles(page_size, page * page_size)
+
+    @defer.inlineCallbacks
+    def get(self, profile_id):
+        """The DeviceProfile, or NotFound."""
+        profile = yield self.store.get_profile(profile_id)
+        if profile is None:
+            raise NotFound(f"device profile {profile_id} not found")
+        return profile
+
+    def default(self):
+        """Deferred default DeviceProfile (a device created without a type gets it)."""
+        return self.store.default_profile()
+
+    def set_default(self, profile_id):
+        """Make the profile the default; fires it.  NotFound if unknown."""
+        return self.store.set_default_profile(profile_id)
+
+    @defer.inlineCallbacks
+    def delete(self, profile_id):
+        """Delete a profile; NotFound if unknown, BadRequest for the default or one devices use.
+        Nodes forget what they kept of it (``ProfileChanged``)."""
+        profile = yield self.get(profile_id)
+        if not (yield self.store.delete_profile(profile_id)):
+            raise NotFound(f"device profile {profile_id} not found")
+        self.bus.publish(ProfileChanged(profile.id, profile.name))
 
 
 def _profile(body):

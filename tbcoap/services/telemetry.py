@@ -19,6 +19,7 @@ class TelemetryService:
         self.limits = limits
         self.history_gate = HistoryGate()
         self.points_stored = 0  # committed on this node (for /metrics)
+        self.live = None  # the LiveService, told of every commit (it publishes for watched devices)
 
     def upload(self, device, payload: bytes, read=parse_json):
         """Type and store a device's telemetry payload (``read``: its bytes to JSON values, as
@@ -31,7 +32,7 @@ class TelemetryService:
         if not entries:
             return None
         d = self.store.save_telemetry(device.id, entries)
-        d.addCallback(self._stored, len(entries))
+        d.addCallback(self._stored, device.id, entries)
         if self.rules is not None:
             d.addCallback(lambda _: self.rules.uploaded("tbcoap_telemetry_uploaded", device, entries=entries))
         return d
@@ -42,7 +43,7 @@ class TelemetryService:
         entries = parse_telemetry(payload, now_ms(), self.limits)
         if not entries:
             return defer.succeed(None)
-        d = self.store.save_telemetry(device_id, entries, ttl_ms or None).addCallback(self._stored, len(entries))
+        d = self.store.save_telemetry(device_id, entries, ttl_ms or None).addCallback(self._stored, device_id, entries)
         if ttl_ms:
             d.addCallback(self._expect, min(ts for ts, _, _ in entries) + ttl_ms)
         return d
@@ -51,8 +52,10 @@ class TelemetryService:
         self.retention.expect(expires_ms)
         return result
 
-    def _stored(self, result, points):
-        self.points_stored += points
+    def _stored(self, result, device_id, entries):
+        self.points_stored += len(entries)
+        if self.live is not None:
+            self.live.telemetry_stored(device_id, entries)
         return result
 
     def delete(self, device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):

@@ -1286,3 +1286,97 @@ async def test_update_profile_replaces_or_clears_its_transport_configuration(sto
     assert await store.update_profile(cleared) == cleared
     assert (await store.profile_by_name("gauges")).transport_configuration is None
     assert [x for x in (await store.list_profiles(10, 0))[0] if x.id == p.id] == [cleared]
+
+
+# -- deleting customers and profiles, the default profile ------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_customer_frees_its_devices_and_refuses_its_key(store):
+    gone = await store.add_customer(cust("gone"), digest(1))
+    kept = await store.add_customer(cust("kept"), digest(2))
+    owned = [await store.add_device(dev(f"o{i}"), f"to{i}") for i in range(3)]
+    other = await store.add_device(dev("other"), "tx")
+    for d in owned:
+        await store.set_device_customer(d.id, gone.id, None)
+    await store.set_device_customer(other.id, kept.id, None)
+    assert await store.delete_customer(gone.id) is True
+    assert await store.get_customer(gone.id) is None
+    assert await store.customer_by_key_digest(digest(1)) is None
+    assert await store.customer_by_title("gone") is None
+    assert await store.list_customers(10, 0) == ([kept], 1)
+    for d in owned:
+        assert (await store.get_device(d.id)).customer_id is None
+        assert (await store.device_by_credentials(ACCESS_TOKEN, f"to{owned.index(d)}")).customer_id is None
+    assert (await store.get_device(other.id)).customer_id == kept.id
+    assert await store.list_customer_devices(gone.id, 10, 0) == ([], 0)
+    assert await store.delete_customer(gone.id) is False
+    assert await store.delete_customer(new_id()) is False
+    # the title and the key's digest may be used again
+    again = await store.add_customer(cust("gone"), digest(1))
+    assert await store.customer_by_key_digest(digest(1)) == again
+    await raises(NotFound, store.set_device_customer(owned[0].id, gone.id, None))
+
+
+@pytest_twisted.ensureDeferred
+async def test_default_profile_can_be_chosen(store):
+    first = await store.default_profile()
+    assert first == await store.profile_by_name("default")
+    assert await store.get_profile(first.id) == first
+    assert await store.get_profile(new_id()) is None
+    other = await store.add_profile(DeviceProfile(id=new_id(), name="other"))
+    assert await store.set_default_profile(other.id) == other
+    assert await store.default_profile() == other
+    await raises(NotFound, store.set_default_profile(new_id()))
+    assert await store.default_profile() == other
+    assert await store.set_default_profile(first.id) == first
+    assert await store.default_profile() == first
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_profile_refused_while_used_or_default(store):
+    default = await store.default_profile()
+    used = await store.add_profile(DeviceProfile(id=new_id(), name="used", provision_type="ALLOW_CREATE_NEW_DEVICES",
+                                                 provision_key="pk", provision_secret="ps"))
+    spare = await store.add_profile(DeviceProfile(id=new_id(), name="spare", provision_key="sk",
+                                                  provision_type="ALLOW_CREATE_NEW_DEVICES", provision_secret="s"))
+    d = await store.add_device(dev("d", type="used"), "td")
+    await raises(BadRequest, store.delete_profile(default.id))
+    await raises(BadRequest, store.delete_profile(used.id))
+    assert await store.get_profile(used.id) == used
+    assert await store.delete_profile(spare.id) is True
+    assert await store.get_profile(spare.id) is None
+    assert await store.profile_by_name("spare") is None
+    assert await store.profile_by_provision_key("sk") is None
+    assert [p.name for p in (await store.list_profiles(10, 0))[0]] == ["default", "used"]
+    assert await store.delete_profile(spare.id) is False
+    # the name and the provision key are free again
+    await store.add_profile(DeviceProfile(id=new_id(), name="spare", provision_key="sk",
+                                          provision_type="ALLOW_CREATE_NEW_DEVICES", provision_secret="s"))
+    # a profile no device names any more may go; so may the old default once another is chosen
+    await store.delete_device(d.id)
+    assert await store.delete_profile(used.id) is True
+    spare_now = await store.profile_by_name("spare")
+    await store.set_default_profile(spare_now.id)
+    assert await store.delete_profile(default.id) is True
+    assert await store.default_profile() == spare_now
+
+
+@pytest_twisted.ensureDeferred
+async def test_default_profile_and_deletions_persist(store, open_backend):
+    first = await store.default_profile()
+    other = await store.add_profile(DeviceProfile(id=new_id(), name="other"))
+    await store.set_default_profile(other.id)
+    await store.delete_profile(first.id)
+    c = await store.add_customer(cust("gone"), digest(1))
+    await store.delete_customer(c.id)
+    await store.close()
+    again = await open_backend()
+    try:
+        assert await again.default_profile() == other
+        assert await again.profile_by_name("default") is None  # reopening makes no new 'default'
+        assert (await again.list_profiles(10, 0))[1] == 1
+        assert await again.get_customer(c.id) is None
+        assert await again.customer_by_key_digest(digest(1)) is None
+    finally:
+        await again.close()

@@ -25,6 +25,8 @@ def register(commands):
     p = group.command("devices", devices, "list the devices a customer owns (admin key, or that customer's key)")
     p.add_argument("customer", metavar="TITLE_OR_ID", help="the customer's title or id (uuid)")
     paging(p, "devices")
+    p = group.command("delete", delete, "delete a customer: its devices become free, its key is refused at once")
+    p.add_argument("customer", metavar="TITLE_OR_ID", help="the customer's title or id (uuid)")
 
 
 def describe(customer) -> str:
@@ -58,3 +60,10 @@ async def devices(ctx, args):
     reply = await ctx.client.get(f"/api/customer/{segment(customer_id)}/devices",
                                  {"pageSize": args.page_size, "page": args.page})
     ctx.show(reply, lambda page: device_commands.render_page(page, args.page))
+
+
+async def delete(ctx, args):
+    """DELETE /api/customer/{customerId}."""
+    customer_id = await ctx.client.customer_id(args.customer)
+    reply = await ctx.client.call("DELETE", f"/api/customer/{segment(customer_id)}")
+    ctx.show(reply, lambda _: f"deleted customer {args.customer} ({customer_id}); its devices are free")

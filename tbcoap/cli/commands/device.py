@@ -37,6 +37,11 @@ def register(commands):
                       "make an X.509 certificate the device's credential (for CoAPS; the token goes)")
     p.add_argument("device", metavar=REF, help=REF_HELP)
     p.add_argument("pem_file", metavar="PEM_FILE", help="the device's certificate, PEM")
+    p = group.command("assign", assign, "give a device to a customer (from whoever owned it)")
+    p.add_argument("device", metavar=REF, help=REF_HELP)
+    p.add_argument("--customer", required=True, metavar="TITLE_OR_ID", help="the customer's title or id (uuid)")
+    p = group.command("unassign", unassign, "free a device (it belongs to no customer any more)")
+    p.add_argument("device", metavar=REF, help=REF_HELP)
     p = group.command("psk", psk, "make a DTLS pre-shared key the device's credential (for CoAPS; the token goes)",
                       own_key=True)
     p.add_argument("device", metavar=REF, help=REF_HELP)
@@ -131,6 +136,19 @@ async def certificate(ctx, args):
                                   f"(digest {creds.get('credentialsId')}); its access token is gone")
 
 
+async def assign(ctx, args):
+    """POST /api/customer/{customerId}/device/{deviceId}."""
+    device = await ctx.client.device(args.device)
+    customer_id = await ctx.client.customer_id(args.customer)
+    reply = await ctx.client.call("POST", f"/api/customer/{segment(customer_id)}/device/{segment(device['id']['id'])}")
+    ctx.show(reply, lambda d: f"device {d['name']} now belongs to customer {args.customer} ({customer_id})")
+
+
+async def unassign(ctx, args):
+    """DELETE /api/customer/device/{deviceId}."""
+    device = await ctx.client.device(args.device)
+    reply = await ctx.client.call("DELETE", f"/api/customer/device/{segment(device['id']['id'])}")
+    ctx.show(reply, lambda d: f"device {d['name']} belongs to no customer now")
 async def psk(ctx, args):
     """POST /api/device/credentials {"credentialsType":"PSK","credentialsId": identity,"credentialsValue": key}."""
     device = await ctx.client.device(args.device)

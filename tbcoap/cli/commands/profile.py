@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 
+from tbcoap.cli.client import is_uuid, segment
 from tbcoap.cli.commands import paging
-from tbcoap.cli.errors import UsageError
+from tbcoap.cli.errors import ApiError, UsageError
 from tbcoap.cli.output import fields, iso, page_text
 
 PROVISION_TYPES = ("DISABLED", "ALLOW_CREATE_NEW_DEVICES", "CHECK_PRE_PROVISIONED_DEVICES")
@@ -49,6 +50,10 @@ def register(commands):
                        help=f"with --payload protobuf: a proto3 file for {key} (default: ThingsBoard's)")
     p = group.command("list", list_profiles, "list device profiles, a page at a time")
     paging(p, "profiles")
+    p = group.command("delete", delete, "delete a device profile (not the default, not one devices use)")
+    p.add_argument("profile", metavar="NAME_OR_ID", help="the profile's name or id (uuid)")
+    p = group.command("default", make_default, "make a profile the default (devices created without a type get it)")
+    p.add_argument("profile", metavar="NAME_OR_ID", help="the profile's name or id (uuid)")
 
 
 def provision_type(text) -> str:
@@ -113,6 +118,7 @@ def describe(profile) -> str:
         ("provision key", profile.get("provisionDeviceKey")),
         ("provision secret", profile.get("provisionDeviceSecret")),
         ("payload", payload_of(profile)),
+        ("default", "yes" if profile.get("default") else "no"),
         ("created", iso(profile.get("createdTime")))])
 
 
@@ -127,9 +133,41 @@ async def list_profiles(ctx, args):
     reply = await ctx.client.get("/api/deviceProfiles", {"pageSize": args.page_size, "page": args.page})
 
     def render(page):
-        rows = [(p.get("name"), p.get("provisionType"), p.get("provisionDeviceKey"), payload_of(p),
-                 (p.get("id") or {}).get("id"), iso(p.get("createdTime"))) for p in page.get("data", [])]
+        rows = [(p.get("name") + (" (default)" if p.get("default") else ""), p.get("provisionType"),
+                 p.get("provisionDeviceKey"), payload_of(p), (p.get("id") or {}).get("id"), iso(p.get("createdTime")))
+                for p in page.get("data", [])]
         return page_text(page, args.page, ("name", "provision type", "provision key", "payload", "id", "created"),
                          rows, "profile", "profiles")
 
     ctx.show(reply, render)
+
+
+MAX_SEARCH_PAGES = 100  # pages of 1,000 profiles looked through for a name
+
+
+async def profile_id(ctx, ref) -> str:
+    """The id of the profile ``ref``: an id (uuid), else the profile of that name."""
+    if is_uuid(ref):
+        return ref
+    for number in range(MAX_SEARCH_PAGES):
+        page = (await ctx.client.get("/api/deviceProfiles", {"pageSize": 1000, "page": number})).data
+        for profile in page["data"]:
+            if profile["name"] == ref:
+                return profile["id"]["id"]
+        if not page["hasNext"]:
+            break
+    raise ApiError(404, f"no device profile named {ref!r}", None)
+
+
+async def delete(ctx, args):
+    """DELETE /api/deviceProfile/{profileId}."""
+    found = await profile_id(ctx, args.profile)
+    reply = await ctx.client.call("DELETE", f"/api/deviceProfile/{segment(found)}")
+    ctx.show(reply, lambda _: f"deleted device profile {args.profile} ({found})")
+
+
+async def make_default(ctx, args):
+    """POST /api/deviceProfile/{profileId}/default."""
+    found = await profile_id(ctx, args.profile)
+    reply = await ctx.client.call("POST", f"/api/deviceProfile/{segment(found)}/default")
+    ctx.show(reply, lambda p: f"device profile {p['name']} is the default now")

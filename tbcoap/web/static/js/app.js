@@ -7,6 +7,7 @@ import { devicesView } from "./devices.js";
 import { deviceView } from "./device.js";
 import { customersView } from "./customers.js";
 import { profilesView } from "./profiles.js";
+import { live } from "./live.js";
 
 const ROUTES = [
   { pattern: /^#\/devices$/, view: devicesView, nav: "#/devices" },
@@ -30,11 +31,12 @@ function newLife() {
   const endings = [];
   const current = {
     alive: true,
-    every(ms, work) {
+    /** Run `work` every `ms`; with `fallback`, only while the live socket is down (polling instead). */
+    every(ms, work, fallback = false) {
       if (!current.alive) return; // the page was left while it loaded
       let running = false;
       timers.push(setInterval(async () => {
-        if (running || !current.alive || document.hidden) return;
+        if (running || !current.alive || document.hidden || (fallback && live.up)) return;
         running = true;
         try {
           await work();
@@ -126,6 +128,7 @@ function signInView(view) {
       const who = await api("GET", "/api/auth/user", { key });
       storeKey(key);
       user = who;
+      live.start(key);
       input.value = "";
       // stay on the page asked for (a link opened before signing in), else the device list
       if (ROUTES.some((route) => route.pattern.test(location.hash))) render();
@@ -141,6 +144,7 @@ function signInView(view) {
 }
 
 function signOut(message) {
+  live.stop();
   clearSession();
   user = null;
   history.replaceState(null, "", location.pathname);
@@ -160,9 +164,15 @@ async function start() {
     signOut("");
     showError("Signed out, the key is no longer accepted", event.detail);
   });
+  live.watch((up) => {
+    const state = byId("live-state");
+    state.dataset.state = up ? "live" : "polling";
+    state.textContent = up ? "Live updates" : "Polling (live updates reconnecting)";
+  });
   if (storedKey()) {
     try {
       user = await api("GET", "/api/auth/user");
+      live.start(storedKey());
     } catch (error) {
       if (error.status === 401) clearSession();
       render(false);

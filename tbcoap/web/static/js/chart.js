@@ -1,10 +1,12 @@
 // The chart: chosen time-series keys over a chosen range, from the aggregation API (AVG, MIN,
 // MAX, ... per bucket, at most ~500 buckets) or raw points, drawn with the vendored uPlot and
-// redrawn with the latest data every 10 s. Until the user chooses, the first key with a numeric
+// redrawn as points are stored (told by the page's live subscription, at most once a second), or
+// every 10 s while the live socket is down. Until the user chooses, the first key with a numeric
 // latest value is ticked and the range is the shortest one holding the ticked keys' first point.
 
 import { api, devicePath } from "./api.js";
 import { clear, field, h, newestWins, notice, showError } from "./dom.js";
+import { throttle } from "./live.js";
 
 const MINUTE = 60000;
 const HOUR = 60 * MINUTE;
@@ -238,10 +240,19 @@ export function chartSection(id, life) {
   agg.input.addEventListener("change", () => update());
   form.addEventListener("submit", (event) => { event.preventDefault(); update(); });
   loadKeys().then(update);
-  life.every(REFRESH_MS, async () => { await loadKeys(); if (chosen().length) await update(); });
+  life.every(REFRESH_MS, async () => { await loadKeys(); if (chosen().length) await update(); }, true);
+  const newKeys = throttle(1000, () => loadKeys().then(() => { if (chosen().length) update(); }));
+  const redraw = throttle(1000, () => update());
 
-  return h("section", { class: "card", "aria-labelledby": "chart-h" },
-    h("h2", { id: "chart-h" }, "Chart"), form, summary, plotBox);
+  return {
+    el: h("section", { class: "card", "aria-labelledby": "chart-h" },
+      h("h2", { id: "chart-h" }, "Chart"), form, summary, plotBox),
+    /** Points of `keys` were stored: a key not seen yet is added, drawn keys are drawn again. */
+    stored(keys) {
+      if (keys.some((key) => !known.has(key))) newKeys();
+      else if (keys.some((key) => chosen().includes(key))) redraw();
+    },
+  };
 }
 
 function toNumber(value) {

@@ -1,6 +1,7 @@
-// Customers (admin): a page of them, and creating one, whose API key is shown once.
+// Customers (admin): a page of them, creating one (its API key is shown once) and deleting one
+// (its devices become free, its key is refused at once).
 
-import { api } from "./api.js";
+import { api, seg } from "./api.js";
 import { busy, clear, dataTable, emptyRow, field, formatTime, h, newestWins, notice, pager, showError } from "./dom.js";
 
 const state = { page: 0, pageSize: 20 };
@@ -10,7 +11,8 @@ export function customersView(view, ctx, life) {
   const create = h("button", { type: "submit", id: "create-customer" }, "Create customer");
   const message = notice("new-customer-notice");
   const created = h("div", { id: "new-customer", class: "secret-box", hidden: true, "aria-live": "polite" });
-  const list = dataTable("customers-table", "Customers", ["Title", "Id", "Created"]);
+  const list = dataTable("customers-table", "Customers", ["Title", "Id", "Created", "Actions"]);
+  const rowMessage = notice("customers-notice"); // what a row's Delete did
   const summary = h("p", { class: "summary", id: "customers-summary" });
   const pages = pager("Pages of customers", (page) => { state.page = page; load(); });
 
@@ -58,10 +60,12 @@ export function customersView(view, ctx, life) {
       }
       clear(list.tbody);
       for (const c of page.data) {
-        list.tbody.append(h("tr", null, h("th", { scope: "row" }, c.title),
-          h("td", null, h("code", null, c.id.id)), h("td", null, formatTime(c.createdTime))));
+        const remove = h("button", { type: "button", class: "danger", "aria-label": `Delete ${c.title}` }, "Delete");
+        remove.addEventListener("click", () => removeCustomer(c, remove));
+        list.tbody.append(h("tr", { dataset: { customerId: c.id.id } }, h("th", { scope: "row" }, c.title),
+          h("td", null, h("code", null, c.id.id)), h("td", null, formatTime(c.createdTime)), h("td", null, remove)));
       }
-      if (!page.data.length) emptyRow(list.tbody, 3, "No customers yet.");
+      if (!page.data.length) emptyRow(list.tbody, 4, "No customers yet.");
       summary.textContent = `${page.totalElements} customer${page.totalElements === 1 ? "" : "s"}`;
       pages.update(state.page, page.totalPages);
     } catch (error) {
@@ -69,9 +73,25 @@ export function customersView(view, ctx, life) {
     }
   }
 
+  function removeCustomer(customer, button) {
+    if (!confirm(`Delete the customer "${customer.title}"? Its devices become free and its key stops working at once.`)) {
+      return;
+    }
+    rowMessage.clear();
+    busy(button, async () => {
+      try {
+        await api("DELETE", `/api/customer/${seg(customer.id.id)}`);
+        rowMessage.ok(`Customer "${customer.title}" deleted; its devices are free.`);
+        await load();
+      } catch (error) {
+        rowMessage.error("Deleting the customer", error);
+      }
+    });
+  }
+
   view.append(h("h1", { tabindex: "-1" }, "Customers"),
-    h("p", { class: "hint" }, "A customer signs in with its own key and sees only the devices it claimed."),
-    form, created, summary, list.el, pages.el);
+    h("p", { class: "hint" }, "A customer signs in with its own key and sees only the devices it claimed or was given."),
+    form, created, summary, rowMessage.el, list.el, pages.el);
   load();
 }
 

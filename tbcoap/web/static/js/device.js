@@ -1,12 +1,14 @@
-// One device's page: its facts and owner, its token (admin), latest telemetry refreshing every
-// 5 s, the chart, attributes and RPC sections.
+// One device's page: its facts and owner, its token (admin), latest telemetry, the chart,
+// attributes and RPC sections. Telemetry and attributes follow live subscriptions (live.js) and
+// are read again every 5 s only while the live socket is down.
 
 import { api, devicePath, seg } from "./api.js";
-import { append, badge, busy, clear, dataTable, flashStatus, formatTime, h, notice, randomToken, showError, syncRows } from "./dom.js";
+import { append, badge, busy, clear, dataTable, field, flashStatus, formatTime, h, notice, randomToken, showError, syncRows } from "./dom.js";
 import { deleteDevice } from "./devices.js";
 import { chartSection } from "./chart.js";
 import { attributesSection } from "./attributes.js";
 import { rpcSection } from "./rpc.js";
+import { follow, throttle } from "./live.js";
 
 export const REFRESH_MS = 5000;
 
@@ -35,13 +37,21 @@ export async function deviceView(view, ctx, life, id) {
   if (ctx.admin) view.append(credentialsSection(device));
   const latest = latestSection(id, life);
   view.append(latest.el);
-  view.append(chartSection(id, life));
+  const chart = chartSection(id, life);
+  view.append(chart.el);
   const attributes = attributesSection(id, ctx, life, (server) => facts.activity(server));
   view.append(attributes.el);
   if (ctx.admin) view.append(rpcSection(id, life));
 
+  const device_ = { entityType: "DEVICE", entityId: id };
+  follow(life, { type: "TIMESERIES", ...device_ }, (data) => {
+    latest.apply(data);
+    chart.stored(Object.keys(data));
+  });
+  const rereadAttributes = throttle(500, () => attributes.refresh());
+  follow(life, { type: "ATTRIBUTES", ...device_ }, () => rereadAttributes());
   await Promise.all([latest.refresh(), attributes.refresh()]);
-  life.every(REFRESH_MS, () => Promise.all([latest.refresh(), attributes.refresh()]));
+  life.every(REFRESH_MS, () => Promise.all([latest.refresh(), attributes.refresh()]), true);
 }
 
 function factsSection(device, ctx) {
@@ -58,15 +68,19 @@ function factsSection(device, ctx) {
     ["Last activity", last],
   ];
   const el = h("section", { "aria-label": "Device details" },
-    h("dl", { class: "facts" }, rows.map(([term, dd]) => [h("dt", null, term), dd])));
-  if (!device.customerId) owner.textContent = "none (free device)";
-  else if (!ctx.admin) owner.textContent = `${ctx.name} (${device.customerId.id})`;
-  else {
-    owner.textContent = device.customerId.id;
-    api("GET", `/api/customer/${seg(device.customerId.id)}`).then((customer) => {
-      owner.textContent = `${customer.title} (${device.customerId.id})`;
-    }, () => {});
+    h("dl", { class: "facts" }, rows.map(([term, dd]) => [h("dt", null, term), dd])), ownerActions(device, ctx, showOwner));
+  function showOwner(customerId, title) {
+    if (!customerId) owner.textContent = "none (free device)";
+    else if (title) owner.textContent = `${title} (${customerId})`;
+    else if (!ctx.admin) owner.textContent = `${ctx.name} (${customerId})`;
+    else {
+      owner.textContent = customerId;
+      api("GET", `/api/customer/${seg(customerId)}`).then((customer) => {
+        owner.textContent = `${customer.title} (${customerId})`;
+      }, () => {});
+    }
   }
+  showOwner(device.customerId && device.customerId.id);
   return {
     el,
     /** Update State and Last activity from the SERVER_SCOPE attributes. */
@@ -80,6 +94,60 @@ function factsSection(device, ctx) {
       last.textContent = formatTime(value("lastActivityTime"));
     },
   };
+}
+
+/** The admin gives the device to a customer or frees it; its customer releases it (unclaims). */
+function ownerActions(device, ctx, showOwner) {
+  const message = notice("owner-notice");
+  const box = h("div", { id: "owner-actions" });
+  if (!ctx.admin) {
+    const release = h("button", { type: "button", id: "release-device" }, "Release device");
+    release.addEventListener("click", () => {
+      if (!confirm(`Release "${device.name}"? It will no longer be yours (a device can be claimed again).`)) return;
+      message.clear();
+      busy(release, async () => {
+        try {
+          await api("DELETE", `/api/customer/device/${seg(device.name)}/claim`);
+          flashStatus(`Device "${device.name}" released.`); // told on the device list
+          location.hash = "#/devices";
+        } catch (error) {
+          message.error("Releasing the device", error);
+        }
+      });
+    });
+    append(box, [h("div", { class: "row" }, release), message.el]);
+    return box;
+  }
+  const customer = field("owner-customer", "Give to customer", {}, "select");
+  const assign = h("button", { type: "button", id: "assign-device" }, "Assign");
+  const unassign = h("button", { type: "button", id: "unassign-device" }, "Unassign");
+  unassign.hidden = !device.customerId;
+  api("GET", "/api/customers", { query: { pageSize: 1000, page: 0 } }).then((page) => {
+    customer.input.append(...page.data.map((c) => h("option", { value: c.id.id }, c.title)));
+    if (!page.data.length) customer.input.append(h("option", { value: "", disabled: true, selected: true }, "no customers yet"));
+    assign.disabled = !page.data.length;
+  }, (error) => message.error("Reading the customers", error));
+  const change = (button, method, path, done) => {
+    message.clear();
+    busy(button, async () => {
+      try {
+        const changed = await api(method, path);
+        const owner = changed.customerId && changed.customerId.id;
+        showOwner(owner, owner && customer.input.selectedOptions[0] ? customer.input.selectedOptions[0].text : null);
+        unassign.hidden = !owner;
+        message.ok(done(owner));
+      } catch (error) {
+        message.error("Changing the owner", error);
+      }
+    });
+  };
+  assign.addEventListener("click", () => change(assign, "POST",
+    `/api/customer/${seg(customer.input.value)}/device/${seg(device.id.id)}`,
+    () => `"${device.name}" now belongs to ${customer.input.selectedOptions[0].text}.`));
+  unassign.addEventListener("click", () => change(unassign, "DELETE", `/api/customer/device/${seg(device.id.id)}`,
+    () => `"${device.name}" belongs to no customer now.`));
+  append(box, [h("div", { class: "row" }, customer.el, assign, unassign), message.el]);
+  return box;
 }
 
 function credentialsSection(device) {
@@ -146,6 +214,15 @@ function latestSection(id, life) {
   const stamp = h("p", { class: "hint", id: "latest-refreshed" });
   // only the table is live, and only the rows of changed values are rebuilt
   const live = h("div", { "aria-live": "polite" }, list.el);
+  const values = new Map(); // key -> {ts, value}: the newest known
+  const show = (how) => {
+    const points = [...values.keys()].sort().map((key) => ({ key, ...values.get(key) }));
+    syncRows(list.tbody, points, (point) => point.key,
+      (point) => h("tr", { dataset: { key: point.key } },
+        h("th", { scope: "row" }, point.key), h("td", { class: "value" }, String(point.value)),
+        h("td", null, formatTime(point.ts))), 3, "No telemetry yet.");
+    stamp.textContent = `${how} ${new Date().toLocaleTimeString()}.`;
+  };
   return {
     el: h("section", { class: "card", "aria-labelledby": "latest-h" },
       h("h2", { id: "latest-h" }, "Latest telemetry"), stamp, live),
@@ -153,15 +230,22 @@ function latestSection(id, life) {
       try {
         const latest = await api("GET", devicePath(id, "/values/timeseries"));
         if (!life.alive) return;
-        const points = Object.keys(latest).sort().filter((key) => latest[key][0])
-          .map((key) => ({ key, ...latest[key][0] }));
-        syncRows(list.tbody, points, (point) => point.key, (point) => h("tr", { dataset: { key: point.key } },
-          h("th", { scope: "row" }, point.key), h("td", { class: "value" }, String(point.value)),
-          h("td", null, formatTime(point.ts))), 3, "No telemetry yet.");
-        stamp.textContent = `Refreshes every ${REFRESH_MS / 1000} s; last read ${new Date().toLocaleTimeString()}.`;
+        values.clear();
+        for (const key of Object.keys(latest)) if (latest[key][0]) values.set(key, latest[key][0]);
+        show(`Read every ${REFRESH_MS / 1000} s while live updates are down; last read`);
       } catch (error) {
         if (life.alive) showError("Reading the latest telemetry", error);
       }
+    },
+    /** A live update's data, {key: [[ts, "value"], ...]}: the newest point of each key is shown. */
+    apply(data) {
+      for (const [key, points] of Object.entries(data)) {
+        for (const [ts, value] of points) {
+          const known = values.get(key);
+          if (!known || ts >= known.ts) values.set(key, { ts, value });
+        }
+      }
+      show("Live: updated as the device sends; last change");
     },
   };
 }

@@ -1,9 +1,14 @@
 // The device list: search, server-side paging, activity and owner; the admin creates and deletes
-// devices, a customer claims them.
+// devices, a customer claims them. Each listed device's state (active, last activity) follows a
+// live subscription of its server attributes; the page is read again every 10 s only while the
+// live socket is down.
 
 import { api, seg } from "./api.js";
 import { badge, busy, dataTable, field, formatTime, h, newestWins, notice, pager, showError, syncRows } from "./dom.js";
 import { profileNames } from "./profiles.js";
+import { live } from "./live.js";
+
+const FALLBACK_MS = 10000;
 
 const SORTS = [
   ["createdTime:DESC", "Newest first"],
@@ -42,6 +47,38 @@ export function devicesView(view, ctx, life) {
   sort.input.addEventListener("change", apply);
   size.input.addEventListener("change", apply);
 
+  let shown = []; // the devices of the page shown
+  const following = new Map(); // device id -> cmdId of its state's subscription
+  life.onEnd(() => { for (const cmdId of following.values()) live.unsubscribe(cmdId); following.clear(); });
+  const draw = () => syncRows(list.tbody, shown, (device) => device.id.id, row, columns.length,
+    state.text ? "No device matches." : "No devices yet.");
+
+  /** Follow the state of exactly the devices shown. */
+  function follow(devices) {
+    const ids = new Set(devices.map((device) => device.id.id));
+    for (const [id, cmdId] of following) {
+      if (!ids.has(id)) {
+        live.unsubscribe(cmdId);
+        following.delete(id);
+      }
+    }
+    for (const id of ids) {
+      if (following.has(id)) continue;
+      following.set(id, live.subscribe({ type: "ATTRIBUTES", entityType: "DEVICE", entityId: id,
+        scope: "SERVER_SCOPE", keys: "active,lastActivityTime" }, (update) => stateChanged(id, update)));
+    }
+  }
+
+  function stateChanged(id, update) {
+    if (!life.alive || update.errorCode || !update.data) return;
+    const device = shown.find((d) => d.id.id === id);
+    if (!device) return;
+    const newest = (key) => { const points = update.data[key]; return points && points.length ? points[points.length - 1][1] : null; };
+    if (newest("active") !== null) device.active = newest("active") === "true";
+    if (newest("lastActivityTime") !== null) device.lastActivityTime = Number(newest("lastActivityTime"));
+    draw();
+  }
+
   const order = newestWins();
   async function load() {
     const ticket = order.start();
@@ -55,8 +92,9 @@ export function devicesView(view, ctx, life) {
         state.page = Math.max(0, page.totalPages - 1);
         return load();
       }
-      syncRows(list.tbody, page.data, (device) => device.id.id, row, columns.length,
-        state.text ? "No device matches." : "No devices yet.");
+      shown = page.data;
+      draw();
+      follow(shown);
       const n = page.totalElements;
       summary.textContent = `${n} device${n === 1 ? "" : "s"}${state.text ? ` matching "${state.text}"` : ""}` +
         ` · page ${state.page + 1} of ${Math.max(1, page.totalPages)}`;
@@ -96,6 +134,7 @@ export function devicesView(view, ctx, life) {
   else view.append(claimForm(load));
   view.append(searchForm, summary, message.el, list.el, pages.el);
   load();
+  life.every(FALLBACK_MS, load, true);
 }
 
 /** Delete after a confirmation: true once deleted; a failure is told in `message` (a notice). */

@@ -1,6 +1,7 @@
-// Device profiles (admin): a page of them, and creating one with its provisioning settings.
+// Device profiles (admin): a page of them, creating one with its provisioning settings, making
+// one the default (devices created without a type get it) and deleting one no device uses.
 
-import { api } from "./api.js";
+import { api, seg } from "./api.js";
 import { busy, clear, dataTable, emptyRow, field, formatTime, h, newestWins, notice, pager, showError } from "./dom.js";
 
 const TYPES = [
@@ -67,7 +68,8 @@ export function profilesView(view, ctx, life) {
   const create = h("button", { type: "submit", id: "create-profile" }, "Create profile");
   const message = notice("new-profile-notice");
   const list = dataTable("profiles-table", "Device profiles",
-    ["Name", "Provisioning", "Provision key", "Provision secret", "Created"]);
+    ["Name", "Provisioning", "Provision key", "Provision secret", "Created", "Actions"]);
+  const rowMessage = notice("profiles-notice"); // what a row's buttons did
   const summary = h("p", { class: "summary", id: "profiles-summary" });
   const pages = pager("Pages of device profiles", (page) => { state.page = page; load(); });
 
@@ -121,15 +123,15 @@ export function profilesView(view, ctx, life) {
       clear(list.tbody);
       for (const p of page.data) {
         const label = (TYPES.find(([value]) => value === p.provisionType) || [null, p.provisionType])[1];
-        list.tbody.append(h("tr", null,
+        list.tbody.append(h("tr", { dataset: { profileId: p.id.id } },
           h("th", { scope: "row" }, p.name, p.default ? h("span", { class: "badge on" }, "default") : null, " ",
             payloadCell(p)),
           h("td", null, label),
           h("td", null, p.provisionDeviceKey ? h("code", null, p.provisionDeviceKey) : "—"),
           h("td", null, p.provisionDeviceSecret ? h("code", null, p.provisionDeviceSecret) : "—"),
-          h("td", null, formatTime(p.createdTime))));
+          h("td", null, formatTime(p.createdTime)), h("td", null, actions(p))));
       }
-      if (!page.data.length) emptyRow(list.tbody, 5, "No profiles.");
+      if (!page.data.length) emptyRow(list.tbody, 6, "No profiles.");
       summary.textContent = `${page.totalElements} profile${page.totalElements === 1 ? "" : "s"}`;
       pages.update(state.page, page.totalPages);
     } catch (error) {
@@ -137,10 +139,37 @@ export function profilesView(view, ctx, life) {
     }
   }
 
+  function actions(profile) {
+    if (profile.default) return h("span", { class: "hint" }, "the default");
+    const choose = h("button", { type: "button", "aria-label": `Make ${profile.name} the default` }, "Make default");
+    const remove = h("button", { type: "button", class: "danger", "aria-label": `Delete ${profile.name}` }, "Delete");
+    choose.addEventListener("click", () => act(choose, "POST", `/api/deviceProfile/${seg(profile.id.id)}/default`,
+      "Choosing the default profile", `"${profile.name}" is the default profile now.`));
+    remove.addEventListener("click", () => {
+      if (!confirm(`Delete the device profile "${profile.name}"?`)) return;
+      act(remove, "DELETE", `/api/deviceProfile/${seg(profile.id.id)}`, "Deleting the device profile",
+        `Device profile "${profile.name}" deleted.`);
+    });
+    return h("div", { class: "row" }, choose, remove);
+  }
+
+  function act(button, method, path, what, done) {
+    rowMessage.clear();
+    busy(button, async () => {
+      try {
+        await api(method, path);
+        rowMessage.ok(done);
+        await load();
+      } catch (error) {
+        rowMessage.error(what, error); // e.g. 400: used by devices
+      }
+    });
+  }
+
   view.append(h("h1", { tabindex: "-1" }, "Device profiles"),
     h("p", { class: "hint" }, "A device's type names its profile. A profile that allows provisioning lets " +
       "devices with its key and secret get a token over CoAP. A Protobuf profile's devices send the messages " +
       "of its schemas (proto3; a schema left empty is ThingsBoard's default)."),
-    form, summary, list.el, pages.el);
+    form, summary, rowMessage.el, list.el, pages.el);
   load();
 }
