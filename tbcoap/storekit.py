@@ -49,8 +49,32 @@ def check_credentials(credentials):
         check(is_id(credentials.value), "a certificate needs its PEM as the credentials value")
 
 
+def _encode_bool(value):
+    return "BOOLEAN", int(value)
+
+
+def _encode_int(value):
+    check(INT64_MIN <= value <= INT64_MAX, "integer value does not fit in 64 bits")
+    return "LONG", value
+
+
+def _encode_float(value):
+    check(value == value, "NaN cannot be stored")
+    return "DOUBLE", value
+
+
+def _encode_str(value):
+    return "STRING", value
+
+
+_EXACT = {bool: _encode_bool, int: _encode_int, float: _encode_float, str: _encode_str}  # the usual types
+
+
 def encode_value(value):
     """``(kind, data)``: the ThingsBoard kind of a typed value and a plain int, float or str for it."""
+    exact = _EXACT.get(type(value))
+    if exact is not None:
+        return exact(value)
     try:
         kind = kind_of(value)
     except TypeError as exc:
@@ -78,8 +102,10 @@ def check_entries(entries):
     """``[(ts, key, kind, data)]`` of telemetry entries ``(ts, key, value)``."""
     rows = []
     for ts, key, value in entries:
-        check(is_int64(ts), f"timestamp must be a 64-bit integer, not {ts!r}")
-        check(is_id(key), "keys must be non-empty strings")
+        if type(ts) is not int or not 0 <= ts <= INT64_MAX:  # the usual: a plain non-negative int
+            check(is_int64(ts), f"timestamp must be a 64-bit integer, not {ts!r}")
+        if type(key) is not str or not key:
+            check(is_id(key), "keys must be non-empty strings")
         rows.append((ts, key, *encode_value(value)))
     return rows
 

@@ -8,7 +8,9 @@ import pytest_twisted
 from twisted.internet import defer, task
 from txthings import coap as tx
 
-from tbcoap.coap.codec import BlockOption, Malformed, decode
+from hypothesis import given, settings, strategies as st
+
+from tbcoap.coap.codec import BlockOption, Malformed, decode, encode
 from tbcoap.coap.recent import RecentMap
 from tbcoap.hookspecs import hookimpl
 from tests.coapclient import ACK, CON, GET, NON, POST, RST, build, code_text, open_client
@@ -43,6 +45,24 @@ def test_decode_reads_options_payload_and_unknown_critical():
     assert message.opt.uri_path == [b"a", b"b"] and message.opt.uri_query == [b"k=v"]
     assert message.opt.content_format == 50
     assert message.unknown_critical == 2049
+
+
+_OPTIONS = st.lists(st.tuples(st.sampled_from([1, 4, 8, 11, 12, 15, 17, 60, 258, 300, 2049, 65000]),
+                              st.binary(max_size=300)), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mtype=st.integers(0, 3), code=st.integers(0, 255), mid=st.integers(0, 0xFFFF), token=st.binary(max_size=8),
+       options=_OPTIONS, payload=st.binary(max_size=40))
+def test_encode_gives_the_bytes_txthings_gives(mtype, code, mid, token, options, payload):
+    message = tx.Message(mtype=mtype, mid=mid, code=code, token=token, payload=payload)
+    for number, value in options:
+        message.opt.addOption(tx.OpaqueOption(number, value))
+    assert encode(message) == message.encode()
+    if code:
+        again = decode(encode(message), ("h", 1))
+        assert (again.mtype, again.code, again.mid, again.token, again.payload) == (mtype, code, mid, token, payload)
+        assert [o.number for o in again.opt.optionList()] == sorted(number for number, _ in options)
 
 
 def test_block_option_encodes_zero_as_empty():

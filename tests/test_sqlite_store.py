@@ -420,6 +420,46 @@ async def test_savepoint_rolls_back_only_the_failing_job(sqlite_store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_telemetry_writes_of_a_batch_go_together_and_fail_alone(sqlite_store):
+    a = await sqlite_store.add_device(dev("a"), "ta")
+    b = await sqlite_store.add_device(dev("b"), "tb")
+    before = sqlite_store.stats()["commits"]
+    # one reactor turn, so one batch: b goes first, then a bad entry, then both devices' points
+    jobs = [
+        sqlite_store.delete_device(b.id),
+        sqlite_store.save_telemetry(a.id, [(1, "k", 1)]),
+        sqlite_store.save_telemetry(a.id, [(2, "k", float("nan"))]),
+        sqlite_store.save_telemetry(b.id, [(1, "k", 1)]),
+        sqlite_store.save_telemetry(a.id, [(3, "k", 3), (3, "j", "x")]),
+    ]
+    results = await settled(jobs)
+    assert [ok for ok, _ in results] == [True, True, False, False, True]
+    assert results[2][1].check(BadRequest) and "NaN" in str(results[2][1].value)
+    assert results[3][1].check(NotFound)
+    history = await sqlite_store.telemetry_history(a.id, None, 0, 10, 10, False)
+    assert [ts for ts, _ in history["k"]] == [1, 3] and [v for _, v in history["j"]] == ["x"]
+    assert sqlite_store.stats()["commits"] - before <= 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_rolled_back_batch_leaves_every_series_to_retention(sqlite_store):
+    """The writer remembers which series ts_kv_series holds; a rollback must make it forget, or a
+    point committed on the retry would have no series row and never expire."""
+    d = await sqlite_store.add_device(dev("a"), "ta")
+
+    def boom(conn):
+        raise ValueError("boom")
+
+    jobs = [sqlite_store.save_telemetry(d.id, [(1000, "k", 1)]), sqlite_store.database.writer.submit(boom)]
+    assert [ok for ok, _ in await settled(jobs)] == [True, False]
+    deleted, more = await sqlite_store.expire_telemetry(5000, 2000, 100)
+    assert deleted == 1 and not more
+    await sqlite_store.save_telemetry(d.id, [(3000, "k", 3)])  # after retention emptied the series
+    assert (await sqlite_store.expire_telemetry(6000, 4000, 100))[0] == 1
+    assert (await sqlite_store.telemetry_history(d.id, ["k"], 0, 10_000, 10, False)).get("k", []) == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_locked_database_is_unavailable(tmp_path):
     store = SQLiteStore(str(tmp_path / "db.sqlite3"), busy_timeout=0.05)
     await store.open()

@@ -58,6 +58,7 @@ class Database:
         self.path = path
         self.commit_latency = LatencyHistogram()  # seconds per group commit (read by /metrics)
         self.writer = None  # the GroupCommitWriter, once opening
+        self.on_rollback = []  # called in the writer thread after any rollback (memory of rows to forget)
         self._sync = sync
         self._busy_timeout = busy_timeout
         self._read_threads = read_threads
@@ -83,6 +84,7 @@ class Database:
             return defer.fail(StoreUnavailable(f"sqlite store is {self._state}"))
         self._state = "opening"
         self.writer = GroupCommitWriter(self._reactor, self._connect_writer, commit_latency=self.commit_latency)
+        self.writer.on_rollback = self.on_rollback
         return self.writer.start(self._setup, self._finish).addCallbacks(self._opened, self._open_failed)
 
     def _opened(self, _):

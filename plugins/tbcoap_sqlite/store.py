@@ -30,6 +30,7 @@ from tbcoap.storekit import (
 
 from .database import Database
 from .management import ManagementCalls
+from .ingest import SeriesBounds
 from .sql import one, require_device
 from .telemetry import TelemetryCalls
 
@@ -79,6 +80,8 @@ class SQLiteStore(TelemetryCalls, ManagementCalls):
         self.commit_latency = self.database.commit_latency
         self._write = self.database.write  # job(conn) in the next group commit
         self._read = self.database.read  # fn(conn, *args) in a reader thread
+        self._series_bounds = SeriesBounds()  # what ts_kv_series holds, known to the writer thread
+        self.database.on_rollback.append(self._series_bounds.forget)
 
     # -- life cycle (database.py) ------------------------------------------------
 
@@ -206,6 +209,7 @@ class SQLiteStore(TelemetryCalls, ManagementCalls):
 
     def delete_device(self, device_id):
         def job(conn):
+            self._series_bounds.forget()
             for table in (
                 "credentials", "ts_kv", "ts_kv_latest", "ts_kv_series", "attributes", "rpcs", "rpc_counters", "claim_requests",
             ):

@@ -17,24 +17,14 @@ from tbcoap.storekit import (
     check,
     check_aggregate,
     check_deletion,
-    check_entries,
     check_expiry,
     check_values,
     is_int64,
     key_list,
 )
 
+from .ingest import TelemetryWrite
 from .sql import by_keys, one, require_device
-
-_LATEST_UPSERT = (
-    "INSERT INTO ts_kv_latest (device_id, key, ts, kind, value) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT (device_id, key) DO UPDATE SET ts = excluded.ts, kind = excluded.kind,"
-    " value = excluded.value WHERE excluded.ts >= ts_kv_latest.ts"
-)
-_SERIES_UPSERT = (  # a series' oldest point (retention's lower bound) moves only further back
-    "INSERT INTO ts_kv_series (device_id, key, oldest) VALUES (?, ?, ?)"
-    " ON CONFLICT (device_id, key) DO UPDATE SET oldest = excluded.oldest WHERE excluded.oldest < ts_kv_series.oldest"
-)
 
 
 def _series_keys(conn, device_id):
@@ -45,30 +35,11 @@ class TelemetryCalls:
     """Telemetry and attributes; mixed into SQLiteStore, which provides ``_write`` and ``_read``."""
 
     def save_telemetry(self, device_id, entries, ttl=None):
-        try:
-            check(ttl is None or is_int64(ttl, 0), "ttl must be milliseconds (an integer >= 0)")
-            rows = [(device_id, key, ts, kind, data) for ts, key, kind, data in check_entries(entries)]
-        except Exception:
-            return defer.fail()
-        if not rows:
+        if ttl is not None and not is_int64(ttl, 0):
+            return defer.fail(BadRequest("ttl must be milliseconds (an integer >= 0)"))
+        if not entries:
             return defer.succeed(None)
-        history = [(*row, row[2] + ttl if ttl else None) for row in rows]
-        oldest = {}
-        for _, key, ts, _, _ in rows:
-            if ts < oldest.get(key, ts + 1):
-                oldest[key] = ts
-        series = [(device_id, key, ts) for key, ts in oldest.items()]
-
-        def job(conn):
-            require_device(conn, device_id)
-            conn.executemany(
-                "INSERT OR REPLACE INTO ts_kv (device_id, key, ts, kind, value, expires) VALUES (?, ?, ?, ?, ?, ?)",
-                history,
-            )
-            conn.executemany(_LATEST_UPSERT, rows)
-            conn.executemany(_SERIES_UPSERT, series)
-
-        return self._write(job)
+        return self._write(TelemetryWrite(device_id, entries, ttl, self._series_bounds))
 
     def expire_telemetry(self, now, older_than, limit):
         try:
@@ -77,6 +48,7 @@ class TelemetryCalls:
             return defer.fail(exc)
 
         def job(conn):
+            self._series_bounds.forget()  # oldest points move up or go: the table decides again
             deleted = visited = 0
             while older_than is not None and deleted < limit and visited < limit:
                 # the series whose oldest point may have expired (a lower bound, indexed), then a

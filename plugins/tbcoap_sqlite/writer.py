@@ -7,6 +7,10 @@ SAVEPOINT per job (so a failing job rolls back only itself).  After the
 commit it answers all of them in a single ``reactor.callFromThread``: a job's
 Deferred never fires before its commit.  The thread is woken once per
 reactor iteration, not once per job, so a burst of requests shares a commit.
+
+A job may also offer ``prepare()``, run in the thread before the transaction (a job whose
+``prepare`` raises fails alone, the others commit), and ``run_together(conn, jobs)``, one call
+for neighbouring jobs of its kind (ingest.py: the telemetry writes of a batch).
 """
 
 import collections
@@ -57,6 +61,24 @@ def translate(exc):
     return exc
 
 
+def _run_jobs(conn, jobs):
+    """Each job's result, in order; neighbours sharing a ``run_together`` go in one call (None each)."""
+    results, index, count = [], 0, len(jobs)
+    while index < count:
+        together = getattr(jobs[index], "run_together", None)
+        if together is None:
+            results.append(jobs[index](conn))
+            index += 1
+            continue
+        end = index + 1
+        while end < count and getattr(jobs[end], "run_together", None) is together:
+            end += 1
+        together(conn, jobs[index:end])
+        results += [None] * (end - index)
+        index = end
+    return results
+
+
 class GroupCommitWriter:
     """Owns the write connection; all methods but the thread body run in the reactor."""
 
@@ -79,6 +101,7 @@ class GroupCommitWriter:
         self.writes = 0
         self.failed = 0
         self.largest_batch = 0
+        self.on_rollback = []  # callables run (in the writer thread) after any rollback
 
     def start(self, setup, finish):
         """Connect and run ``setup(conn)`` in a new thread; fires when ready.
@@ -160,43 +183,67 @@ class GroupCommitWriter:
         self._reactor.callFromThread(self._stopped.callback, None)
 
     def _commit(self, conn, batch):
-        """Run ``batch`` in one transaction; ``[(ok, result_or_exception)]``."""
+        """Run ``batch`` in one transaction; ``[(ok, result_or_exception)]``.
+
+        A job with a ``prepare()`` method has it called first, outside the transaction: if it
+        raises, that job alone fails.  Neighbouring jobs with the same ``run_together(conn, jobs)``
+        run in one call."""
+        outcomes = [None] * len(batch)
+        ready, jobs = [], []
+        for index, (job, _) in enumerate(batch):
+            prepare = getattr(job, "prepare", None)
+            if prepare is not None:
+                try:
+                    prepare()
+                except Exception as exc:
+                    outcomes[index] = (False, translate(exc))
+                    continue
+            ready.append(index)
+            jobs.append(job)
+        if jobs:
+            for index, outcome in zip(ready, self._transaction(conn, jobs)):
+                outcomes[index] = outcome
+        return outcomes
+
+    def _transaction(self, conn, jobs):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            return self._abort(conn, batch, [], translate(exc))
+            return self._abort(conn, jobs, [], translate(exc))
         try:
-            results = [job(conn) for job, _ in batch]
+            results = _run_jobs(conn, jobs)
         except Exception:
             conn.execute("ROLLBACK")  # one job failed: again, each job on its own savepoint
-            return self._commit_each(conn, batch)
+            self._rolled_back()
+            return self._commit_each(conn, jobs)
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            return self._abort(conn, batch, [], translate(exc))
+            return self._abort(conn, jobs, [], translate(exc))
         self.commits += 1
-        self.largest_batch = max(self.largest_batch, len(batch))
+        self.largest_batch = max(self.largest_batch, len(jobs))
         return [(True, result) for result in results]
 
-    def _commit_each(self, conn, batch):
-        """``_commit`` with a SAVEPOINT per job."""
+    def _commit_each(self, conn, jobs):
+        """``_transaction`` with a SAVEPOINT per job."""
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            return self._abort(conn, batch, [], translate(exc))
+            return self._abort(conn, jobs, [], translate(exc))
         outcomes = []
-        for job, _ in batch:
+        for job in jobs:
             try:
                 conn.execute("SAVEPOINT job")
                 result = job(conn)
             except Exception as exc:
                 if is_unavailable(exc) or not conn.in_transaction:
-                    return self._abort(conn, batch, outcomes, translate(exc))
+                    return self._abort(conn, jobs, outcomes, translate(exc))
                 try:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                 except sqlite3.Error as undo:
-                    return self._abort(conn, batch, outcomes, translate(undo))
+                    return self._abort(conn, jobs, outcomes, translate(undo))
+                self._rolled_back()
                 outcomes.append((False, translate(exc)))
             else:
                 conn.execute("RELEASE job")
@@ -204,12 +251,17 @@ class GroupCommitWriter:
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            return self._abort(conn, batch, outcomes, translate(exc))
+            return self._abort(conn, jobs, outcomes, translate(exc))
         self.commits += 1
-        self.largest_batch = max(self.largest_batch, len(batch))
+        self.largest_batch = max(self.largest_batch, len(jobs))
         return outcomes
 
-    def _abort(self, conn, batch, outcomes, error):
+    def _rolled_back(self):
+        """Tell whoever keeps memory of written rows (``on_rollback``) that some were undone."""
+        for forget in self.on_rollback:
+            forget()
+
+    def _abort(self, conn, jobs, outcomes, error):
         """Roll the whole transaction back: jobs that had succeeded get ``error``."""
         self.log.warn("sqlite write transaction failed: {error}", error=error)
         try:
@@ -217,8 +269,9 @@ class GroupCommitWriter:
                 conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+        self._rolled_back()
         kept = [o if not o[0] else (False, error) for o in outcomes]
-        return kept + [(False, error)] * (len(batch) - len(kept))
+        return kept + [(False, error)] * (len(jobs) - len(kept))
 
     # -- back in the reactor -------------------------------------------------
 

@@ -115,6 +115,45 @@ def _extended(nibble, data, pos, mtype, mid):
     raise Malformed("bad option delta or length", mtype, mid)
 
 
+def encode(message: coap.Message) -> bytes:
+    """The bytes of ``message`` (what txThings' ``Message.encode`` gives, in fewer steps)."""
+    token = message.token
+    head = bytes((0x40 | (message.mtype << 4) | len(token), message.code, message.mid >> 8, message.mid & 0xFF))
+    options = message.opt.optionList()
+    payload = message.payload
+    parts = [head, token]
+    number = 0
+    for option in options:
+        value = option.encode()
+        delta, number = option.number - number, option.number
+        parts.append(_option_header(delta, len(value)))
+        parts.append(value)
+    if payload:
+        parts.append(b"\xff")
+        parts.append(payload)
+    return b"".join(parts)
+
+
+def _option_header(delta: int, length: int) -> bytes:
+    """An option's first byte and its extended delta and length (RFC 7252 §3.1)."""
+    if delta < 13 and length < 13:
+        return bytes(((delta << 4) | length,))
+    out = bytearray(1)
+    nibbles = 0
+    for value in (delta, length):
+        if value < 13:
+            nibble = value
+        elif value < 269:
+            nibble = 13
+            out.append(value - 13)
+        else:
+            nibble = 14
+            out += (value - 269).to_bytes(2, "big")
+        nibbles = (nibbles << 4) | nibble
+    out[0] = nibbles
+    return bytes(out)
+
+
 def response(code: int, payload: bytes = b"", content_format: int | None = None) -> coap.Message:
     """A response Message for a handler to return."""
     message = coap.Message(code=code, payload=payload)

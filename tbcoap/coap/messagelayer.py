@@ -32,7 +32,7 @@ from txthings import coap
 
 from tbcoap.coap.blockwise import BLOCK_SZX, Blockwise
 from tbcoap.coap.budget import ByteBudget
-from tbcoap.coap.codec import (ACK, CON, NON, RST, Malformed, code_text, decode, encode_bare_ack, encode_empty,
+from tbcoap.coap.codec import (ACK, CON, NON, RST, Malformed, code_text, decode, encode, encode_bare_ack, encode_empty,
                                response)
 from tbcoap.coap.exchanges import Exchanges
 from tbcoap.coap.observe import Observations
@@ -224,8 +224,7 @@ class MessageLayer(coap.Coap):
             self._answer(request, key, result)
             return
         pending = _Pending(request, key)
-        result.addErrback(self._handler_failed)
-        result.addCallback(self._deferred_answer, pending)
+        result.addCallbacks(self._deferred_answer, self._deferred_failed, (pending,), None, (pending,))
         if pending.key is not None and request.mtype == CON:
             pending.deadline = self.clock.seconds() + self.piggyback_window
             self._waiting.append(pending)
@@ -247,6 +246,9 @@ class MessageLayer(coap.Coap):
     def _handler_failed(self, failure):
         log.failure("request handler failed", failure)
         return response(coap.INTERNAL_SERVER_ERROR, b"internal server error", 0)
+
+    def _deferred_failed(self, failure, pending):
+        self._deferred_answer(self._handler_failed(failure), pending)
 
     def _deferred_answer(self, answer, pending):
         self._answer(pending.request, pending.key, answer, separate=pending.acked)
@@ -278,7 +280,7 @@ class MessageLayer(coap.Coap):
         else:
             answer.mtype = ACK if request.mtype == CON else NON
             answer.mid = request.mid if request.mtype == CON else self.nextMessageID()
-            data = answer.encode()
+            data = encode(answer)
             self._write(data, request.remote)
             if key is not None and request.mtype == CON:
                 # an empty piggybacked answer is kept as its code (a small int: no allocation)
@@ -336,13 +338,13 @@ class MessageLayer(coap.Coap):
             return self.send_confirmable(message, message.remote)
         if message.mid is None:
             message.mid = self.nextMessageID()
-        self._write(message.encode(), message.remote)
+        self._write(encode(message), message.remote)
         return message.mid
 
     def send_confirmable(self, message, remote, on_result=None):
         """Send a CON with a new MID; ``on_result("ack"|"rst"|"timeout")`` when it ends."""
         message.mid = self.nextMessageID()
-        self.exchanges.start((remote[0], remote[1], message.mid), message.encode(), remote, on_result)
+        self.exchanges.start((remote[0], remote[1], message.mid), encode(message), remote, on_result)
         return message.mid
 
     def startProtocol(self):

@@ -31,6 +31,7 @@ log = Logger()
 
 TOO_MANY_REQUESTS = (4 << 5) | 29
 OBSERVE_RETRY = 60  # Max-Age (s) of a registration refused for want of room
+MAX_KEPT_ROUTES = 8192  # routes of recent paths kept (about 3 MB); past it they start again
 GET, POST = coap.GET, coap.POST
 WELL_KNOWN = (
     b'</api/v1>;title="ThingsBoard device API: /api/v1/{token}/'
@@ -80,6 +81,7 @@ class DeviceApi:
         self.peer_limiter = peer_limiter
         self.provision_limiter = provision_limiter  # per source IP address, whatever the port
         self._cached_payloads = core.payloads.cached  # profile name -> its payload settings, or None
+        self._routes = {}  # (path segments, method) -> Routed, at most MAX_KEPT_ROUTES
         self.features = {feature.name: feature for feature in (
             Feature("telemetry", {POST: self.post_telemetry}),
             Feature("attributes", {GET: self.get_attributes, POST: self.post_attributes}),
@@ -142,11 +144,24 @@ class DeviceApi:
         return self._authorized(device, key, routed, request)
 
     def _route(self, request):
-        """The path and method checks: an error answer, or the request's Routed."""
+        """The path and method checks: an error answer, or the request's Routed (kept for the next
+        request of the same path and method: a device sends the same few again and again)."""
         if not self.core.ready:
             return error(coap.SERVICE_UNAVAILABLE, "store not ready, retry later")
+        key = (tuple(request.opt.uri_path), request.code)
+        routes = self._routes
+        routed = routes.get(key)
+        if routed is None:
+            routed = self._find_route(key[0], request.code)
+            if isinstance(routed, Routed):
+                if len(routes) >= MAX_KEPT_ROUTES:
+                    routes.clear()
+                routes[key] = routed
+        return routed
+
+    def _find_route(self, segments, code):
         try:
-            path = [segment.decode("utf-8") for segment in request.opt.uri_path]
+            path = [segment.decode("utf-8") for segment in segments]
         except UnicodeDecodeError:
             return error(coap.BAD_REQUEST, "path is not UTF-8")
         if path == [".well-known", "core"]:
@@ -173,9 +188,9 @@ class DeviceApi:
             if len(digits) > 19 or int(digits) > INT64_MAX:
                 return error(coap.BAD_REQUEST, "rpc id out of range")
             rpc_id = int(digits)
-        handler = feature.methods.get(request.code)
-        if handler is None or (rpc_id is not None and request.code != POST):
-            return error(coap.METHOD_NOT_ALLOWED, f"{name} does not take {_method(request.code)}")
+        handler = feature.methods.get(code)
+        if handler is None or (rpc_id is not None and code != POST):
+            return error(coap.METHOD_NOT_ALLOWED, f"{name} does not take {_method(code)}")
         return Routed(name, token, handler, rpc_id)
 
     def precheck(self, request):

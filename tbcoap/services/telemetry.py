@@ -31,11 +31,13 @@ class TelemetryService:
         entries = parse_telemetry(payload, now_ms(), self.limits, read)
         if not entries:
             return None
-        d = self.store.save_telemetry(device.id, entries)
-        d.addCallback(self._stored, device.id, entries)
+        return self.store.save_telemetry(device.id, entries).addCallback(self._uploaded, device, entries)
+
+    def _uploaded(self, result, device, entries):
+        """A device's upload is committed: count it, publish it, tell the rules (one callback)."""
+        self._stored(result, device.id, entries)
         if self.rules is not None:
-            d.addCallback(lambda _: self.rules.uploaded("tbcoap_telemetry_uploaded", device, entries=entries))
-        return d
+            self.rules.uploaded("tbcoap_telemetry_uploaded", device, entries=entries)
 
     def save(self, device_id, payload: bytes, ttl_ms=None):
         """Store telemetry an operator posted (the device shapes); Deferred fired on commit.
