@@ -72,10 +72,11 @@ class Feeder:
         return None
 
 
-async def one_round(reactor, messages, inflight):
+async def one_round(reactor, messages, inflight, store=None):
     with tempfile.TemporaryDirectory() as folder:
         node = service_from_args(["--coap-port", "0", "--http-port", "0", "--coap-interface", "127.0.0.1",
-                                  "--data-dir", folder, "--admin-key", "bench-key"])
+                                  "--data-dir", folder, "--admin-key", "bench-key"]
+                                 + (["--store", store] if store else []))
         node.startService()
         await node.opened
         await node.core.devices.create("bench", token=TOKEN)
@@ -98,12 +99,14 @@ def main():
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--inflight", type=int, default=64)
+    parser.add_argument("--store", help="a --store URL (default: a new SQLite file); a Redis or PostgreSQL "
+                                        "store should be empty (its own database or key prefix)")
     args = parser.parse_args()
 
     async def run(reactor):
         results = []
         for number in range(args.rounds):
-            cpu, rate = await one_round(reactor, args.messages, args.inflight)
+            cpu, rate = await one_round(reactor, args.messages, args.inflight, args.store)
             results.append(cpu)
             print(f"round {number + 1}: {cpu:6.1f} CPU us per answer, {rate:8.0f} answers/s", flush=True)
         print(f"median {statistics.median(results):.1f} CPU us per answer, best {min(results):.1f}")

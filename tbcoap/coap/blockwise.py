@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 from txthings import coap
 
-from tbcoap.coap.codec import BlockOption, block_size, response
+from tbcoap.coap.codec import BlockOption, Message, block_size, response
 from tbcoap.coap.recent import RecentMap
 
 BLOCK_SZX = 6  # 1024 bytes
@@ -195,7 +195,7 @@ def _snapshot(answer):
 
 def _rebuild(snapshot):
     code, payload, options = snapshot
-    message = coap.Message(code=code, payload=payload)
+    message = Message(code=code, payload=payload)
     for option in options:
         message.opt.addOption(option)
     return message
