@@ -48,3 +48,40 @@ def test_thingsboard_client_script_runs_unchanged(server):
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 9 and all(line.startswith("ok ") for line in lines), done.stdout
+
+
+def test_live_telemetry_script_prints_a_coap_post_within_a_second(server):
+    """examples/live_telemetry.py: ThingsBoard's WebSocket commands, the current value, then a
+    device's CoAP post within a second of its 2.01."""
+    import selectors
+    import subprocess
+    import sys
+    import time
+
+    from tests.blocking import Coap, rest
+    from tests.conftest import ADMIN_KEY
+
+    status, device = rest(server.http_url, "POST", "/api/device?accessToken=LIVE-EXAMPLE", {"name": "live-example"})
+    assert status == 200, device
+    coap = Coap(server.coap_address)
+    assert coap.request(2, "/api/v1/LIVE-EXAMPLE/telemetry", b'{"temperature":20.5}') == 65
+    script = subprocess.Popen([sys.executable, str(EXAMPLES / "live_telemetry.py"), "--url", server.http_url,
+                               "--key", ADMIN_KEY, "--device", device["id"]["id"], "--keys", "temperature",
+                               "--count", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        watch = selectors.DefaultSelector()
+        watch.register(script.stdout, selectors.EVENT_READ)
+
+        def next_line(timeout):
+            assert watch.select(timeout), "no update in time"
+            return script.stdout.readline().split()
+
+        assert next_line(30)[::2] == ["temperature", "20.5"]  # the current value first
+        assert coap.request(2, "/api/v1/LIVE-EXAMPLE/telemetry", b'{"temperature":21.5}') == 65
+        posted = time.monotonic()
+        key, ts, value = next_line(5)
+        assert (key, value) == ("temperature", "21.5") and time.monotonic() - posted < 1.0
+        assert script.wait(10) == 0, script.stderr.read()
+    finally:
+        script.kill()
+        coap.close()
