@@ -417,6 +417,21 @@ class RedisStore(ManagementCalls):
     def telemetry_keys(self, device_id):
         return self._read("latest", device_id).addCallback(lambda flat: sorted(flat[::2]))
 
+    def count_telemetry_keys(self, device_id, keys):
+        return self._count_keys("tsl", device_id, "", keys)
+
+    def count_attribute_keys(self, device_id, scope, keys):
+        return self._count_keys("attr", device_id, scope, keys)
+
+    def _count_keys(self, hash_name, device_id, scope, keys):
+        try:
+            check(hash_name == "tsl" or scope in SCOPES, f"unknown attribute scope {scope!r}")
+            keys = key_list(keys)
+        except BadRequest as exc:
+            return defer.fail(exc)
+        d = self._read("count_keys", hash_name, device_id, scope, *keys)
+        return d.addCallback(lambda reply: (int(reply[0]), list(reply[1:])))
+
     # -- attributes --------------------------------------------------------------
 
     def save_attributes(self, device_id, scope, values, ts):

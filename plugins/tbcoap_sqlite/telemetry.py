@@ -222,6 +222,30 @@ class TelemetryCalls:
     def telemetry_keys(self, device_id):
         return self._read(lambda conn: sorted(_series_keys(conn, device_id)))
 
+    def count_telemetry_keys(self, device_id, keys):
+        return self._count_keys("ts_kv_latest WHERE device_id = ?", (device_id,), keys)
+
+    def count_attribute_keys(self, device_id, scope, keys):
+        try:
+            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+        except BadRequest as exc:
+            return defer.fail(exc)
+        return self._count_keys("attributes WHERE device_id = ? AND scope = ?", (device_id, scope), keys)
+
+    def _count_keys(self, where, params, keys):
+        """``(count, present)`` of the rows ``where`` finds (a count over the primary key's prefix)."""
+        try:
+            keys = key_list(keys)
+        except BadRequest as exc:
+            return defer.fail(exc)
+
+        def read(conn):
+            count = one(conn, f"SELECT count(*) FROM {where}", *params)
+            present = [key for (key,) in by_keys(conn, f"SELECT key FROM {where}", params, keys)] if keys else []
+            return count, present
+
+        return self._read(read)
+
     # -- attributes --------------------------------------------------------------
 
     def save_attributes(self, device_id, scope, values, ts):

@@ -1380,3 +1380,34 @@ async def test_default_profile_and_deletions_persist(store, open_backend):
         assert await again.customer_by_key_digest(digest(1)) is None
     finally:
         await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_count_keys(store):
+    d = await store.add_device(dev("counted"), "tcounted")
+    other = await store.add_device(dev("other"), "tother")
+    assert await counted(store.count_telemetry_keys(d.id, ["a"])) == (0, [])
+    await store.save_telemetry(d.id, [(ts, key, ts) for ts in range(3) for key in ("a", "b", "c")])
+    await store.save_telemetry(other.id, [(1, "z", 1)])
+    assert await counted(store.count_telemetry_keys(d.id, ["a", "c", "new"])) == (3, ["a", "c"])
+    assert await counted(store.count_telemetry_keys(d.id, [])) == (3, [])
+    await store.delete_telemetry(d.id, ["b"], -(2**63), 2**63 - 1)  # a key whose latest is gone is gone
+    assert await counted(store.count_telemetry_keys(d.id, ["b"])) == (2, [])
+    await store.save_attributes(d.id, "CLIENT_SCOPE", {"x": 1, "y": 2}, 1)
+    await store.save_attributes(d.id, "SHARED_SCOPE", {"x": 1}, 1)
+    assert await counted(store.count_attribute_keys(d.id, "CLIENT_SCOPE", ["y", "q"])) == (2, ["y"])
+    assert await counted(store.count_attribute_keys(d.id, "SHARED_SCOPE", ["y", "x"])) == (1, ["x"])
+    assert await counted(store.count_attribute_keys(d.id, "SERVER_SCOPE", ["x"])) == (0, [])
+    await store.delete_attributes(d.id, "CLIENT_SCOPE", ["x"])
+    assert await counted(store.count_attribute_keys(d.id, "CLIENT_SCOPE", ["x", "y"])) == (1, ["y"])
+    assert await counted(store.count_telemetry_keys(new_id(), ["a"])) == (0, [])
+    assert await counted(store.count_attribute_keys(new_id(), "CLIENT_SCOPE", ["x"])) == (0, [])
+    await raises(BadRequest, store.count_attribute_keys(d.id, "NO_SCOPE", ["x"]))
+    await store.delete_device(d.id)
+    assert await counted(store.count_telemetry_keys(d.id, ["a"])) == (0, [])
+    assert await counted(store.count_telemetry_keys(other.id, ["z"])) == (1, ["z"])
+
+
+async def counted(d):
+    count, present = await d
+    return count, sorted(present)
