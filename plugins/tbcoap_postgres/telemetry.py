@@ -165,6 +165,30 @@ class TelemetryMixin:
             return defer.fail(exc)
         return self._count_keys("attributes WHERE device_id = %s AND scope = %s", (device_id, scope), keys)
 
+    def telemetry_key_page(self, device_id, limit, offset):
+        return self._key_page("ts_kv_latest WHERE device_id = %s", (device_id,), limit, offset)
+
+    def attribute_key_page(self, device_id, scope, limit, offset):
+        try:
+            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+        except BadRequest as exc:
+            return defer.fail(exc)
+        return self._key_page("attributes WHERE device_id = %s AND scope = %s", (device_id, scope), limit, offset)
+
+    def _key_page(self, where, params, limit, offset):
+        """``(keys, total)``: a page of the rows ``where`` finds, in the primary key's order (COLLATE "C")."""
+        try:
+            check(is_int64(limit, 1) and is_int64(offset, 0), "limit must be positive and offset at least 0")
+        except BadRequest as exc:
+            return defer.fail(exc)
+
+        def read(conn):
+            keys = [key for (key,) in conn.execute(f"SELECT key FROM {where} ORDER BY key LIMIT %s OFFSET %s",
+                                                   (*params, limit, offset))]
+            return keys, conn.execute(f"SELECT count(*) FROM {where}", params).fetchone()[0]
+
+        return self.run_read(read)
+
     def _count_keys(self, where, params, keys):
         """``(count, present)`` of the rows ``where`` finds (a count over the primary key's prefix)."""
         try:

@@ -102,6 +102,25 @@ class AttributeService:
                     found[key] = (value, now)
         return found
 
+    @defer.inlineCallbacks
+    def page(self, device_id, scope, limit, offset):
+        """``([(key, value, last_update_ts)], total)``: a page of one scope's attributes in key
+        order.  SERVER_SCOPE's live activity values the store does not hold yet (``active`` of a
+        device never heard from) come first, then the stored keys; the store reads the page only."""
+        check_scope(scope)
+        extra = []
+        if scope == "SERVER_SCOPE":
+            live = sorted(set(self.activity.current(device_id, now_ms())) | {"active"})
+            _, present = yield self.store.count_attribute_keys(device_id, scope, live)
+            extra = [key for key in live if key not in set(present)]
+        mine = extra[offset:offset + limit]
+        stored, total = yield self.store.attribute_key_page(device_id, scope, limit - len(mine) or 1,
+                                                             max(0, offset - len(extra)))
+        stored = stored[:limit - len(mine)]
+        keys = mine + stored
+        found = (yield self.get(device_id, scope, keys)) if keys else {}
+        return [(key, *found[key]) for key in keys if key in found], total + len(extra)
+
     def delete(self, device_id, scope, keys):
         """Deferred list of the keys that existed and are now deleted (shared ones are published)."""
         check_scope(scope)

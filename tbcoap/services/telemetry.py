@@ -117,6 +117,14 @@ class TelemetryService:
         return HistoryRead(self.history_gate, caller, self.store, device_id, keys, start_ts, end_ts, limit,
                            descending, agg, interval)
 
+    @defer.inlineCallbacks
+    def latest_page(self, device_id, limit, offset):
+        """``([(key, ts, value)], total)``: the latest values of a page of the device's keys, in key
+        order; the store reads the page's keys only."""
+        keys, total = yield self.store.telemetry_key_page(device_id, limit, offset)
+        found = (yield self.store.latest_telemetry(device_id, keys)) if keys else {}
+        return [(key, *found[key]) for key in keys if key in found], total
+
     def keys(self, device_id):
         """Deferred sorted list of the device's time-series keys."""
         return self.store.telemetry_keys(device_id)

@@ -1411,3 +1411,24 @@ async def test_count_keys(store):
 async def counted(d):
     count, present = await d
     return count, sorted(present)
+
+
+@pytest_twisted.ensureDeferred
+async def test_key_pages(store):
+    d = await store.add_device(dev("paged"), "tpaged")
+    keys = [f"k{n:03d}" for n in range(25)] + ["B", "a", "\u00e9"]
+    await store.save_telemetry(d.id, [(1, key, 1) for key in reversed(keys)])
+    ordered = sorted(keys)  # code point order: "B" < "a" < "k000" < ... < "\u00e9"
+    assert await store.telemetry_key_page(d.id, 10, 0) == (ordered[:10], 28)
+    assert await store.telemetry_key_page(d.id, 10, 20) == (ordered[20:], 28)
+    assert await store.telemetry_key_page(d.id, 10, 30) == ([], 28)
+    await store.save_attributes(d.id, "SHARED_SCOPE", {"z": 1, "y": 2, "x": 3}, 1)
+    await store.save_attributes(d.id, "CLIENT_SCOPE", {"w": 1}, 1)
+    assert await store.attribute_key_page(d.id, "SHARED_SCOPE", 2, 0) == (["x", "y"], 3)
+    assert await store.attribute_key_page(d.id, "SHARED_SCOPE", 2, 2) == (["z"], 3)
+    assert await store.attribute_key_page(d.id, "SERVER_SCOPE", 2, 0) == ([], 0)
+    assert await store.telemetry_key_page(new_id(), 10, 0) == ([], 0)
+    assert await store.attribute_key_page(new_id(), "CLIENT_SCOPE", 10, 0) == ([], 0)
+    await raises(BadRequest, store.attribute_key_page(d.id, "NO_SCOPE", 10, 0))
+    await raises(BadRequest, store.telemetry_key_page(d.id, 0, 0))
+    await raises(BadRequest, store.telemetry_key_page(d.id, 10, -1))
