@@ -163,9 +163,13 @@ function credentialsSection(device) {
   const message = notice("credentials-notice");
 
   const display = (credentials) => {
-    append(clear(shown), credentials.credentialsType === "ACCESS_TOKEN"
+    const kind = credentials.credentialsType;
+    append(clear(shown), kind === "ACCESS_TOKEN"
       ? ["Access token: ", h("code", { id: "device-token", class: "token" }, credentials.credentialsId)]
-      : ["X.509 certificate, SHA3-256 digest: ", h("code", { class: "token" }, credentials.credentialsId)]);
+      : kind === "PSK"
+        ? ["Pre-shared key (CoAPS), identity: ", h("code", { id: "device-psk-identity", class: "token" }, credentials.credentialsId),
+          " (the key is never shown: replace it if it is lost)"]
+        : ["X.509 certificate, SHA3-256 digest: ", h("code", { class: "token" }, credentials.credentialsId)]);
     shown.hidden = false;
     show.textContent = "Hide token";
     show.setAttribute("aria-expanded", "true");
@@ -210,9 +214,44 @@ function credentialsSection(device) {
   return h("section", { class: "card", "aria-labelledby": "credentials-h" },
     h("h2", { id: "credentials-h" }, "Access token"),
     h("p", { class: "hint" }, "The device puts it in its CoAP paths: /api/v1/TOKEN/telemetry."),
-    h("div", { class: "row" }, show, rotate, remove), message.el, shown);
+    h("div", { class: "row" }, show, rotate, remove), message.el, shown, pskForm(device, display));
 }
 
+/** Make a pre-shared key the device's credential (CoAPS with PSK; the token stops working). */
+function pskForm(device, display) {
+  const identity = field("psk-identity", "Identity", { required: true, maxlength: 128, autocomplete: "off",
+    spellcheck: "false" });
+  const key = field("psk-key", "Key (hex, 16 to 64 bytes)", { required: true, autocomplete: "off", spellcheck: "false",
+    pattern: "([0-9a-fA-F]{2}){16,64}", title: "32 to 128 hex digits" });
+  const save = h("button", { type: "submit", id: "psk-save" }, "Set pre-shared key");
+  const message = notice("psk-notice");
+  const form = h("form", { id: "psk-form", "aria-labelledby": "psk-h" },
+    h("h3", { id: "psk-h" }, "Pre-shared key (CoAPS)"),
+    h("p", { class: "hint" }, "A device on CoAPS may prove itself with a key it shares with the server instead of a "
+      + "token (e.g. coap-client-openssl -u IDENTITY -k KEY, on paths without a token). The key is sent once and "
+      + "never shown again."),
+    h("div", { class: "row" }, identity.el, key.el, save), message.el);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = identity.input.value;
+    const hex = key.input.value.trim();
+    if (!confirm(`Make a pre-shared key with identity "${name}" the credential of "${device.name}"? `
+      + "Its token (or certificate) stops working at once.")) return;
+    message.clear();
+    busy(save, async () => {
+      try {
+        display(await api("POST", "/api/device/credentials", { body: {
+          deviceId: { entityType: "DEVICE", id: device.id.id }, credentialsType: "PSK", credentialsId: name,
+          credentialsValue: hex } }));
+        key.input.value = ""; // not kept in the page
+        message.ok(`The device's credential is the pre-shared key of identity "${name}".`);
+      } catch (error) {
+        message.error("Setting the pre-shared key", error);
+      }
+    });
+  });
+  return form;
+}
 
 /** The latest values of a page of the device's keys (PAGE_SIZE, in key order); a live update of a
  * key not on the page reads the page again (a new key may belong on it), at most once a second. */
