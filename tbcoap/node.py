@@ -83,7 +83,8 @@ class TbcoapService(Service):
                                      max_sessions=settings["dtls-max-sessions"],
                                      max_handshakes=settings["dtls-max-handshakes"],
                                      handshake_rate=parse_counts(settings["dtls-handshake-rate"], 3),
-                                     session_rate=parse_counts(settings["dtls-session-rate"], 2))
+                                     session_rate=parse_counts(settings["dtls-session-rate"], 2),
+                                     receive_buffer=settings.get("coaps-receive-buffer", 4 << 20))
             self.coaps.identify = self.dtls.identity
         if settings.get("latency-metrics", "on") == "on":
             for layer in (self.coap, self.coaps):

@@ -103,6 +103,8 @@ SETTINGS = {
     "dtls-handshake-rate": ("50,100,1000", str, "full DTLS handshakes: per second per source address, that "
                                                 "address's burst, per second in all (a ClientHello past them "
                                                 "is dropped); off: no limit"),
+    "coaps-receive-buffer": ("4MiB", size, "bytes the kernel holds for the CoAPS port while the node is busy "
+                                           "(SO_RCVBUF; past the system's limit only where the process may)"),
     "dtls-session-rate": ("100,200", str, "datagrams one DTLS session may send: per second, burst (past "
                                             "them they are dropped); off: no limit"),
     "ts-ttl": ("0", duration, "delete time-series points older than this: 90d, 12h, 3600s or seconds (0: keep)"),
@@ -297,7 +299,7 @@ def _validate(settings):
     for name in ("max-device-observations", "max-peer-observations", "max-observations", "dedup-entries",
                  "answer-cache", "notification-queue", "max-request-keys", "max-key-length", "max-value-size",
                  "max-rest-body", "ws-max-connections-per-key", "ws-max-subscriptions-per-connection",
-                 "ws-max-subscriptions", "ws-max-queue", "device-keys-cache"):
+                 "ws-max-subscriptions", "ws-max-queue", "device-keys-cache", "coaps-receive-buffer"):
         if settings[name] < 1:
             raise usage.UsageError(f"--{name} must be positive")
     for name in ("dtls-max-sessions", "dtls-max-handshakes"):
