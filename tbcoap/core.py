@@ -14,6 +14,7 @@ from tbcoap.events import LocalBus
 from tbcoap.services.claims import DEFAULT_DURATION_MS, ClaimService
 from tbcoap.services.customers import CustomerService
 from tbcoap.services.devices import DeviceService
+from tbcoap.services.keycap import DEFAULT_CACHE_BYTES, KeyCap
 from tbcoap.services.live import LiveService
 from tbcoap.services.owners import OwnerService
 from tbcoap.services.payloads import PayloadService
@@ -30,7 +31,8 @@ class Core:
     """Holds the domain services; no CoAP or HTTP in here."""
 
     def __init__(self, store, plugins, rules=(), rule_timeout=10.0, limits: Limits = Limits(), bus=None,
-                 claim_duration_ms=DEFAULT_DURATION_MS, ts_ttl_ms=0, max_subscriptions=100_000):
+                 claim_duration_ms=DEFAULT_DURATION_MS, ts_ttl_ms=0, max_subscriptions=100_000,
+                 max_device_keys=(1000, 1000), device_keys_cache=DEFAULT_CACHE_BYTES):
         self.ready = False  # True while the store is open
         self.store = store
         self.plugins = plugins
@@ -40,8 +42,9 @@ class Core:
         self.activity = ActivityTracker(store)
         self.devices = DeviceService(store, plugins, self.bus)
         self.retention = RetentionService(store, ts_ttl_ms)
-        self.telemetry = TelemetryService(store, self.retention, self.rules, limits)
-        self.attributes = AttributeService(store, self.activity, self.bus, self.rules, limits)
+        self.keycap = KeyCap(store, *max_device_keys, max_bytes=device_keys_cache)
+        self.telemetry = TelemetryService(store, self.retention, self.rules, limits, self.keycap)
+        self.attributes = AttributeService(store, self.activity, self.bus, self.rules, limits, self.keycap)
         self.rpc = RpcService(store, self.bus)
         self.customers = CustomerService(store, self.bus)
         self.owners = OwnerService(store, self.devices, self.customers, self.bus)
@@ -74,9 +77,11 @@ class Core:
         """Delete a device with its data; NotFound if unknown."""
         yield self.devices.delete(device_id)
         self.activity.forget(device_id)
+        self.keycap.forget(device_id)
 
     def stats(self):
         """Domain and store counters as a plain dict."""
         return {"store": self.store.stats(), "cachedTokens": self.devices.cached_count(), "rpc": self.rpc.stats(),
                 "retention": self.retention.stats(), "history": self.telemetry.history_gate.stats(),
-                "payloads": self.payloads.stats(), "live": self.live.stats()}
+                "payloads": self.payloads.stats(), "live": self.live.stats(),
+                "deviceKeys": self.keycap.stats()}

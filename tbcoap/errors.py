@@ -13,6 +13,10 @@ class BadRequest(TbcoapError):
     """Input that is not of the accepted shape (4.00 / 400)."""
 
 
+class TooManyKeys(BadRequest):
+    """A write that would take a device past its cap of distinct keys (4.13 / 400)."""
+
+
 class NotFound(TbcoapError):
     """An unknown id, name or key (4.04 / 404)."""
 

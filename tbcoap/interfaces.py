@@ -139,6 +139,17 @@ class ITelemetryStore(Interface):
     def telemetry_keys(device_id):
         """Sorted list of the device's time-series keys."""
 
+    def count_telemetry_keys(device_id, keys):
+        """``(count, present)``: how many time-series keys the device has (those ``telemetry_keys``
+        lists) and the list of those of ``keys`` (a list) among them; ``(0, [])`` for an unknown
+        device.  Cheap: the node asks it before a device's first write of a key it has not seen
+        (``--max-device-keys``), so it must not read the device's keys into Python."""
+
+    def telemetry_key_page(device_id, limit, offset):
+        """``(keys, total)``: at most ``limit`` of the device's time-series keys in key order (code
+        point order), from ``offset`` on, and how many it has; ``([], 0)`` for an unknown device.
+        The console pages a device's keys with it: it reads no more keys than the page."""
+
 
 class IAttributeStore(Interface):
     """Attributes in CLIENT_SCOPE, SHARED_SCOPE and SERVER_SCOPE."""
@@ -151,6 +162,14 @@ class IAttributeStore(Interface):
 
     def delete_attributes(device_id, scope, keys):
         """Delete those keys; fires with the list of keys that existed."""
+
+    def count_attribute_keys(device_id, scope, keys):
+        """``(count, present)``: how many attributes the device has in the scope and the list of
+        those of ``keys`` (a list) among them; ``(0, [])`` for an unknown device.  Cheap, as
+        ``count_telemetry_keys``."""
+
+    def attribute_key_page(device_id, scope, limit, offset):
+        """``(keys, total)`` of the device's attributes in the scope, paged as ``telemetry_key_page``."""
 
 
 class IRpcStore(Interface):

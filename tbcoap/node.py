@@ -29,6 +29,7 @@ from tbcoap.ratelimit import RateLimiter, parse_counts, parse_rate_limit
 from tbcoap.rest.app import make_site
 from tbcoap.websocket.protocol import PATHS as SOCKET_PATHS, make_resource
 from tbcoap.rest.auth import load_admin_key
+from tbcoap.services.keycap import parse_device_keys
 from tbcoap.services.values import Limits
 from tbcoap.workers import WorkerSupervisor, shared_tcp, shared_udp, watch_parent
 
@@ -64,7 +65,9 @@ class TbcoapService(Service):
                          bus=self.store.bus() or LocalBus(),
                          rule_timeout=settings["rule-timeout"], claim_duration_ms=settings["claim-duration"],
                          ts_ttl_ms=settings.get("ts-ttl", 0) * 1000,
-                         max_subscriptions=settings.get("ws-max-subscriptions", 100_000))
+                         max_subscriptions=settings.get("ws-max-subscriptions", 100_000),
+                         max_device_keys=parse_device_keys(settings.get("max-device-keys", "1000,1000")),
+                         device_keys_cache=settings.get("device-keys-cache", 16 << 20))
         self.observers = ObserverRegistry(self.core, max_per_device=settings["max-device-observations"])
         self.device_api = DeviceApi(self.core, self.observers, max_body=settings["max-body"],
                                     device_limiter=_limiter(settings["device-rate-limit"]),
@@ -80,7 +83,8 @@ class TbcoapService(Service):
                                      max_sessions=settings["dtls-max-sessions"],
                                      max_handshakes=settings["dtls-max-handshakes"],
                                      handshake_rate=parse_counts(settings["dtls-handshake-rate"], 3),
-                                     session_rate=parse_counts(settings["dtls-session-rate"], 2))
+                                     session_rate=parse_counts(settings["dtls-session-rate"], 2),
+                                     receive_buffer=settings.get("coaps-receive-buffer", 4 << 20))
             self.coaps.identify = self.dtls.identity
         if settings.get("latency-metrics", "on") == "on":
             for layer in (self.coap, self.coaps):

@@ -22,6 +22,7 @@ from tbcoap.node import TbcoapService
 from tbcoap.pluginconfig import Given, SettingError, collect
 from tbcoap.plugins import PluginManager
 from tbcoap.ratelimit import parse_counts, parse_rate_limit
+from tbcoap.services.keycap import parse_device_keys
 
 GC_THRESHOLDS = (20_000, 50, 100)
 MIN_REST_BODY = 65536  # a valid key may always send this much (what an unauthenticated request may)
@@ -84,6 +85,10 @@ SETTINGS = {
     "max-request-keys": (1000, int, "keys in one telemetry or attribute upload"),
     "max-key-length": (255, int, "characters in a telemetry or attribute key"),
     "max-value-size": ("64KiB", size, "UTF-8 bytes of one STRING or JSON value"),
+    "max-device-keys": ("1000,1000", str, "distinct keys of one device: N for telemetry and for each attribute "
+                                          "scope, or TELEMETRY,ATTRIBUTES (a new key past it: 4.13 / 400)"),
+    "device-keys-cache": ("16MiB", size, "bytes of the keys each device is known to have, kept so that "
+                                         "--max-device-keys asks the store only about a key never seen"),
     "max-rest-body": ("1MiB", size, "largest REST request body (413 above; 64 KiB before a valid key)"),
     "admin-key-file": (None, str, "file holding the REST admin key (safer than --admin-key)"),
     "workers": (1, int, "node processes sharing the CoAP and HTTP ports (needs a store nodes can share: redis, postgresql)"),
@@ -98,6 +103,8 @@ SETTINGS = {
     "dtls-handshake-rate": ("50,100,1000", str, "full DTLS handshakes: per second per source address, that "
                                                 "address's burst, per second in all (a ClientHello past them "
                                                 "is dropped); off: no limit"),
+    "coaps-receive-buffer": ("4MiB", size, "bytes the kernel holds for the CoAPS port while the node is busy "
+                                           "(SO_RCVBUF; past the system's limit only where the process may)"),
     "dtls-session-rate": ("100,200", str, "datagrams one DTLS session may send: per second, burst (past "
                                             "them they are dropped); off: no limit"),
     "ts-ttl": ("0", duration, "delete time-series points older than this: 90d, 12h, 3600s or seconds (0: keep)"),
@@ -292,7 +299,7 @@ def _validate(settings):
     for name in ("max-device-observations", "max-peer-observations", "max-observations", "dedup-entries",
                  "answer-cache", "notification-queue", "max-request-keys", "max-key-length", "max-value-size",
                  "max-rest-body", "ws-max-connections-per-key", "ws-max-subscriptions-per-connection",
-                 "ws-max-subscriptions", "ws-max-queue"):
+                 "ws-max-subscriptions", "ws-max-queue", "device-keys-cache", "coaps-receive-buffer"):
         if settings[name] < 1:
             raise usage.UsageError(f"--{name} must be positive")
     for name in ("dtls-max-sessions", "dtls-max-handshakes"):
@@ -303,6 +310,10 @@ def _validate(settings):
             parse_counts(settings[name], size)
         except ValueError as exc:
             raise usage.UsageError(f"--{name}: {exc}")
+    try:
+        parse_device_keys(settings["max-device-keys"])
+    except ValueError as exc:
+        raise usage.UsageError(f"--max-device-keys: {exc}")
     if settings["ts-ttl"] < 0:
         raise usage.UsageError("--ts-ttl must be 0 (keep) or a positive duration")
     if settings["latency-metrics"] not in ("on", "off"):

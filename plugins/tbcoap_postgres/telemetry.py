@@ -12,6 +12,7 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest, NotFound
+from tbcoap.models import SCOPES
 from tbcoap.storekit import (bucket_ts, check, check_aggregate, check_deletion, check_entries, check_expiry,
                              is_int64, key_list)
 
@@ -108,6 +109,15 @@ def _latest_keys(conn, device_id):
                                        (device_id,))]
 
 
+def _storable(key):
+    """False for a key PostgreSQL could never have stored (so it is not present)."""
+    try:
+        check_text(key)
+    except BadRequest:
+        return False
+    return True
+
+
 class TelemetryMixin:
     """The ITelemetryStore part of PostgresStore (``_write``, ``_read``, ``_maintain`` are its)."""
 
@@ -144,6 +154,55 @@ class TelemetryMixin:
 
     def telemetry_keys(self, device_id):
         return self.run_read(_latest_keys, device_id)
+
+    def count_telemetry_keys(self, device_id, keys):
+        return self._count_keys("ts_kv_latest WHERE device_id = %s", (device_id,), keys)
+
+    def count_attribute_keys(self, device_id, scope, keys):
+        try:
+            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+        except BadRequest as exc:
+            return defer.fail(exc)
+        return self._count_keys("attributes WHERE device_id = %s AND scope = %s", (device_id, scope), keys)
+
+    def telemetry_key_page(self, device_id, limit, offset):
+        return self._key_page("ts_kv_latest WHERE device_id = %s", (device_id,), limit, offset)
+
+    def attribute_key_page(self, device_id, scope, limit, offset):
+        try:
+            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+        except BadRequest as exc:
+            return defer.fail(exc)
+        return self._key_page("attributes WHERE device_id = %s AND scope = %s", (device_id, scope), limit, offset)
+
+    def _key_page(self, where, params, limit, offset):
+        """``(keys, total)``: a page of the rows ``where`` finds, in the primary key's order (COLLATE "C")."""
+        try:
+            check(is_int64(limit, 1) and is_int64(offset, 0), "limit must be positive and offset at least 0")
+        except BadRequest as exc:
+            return defer.fail(exc)
+
+        def read(conn):
+            keys = [key for (key,) in conn.execute(f"SELECT key FROM {where} ORDER BY key LIMIT %s OFFSET %s",
+                                                   (*params, limit, offset))]
+            return keys, conn.execute(f"SELECT count(*) FROM {where}", params).fetchone()[0]
+
+        return self.run_read(read)
+
+    def _count_keys(self, where, params, keys):
+        """``(count, present)`` of the rows ``where`` finds (a count over the primary key's prefix)."""
+        try:
+            keys = [key for key in key_list(keys) if _storable(key)]
+        except BadRequest as exc:
+            return defer.fail(exc)
+
+        def read(conn):
+            count = conn.execute(f"SELECT count(*) FROM {where}", params).fetchone()[0]
+            present = [key for (key,) in conn.execute(f"SELECT key FROM {where} AND key = ANY(%s)",
+                                                      (*params, keys))] if keys else []
+            return count, present
+
+        return self.run_read(read)
 
     def telemetry_history(self, device_id, keys, start_ts, end_ts, limit, descending):
         try:

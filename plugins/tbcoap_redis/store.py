@@ -417,6 +417,36 @@ class RedisStore(ManagementCalls):
     def telemetry_keys(self, device_id):
         return self._read("latest", device_id).addCallback(lambda flat: sorted(flat[::2]))
 
+    def count_telemetry_keys(self, device_id, keys):
+        return self._count_keys("tsl", device_id, "", keys)
+
+    def count_attribute_keys(self, device_id, scope, keys):
+        return self._count_keys("attr", device_id, scope, keys)
+
+    def telemetry_key_page(self, device_id, limit, offset):
+        return self._key_page("tsl", device_id, "", limit, offset)
+
+    def attribute_key_page(self, device_id, scope, limit, offset):
+        return self._key_page("attr", device_id, scope, limit, offset)
+
+    def _key_page(self, hash_name, device_id, scope, limit, offset):
+        try:
+            check(hash_name == "tsl" or scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check(is_int64(limit, 1) and is_int64(offset, 0), "limit must be positive and offset at least 0")
+        except BadRequest as exc:
+            return defer.fail(exc)
+        d = self._read("key_page", hash_name, device_id, scope, limit, offset)
+        return d.addCallback(lambda reply: (list(reply[1:]), int(reply[0])))
+
+    def _count_keys(self, hash_name, device_id, scope, keys):
+        try:
+            check(hash_name == "tsl" or scope in SCOPES, f"unknown attribute scope {scope!r}")
+            keys = key_list(keys)
+        except BadRequest as exc:
+            return defer.fail(exc)
+        d = self._read("count_keys", hash_name, device_id, scope, *keys)
+        return d.addCallback(lambda reply: (int(reply[0]), list(reply[1:])))
+
     # -- attributes --------------------------------------------------------------
 
     def save_attributes(self, device_id, scope, values, ts):

@@ -194,6 +194,54 @@ class TelemetryCalls:
     def telemetry_keys(self, device_id):
         return self._read(lambda conn: sorted(_series_keys(conn, device_id)))
 
+    def count_telemetry_keys(self, device_id, keys):
+        return self._count_keys("ts_kv_latest WHERE device_id = ?", (device_id,), keys)
+
+    def count_attribute_keys(self, device_id, scope, keys):
+        try:
+            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+        except BadRequest as exc:
+            return defer.fail(exc)
+        return self._count_keys("attributes WHERE device_id = ? AND scope = ?", (device_id, scope), keys)
+
+    def telemetry_key_page(self, device_id, limit, offset):
+        return self._key_page("ts_kv_latest WHERE device_id = ?", (device_id,), limit, offset)
+
+    def attribute_key_page(self, device_id, scope, limit, offset):
+        try:
+            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+        except BadRequest as exc:
+            return defer.fail(exc)
+        return self._key_page("attributes WHERE device_id = ? AND scope = ?", (device_id, scope), limit, offset)
+
+    def _key_page(self, where, params, limit, offset):
+        """``(keys, total)``: a page of the rows ``where`` finds, in the primary key's order."""
+        try:
+            check(is_int64(limit, 1) and is_int64(offset, 0), "limit must be positive and offset at least 0")
+        except BadRequest as exc:
+            return defer.fail(exc)
+
+        def read(conn):
+            keys = [key for (key,) in conn.execute(f"SELECT key FROM {where} ORDER BY key LIMIT ? OFFSET ?",
+                                                   (*params, limit, offset))]
+            return keys, one(conn, f"SELECT count(*) FROM {where}", *params)
+
+        return self._read(read)
+
+    def _count_keys(self, where, params, keys):
+        """``(count, present)`` of the rows ``where`` finds (a count over the primary key's prefix)."""
+        try:
+            keys = key_list(keys)
+        except BadRequest as exc:
+            return defer.fail(exc)
+
+        def read(conn):
+            count = one(conn, f"SELECT count(*) FROM {where}", *params)
+            present = [key for (key,) in by_keys(conn, f"SELECT key FROM {where}", params, keys)] if keys else []
+            return count, present
+
+        return self._read(read)
+
     # -- attributes --------------------------------------------------------------
 
     def save_attributes(self, device_id, scope, values, ts):

@@ -27,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import socket
+import sys
 from collections import Counter
 
 from OpenSSL import SSL, crypto
@@ -51,6 +53,7 @@ IDLE_TIMEOUT = 30 * 60.0
 HANDSHAKE_TIMEOUT = 30.0
 HANDSHAKE_RATE = (50, 100, 1_000)  # full handshakes: per second per source address, its burst, per second in all
 SESSION_RATE = (100, 200)  # datagrams a session may send: per second, burst
+RECEIVE_BUFFER = 4 << 20  # bytes of datagrams the kernel holds for the port while the reactor is busy
 RATE_KEYS = 100_000  # source addresses the handshake rate limit remembers
 SWEEP_INTERVAL = 1.0
 EXPIRED = frozenset({9, 10})  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
@@ -101,6 +104,24 @@ def server_context(cert_file, key_file, ca_file=None) -> SSL.Context:
     return context
 
 
+def receive_buffer(sock, size) -> int:
+    """Ask for a receive buffer of ``size`` bytes on ``sock`` (past the system's limit where the
+    process may: SO_RCVBUFFORCE), and answer what the kernel gives (Linux reports twice what it
+    counts for its own bookkeeping: the usable half is answered)."""
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    try:
+        if force is None:
+            raise PermissionError
+        sock.setsockopt(socket.SOL_SOCKET, force, size)
+    except OSError:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError:
+            pass
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return got // 2 if sys.platform.startswith("linux") else got
+
+
 def _reason(exc) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
@@ -116,7 +137,8 @@ class DtlsEndpoint(protocol.DatagramProtocol):
 
     def __init__(self, context, layer, clock, identify=None, psk=None, max_sessions=MAX_SESSIONS,
                  max_handshakes=MAX_HANDSHAKES, max_peer_sessions=MAX_PEER_SESSIONS, idle_timeout=IDLE_TIMEOUT,
-                 handshake_timeout=HANDSHAKE_TIMEOUT, handshake_rate=HANDSHAKE_RATE, session_rate=SESSION_RATE):
+                 handshake_timeout=HANDSHAKE_TIMEOUT, handshake_rate=HANDSHAKE_RATE, session_rate=SESSION_RATE,
+                 receive_buffer=RECEIVE_BUFFER):
         self.context, self.layer, self.clock, self.identify, self.psk = context, layer, clock, identify, psk
         self.max_peer_sessions, self.idle_timeout, self.handshake_timeout = max_peer_sessions, idle_timeout, \
             handshake_timeout
@@ -124,6 +146,8 @@ class DtlsEndpoint(protocol.DatagramProtocol):
         self.handshakes = Table(min(max_handshakes, max_sessions))  # oldest first
         self.counters = Counter(dict.fromkeys(COUNTERS, 0))
         self.session_rate = session_rate
+        self.receive_buffer = receive_buffer  # SO_RCVBUF asked for the port (0: the system's default)
+        self.receive_buffer_size = None  # what the kernel gave
         self._address_rate = self._total_rate = None
         if handshake_rate:
             per_second, burst, in_all = handshake_rate
@@ -145,6 +169,13 @@ class DtlsEndpoint(protocol.DatagramProtocol):
     # -- the UDP side ----------------------------------------------------------
 
     def startProtocol(self):
+        sock = getattr(self.transport, "socket", None)
+        if sock is not None and self.receive_buffer:
+            self.receive_buffer_size = receive_buffer(sock, self.receive_buffer)
+            if self.receive_buffer_size < self.receive_buffer:
+                log.warn("the CoAPS port's receive buffer is {got} bytes, not the {asked} asked: raise the "
+                         "system's limit (net.core.rmem_max on Linux) for a flooding session to cost others "
+                         "nothing", got=self.receive_buffer_size, asked=self.receive_buffer)
         self.layer.makeConnection(self)
         self._sweeper = self.clock.callLater(SWEEP_INTERVAL, self._sweep)
 

@@ -21,7 +21,7 @@ from tbcoap.deviceapi.answers import LINK_FORMAT, error
 from tbcoap.deviceapi.formats import (CBOR_FORMAT, CBOR_IN_JSON, JSON_CODECS, JSON_IN_JSON, OCTET_STREAM,
                                       PROTOBUF_ACCEPT, PROVISION_ACCEPT, PROVISION_PROTOBUF, READS_CBOR, WRITES_CBOR,
                                       ProtobufCodec)
-from tbcoap.errors import (BadRequest, NoRule, NotFound, RuleTimeout, ShuttingDown, StoreUnavailable,
+from tbcoap.errors import (BadRequest, NoRule, NotFound, RuleTimeout, ShuttingDown, StoreUnavailable, TooManyKeys,
                            Unauthorized)
 from tbcoap.models import DEVICE_API_FEATURES, INT64_MAX
 from tbcoap.redact import mask_token
@@ -297,7 +297,8 @@ class DeviceApi:
 
     def _error_answer(self, exc, request, routed=PROVISION_ROUTE, device=None, failure=None):
         if isinstance(exc, BadRequest):
-            return error(coap.BAD_REQUEST, str(exc))
+            code = coap.REQUEST_ENTITY_TOO_LARGE if isinstance(exc, TooManyKeys) else coap.BAD_REQUEST
+            return error(code, str(exc))
         if isinstance(exc, Unauthorized):
             return error(coap.UNAUTHORIZED, str(exc) or "unauthorized")
         if isinstance(exc, NotFound):

@@ -7,10 +7,24 @@ from twisted.internet import defer
 from tbcoap.errors import BadRequest
 from tbcoap.storekit import AGGREGATIONS as STORE_AGGREGATIONS
 from tbcoap.rest.answers import Stream
-from tbcoap.rest.views import SeriesWriter, attributes_json, ts_json
+from tbcoap.models import plain
+from tbcoap.rest.views import SeriesWriter, attributes_json, page_json, ts_json, value_text
 from tbcoap.services.attributes import check_scope
 
 AGGREGATIONS = ("NONE", *STORE_AGGREGATIONS)
+MAX_KEY_PAGE = 1000  # keys in one page of latest values or attributes (each value up to 64 KiB)
+
+
+def key_paging(call):
+    """``(page_size, page)`` when the call asks for a page of keys (``pageSize`` or ``page``), else None."""
+    if "pageSize" not in call.query and "page" not in call.query:
+        return None
+    page_size, page = call.paging(required=True)
+    if page_size > MAX_KEY_PAGE:
+        raise BadRequest(f"pageSize must be at most {MAX_KEY_PAGE} for a page of keys")
+    if page * page_size > 2**62:
+        raise BadRequest("page is out of range")
+    return page_size, page
 
 
 @defer.inlineCallbacks
@@ -31,6 +45,12 @@ def timeseries_values(call, device_id):
     if agg not in AGGREGATIONS:
         raise BadRequest(f"agg must be one of {', '.join(AGGREGATIONS)}")
     if "startTs" not in call.query and "endTs" not in call.query and agg == "NONE":
+        paging = key_paging(call) if keys is None else None
+        if paging is not None:  # tbcoap's own: a page of the device's keys, in key order
+            convert = plain if strict else value_text
+            rows, total = yield call.core.telemetry.latest_page(device_id, paging[0], paging[0] * paging[1])
+            return page_json([{"key": key, "ts": ts, "value": convert(value)} for key, ts, value in rows], total,
+                             *paging)
         latest = yield call.core.telemetry.latest(device_id, keys)
         return ts_json({key: [point] for key, point in latest.items()}, strict)
     order = (call.query.get("orderBy") or "DESC").upper()
@@ -68,6 +88,13 @@ def attribute_values(call, device_id, scope=None):
     """GET .../DEVICE/{id}/values/attributes[/{scope}]?keys=..: typed values."""
     yield call.device(device_id)
     keys = call.keys_param()
+    paging = key_paging(call) if keys is None else None
+    if paging is not None:  # tbcoap's own: a page of one scope's keys, in key order
+        if not scope:
+            raise BadRequest("a page of attributes is of one scope: .../values/attributes/{scope}")
+        rows, total = yield call.core.attributes.page(device_id, check_scope(scope), paging[0], paging[0] * paging[1])
+        return page_json([{"key": key, "value": plain(value), "lastUpdateTs": ts} for key, value, ts in rows], total,
+                         *paging)
     out = []
     for one in [check_scope(scope)] if scope else ("CLIENT_SCOPE", "SHARED_SCOPE", "SERVER_SCOPE"):
         found = yield call.core.attributes.get(device_id, one, keys)

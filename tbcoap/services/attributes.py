@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from tbcoap.errors import BadRequest
 from tbcoap.models import OPERATOR_SCOPES, SCOPES, now_ms, plain
 from tbcoap.events import SharedAttributesChanged, SharedAttributesDeleted
+from tbcoap.services.keycap import KeyCap
 from tbcoap.services.values import Limits, parse_attributes, parse_json
 
 
@@ -22,8 +24,9 @@ def check_scope(scope, writable=False):
 class AttributeService:
     """Typed attributes; SERVER_SCOPE reads include the live activity values."""
 
-    def __init__(self, store, activity, bus, rules=None, limits: Limits = Limits()):
+    def __init__(self, store, activity, bus, rules=None, limits: Limits = Limits(), keycap=None):
         self.store = store
+        self.keycap = keycap or KeyCap(store)  # the cap on a device's distinct keys (per scope)
         self.activity = activity
         self.bus = bus
         self.rules = rules
@@ -37,7 +40,7 @@ class AttributeService:
         if not values:
             return None
         ts = now_ms()
-        d = self.store.save_attributes(device.id, "CLIENT_SCOPE", values, ts)
+        d = self._save(device.id, "CLIENT_SCOPE", values, ts)
         if self.live is not None:
             d.addCallback(self._told, device.id, "CLIENT_SCOPE", values, ts)
         if self.rules is not None:
@@ -54,7 +57,7 @@ class AttributeService:
         if not values:
             return defer.succeed(values)
         ts = now_ms()
-        d = self.store.save_attributes(device_id, scope, values, ts)
+        d = self._save(device_id, scope, values, ts)
 
         def committed(_):
             if scope == "SHARED_SCOPE":
@@ -64,6 +67,21 @@ class AttributeService:
             return values
 
         return d.addCallback(committed)
+
+    def _save(self, device_id, scope, values, ts):
+        """Save within the key cap: refused whole (TooManyKeys) when new keys would pass it."""
+        admitted = self.keycap.admit(device_id, scope, values)
+        if admitted is None:
+            return self.store.save_attributes(device_id, scope, values, ts)
+
+        def save(new):
+            def settle(result):
+                self.keycap.settle(device_id, scope, new, not isinstance(result, Failure))
+                return result
+
+            return self.store.save_attributes(device_id, scope, values, ts).addBoth(settle)
+
+        return admitted.addCallback(save)
 
     def _told(self, result, device_id, scope, values, ts):
         self.live.attributes_stored(device_id, scope, values, ts)
@@ -84,6 +102,25 @@ class AttributeService:
                     found[key] = (value, now)
         return found
 
+    @defer.inlineCallbacks
+    def page(self, device_id, scope, limit, offset):
+        """``([(key, value, last_update_ts)], total)``: a page of one scope's attributes in key
+        order.  SERVER_SCOPE's live activity values the store does not hold yet (``active`` of a
+        device never heard from) come first, then the stored keys; the store reads the page only."""
+        check_scope(scope)
+        extra = []
+        if scope == "SERVER_SCOPE":
+            live = sorted(set(self.activity.current(device_id, now_ms())) | {"active"})
+            _, present = yield self.store.count_attribute_keys(device_id, scope, live)
+            extra = [key for key in live if key not in set(present)]
+        mine = extra[offset:offset + limit]
+        stored, total = yield self.store.attribute_key_page(device_id, scope, limit - len(mine) or 1,
+                                                             max(0, offset - len(extra)))
+        stored = stored[:limit - len(mine)]
+        keys = mine + stored
+        found = (yield self.get(device_id, scope, keys)) if keys else {}
+        return [(key, *found[key]) for key in keys if key in found], total + len(extra)
+
     def delete(self, device_id, scope, keys):
         """Deferred list of the keys that existed and are now deleted (shared ones are published)."""
         check_scope(scope)
@@ -95,7 +132,12 @@ class AttributeService:
                 self.live.attributes_deleted(device_id, scope, deleted)
             return deleted
 
-        return self.store.delete_attributes(device_id, scope, keys).addCallback(committed)
+        d = self.store.delete_attributes(device_id, scope, keys).addCallback(committed)
+        return d.addBoth(self._deleted, device_id)
+
+    def _deleted(self, result, device_id):
+        self.keycap.forget(device_id)  # its keys may be fewer now: ask the store again
+        return result
 
     @defer.inlineCallbacks
     def shared_values(self, device_id):

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from tbcoap.errors import BadRequest
 from tbcoap.models import now_ms
 from tbcoap.services.history import HistoryGate, HistoryRead, check_aggregate, check_history
+from tbcoap.services.keycap import TIMESERIES, KeyCap
 from tbcoap.services.values import Limits, parse_json, parse_telemetry
 
 class TelemetryService:
     """Stores typed telemetry and reads it back."""
 
-    def __init__(self, store, retention, rules=None, limits: Limits = Limits()):
+    def __init__(self, store, retention, rules=None, limits: Limits = Limits(), keycap=None):
         self.store = store
+        self.keycap = keycap or KeyCap(store)  # the cap on a device's distinct keys
         self.retention = retention  # the RetentionService, told when points with a time to live expire
         self.rules = rules
         self.limits = limits
@@ -31,7 +34,12 @@ class TelemetryService:
         entries = parse_telemetry(payload, now_ms(), self.limits, read)
         if not entries:
             return None
-        return self.store.save_telemetry(device.id, entries).addCallback(self._uploaded, device, entries)
+        admitted = self.keycap.admit(device.id, TIMESERIES, {entry[1] for entry in entries})
+        if admitted is None:
+            d = self.store.save_telemetry(device.id, entries)
+        else:
+            d = admitted.addCallback(self._save_admitted, device.id, entries)
+        return d.addCallback(self._uploaded, device, entries)
 
     def _uploaded(self, result, device, entries):
         """A device's upload is committed: count it, publish it, tell the rules (one callback)."""
@@ -39,13 +47,28 @@ class TelemetryService:
         if self.rules is not None:
             self.rules.uploaded("tbcoap_telemetry_uploaded", device, entries=entries)
 
+    def _save_admitted(self, new, device_id, entries, ttl_ms=None):
+        """Save what the key cap let in with keys new to the store, then settle them."""
+        d = self.store.save_telemetry(device_id, entries, ttl_ms)
+
+        def settle(result):
+            self.keycap.settle(device_id, TIMESERIES, new, not isinstance(result, Failure))
+            return result
+
+        return d.addBoth(settle)
+
     def save(self, device_id, payload: bytes, ttl_ms=None):
         """Store telemetry an operator posted (the device shapes); Deferred fired on commit.
         ``ttl_ms``: the points may be removed that long after their ts."""
         entries = parse_telemetry(payload, now_ms(), self.limits)
         if not entries:
             return defer.succeed(None)
-        d = self.store.save_telemetry(device_id, entries, ttl_ms or None).addCallback(self._stored, device_id, entries)
+        admitted = self.keycap.admit(device_id, TIMESERIES, {entry[1] for entry in entries})
+        if admitted is None:
+            d = self.store.save_telemetry(device_id, entries, ttl_ms or None)
+        else:
+            d = admitted.addCallback(self._save_admitted, device_id, entries, ttl_ms or None)
+        d.addCallback(self._stored, device_id, entries)
         if ttl_ms:
             d.addCallback(self._expect, min(ts for ts, _, _ in entries) + ttl_ms)
         return d
@@ -66,7 +89,12 @@ class TelemetryService:
             raise BadRequest("query parameter keys is required")
         if start_ts > end_ts:
             raise BadRequest("startTs is after endTs")
-        return self.store.delete_telemetry(device_id, keys, start_ts, end_ts, delete_latest, rewrite_latest)
+        d = self.store.delete_telemetry(device_id, keys, start_ts, end_ts, delete_latest, rewrite_latest)
+        return d.addBoth(self._deleted, device_id)
+
+    def _deleted(self, result, device_id):
+        self.keycap.forget(device_id)  # its keys may be fewer now: ask the store again
+        return result
 
     def latest(self, device_id, keys=None):
         """Deferred ``{key: (ts, value)}``; ``keys`` None means every key."""
@@ -91,6 +119,14 @@ class TelemetryService:
         check_aggregate(keys, start_ts, end_ts, interval, limit)
         return HistoryRead(self.history_gate, caller, self.store, device_id, keys, start_ts, end_ts, limit,
                            descending, agg, interval)
+
+    @defer.inlineCallbacks
+    def latest_page(self, device_id, limit, offset):
+        """``([(key, ts, value)], total)``: the latest values of a page of the device's keys, in key
+        order; the store reads the page's keys only."""
+        keys, total = yield self.store.telemetry_key_page(device_id, limit, offset)
+        found = (yield self.store.latest_telemetry(device_id, keys)) if keys else {}
+        return [(key, *found[key]) for key in keys if key in found], total
 
     def keys(self, device_id):
         """Deferred sorted list of the device's time-series keys."""

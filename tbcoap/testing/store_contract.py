@@ -1380,3 +1380,55 @@ async def test_default_profile_and_deletions_persist(store, open_backend):
         assert await again.customer_by_key_digest(digest(1)) is None
     finally:
         await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_count_keys(store):
+    d = await store.add_device(dev("counted"), "tcounted")
+    other = await store.add_device(dev("other"), "tother")
+    assert await counted(store.count_telemetry_keys(d.id, ["a"])) == (0, [])
+    await store.save_telemetry(d.id, [(ts, key, ts) for ts in range(3) for key in ("a", "b", "c")])
+    await store.save_telemetry(other.id, [(1, "z", 1)])
+    assert await counted(store.count_telemetry_keys(d.id, ["a", "c", "new"])) == (3, ["a", "c"])
+    assert await counted(store.count_telemetry_keys(d.id, [])) == (3, [])
+    await store.delete_telemetry(d.id, ["b"], -(2**63), 2**63 - 1)  # a key whose latest is gone is gone
+    assert await counted(store.count_telemetry_keys(d.id, ["b"])) == (2, [])
+    await store.save_attributes(d.id, "CLIENT_SCOPE", {"x": 1, "y": 2}, 1)
+    await store.save_attributes(d.id, "SHARED_SCOPE", {"x": 1}, 1)
+    assert await counted(store.count_attribute_keys(d.id, "CLIENT_SCOPE", ["y", "q"])) == (2, ["y"])
+    assert await counted(store.count_attribute_keys(d.id, "SHARED_SCOPE", ["y", "x"])) == (1, ["x"])
+    assert await counted(store.count_attribute_keys(d.id, "SERVER_SCOPE", ["x"])) == (0, [])
+    await store.delete_attributes(d.id, "CLIENT_SCOPE", ["x"])
+    assert await counted(store.count_attribute_keys(d.id, "CLIENT_SCOPE", ["x", "y"])) == (1, ["y"])
+    assert await counted(store.count_telemetry_keys(new_id(), ["a"])) == (0, [])
+    assert await counted(store.count_attribute_keys(new_id(), "CLIENT_SCOPE", ["x"])) == (0, [])
+    await raises(BadRequest, store.count_attribute_keys(d.id, "NO_SCOPE", ["x"]))
+    await store.delete_device(d.id)
+    assert await counted(store.count_telemetry_keys(d.id, ["a"])) == (0, [])
+    assert await counted(store.count_telemetry_keys(other.id, ["z"])) == (1, ["z"])
+
+
+async def counted(d):
+    count, present = await d
+    return count, sorted(present)
+
+
+@pytest_twisted.ensureDeferred
+async def test_key_pages(store):
+    d = await store.add_device(dev("paged"), "tpaged")
+    keys = [f"k{n:03d}" for n in range(25)] + ["B", "a", "\u00e9"]
+    await store.save_telemetry(d.id, [(1, key, 1) for key in reversed(keys)])
+    ordered = sorted(keys)  # code point order: "B" < "a" < "k000" < ... < "\u00e9"
+    assert await store.telemetry_key_page(d.id, 10, 0) == (ordered[:10], 28)
+    assert await store.telemetry_key_page(d.id, 10, 20) == (ordered[20:], 28)
+    assert await store.telemetry_key_page(d.id, 10, 30) == ([], 28)
+    await store.save_attributes(d.id, "SHARED_SCOPE", {"z": 1, "y": 2, "x": 3}, 1)
+    await store.save_attributes(d.id, "CLIENT_SCOPE", {"w": 1}, 1)
+    assert await store.attribute_key_page(d.id, "SHARED_SCOPE", 2, 0) == (["x", "y"], 3)
+    assert await store.attribute_key_page(d.id, "SHARED_SCOPE", 2, 2) == (["z"], 3)
+    assert await store.attribute_key_page(d.id, "SERVER_SCOPE", 2, 0) == ([], 0)
+    assert await store.telemetry_key_page(new_id(), 10, 0) == ([], 0)
+    assert await store.attribute_key_page(new_id(), "CLIENT_SCOPE", 10, 0) == ([], 0)
+    await raises(BadRequest, store.attribute_key_page(d.id, "NO_SCOPE", 10, 0))
+    await raises(BadRequest, store.telemetry_key_page(d.id, 0, 0))
+    await raises(BadRequest, store.telemetry_key_page(d.id, 10, -1))

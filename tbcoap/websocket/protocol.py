@@ -172,14 +172,23 @@ class LiveProtocol(WebSocketServerProtocol):
                 self._close(POLICY_VIOLATION, "Max pending updates limit reached!", abort=True)
                 return False
             return True
-        self.sendMessage(data)
+        self._send(data)
         return True
 
     def drain(self):
         while self.queue and not self.paused and self.state == self.STATE_OPEN:
             data = self.queue.popleft()
             self.queued -= len(data)
+            self._send(data)
+
+    def _send(self, data):
+        """sendMessage without autobahn's message limit, which it applies to what it sends as well as
+        to what it reads: a client's messages stay within MAX_MESSAGE, updates within ``ws-max-queue``."""
+        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+        try:
             self.sendMessage(data)
+        finally:
+            self.maxMessagePayloadSize = limit
 
     def _close(self, code, reason, abort=False):
         """Close with ``code`` (ThingsBoard's 1007, 1008: autobahn's sendClose takes only 1000 and

@@ -1,9 +1,12 @@
 // Attributes of the three scopes: CLIENT_SCOPE read-only; SHARED_SCOPE and SERVER_SCOPE editable
 // by the admin (a key with a JSON or text value, or deleted) and read-only for a customer. The
-// server's own SERVER_SCOPE attributes are marked as such and offer no Edit or Delete.
+// server's own SERVER_SCOPE attributes are marked as such and offer no Edit or Delete. Each scope
+// shows a page of its keys (PAGE_SIZE, in key order; the server's own first), never all of them.
 
 import { api, devicePath } from "./api.js";
-import { busy, dataTable, field, formatTime, formatValue, h, newestWins, notice, showError, syncRows } from "./dom.js";
+import { busy, dataTable, field, formatTime, formatValue, h, newestWins, notice, pager, showError, syncRows } from "./dom.js";
+
+const PAGE_SIZE = 50;
 
 // [scope, title, hint when the key may edit it, hint when it may not]
 const SCOPES = [
@@ -31,10 +34,17 @@ export function attributesSection(id, ctx, life, onServer) {
   const el = h("section", { class: "card", "aria-labelledby": "attributes-h" },
     h("h2", { id: "attributes-h" }, "Attributes"), scopes.map((s) => s.el));
   const refresh = async () => {
-    await Promise.all(scopes.map(async (s) => {
-      const list = await s.refresh();
-      if (list && s.scope === "SERVER_SCOPE") onServer(list);
-    }));
+    await Promise.all([...scopes.map((s) => s.refresh()), activity()]);
+  };
+  // the device's activity, whatever page of SERVER_SCOPE is shown
+  const activity = async () => {
+    try {
+      const list = await api("GET", devicePath(id, "/values/attributes/SERVER_SCOPE"),
+        { query: { keys: "active,lastActivityTime" } });
+      if (life.alive) onServer(list);
+    } catch (error) {
+      if (life.alive) showError("Reading the device's activity", error);
+    }
   };
   for (const s of scopes) s.reload = refresh;
   return { el, refresh };
@@ -55,6 +65,11 @@ function scopeBlock(id, scope, title, hint, editable, life) {
   const message = notice(`attr-${scope}-notice`);
   const block = { scope, el: null, reload: null };
   const order = newestWins();
+  let current = 0;
+  const pages = pager(`Pages of ${title.toLowerCase()}`, (page) => { current = page; block.refresh(); });
+  pages.el.id = `attr-${scope}-pages`;
+  const pagesBox = h("div"); // holds the pager when there is more than one page
+  const count = h("p", { class: "hint", id: `attr-${scope}-count` });
 
   let form = null;
   let keyInput = null;
@@ -155,10 +170,19 @@ function scopeBlock(id, scope, title, hint, editable, life) {
   block.refresh = async () => {
     try {
       const ticket = order.start();
-      const attributes = await api("GET", devicePath(id, `/values/attributes/${scope}`));
+      const path = devicePath(id, `/values/attributes/${scope}`);
+      let page = await api("GET", path, { query: { pageSize: PAGE_SIZE, page: current } });
+      if (current > 0 && current >= page.totalPages) { // the keys of the last page were deleted
+        current = Math.max(0, page.totalPages - 1);
+        page = await api("GET", path, { query: { pageSize: PAGE_SIZE, page: current } });
+      }
       if (!life.alive || !order.fresh(ticket)) return null;
-      syncRows(list.tbody, attributes, (a) => a.key, row, columns.length, "None.");
-      return attributes;
+      syncRows(list.tbody, page.data, (a) => a.key, row, columns.length, "None.");
+      pages.update(current, page.totalPages);
+      if (page.totalPages > 1) pagesBox.append(pages.el);
+      else pages.el.remove();
+      count.textContent = page.totalElements > PAGE_SIZE ? `${page.totalElements} keys, ${PAGE_SIZE} a page.` : "";
+      return page.data;
     } catch (error) {
       if (life.alive) showError(`Reading ${title.toLowerCase()}`, error);
       return null;
@@ -167,6 +191,6 @@ function scopeBlock(id, scope, title, hint, editable, life) {
 
   block.el = h("section", { class: "scope", "aria-labelledby": headId },
     h("h3", { id: headId }, title), h("p", { class: "hint", id: `attr-${scope}-hint` }, hint),
-    h("div", { "aria-live": "polite" }, list.el), form);
+    count, h("div", { "aria-live": "polite" }, list.el), pagesBox, form);
   return block;
 }

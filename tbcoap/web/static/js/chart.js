@@ -1,8 +1,10 @@
 // The chart: chosen time-series keys over a chosen range, from the aggregation API (AVG, MIN,
 // MAX, ... per bucket, at most ~500 buckets) or raw points, drawn with the vendored uPlot and
 // redrawn as points are stored (told by the page's live subscription, at most once a second), or
-// every 10 s while the live socket is down. Until the user chooses, the first key with a numeric
-// latest value is ticked and the range is the shortest one holding the ticked keys' first point.
+// every 10 s while the live socket is down. The keys offered are those of the latest-telemetry page
+// shown (and the ticked ones), never every key of a device that has thousands. Until the user
+// chooses, the first key with a numeric latest value is ticked and the range is the shortest one
+// holding the ticked keys' first point.
 
 import { api, devicePath } from "./api.js";
 import { clear, field, h, newestWins, notice, showError } from "./dom.js";
@@ -23,6 +25,7 @@ const MAX_BUCKETS = 500;
 const RAW_LIMIT = 2000;
 const COLORS = ["#1f5fa8", "#c0392b", "#2e7d32", "#7b3fa0", "#b35900", "#00838f", "#6d4c41", "#ad1457"];
 const REFRESH_MS = 10000;
+const NUMBER = /^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$/; // a LONG or DOUBLE in the values' string form
 
 export function intervalFor(range) {
   return INTERVALS.find((ms) => range / ms <= MAX_BUCKETS) || Math.ceil(range / MAX_BUCKETS);
@@ -59,6 +62,7 @@ export function chartSection(id, life) {
     h("div", { class: "row" }, range.el, from.el, to.el, agg.el, draw), message.el);
 
   const known = new Set();
+  let boxes = 0; // checkboxes made so far (their ids)
   let plot = null;
   let plotKeys = "";
   let window_ = [0, 0]; // the x range drawn, in seconds
@@ -79,31 +83,32 @@ export function chartSection(id, life) {
   };
   syncCustom();
 
-  async function loadKeys() {
-    try {
-      const keys = await api("GET", devicePath(id, "/keys/timeseries"));
-      if (!life.alive) return;
-      for (const key of keys) {
-        if (known.has(key)) continue;
-        known.add(key);
-        noKeys.remove();
-        const boxId = `chart-key-${known.size}`;
-        keysBox.append(h("label", { for: boxId, class: "choice" },
-          h("input", { type: "checkbox", id: boxId, value: key, onchange: () => { autoKeys = false; update(); } }), ` ${key}`));
+  /** The keys offered: those of the latest-telemetry page shown, and the ticked ones of other pages. */
+  function offerKeys(points) {
+    const onPage = new Set(points.map((point) => point.key));
+    for (const box of [...keysBox.querySelectorAll("input")]) {
+      if (!box.checked && !onPage.has(box.value)) {
+        known.delete(box.value);
+        box.closest("label").remove();
       }
-      if (autoKeys && known.size && !chosen().length) await pickKey();
-    } catch (error) {
-      if (life.alive) showError("Reading the time-series keys", error);
     }
+    for (const { key } of points) {
+      if (known.has(key)) continue;
+      known.add(key);
+      const boxId = `chart-key-${++boxes}`;
+      keysBox.append(h("label", { for: boxId, class: "choice" },
+        h("input", { type: "checkbox", id: boxId, value: key, onchange: () => { autoKeys = false; update(); } }), ` ${key}`));
+    }
+    if (known.size) noKeys.remove();
+    else keysBox.append(noKeys);
   }
 
-  /** Tick the first key, in the list's order, whose latest value is a number. */
-  async function pickKey() {
-    const latest = await api("GET", devicePath(id, "/values/timeseries"), { query: { useStrictDataTypes: true } });
-    if (!life.alive || !autoKeys || chosen().length) return;
-    const numeric = (key) => latest[key] && latest[key][0] && typeof latest[key][0].value === "number";
-    const box = [...keysBox.querySelectorAll("input")].find((input) => numeric(input.value));
+  /** Tick the first key of the page, in its order, whose latest value is a number. */
+  function pickKey(points) {
+    const point = points.find((p) => typeof p.value === "string" && NUMBER.test(p.value));
+    const box = point && [...keysBox.querySelectorAll("input")].find((input) => input.value === point.key);
     if (box) box.checked = true;
+    return Boolean(box);
   }
 
   /** The shortest fixed range holding the first point of `keys` (of the last 30 days), selected. */
@@ -239,18 +244,22 @@ export function chartSection(id, life) {
   range.input.addEventListener("change", () => { autoRange = false; syncCustom(); update(); });
   agg.input.addEventListener("change", () => update());
   form.addEventListener("submit", (event) => { event.preventDefault(); update(); });
-  loadKeys().then(update);
-  life.every(REFRESH_MS, async () => { await loadKeys(); if (chosen().length) await update(); }, true);
-  const newKeys = throttle(1000, () => loadKeys().then(() => { if (chosen().length) update(); }));
+  update();
+  life.every(REFRESH_MS, async () => { if (chosen().length) await update(); }, true);
   const redraw = throttle(1000, () => update());
 
   return {
     el: h("section", { class: "card", "aria-labelledby": "chart-h" },
       h("h2", { id: "chart-h" }, "Chart"), form, summary, plotBox),
-    /** Points of `keys` were stored: a key not seen yet is added, drawn keys are drawn again. */
+    /** Points of `keys` were stored: drawn keys are drawn again. */
     stored(keys) {
-      if (keys.some((key) => !known.has(key))) newKeys();
-      else if (keys.some((key) => chosen().includes(key))) redraw();
+      if (keys.some((key) => chosen().includes(key))) redraw();
+    },
+    /** The latest-telemetry page shown, [{key, ts, value}]: its keys are offered; until the user
+     * chooses, the first numeric one is ticked. */
+    offer(points) {
+      offerKeys(points);
+      if (autoKeys && !chosen().length && pickKey(points)) update();
     },
   };
 }

@@ -3,14 +3,15 @@
 // are read again every 5 s only while the live socket is down.
 
 import { api, devicePath, seg } from "./api.js";
-import { append, badge, busy, clear, dataTable, field, flashStatus, formatTime, h, notice, randomToken, showError, syncRows } from "./dom.js";
+import { append, badge, busy, clear, dataTable, field, flashStatus, formatTime, h, newestWins, notice, pager, randomToken, showError, syncRows } from "./dom.js";
 import { deleteDevice } from "./devices.js";
 import { chartSection } from "./chart.js";
 import { attributesSection } from "./attributes.js";
 import { rpcSection } from "./rpc.js";
-import { follow, throttle } from "./live.js";
+import { follow, live, throttle } from "./live.js";
 
 export const REFRESH_MS = 5000;
+const PAGE_SIZE = 50; // keys a page of latest telemetry or attributes shows
 
 export async function deviceView(view, ctx, life, id) {
   const title = h("h1", { tabindex: "-1", id: "device-title" }, "Device");
@@ -35,23 +36,26 @@ export async function deviceView(view, ctx, life, id) {
   const facts = factsSection(device, ctx);
   view.append(facts.el);
   if (ctx.admin) view.append(credentialsSection(device));
-  const latest = latestSection(id, life);
-  view.append(latest.el);
   const chart = chartSection(id, life);
-  view.append(chart.el);
+  const latest = latestSection(id, life, (points) => chart.offer(points));
+  view.append(latest.el, chart.el);
   const attributes = attributesSection(id, ctx, life, (server) => facts.activity(server));
   view.append(attributes.el);
   if (ctx.admin) view.append(rpcSection(id, life));
 
   const device_ = { entityType: "DEVICE", entityId: id };
+  // a subscription the server refuses (its first values over what one update may hold, for a
+  // device with very many keys) leaves the page polling, as while the socket is down
+  let followed = true;
+  const refused = () => { followed = false; };
   follow(life, { type: "TIMESERIES", ...device_ }, (data) => {
     latest.apply(data);
     chart.stored(Object.keys(data));
-  });
+  }, refused);
   const rereadAttributes = throttle(500, () => attributes.refresh());
-  follow(life, { type: "ATTRIBUTES", ...device_ }, () => rereadAttributes());
+  follow(life, { type: "ATTRIBUTES", ...device_ }, () => rereadAttributes(), refused);
   await Promise.all([latest.refresh(), attributes.refresh()]);
-  life.every(REFRESH_MS, () => Promise.all([latest.refresh(), attributes.refresh()]), true);
+  life.every(REFRESH_MS, () => (live.up && followed ? null : Promise.all([latest.refresh(), attributes.refresh()])));
 }
 
 function factsSection(device, ctx) {
@@ -159,9 +163,13 @@ function credentialsSection(device) {
   const message = notice("credentials-notice");
 
   const display = (credentials) => {
-    append(clear(shown), credentials.credentialsType === "ACCESS_TOKEN"
+    const kind = credentials.credentialsType;
+    append(clear(shown), kind === "ACCESS_TOKEN"
       ? ["Access token: ", h("code", { id: "device-token", class: "token" }, credentials.credentialsId)]
-      : ["X.509 certificate, SHA3-256 digest: ", h("code", { class: "token" }, credentials.credentialsId)]);
+      : kind === "PSK"
+        ? ["Pre-shared key (CoAPS), identity: ", h("code", { id: "device-psk-identity", class: "token" }, credentials.credentialsId),
+          " (the key is never shown: replace it if it is lost)"]
+        : ["X.509 certificate, SHA3-256 digest: ", h("code", { class: "token" }, credentials.credentialsId)]);
     shown.hidden = false;
     show.textContent = "Hide token";
     show.setAttribute("aria-expanded", "true");
@@ -206,16 +214,62 @@ function credentialsSection(device) {
   return h("section", { class: "card", "aria-labelledby": "credentials-h" },
     h("h2", { id: "credentials-h" }, "Access token"),
     h("p", { class: "hint" }, "The device puts it in its CoAP paths: /api/v1/TOKEN/telemetry."),
-    h("div", { class: "row" }, show, rotate, remove), message.el, shown);
+    h("div", { class: "row" }, show, rotate, remove), message.el, shown, pskForm(device, display));
 }
 
-function latestSection(id, life) {
+/** Make a pre-shared key the device's credential (CoAPS with PSK; the token stops working). */
+function pskForm(device, display) {
+  const identity = field("psk-identity", "Identity", { required: true, maxlength: 128, autocomplete: "off",
+    spellcheck: "false" });
+  const key = field("psk-key", "Key (hex, 16 to 64 bytes)", { required: true, autocomplete: "off", spellcheck: "false",
+    pattern: "([0-9a-fA-F]{2}){16,64}", title: "32 to 128 hex digits" });
+  const save = h("button", { type: "submit", id: "psk-save" }, "Set pre-shared key");
+  const message = notice("psk-notice");
+  const form = h("form", { id: "psk-form", "aria-labelledby": "psk-h" },
+    h("h3", { id: "psk-h" }, "Pre-shared key (CoAPS)"),
+    h("p", { class: "hint" }, "A device on CoAPS may prove itself with a key it shares with the server instead of a "
+      + "token (e.g. coap-client-openssl -u IDENTITY -k KEY, on paths without a token). The key is sent once and "
+      + "never shown again."),
+    h("div", { class: "row" }, identity.el, key.el, save), message.el);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = identity.input.value;
+    const hex = key.input.value.trim();
+    if (!confirm(`Make a pre-shared key with identity "${name}" the credential of "${device.name}"? `
+      + "Its token (or certificate) stops working at once.")) return;
+    message.clear();
+    busy(save, async () => {
+      try {
+        display(await api("POST", "/api/device/credentials", { body: {
+          deviceId: { entityType: "DEVICE", id: device.id.id }, credentialsType: "PSK", credentialsId: name,
+          credentialsValue: hex } }));
+        key.input.value = ""; // not kept in the page
+        message.ok(`The device's credential is the pre-shared key of identity "${name}".`);
+      } catch (error) {
+        message.error("Setting the pre-shared key", error);
+      }
+    });
+  });
+  return form;
+}
+
+/** The latest values of a page of the device's keys (PAGE_SIZE, in key order); a live update of a
+ * key not on the page reads the page again (a new key may belong on it), at most once a second. */
+function latestSection(id, life, onPage) {
   const list = dataTable("latest-telemetry", "Latest telemetry", ["Key", "Value", "Time"]);
   const stamp = h("p", { class: "hint", id: "latest-refreshed" });
+  const count = h("p", { class: "hint", id: "latest-count" });
+  const pages = pager("Pages of latest telemetry", (page) => { current = page; reread(); });
+  pages.el.id = "latest-pages";
+  const pagesBox = h("div"); // holds the pager when there is more than one page
   // only the table is live, and only the rows of changed values are rebuilt
   const live = h("div", { "aria-live": "polite" }, list.el);
-  const values = new Map(); // key -> {ts, value}: the newest known
-  const show = (how) => {
+  const values = new Map(); // key -> {ts, value}: the newest known, of the keys on the page
+  const elsewhere = new Set(); // keys of live updates known to be on another page
+  const order = newestWins();
+  let current = 0;
+  let how = "";
+  const show = () => {
     const points = [...values.keys()].sort().map((key) => ({ key, ...values.get(key) }));
     syncRows(list.tbody, points, (point) => point.key,
       (point) => h("tr", { dataset: { key: point.key } },
@@ -223,29 +277,52 @@ function latestSection(id, life) {
         h("td", null, formatTime(point.ts))), 3, "No telemetry yet.");
     stamp.textContent = `${how} ${new Date().toLocaleTimeString()}.`;
   };
+  async function read(why) {
+    try {
+      const ticket = order.start();
+      let page = await api("GET", devicePath(id, "/values/timeseries"), { query: { pageSize: PAGE_SIZE, page: current } });
+      if (current > 0 && current >= page.totalPages) { // the keys of the last page were deleted
+        current = Math.max(0, page.totalPages - 1);
+        page = await api("GET", devicePath(id, "/values/timeseries"), { query: { pageSize: PAGE_SIZE, page: current } });
+      }
+      if (!life.alive || !order.fresh(ticket)) return;
+      values.clear();
+      elsewhere.clear();
+      for (const point of page.data) values.set(point.key, { ts: point.ts, value: point.value });
+      pages.update(current, page.totalPages);
+      if (page.totalPages > 1) pagesBox.append(pages.el);
+      else pages.el.remove();
+      count.textContent = page.totalElements > PAGE_SIZE
+        ? `${page.totalElements} keys, ${PAGE_SIZE} a page.` : "";
+      if (why) how = why;
+      show();
+      onPage(page.data);
+    } catch (error) {
+      if (life.alive) showError("Reading the latest telemetry", error);
+    }
+  }
+  const reread = throttle(1000, () => read());
   return {
     el: h("section", { class: "card", "aria-labelledby": "latest-h" },
-      h("h2", { id: "latest-h" }, "Latest telemetry"), stamp, live),
-    async refresh() {
-      try {
-        const latest = await api("GET", devicePath(id, "/values/timeseries"));
-        if (!life.alive) return;
-        values.clear();
-        for (const key of Object.keys(latest)) if (latest[key][0]) values.set(key, latest[key][0]);
-        show(`Read every ${REFRESH_MS / 1000} s while live updates are down; last read`);
-      } catch (error) {
-        if (life.alive) showError("Reading the latest telemetry", error);
-      }
-    },
+      h("h2", { id: "latest-h" }, "Latest telemetry"), stamp, count, live, pagesBox),
+    refresh: () => read(`Read every ${REFRESH_MS / 1000} s while live updates are down; last read`),
     /** A live update's data, {key: [[ts, "value"], ...]}: the newest point of each key is shown. */
     apply(data) {
+      let unknown = false;
       for (const [key, points] of Object.entries(data)) {
+        if (!values.has(key)) {
+          if (!elsewhere.has(key)) unknown = true;
+          elsewhere.add(key);
+          continue;
+        }
         for (const [ts, value] of points) {
           const known = values.get(key);
-          if (!known || ts >= known.ts) values.set(key, { ts, value });
+          if (ts >= known.ts) values.set(key, { ts, value });
         }
       }
-      show("Live: updated as the device sends; last change");
+      how = "Live: updated as the device sends; last change";
+      show();
+      if (unknown) reread();
     },
   };
 }

@@ -120,11 +120,14 @@ export const live = new Live();
 
 /**
  * A subscription that ends with the page (`life`): `onData(data)` gets each update's data
- * ({key: [[ts, "value"]]}); an update with an error ends nothing here (the page keeps polling).
+ * ({key: [[ts, "value"]]}); an update with an error ends nothing here (the page keeps polling),
+ * `onError(update)` hears of it.
  */
-export function follow(life, cmd, onData) {
+export function follow(life, cmd, onData, onError = () => {}) {
   const cmdId = live.subscribe(cmd, (update) => {
-    if (life.alive && !update.errorCode && update.data) onData(update.data);
+    if (!life.alive) return;
+    if (update.errorCode) onError(update);
+    else if (update.data) onData(update.data);
   });
   life.onEnd(() => live.unsubscribe(cmdId));
   return cmdId;
