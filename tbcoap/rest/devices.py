@@ -13,10 +13,10 @@ from tbcoap.services.psk import psk_credentials
 
 @defer.inlineCallbacks
 def create_device(call):
-    """POST /api/device {"name","type"?,"label"?,"additionalInfo"?} (?accessToken=T chooses the token);
+    """POST /api/device {"name","type"?,"label"?,"additionalInfo"?,"deviceData"?} (?accessToken=T chooses the token);
     with ``"id": {"id": ..}`` it updates that device (ThingsBoard's save)."""
     body = call.json_object()
-    fields = (body.get("name"), body.get("type"), body.get("label"), body.get("additionalInfo"))
+    fields = (body.get("name"), body.get("type"), body.get("label"), body.get("additionalInfo"), body.get("deviceData"))
     ref = body.get("id")
     if ref is not None:
         device_id = ref.get("id") if isinstance(ref, dict) else None
@@ -24,7 +24,7 @@ def create_device(call):
             raise BadRequest('id must be {"id": "<device id>"} (or null to create)')
         device = yield call.core.devices.update(device_id, *fields)
         return device_json(device)
-    device, _token = yield call.core.devices.create(*fields[:3], call.query.get("accessToken") or None, fields[3])
+    device, _token = yield call.core.devices.create(*fields[:3], call.query.get("accessToken") or None, *fields[3:])
     return device_json(device)
 
 
