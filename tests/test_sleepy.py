@@ -1,0 +1,204 @@
+"""Sleepy devices (power saving, docs/device-api.md): ThingsBoard's power-saving settings on
+profiles and devices, downlinks held outside a device's window, and activity judged by requests."""
+
+import json
+
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from tests.coapclient import ACK, CON, GET, POST, code_text, open_client
+from tests.conftest import Rest
+
+PSM_PROFILE = {"name": "sleepers", "transportType": "COAP", "profileData": {"transportConfiguration": {
+    "type": "COAP", "clientSettings": {"powerMode": "PSM", "psmActivityTimer": 2000}}}}
+
+
+def sleep(seconds):
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_power_settings_of_profiles_and_devices_through_rest(rest):
+    status, profile = await rest.post("/api/deviceProfile", PSM_PROFILE)
+    assert status == 200, profile
+    assert profile["profileData"]["transportConfiguration"]["clientSettings"] == {"powerMode": "PSM",
+                                                                                  "psmActivityTimer": 2000}
+    status, device = await rest.post("/api/device", {"name": "d1", "type": "sleepers"})
+    assert status == 200 and "deviceData" not in device  # none of its own: the profile's settings
+    own = {"type": "COAP", "powerMode": "E_DRX", "edrxCycle": 81000, "pagingTransmissionWindow": 3000}
+    body = {**device, "deviceData": {"configuration": {"type": "DEFAULT"}, "transportConfiguration": own}}
+    status, changed = await rest.post("/api/device", body)
+    assert status == 200 and changed["deviceData"]["transportConfiguration"] == own
+    status, read = await rest.get(f"/api/device/{device['id']['id']}")
+    assert read["deviceData"]["transportConfiguration"] == own
+    body["deviceData"] = {"transportConfiguration": {"type": "DEFAULT"}}
+    status, reset = await rest.post("/api/device", body)
+    assert status == 200 and "deviceData" not in reset
+    for bad in ({"type": "COAP", "powerMode": "SLEEP"}, {"type": "COAP", "psmActivityTimer": -1},
+                {"type": "COAP", "edrxCycle": "10s"}, {"type": "MQTT"}):
+        status, answer = await rest.post("/api/device", {"name": "bad", "deviceData": {"transportConfiguration": bad}})
+        assert status == 400 and answer["message"], bad
+    bad_profile = json.loads(json.dumps(PSM_PROFILE))
+    bad_profile["name"] = "bad"
+    bad_profile["profileData"]["transportConfiguration"]["clientSettings"]["powerMode"] = "OFF"
+    status, answer = await rest.post("/api/deviceProfile", bad_profile)
+    assert status == 400 and "powerMode" in answer["message"]
+
+
+# -- a sleeping device, with real timing -----------------------------------------------------
+
+WINDOW_S = 2.0  # the profile's psmActivityTimer
+
+
+async def sleepy_device(rest, token="SLEEPY-1"):
+    status, profile = await rest.post("/api/deviceProfile", PSM_PROFILE)
+    assert status == 200, profile
+    status, device = await rest.post(f"/api/device?accessToken={token}", {"name": token, "type": "sleepers"})
+    assert status == 200, device
+    return device["id"]["id"]
+
+
+class Device:
+    """A sleepy device's CoAP side: its observations and what reached them."""
+
+    def __init__(self, client, token):
+        self.client, self.token = client, token
+        self.seen = 0  # how many of client.received were looked at
+
+    async def observe(self):
+        for path, tok in (("attributes", b"attr"), ("rpc", b"rpc")):
+            first = await self.client.request(GET, f"/api/v1/{self.token}/{path}", observe=0, token=tok)
+            assert code_text(first.code) == "2.05"
+        self.seen = len(self.client.received)  # (the registrations' answers)
+
+    async def uplink(self):
+        answer = await self.client.request(POST, f"/api/v1/{self.token}/telemetry", b'{"battery":3.6}')
+        assert code_text(answer.code) == "2.01"
+
+    def notifications(self):
+        """The notifications that arrived since the last call, ACKed, as (token, JSON) pairs."""
+        out = []
+        for message in self.client.received[self.seen:]:
+            if message.token in (b"attr", b"rpc") and message.opt.observe is not None:
+                if message.mtype == CON:
+                    self.client.send_raw(type(message)(mtype=ACK, mid=message.mid, code=0).encode())
+                out.append((message.token, json.loads(message.payload)))
+        self.seen = len(self.client.received)
+        return out
+
+
+async def rpc_later(rest, device_id, method, **extra):
+    from twisted.internet import defer
+
+    return defer.ensureDeferred(rest.post(f"/api/rpc/oneway/{device_id}", {"method": method, "params": {},
+                                                                         "timeout": 30000, **extra}))
+
+
+async def play_sleeping_device(node_rest, device_rest, coap_address, device_id, token="SLEEPY-1"):
+    """The device observes, falls asleep; changes and RPCs made meanwhile reach it as one merged
+    notification and its RPCs in order at its next uplink; one that expired never does."""
+    from tests.coapclient import open_client as _open
+    from twisted.internet import defer
+
+    device = Device(await _open(coap_address), token)
+    await device.observe()
+    await sleep(WINDOW_S + 0.4)  # its window closes
+    shared = f"/api/plugins/telemetry/DEVICE/{device_id}/SHARED_SCOPE"
+    assert (await node_rest.post(shared, {"a": 1, "b": 2}))[0] == 200
+    assert (await node_rest.post(shared, {"a": 2}))[0] == 200
+    assert (await node_rest.delete(f"{shared}?keys=b"))[0] == 200
+    first = await rpc_later(node_rest, device_id, "first")
+    second = await rpc_later(node_rest, device_id, "second")
+    from tbcoap.models import now_ms
+    doomed = await rpc_later(node_rest, device_id, "doomed", expirationTime=now_ms() + 1000)
+    await sleep(1.5)
+    assert device.notifications() == []  # nothing while it sleeps
+    assert (await doomed)[0] == 504  # expired while it slept: the caller hears at once
+    assert not first.called and not second.called
+    await device.uplink()
+    await sleep(0.5)
+    got = device.notifications()
+    await sleep(0.5)
+    got += device.notifications()
+    assert [body for tok, body in got if tok == b"attr"] == [{"a": 2, "deleted": ["b"]}]
+    assert [body["method"] for tok, body in got if tok == b"rpc"] == ["first", "second"]
+    assert (await first)[0] == 200 and (await second)[0] == 200
+    status, page = await node_rest.get(f"/api/rpc/persistent/device/{device_id}?pageSize=10&page=0")
+    statuses = {r["request"]["method"]: r["status"] for r in page["data"]}
+    assert statuses["doomed"] == "EXPIRED"
+    # awake now: a change goes at once, as ThingsBoard's update (no deletions: the keys only)
+    assert (await node_rest.post(shared, {"c": 3}))[0] == 200
+    await sleep(0.3)
+    assert [body for tok, body in device.notifications() if tok == b"attr"] == [{"c": 3}]
+    await device.client.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_psm_device_gets_its_downlinks_at_its_next_uplink_on_sqlite(node, rest):
+    device_id = await sleepy_device(rest)
+    await play_sleeping_device(rest, rest, ("127.0.0.1", node.coap_address[1]), device_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_psm_device_gets_its_downlinks_at_its_next_uplink_on_redis(start_node):
+    from tests.conftest import shared_store_url
+
+    with shared_store_url("redis") as url:
+        node = await start_node("--store", url)
+        rest = Rest(f"http://127.0.0.1:{node.http_address[1]}")
+        device_id = await sleepy_device(rest)
+        await play_sleeping_device(rest, rest, ("127.0.0.1", node.coap_address[1]), device_id)
+        await node.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_rpc_made_on_one_node_reaches_the_device_waking_on_the_other(start_node):
+    from tests.conftest import shared_store_url
+
+    with shared_store_url("redis") as url:
+        a = await start_node("--store", url)
+        b = await start_node("--store", url)
+        rest_a = Rest(f"http://127.0.0.1:{a.http_address[1]}")
+        device_id = await sleepy_device(rest_a)
+        device = Device(await open_client(("127.0.0.1", b.coap_address[1])), "SLEEPY-1")
+        await device.observe()
+        await sleep(WINDOW_S + 0.4)
+        call = await rpc_later(rest_a, device_id, "wake-up")
+        await sleep(1.0)
+        assert device.notifications() == [] and not call.called
+        await device.uplink()
+        await sleep(0.5)
+        assert [body["method"] for tok, body in device.notifications() if tok == b"rpc"] == ["wake-up"]
+        assert (await call)[0] == 200
+        await device.client.port.stopListening()
+        await a.stopService()
+        await b.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_observing_device_without_requests_turns_inactive(node, rest):
+    status, device = await rest.post("/api/device?accessToken=OBS-1", {"name": "observer"})
+    device_id = device["id"]["id"]
+    server = f"/api/plugins/telemetry/DEVICE/{device_id}/values/attributes/SERVER_SCOPE"
+    assert (await rest.post(f"/api/plugins/telemetry/DEVICE/{device_id}/SERVER_SCOPE",
+                            {"inactivityTimeout": 1500}))[0] == 200
+    client = await open_client(("127.0.0.1", node.coap_address[1]))
+    first = await client.request(GET, "/api/v1/OBS-1/attributes", observe=0, token=b"a")
+    assert code_text(first.code) == "2.05"
+    status, values = await rest.get(f"{server}?keys=active,lastActivityTime")
+    assert {v["key"]: v["value"] for v in values}["active"] is True  # its request was activity
+    await sleep(1.2)  # written within a turn of the loop
+    stored = await node.core.store.get_attributes(device_id, "SERVER_SCOPE", None)
+    assert stored["active"][0] is True and stored["lastConnectTime"][0] > 0
+    await sleep(2.0)  # past its timeout: the open observation does not keep it active
+    status, values = await rest.get(server)
+    values = {v["key"]: v["value"] for v in values}
+    assert values["active"] is False
+    stored = await node.core.store.get_attributes(device_id, "SERVER_SCOPE", None)
+    assert stored["active"][0] is False and stored["inactivityAlarmTime"][0] >= stored["lastActivityTime"][0]
+    assert node.observers.stats()["attributeObservations"] == 1
+    # a request makes it active again
+    assert code_text((await client.request(POST, "/api/v1/OBS-1/telemetry", b'{"t":1}')).code) == "2.01"
+    status, values = await rest.get(f"{server}?keys=active")
+    assert [v["value"] for v in values] == [True]
+    await client.port.stopListening()
