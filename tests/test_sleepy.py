@@ -108,6 +108,7 @@ async def play_sleeping_device(node_rest, device_rest, coap_address, device_id, 
     assert (await node_rest.post(shared, {"a": 2}))[0] == 200
     assert (await node_rest.delete(f"{shared}?keys=b"))[0] == 200
     first = await rpc_later(node_rest, device_id, "first")
+    await sleep(0.2)  # queued first (two calls at once may take their ids in either order)
     second = await rpc_later(node_rest, device_id, "second")
     from tbcoap.models import now_ms
     doomed = await rpc_later(node_rest, device_id, "doomed", expirationTime=now_ms() + 1000)
@@ -202,3 +203,81 @@ async def test_an_observing_device_without_requests_turns_inactive(node, rest):
     status, values = await rest.get(f"{server}?keys=active")
     assert [v["value"] for v in values] == [True]
     await client.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_device_infos_and_metrics_tell_activity_and_power(node, rest):
+    import treq
+
+    device_id = await sleepy_device(rest, "INFO-1")
+    await rest.post("/api/device?accessToken=AWAKE-1", {"name": "awake"})
+    status, page = await rest.get("/api/tenant/deviceInfos?pageSize=10&page=0&sortProperty=name")
+    assert status == 200
+    assert [(d["name"], d["powerMode"], d["active"]) for d in page["data"]] == [
+        ("INFO-1", "PSM", False), ("awake", None, False)]
+    client = await open_client(("127.0.0.1", node.coap_address[1]))
+    assert code_text((await client.request(POST, "/api/v1/INFO-1/telemetry", b'{"t":1}')).code) == "2.01"
+    status, page = await rest.get("/api/tenant/deviceInfos?pageSize=10&page=0&sortProperty=name")
+    assert [(d["name"], d["active"]) for d in page["data"]] == [("INFO-1", True), ("awake", False)]
+    assert page["data"][0]["lastActivityTime"] > 0 and page["data"][0]["id"]["id"] == device_id
+    await sleep(1.3)  # one turn of the activity loop
+    response = await treq.get(f"http://127.0.0.1:{node.http_address[1]}/metrics",
+                              headers={"X-Authorization": "Bearer " + rest.key})
+    text = (await response.content()).decode()
+    assert "tbcoap_active_devices 1.0" in text
+    await client.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rpcs_waiting_for_one_device_are_bounded(start_node):
+    node = await start_node("--max-queued-rpcs", "2")
+    rest = Rest(f"http://127.0.0.1:{node.http_address[1]}")
+    device_id = await sleepy_device(rest, "BOUND-1")
+    for method in ("one", "two"):
+        status, answer = await rest.post(f"/api/rpc/oneway/{device_id}", {"method": method, "persistent": True})
+        assert status == 200, answer
+    status, answer = await rest.post(f"/api/rpc/oneway/{device_id}", {"method": "three", "persistent": True})
+    assert status == 429 and "2 rpcs already wait" in answer["message"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_held_past_the_bound_become_the_whole_set_at_the_next_uplink(start_node):
+    node = await start_node("--max-held-attributes", "200")
+    rest = Rest(f"http://127.0.0.1:{node.http_address[1]}")
+    device_id = await sleepy_device(rest, "HELD-1")
+    shared = f"/api/plugins/telemetry/DEVICE/{device_id}/SHARED_SCOPE"
+    assert (await rest.post(shared, {"gone": 1}))[0] == 200
+    device = Device(await open_client(("127.0.0.1", node.coap_address[1])), "HELD-1")
+    await device.observe()
+    await sleep(WINDOW_S + 0.4)
+    for n in range(10):
+        assert (await rest.post(shared, {f"k{n}": "x" * 40}))[0] == 200
+    assert (await rest.delete(f"{shared}?keys=gone"))[0] == 200
+    await device.uplink()
+    await sleep(0.5)
+    attrs = [body for tok, body in device.notifications() if tok == b"attr"]
+    assert attrs == [{f"k{n}": "x" * 40 for n in range(10)}]  # the whole current set, in one notification
+    await device.client.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rpcs_waiting_for_a_sleeping_device_survive_a_restart(start_node, tmp_path):
+    node = await start_node(data_dir=tmp_path / "kept")
+    rest = Rest(f"http://127.0.0.1:{node.http_address[1]}")
+    device_id = await sleepy_device(rest, "KEPT-1")
+    device = Device(await open_client(("127.0.0.1", node.coap_address[1])), "KEPT-1")
+    await device.observe()
+    await sleep(WINDOW_S + 0.4)
+    status, answer = await rest.post(f"/api/rpc/oneway/{device_id}", {"method": "after-restart", "persistent": True,
+                                                                       "timeout": 60000})
+    assert status == 200
+    await sleep(0.5)
+    assert device.notifications() == []
+    await device.client.port.stopListening()
+    await node.stopService()
+    again = await start_node(data_dir=tmp_path / "kept")
+    device = Device(await open_client(("127.0.0.1", again.coap_address[1])), "KEPT-1")
+    await device.observe()  # its next uplink, on the restarted node
+    await sleep(0.5)
+    assert [body["method"] for tok, body in device.notifications() if tok == b"rpc"] == ["after-restart"]
+    await device.client.port.stopListening()

@@ -91,15 +91,18 @@ MAX_INFO_PAGE = 1000  # device infos read each device's activity: a page of them
 def device_infos(call, devices):
     """``device_json`` of each device with ThingsBoard's ``active`` and ``customerTitle`` (null for a
     free device) and tbcoap's ``lastActivityTime`` (ms, null if never heard from), read as the
-    SERVER_SCOPE attributes are."""
-    found = yield _all([call.core.attributes.get(d.id, "SERVER_SCOPE", ["active", "lastActivityTime"])
+    SERVER_SCOPE attributes are, and ``powerMode`` (PSM, DRX, E_DRX: its own or its profile's, null
+    for none)."""
+    found = yield _all([call.core.attributes.get(d.id, "SERVER_SCOPE", ["active", "lastActivityTime"], device=d)
                         for d in devices])
+    power = yield _all([call.core.power.settings_of(d) for d in devices])
     owners = sorted({d.customer_id for d in devices if d.customer_id})
     customers = yield _all([call.core.customers.get(c) for c in owners])
     titles = {customer.id: customer.title for customer in customers}
     out = []
-    for device, attributes in zip(devices, found):
+    for device, attributes, settings in zip(devices, found, power):
         info = device_json(device)
+        info["powerMode"] = settings.mode
         info["active"] = bool(attributes.get("active", (False, 0))[0])
         info["lastActivityTime"] = attributes.get("lastActivityTime", (None, 0))[0]
         info["customerTitle"] = titles.get(device.customer_id)
