@@ -10,7 +10,7 @@ from twisted.internet import defer
 from tbcoap.payloads import tbmessages
 from tbcoap.services.activity import DEFAULT_INACTIVITY_MS, ActivityTracker
 from tbcoap.services.attributes import AttributeService
-from tbcoap.events import LocalBus
+from tbcoap.events import DeviceGone, LocalBus
 from tbcoap.services.claims import DEFAULT_DURATION_MS, ClaimService
 from tbcoap.services.customers import CustomerService
 from tbcoap.services.devices import DeviceService
@@ -53,6 +53,7 @@ class Core:
         self.power = PowerService(store, self.activity, self.payloads, self.bus)
         self.attributes.power = self.rpc.power = self.power
         self.power.listen(self.rpc.deliver)
+        self.bus.subscribe(self._forget_gone)
         self.provisioning = ProvisionService(store, self.devices)
         self.live = LiveService(self.bus, self.telemetry, self.attributes, self.devices, max_subscriptions)
         self.telemetry.live = self.attributes.live = self.activity.live = self.live
@@ -73,6 +74,10 @@ class Core:
         self.rpc.stop()
         self.live.stop()
         return defer.gatherResults([self.retention.stop(), self.activity.stop()])
+
+    def _forget_gone(self, event):
+        if isinstance(event, DeviceGone):  # deleted here or on another node
+            self.activity.forget(event.device_id)
 
     @defer.inlineCallbacks
     def delete_device(self, device_id):

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from tbcoap.models import now_ms
 
 DEFAULT_INACTIVITY_MS = 10 * 60 * 1000
+FLUSH_INTERVAL = 2.0  # seconds between turns: the stored values are at most this and a write behind (3 s)
 INACTIVITY_KEYS = ("active", "lastActivityTime", "inactivityTimeout")
 log = Logger()
 
@@ -44,7 +45,7 @@ def timeout_of(stored, default_ms):
 class ActivityTracker:
     """Activity of the devices heard on this node, written to the store in batches."""
 
-    def __init__(self, store, timeout_ms=DEFAULT_INACTIVITY_MS, flush_interval=1.0, clock=None):
+    def __init__(self, store, timeout_ms=DEFAULT_INACTIVITY_MS, flush_interval=FLUSH_INTERVAL, clock=None):
         self.store = store
         self.timeout_ms = timeout_ms
         self.flush_interval = flush_interval

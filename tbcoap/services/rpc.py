@@ -61,6 +61,7 @@ class RpcService:
         self.bus = bus
         self.max_queued = max_queued  # RPCs not yet final per device (TooMany beyond)
         self.power = None  # the PowerService: a sleeping device's RPCs wait for its window
+        self.refused = 0  # RPCs refused: their device had max_queued waiting
         self.clock = clock or reactor
         self._channels = {}   # device_id -> {channel: None}: objects with send(json_bytes, on_result)
         self._busy = set()    # devices with a delivery under way
@@ -83,6 +84,7 @@ class RpcService:
             raise ShuttingDown("server is stopping")
         request = parse_request(body)
         if len((yield self.store.pending_rpcs(device_id))) >= self.max_queued:
+            self.refused += 1
             raise TooMany(f"{self.max_queued} rpcs already wait for this device; retry once it took some")
         rpc = yield self.store.add_rpc(Rpc(id=new_id(), device_id=device_id, request_id=0, method=request["method"],
                                            params_json=request["params_json"], oneway=oneway,
@@ -353,7 +355,7 @@ class RpcService:
         """Counters of this node: RPCs not yet final with an expiry timer here, callers waiting,
         /rpc observations (``queuedRpcs``, from the store, is added by ``counts``)."""
         return {"pendingRpcs": len(self._timers), "waitingCallers": sum(map(len, self._waiters.values())),
-                "rpcChannels": sum(map(len, self._channels.values()))}
+                "rpcChannels": sum(map(len, self._channels.values())), "refusedRpcs": self.refused}
 
     @defer.inlineCallbacks
     def counts(self):
