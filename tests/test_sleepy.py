@@ -281,3 +281,82 @@ async def test_rpcs_waiting_for_a_sleeping_device_survive_a_restart(start_node, 
     await sleep(0.5)
     assert [body["method"] for tok, body in device.notifications() if tok == b"rpc"] == ["after-restart"]
     await device.client.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_node_of_a_shared_store_judges_activity_alike(start_node):
+    from tests.conftest import shared_store_url
+
+    with shared_store_url("redis") as url:
+        a = await start_node("--store", url)
+        b = await start_node("--store", url)
+        rest_a, rest_b = (Rest(f"http://127.0.0.1:{n.http_address[1]}") for n in (a, b))
+        status, device = await rest_a.post("/api/device?accessToken=BOTH-1", {"name": "both"})
+        device_id = device["id"]["id"]
+        await rest_a.post(f"/api/plugins/telemetry/DEVICE/{device_id}/SERVER_SCOPE", {"inactivityTimeout": 4000})
+        server = f"/api/plugins/telemetry/DEVICE/{device_id}/values/attributes/SERVER_SCOPE?keys=active"
+
+        async def active(rest):
+            status, values = await rest.get(server)
+            assert status == 200
+            return values[0]["value"]
+
+        client = await open_client(("127.0.0.1", a.coap_address[1]))
+        assert code_text((await client.request(POST, "/api/v1/BOTH-1/telemetry", b'{"t":1}')).code) == "2.01"
+        await client.port.stopListening()
+        await sleep(2.5)  # a's loop wrote it
+        assert (await active(rest_a), await active(rest_b)) == (True, True)
+        await a.stopService()  # the node that heard it goes away before the device's timeout
+        await sleep(2.5)
+        assert await active(rest_b) is False  # judged from the stored times, not a's stale "true"
+        stored = await b.core.store.get_attributes(device_id, "SERVER_SCOPE", ["active"])
+        assert stored["active"][0] is True  # nobody was left to write it; readers are not misled
+        await b.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_turn_of_the_activity_loop_costs_the_devices_that_changed(tmp_path):
+    """2,000 active devices, 10 of them heard again: the next turn writes 10, reads nothing, and
+    no device is looked at again until its deadline."""
+    from tbcoap.models import Device as Dev, new_id
+    from tbcoap.services.activity import ActivityTracker
+    from tbcoap_sqlite import make_store
+    from twisted.internet import defer
+
+    (tmp_path / "s").mkdir()
+    store = make_store("sqlite://" + str(tmp_path / "s" / "db.sqlite3"), {})
+    await store.open()
+    ids = [new_id() for _ in range(2000)]
+    await defer.gatherResults([store.add_device(Dev(id=i, name=f"d{n}"), f"t{n}") for n, i in enumerate(ids)])
+    tracker = ActivityTracker(store, timeout_ms=600_000)
+    for device_id in ids:
+        tracker.touch(device_id)
+    await tracker.flush()
+    assert tracker.tracked() == 2000 and tracker.transitions == 2000
+    reads, writes = store.stats()["reads"], store.stats()["writes"]
+    for device_id in ids[:10]:
+        tracker.touch(device_id)
+    await tracker.flush()
+    assert store.stats()["writes"] - writes == 10 and store.stats()["reads"] == reads
+    writes = store.stats()["writes"]
+    await tracker.flush()  # nobody heard, nobody due
+    assert store.stats()["writes"] == writes and store.stats()["reads"] == reads
+    await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_device_set_to_drx_while_it_sleeps_gets_what_was_held_at_once(node, rest):
+    device_id = await sleepy_device(rest, "SWITCH-1")
+    device = Device(await open_client(("127.0.0.1", node.coap_address[1])), "SWITCH-1")
+    await device.observe()
+    await sleep(WINDOW_S + 0.4)
+    shared = f"/api/plugins/telemetry/DEVICE/{device_id}/SHARED_SCOPE"
+    assert (await rest.post(shared, {"mode": "eco"}))[0] == 200
+    await sleep(0.3)
+    assert device.notifications() == []
+    status, current = await rest.get(f"/api/device/{device_id}")
+    body = {**current, "deviceData": {"transportConfiguration": {"type": "COAP", "powerMode": "DRX"}}}
+    assert (await rest.post("/api/device", body))[0] == 200
+    await sleep(0.5)
+    assert [b for tok, b in device.notifications() if tok == b"attr"] == [{"mode": "eco"}]
+    await device.client.port.stopListening()

@@ -133,13 +133,18 @@ class PowerService:
             self.unobserved(event.device_id)
         elif isinstance(event, DeviceUpdated):
             if event.device_id in self._types:
-                self.store.get_device(event.device_id).addCallback(
-                    lambda device: self.observe(device) if device is not None else None)
-        elif isinstance(event, ProfileChanged):
+                self._refresh(event.device_id)
+        elif isinstance(event, ProfileChanged):  # (devices observing here only)
             for device_id, name in list(self._types.items()):
                 if event.renamed or name == event.name:
-                    self.store.get_device(device_id).addCallback(
-                        lambda device: self.observe(device) if device is not None else None)
+                    self._refresh(device_id)
+
+    def _refresh(self, device_id):
+        """Learn again the settings of a device observing here (its own or its profile's changed)."""
+        d = self.store.get_device(device_id)
+        d.addCallback(lambda device: self.observe(device) if device is not None and device.id in self._types
+                      else None)
+        d.addErrback(lambda f: log.failure("power settings of device {device}", f, device=device_id))
 
     def stats(self):
         """Sleepy devices observing here, those with downlinks held, holds and wake-ups so far."""
