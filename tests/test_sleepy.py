@@ -360,3 +360,20 @@ async def test_a_device_set_to_drx_while_it_sleeps_gets_what_was_held_at_once(no
     await sleep(0.5)
     assert [b for tok, b in device.notifications() if tok == b"attr"] == [{"mode": "eco"}]
     await device.client.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_activity_attributes_written_by_an_operator_do_not_break_reads(node, rest):
+    status, device = await rest.post("/api/device?accessToken=ODD-1", {"name": "odd"})
+    device_id = device["id"]["id"]
+    odd = {"lastActivityTime": "yesterday", "inactivityTimeout": "long", "active": "maybe"}
+    assert (await rest.post(f"/api/plugins/telemetry/DEVICE/{device_id}/SERVER_SCOPE", odd))[0] == 200
+    client = await open_client(("127.0.0.1", node.coap_address[1]))
+    assert code_text((await client.request(POST, "/api/v1/ODD-1/telemetry", b'{"t":1}')).code) == "2.01"
+    status, values = await rest.get(f"/api/plugins/telemetry/DEVICE/{device_id}/values/attributes/SERVER_SCOPE")
+    values = {v["key"]: v["value"] for v in values}
+    assert status == 200 and values["active"] is True and isinstance(values["lastActivityTime"], int)
+    await sleep(2.5)
+    stored = await node.core.store.get_attributes(device_id, "SERVER_SCOPE", ["active"])
+    assert stored["active"][0] is True
+    await client.port.stopListening()

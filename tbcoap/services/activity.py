@@ -213,7 +213,10 @@ class ActivityTracker:
 
 
 def _value(stored, key):
+    """A stored attribute's value: ``active`` as stored (None if absent), a time as an int (0 if
+    absent or not a whole number, as an operator might have written it)."""
     found = stored.get(key)
-    if found is None:
-        return 0 if key != "active" else None
-    return found[0]
+    if key == "active":
+        return None if found is None else found[0]
+    value = found[0] if found is not None else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
