@@ -63,3 +63,7 @@ class RuleTimeout(TbcoapError):
 
 class RpcFailed(TbcoapError):
     """The device (or a plugin) failed an RPC (502)."""
+
+
+class TooMany(TbcoapError):
+    """A per-device bound is reached (RPCs waiting for it): retry later (429)."""

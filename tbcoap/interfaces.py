@@ -30,8 +30,8 @@ class IDeviceStore(Interface):
         """
 
     def update_device(device):
-        """Replace a device's name, type, label and additional_info (found by its id); fires the
-        Device.  NotFound if no such device, DuplicateName if another device has the name."""
+        """Replace a device's name, type, label, additional_info and transport_configuration (found by
+        its id); fires the Device.  NotFound if no such device, DuplicateName if another device has the name."""
 
     def get_device(device_id):
         """The ``Device`` with that id, or None."""

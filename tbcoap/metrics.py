@@ -96,6 +96,16 @@ class NodeCollector:
         waiting = GaugeMetricFamily("tbcoap_rpc_waiting_callers", "REST callers waiting for an RPC's outcome")
         waiting.add_metric([], core.rpc.stats()["waitingCallers"])
         yield waiting
+        active = GaugeMetricFamily("tbcoap_active_devices",
+                                   "devices active on this node (a request within their inactivity timeout)")
+        active.add_metric([], core.activity.tracked())
+        yield active
+        power = core.power.stats()
+        sleeping = GaugeMetricFamily("tbcoap_sleepy_devices", "devices observing here in PSM or E_DRX, and those "
+                                     "with downlinks held for their next uplink", labels=["state"])
+        sleeping.add_metric(["observing"], power["sleepyDevices"])
+        sleeping.add_metric(["waiting"], power["devicesWaiting"])
+        yield sleeping
 
     def _store(self, node):
         stats = node.store.stats()

@@ -39,6 +39,8 @@ class Device:
     created_time: int = field(default_factory=now_ms)
     customer_id: str | None = None
     additional_info: str | None = None  # compact JSON text of an object (ThingsBoard's additionalInfo)
+    transport_configuration: str | None = None  # compact JSON text of deviceData.transportConfiguration
+    # (a COAP one: its power-saving settings), or None (ThingsBoard's DEFAULT: the profile's settings)
 
 
 ACCESS_TOKEN, X509_CERTIFICATE, PSK = "ACCESS_TOKEN", "X509_CERTIFICATE", "PSK"

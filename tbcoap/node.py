@@ -67,8 +67,11 @@ class TbcoapService(Service):
                          ts_ttl_ms=settings.get("ts-ttl", 0) * 1000,
                          max_subscriptions=settings.get("ws-max-subscriptions", 100_000),
                          max_device_keys=parse_device_keys(settings.get("max-device-keys", "1000,1000")),
-                         device_keys_cache=settings.get("device-keys-cache", 16 << 20))
-        self.observers = ObserverRegistry(self.core, max_per_device=settings["max-device-observations"])
+                         device_keys_cache=settings.get("device-keys-cache", 16 << 20),
+                         inactivity_timeout_ms=settings.get("inactivity-timeout", 600) * 1000,
+                         max_queued_rpcs=settings.get("max-queued-rpcs", 100))
+        self.observers = ObserverRegistry(self.core, max_per_device=settings["max-device-observations"],
+                                          max_held_bytes=settings.get("max-held-attributes", 65536))
         self.device_api = DeviceApi(self.core, self.observers, max_body=settings["max-body"],
                                     device_limiter=_limiter(settings["device-rate-limit"]),
                                     peer_limiter=_limiter(settings["peer-rate-limit"]),

@@ -108,6 +108,11 @@ SETTINGS = {
     "dtls-session-rate": ("100,200", str, "datagrams one DTLS session may send: per second, burst (past "
                                             "them they are dropped); off: no limit"),
     "ts-ttl": ("0", duration, "delete time-series points older than this: 90d, 12h, 3600s or seconds (0: keep)"),
+    "inactivity-timeout": ("600", duration, "a device is inactive this long after its last request, unless its "
+                                            "inactivityTimeout attribute says otherwise: 10m, 600s or seconds"),
+    "max-queued-rpcs": (100, int, "server-side RPCs waiting for one device (QUEUED, SENT or DELIVERED); 429 beyond"),
+    "max-held-attributes": ("64KiB", size, "bytes of shared-attribute changes held for one sleeping device's "
+                                           "observation (beyond: the whole set at its next uplink)"),
     "metrics-key": (None, str, "a key that may read GET /metrics (besides the admin key)"),
     "write-timeout": (60.0, float, "seconds a download or history answer waits for a client that stopped reading"),
     "ws-max-connections-per-key": (64, int, "WebSocket connections one API key may hold open at once"),
@@ -299,7 +304,8 @@ def _validate(settings):
     for name in ("max-device-observations", "max-peer-observations", "max-observations", "dedup-entries",
                  "answer-cache", "notification-queue", "max-request-keys", "max-key-length", "max-value-size",
                  "max-rest-body", "ws-max-connections-per-key", "ws-max-subscriptions-per-connection",
-                 "ws-max-subscriptions", "ws-max-queue", "device-keys-cache", "coaps-receive-buffer"):
+                 "ws-max-subscriptions", "ws-max-queue", "device-keys-cache", "coaps-receive-buffer",
+                 "inactivity-timeout", "max-queued-rpcs", "max-held-attributes"):
         if settings[name] < 1:
             raise usage.UsageError(f"--{name} must be positive")
     for name in ("dtls-max-sessions", "dtls-max-handshakes"):

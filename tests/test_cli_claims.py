@@ -474,3 +474,28 @@ def test_profile_payload_errors(server, tmp_path):
                           "--telemetry-schema", str(tmp_path / "missing.proto")), 2)
     assert "missing.proto" in stderr and "No such file" in stderr
     assert "json or protobuf" in fails(tbcoap(server, "profile", "create", unique("pb"), "--payload", "xml"), 2)
+
+
+def test_power_settings_of_a_profile_and_a_device(server):
+    profile, device = unique("sleepers"), unique("meter")
+    ok(tbcoap(server, "profile", "create", profile))
+    out = ok(tbcoap(server, "power", "profile", profile, "--mode", "psm", "--psm-activity-timer", "20000"))
+    assert "powerMode:" in out and "PSM" in out and "20000" in out
+    raw = json.loads(ok(tbcoap(server, "--json", "power", "profile", profile)))
+    assert raw == {"powerMode": "PSM", "psmActivityTimer": 20000}
+    ok(tbcoap(server, "device", "create", device, "--type", profile))
+    assert json.loads(ok(tbcoap(server, "--json", "power", "device", device))) == {"type": "DEFAULT"}
+    ok(tbcoap(server, "power", "device", device, "--mode", "e-drx", "--paging-window", "5000"))
+    raw = json.loads(ok(tbcoap(server, "--json", "power", "device", device)))
+    assert raw == {"type": "COAP", "powerMode": "E_DRX", "pagingTransmissionWindow": 5000}
+    shown = json.loads(ok(tbcoap(server, "--json", "device", "show", device)))
+    assert shown["type"] == profile and shown["deviceData"]["transportConfiguration"]["powerMode"] == "E_DRX"
+    ok(tbcoap(server, "power", "device", device, "--mode", "none", "--paging-window", "5000"))
+    raw = json.loads(ok(tbcoap(server, "--json", "power", "device", device)))
+    assert raw == {"type": "COAP", "pagingTransmissionWindow": 5000}  # its profile's mode, its own timer
+    bad = tbcoap(server, "power", "device", device, "--mode", "sleep")
+    assert bad.returncode == 2 and "psm, drx, e_drx or none" in bad.stderr
+    bad = tbcoap(server, "power", "device", device, "--edrx-cycle", "-5")
+    assert bad.returncode == 2 and "positive whole number" in bad.stderr
+    missing = tbcoap(server, "power", "device", unique("nobody"))
+    assert missing.returncode == 1 and missing.stderr

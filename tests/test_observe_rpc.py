@@ -158,10 +158,6 @@ async def test_deleted_device_and_replaced_token_end_observations(node, coap, re
     assert node.coap.stats()["observations"] == 0
 
 
-@pytest_twisted.ensureDeferred
-async def test_observing_keeps_the_device_active(node, coap, rest, device):
-    await coap.request(GET, ATTRIBUTES, observe=0, token=b"a")
-    assert node.core.activity.current(device["id"]["id"])["active"] is True
 
 
 # -- server-side RPC --------------------------------------------------------

@@ -22,7 +22,8 @@ from tbcoap.storekit import (DEVICE_SORT_PROPERTIES, check, check_claim_request,
 
 from .values import COLUMNS, check_text, columns, value
 
-_DEVICE = "d.id, d.name, d.type, d.label, d.created_time, d.customer_id, d.additional_info"
+_DEVICE = ("d.id, d.name, d.type, d.label, d.created_time, d.customer_id, d.additional_info,"
+           " d.transport_configuration")
 _PROFILE = "id, name, provision_type, provision_key, provision_secret, created_time, transport_configuration"
 _CUSTOMER = "id, title, created_time"
 _RPC = ("id, device_id, request_id, method, params_json, oneway, persistent, expiration_time, created_time, status,"
@@ -80,10 +81,10 @@ class RecordsMixin:
                 raise DuplicateName(f"a device named {device.name!r} exists")
             if _one(conn, "SELECT 1 FROM credentials WHERE id = %s", token):
                 raise DuplicateToken("this access token is used by another device")
-            conn.execute("INSERT INTO devices (id, name, type, label, created_time, customer_id, additional_info, fold)"
-                         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            conn.execute("INSERT INTO devices (id, name, type, label, created_time, customer_id, additional_info, fold,"
+                         " transport_configuration) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                          (device.id, device.name, device.type, device.label, device.created_time, device.customer_id,
-                          device.additional_info, device.name.casefold()))
+                          device.additional_info, device.name.casefold(), device.transport_configuration))
             conn.execute("INSERT INTO credentials (id, device_id, type) VALUES (%s, %s, 'ACCESS_TOKEN')",
                          (token, device.id))
             return device
@@ -100,10 +101,10 @@ class RecordsMixin:
             owner = _one(conn, "SELECT id FROM devices WHERE name = %s", device.name)
             if owner is not None and owner != device.id:
                 raise DuplicateName(f"a device named {device.name!r} exists")
-            row = conn.execute(f"UPDATE devices d SET name = %s, type = %s, label = %s, additional_info = %s, fold = %s"
-                               f" WHERE id = %s RETURNING {_DEVICE}",
+            row = conn.execute(f"UPDATE devices d SET name = %s, type = %s, label = %s, additional_info = %s, fold = %s,"
+                               f" transport_configuration = %s WHERE id = %s RETURNING {_DEVICE}",
                                (device.name, device.type, device.label, device.additional_info,
-                                device.name.casefold(), device.id)).fetchone()
+                                device.name.casefold(), device.transport_configuration, device.id)).fetchone()
             if row is None:
                 raise NotFound(f"no device with id {device.id}")
             return Device(*row)

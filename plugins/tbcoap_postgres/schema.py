@@ -160,7 +160,13 @@ CREATE TABLE default_profile (
 INSERT INTO default_profile (one, profile_id) SELECT 1, id FROM device_profiles WHERE name = 'default';
 """
 
-MIGRATIONS = [_V1, partitions.create_fixed, _V3, _V4]
+# A device's own transport configuration (ThingsBoard's deviceData.transportConfiguration: its
+# power-saving settings over its profile's), compact JSON text, NULL when it has none.
+_V_DEVICE_TRANSPORT = """
+ALTER TABLE devices ADD COLUMN transport_configuration text;
+"""
+
+MIGRATIONS = [_V1, partitions.create_fixed, _V3, _V4, _V_DEVICE_TRANSPORT]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -36,9 +36,9 @@ def as_point(member):
 
 
 def as_device(row):
-    """A Device from the fields the scripts return (id, name, type, label, created, customer, info)."""
+    """A Device from the fields the scripts return (id, name, type, label, created, customer, info, transport)."""
     return Device(id=row[0], name=row[1], type=row[2], label=row[3], created_time=int(row[4]), customer_id=row[5],
-                  additional_info=row[6])
+                  additional_info=row[6], transport_configuration=row[7] if len(row) > 7 else None)
 
 
 def as_profile(row):

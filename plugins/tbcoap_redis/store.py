@@ -210,12 +210,12 @@ class RedisStore(ManagementCalls):
             return defer.fail(BadRequest("an access token is required"))
         d = self._write("add_device", "device", device.id, device.name, device.type, device.label or "",
                         device.created_time, device.customer_id or "", token, fold(device.name),
-                        device.additional_info or "")
+                        device.additional_info or "", device.transport_configuration or "")
         return d.addCallback(lambda _: device)
 
     def update_device(self, device):
         d = self._write("update_device", "device", device.id, device.name, device.type, device.label or "",
-                        device.additional_info or "", fold(device.name))
+                        device.additional_info or "", fold(device.name), device.transport_configuration or "")
         return d.addCallback(as_device)
 
     def _device_by(self, index, value):

@@ -173,7 +173,13 @@ INSERT INTO default_profile (one, profile_id) SELECT 1, id FROM device_profiles 
 CREATE INDEX devices_by_type ON devices (type);
 """
 
-MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9]
+# A device's own transport configuration (ThingsBoard's deviceData.transportConfiguration: its
+# power-saving settings over its profile's), compact JSON text, NULL when it has none.
+_V_DEVICE_TRANSPORT = """
+ALTER TABLE devices ADD COLUMN transport_configuration TEXT;
+"""
+
+MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V_DEVICE_TRANSPORT]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

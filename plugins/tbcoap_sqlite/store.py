@@ -34,7 +34,8 @@ from .ingest import SeriesBounds
 from .sql import one, require_device
 from .telemetry import TelemetryCalls
 
-_DEVICE = "d.id, d.name, d.type, d.label, d.created_time, d.customer_id, d.additional_info"
+_DEVICE = ("d.id, d.name, d.type, d.label, d.created_time, d.customer_id, d.additional_info,"
+           " d.transport_configuration")
 _PROFILE = "id, name, provision_type, provision_key, provision_secret, created_time, transport_configuration"
 _CUSTOMER = "id, title, created_time"
 _DEVICE_SORT = {"createdTime": "d.created_time", "name": "d.name", "type": "d.type", "label": "d.label"}
@@ -117,10 +118,10 @@ class SQLiteStore(TelemetryCalls, ManagementCalls):
             if one(conn, "SELECT 1 FROM credentials WHERE token = ?", token):
                 raise DuplicateToken("this access token is used by another device")
             conn.execute(
-                "INSERT INTO devices (id, name, type, label, created_time, customer_id, additional_info)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO devices (id, name, type, label, created_time, customer_id, additional_info,"
+                " transport_configuration) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (device.id, device.name, device.type, device.label, device.created_time, device.customer_id,
-                 device.additional_info),
+                 device.additional_info, device.transport_configuration),
             )
             conn.execute("INSERT INTO credentials (token, device_id) VALUES (?, ?)", (token, device.id))
             return device
@@ -133,8 +134,10 @@ class SQLiteStore(TelemetryCalls, ManagementCalls):
             owner = one(conn, "SELECT id FROM devices WHERE name = ?", device.name)
             if owner is not None and owner != device.id:
                 raise DuplicateName(f"a device named {device.name!r} exists")
-            conn.execute("UPDATE devices SET name = ?, type = ?, label = ?, additional_info = ? WHERE id = ?",
-                         (device.name, device.type, device.label, device.additional_info, device.id))
+            conn.execute("UPDATE devices SET name = ?, type = ?, label = ?, additional_info = ?,"
+                         " transport_configuration = ? WHERE id = ?",
+                         (device.name, device.type, device.label, device.additional_info,
+                          device.transport_configuration, device.id))
             row = conn.execute(f"SELECT {_DEVICE} FROM devices d WHERE d.id = ?", (device.id,)).fetchone()
             return Device(*row)
 

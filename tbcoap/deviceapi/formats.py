@@ -53,9 +53,14 @@ class JsonCodec:
         """An attribute observation's first answer: every shared attribute, flat."""
         return self.write({key: plain(value) for key, (value, _ts) in found.items()})
 
-    def changes(self, changed: dict, deleted: list) -> list:
+    def changes(self, changed: dict, deleted: list, combined=False) -> list:
         """The notifications of merged shared-attribute changes: the written keys, then
-        ``{"deleted": [..]}``."""
+        ``{"deleted": [..]}``; ``combined``: one notification with both (ThingsBoard's JSON of an
+        update with deletions, what a sleeping device gets when it wakes)."""
+        if combined and deleted:
+            body = {key: plain(value) for key, (value, _ts) in changed.items()}
+            body["deleted"] = deleted
+            return [self.write(body)]
         out = []
         if changed:
             out.append(self.write({key: plain(value) for key, (value, _ts) in changed.items()}))
@@ -125,7 +130,7 @@ class ProtobufCodec:
         return tbmessages.attribute_notification(found)
 
     @staticmethod
-    def changes(changed: dict, deleted: list) -> list:
+    def changes(changed: dict, deleted: list, combined=True) -> list:
         """One ``AttributeUpdateNotificationMsg`` with the written keys and the deleted ones."""
         return [tbmessages.attribute_notification(changed, deleted)]
 

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tbcoap.errors import BadRequest
 from tbcoap.models import compact_json
+from tbcoap.payloads.power import AWAKE, check_fields, client_settings, effective
 
 JSON, PROTOBUF = "JSON", "PROTOBUF"
 PAYLOAD_TYPES = (JSON, PROTOBUF)
@@ -85,23 +86,34 @@ DEFAULT_TRANSPORT = {"type": "DEFAULT"}  # what a profile without a configuratio
 @dataclass(frozen=True)
 class PayloadSettings:
     """What a profile's devices speak: ``payload_type`` JSON or PROTOBUF, the four ``schemas``
-    (``{"telemetry": text, ..}``, empty for JSON) and ``version``, a digest of the stored text."""
+    (``{"telemetry": text, ..}``, empty for JSON) and ``version``, a digest of the stored text;
+    ``client_settings``: the profile's power-saving ``clientSettings`` (``power`` for a device that
+    has none of its own)."""
 
     payload_type: str = JSON
     schemas: tuple = ()  # ((purpose, text), ..) in SCHEMA_KEYS order
     version: str = ""
+    client_settings: dict | None = field(default=None, compare=False)
+    power: object = AWAKE  # the profile's PowerSettings
+
+    def power_of(self, device_text):
+        """The PowerSettings of a device of this profile whose own transport configuration is ``device_text``."""
+        return effective(device_text, self.client_settings) if device_text else self.power
 
     @classmethod
     def of(cls, text):
         """The settings of a profile's stored configuration text (None: JSON)."""
         if not text:
             return JSON_SETTINGS
-        payload = _payload_part(json.loads(text))
+        configuration = json.loads(text)
+        payload = _payload_part(configuration)
         version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+        settings = client_settings(configuration) or None
+        power = effective(None, settings)
         if payload.get("transportPayloadType") != PROTOBUF:
-            return PayloadSettings(JSON, (), version)
+            return PayloadSettings(JSON, (), version, settings, power)
         return PayloadSettings(PROTOBUF, tuple((purpose, payload[key]) for purpose, key in SCHEMA_KEYS.items()),
-                               version)
+                               version, settings, power)
 
 
 JSON_SETTINGS = PayloadSettings()
@@ -159,6 +171,8 @@ def stored_configuration(body: dict):
     settings = configuration.get("clientSettings")
     if settings is not None and not isinstance(settings, dict):
         raise BadRequest("clientSettings must be a JSON object")
+    if settings is not None:
+        check_fields(settings, "clientSettings")
     text = compact_json(configuration)
     if len(text) > MAX_CONFIGURATION:
         raise BadRequest(f"transportConfiguration is over {MAX_CONFIGURATION} characters of JSON")

@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 
-from tbcoap.errors import (BadRequest, Forbidden, GatewayTimeout, NotFound, NotSupported, RpcFailed, ShuttingDown,
+from tbcoap.errors import (BadRequest, Forbidden, GatewayTimeout, NotFound, NotSupported, RpcFailed, ShuttingDown, TooMany,
                            StoreUnavailable, Unauthorized)
 from tbcoap.redact import redact_uri
 
@@ -71,7 +71,7 @@ class MethodNotAllowed(Exception):
 
 STATUS_OF = ((BadRequest, 400), (Unauthorized, 401), (Forbidden, 403), (NotFound, 404),
              (MethodNotAllowed, 405), (StoreUnavailable, 503), (ShuttingDown, 503), (RpcFailed, 502),
-             (GatewayTimeout, 504), (NotSupported, 501))
+             (GatewayTimeout, 504), (NotSupported, 501), (TooMany, 429))
 
 
 WRITE_TIMEOUT = 60.0

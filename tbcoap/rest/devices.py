@@ -13,10 +13,10 @@ from tbcoap.services.psk import psk_credentials
 
 @defer.inlineCallbacks
 def create_device(call):
-    """POST /api/device {"name","type"?,"label"?,"additionalInfo"?} (?accessToken=T chooses the token);
+    """POST /api/device {"name","type"?,"label"?,"additionalInfo"?,"deviceData"?} (?accessToken=T chooses the token);
     with ``"id": {"id": ..}`` it updates that device (ThingsBoard's save)."""
     body = call.json_object()
-    fields = (body.get("name"), body.get("type"), body.get("label"), body.get("additionalInfo"))
+    fields = (body.get("name"), body.get("type"), body.get("label"), body.get("additionalInfo"), body.get("deviceData"))
     ref = body.get("id")
     if ref is not None:
         device_id = ref.get("id") if isinstance(ref, dict) else None
@@ -24,7 +24,7 @@ def create_device(call):
             raise BadRequest('id must be {"id": "<device id>"} (or null to create)')
         device = yield call.core.devices.update(device_id, *fields)
         return device_json(device)
-    device, _token = yield call.core.devices.create(*fields[:3], call.query.get("accessToken") or None, fields[3])
+    device, _token = yield call.core.devices.create(*fields[:3], call.query.get("accessToken") or None, *fields[3:])
     return device_json(device)
 
 
@@ -91,15 +91,18 @@ MAX_INFO_PAGE = 1000  # device infos read each device's activity: a page of them
 def device_infos(call, devices):
     """``device_json`` of each device with ThingsBoard's ``active`` and ``customerTitle`` (null for a
     free device) and tbcoap's ``lastActivityTime`` (ms, null if never heard from), read as the
-    SERVER_SCOPE attributes are."""
-    found = yield _all([call.core.attributes.get(d.id, "SERVER_SCOPE", ["active", "lastActivityTime"])
+    SERVER_SCOPE attributes are, and ``powerMode`` (PSM, DRX, E_DRX: its own or its profile's, null
+    for none)."""
+    found = yield _all([call.core.attributes.get(d.id, "SERVER_SCOPE", ["active", "lastActivityTime"], device=d)
                         for d in devices])
+    power = yield _all([call.core.power.settings_of(d) for d in devices])
     owners = sorted({d.customer_id for d in devices if d.customer_id})
     customers = yield _all([call.core.customers.get(c) for c in owners])
     titles = {customer.id: customer.title for customer in customers}
     out = []
-    for device, attributes in zip(devices, found):
+    for device, attributes, settings in zip(devices, found, power):
         info = device_json(device)
+        info["powerMode"] = settings.mode
         info["active"] = bool(attributes.get("active", (False, 0))[0])
         info["lastActivityTime"] = attributes.get("lastActivityTime", (None, 0))[0]
         info["customerTitle"] = titles.get(device.customer_id)

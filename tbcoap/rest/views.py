@@ -7,11 +7,14 @@ import json
 from twisted.internet import defer
 
 from tbcoap.models import plain
+from tbcoap.payloads.power import device_data_json
 
 
 def device_json(device) -> dict:
     """``{"id":{"entityType":"DEVICE","id"},"name","type","label","createdTime","customerId"}``, with
-    ``"additionalInfo"`` only when the device has some (a provisioned gateway's ``{"gateway":true}``)."""
+    ``"additionalInfo"`` only when the device has some (a provisioned gateway's ``{"gateway":true}``), and
+    ThingsBoard's ``deviceData`` only when the device has power-saving settings of its own (its
+    ``transportConfiguration``)."""
     data = {
         "id": {"entityType": "DEVICE", "id": device.id},
         "name": device.name,
@@ -22,6 +25,8 @@ def device_json(device) -> dict:
     }
     if device.additional_info:
         data["additionalInfo"] = json.loads(device.additional_info)
+    if device.transport_configuration:
+        data["deviceData"] = device_data_json(device.transport_configuration)
     return data
 
 

@@ -13,6 +13,11 @@ from tbcoap.services.values import Limits, parse_attributes, parse_json
 
 
 
+def _value(found, key, default=0):
+    item = found.get(key)
+    return default if item is None else item[0]
+
+
 def check_scope(scope, writable=False):
     """``scope`` if it is one of the three (and writable by an operator when asked)."""
     allowed = OPERATOR_SCOPES if writable else SCOPES
@@ -32,6 +37,7 @@ class AttributeService:
         self.rules = rules
         self.limits = limits
         self.live = None  # the LiveService: told of client and server attribute changes
+        self.power = None  # the PowerService: a device's power settings (a sleeping device's cycle)
 
     def upload_client(self, device, payload: bytes, read=parse_json):
         """Store a device's client attributes (``read``: the bytes to JSON values); None if empty,
@@ -88,18 +94,34 @@ class AttributeService:
         return result
 
     @defer.inlineCallbacks
-    def get(self, device_id, scope, keys=None):
-        """``{key: (value, last_update_ts)}`` of one scope; ``keys`` None means all."""
+    def get(self, device_id, scope, keys=None, device=None):
+        """``{key: (value, last_update_ts)}`` of one scope; ``keys`` None means all.  SERVER_SCOPE's
+        ``active`` is judged now from the stored times and what this node heard (``device``, the
+        Device if the caller has it, saves a read of it)."""
         check_scope(scope)
+        server = scope == "SERVER_SCOPE"
+        wanted = keys
+        if server and keys is not None and "active" in keys:
+            keys = list({*keys, "lastActivityTime", "inactivityTimeout"})
         found = yield self.store.get_attributes(device_id, scope, keys)
-        if scope == "SERVER_SCOPE":
+        if server:
             now = now_ms()
-            live = self.activity.current(device_id, now)
-            if "active" not in live and "active" not in found:
-                live["active"] = False  # never heard from, as ThingsBoard has it
-            for key, value in live.items():
-                if keys is None or key in keys:
+            for key, value in self.activity.current(device_id).items():
+                stored = _value(found, key)
+                if not isinstance(stored, int) or value > stored:
                     found[key] = (value, now)
+            if wanted is None or "active" in wanted:
+                if self.power is None:
+                    cycle = 0
+                elif device is not None:
+                    cycle = (yield self.power.settings_of(device)).cycle_ms
+                else:
+                    cycle = yield self.power.cycle_of(device_id)
+                active = self.activity.judge(device_id, found, cycle, now)
+                if _value(found, "active", None) is not active:
+                    found["active"] = (active, now)
+            if wanted is not None:
+                found = {key: found[key] for key in wanted if key in found}
         return found
 
     @defer.inlineCallbacks

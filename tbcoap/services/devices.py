@@ -18,6 +18,7 @@ from tbcoap.errors import BadRequest, NotFound
 from tbcoap.models import (ACCESS_TOKEN, DEVICE_API_FEATURES, PSK, X509_CERTIFICATE, Credentials, Device,
                            DeviceProfile, compact_json, new_id)
 from tbcoap.events import DeviceGone, DeviceUpdated, ProfileChanged, Resync, TokenReplaced
+from tbcoap.payloads.power import device_configuration
 from tbcoap.services.psk import key_proof
 
 TOKEN_CACHE_CAP = 200_000
@@ -175,30 +176,35 @@ class DeviceService:
     # -- management -----------------------------------------------------------
 
     @defer.inlineCallbacks
-    def create(self, name, type=None, label=None, token=None, additional_info=None):
+    def create(self, name, type=None, label=None, token=None, additional_info=None, device_data=None):
         """Create a device (its profile too if ``type`` names none; no ``type``: the default
         profile); fires ``(device, token)``.
 
-        ``additional_info`` is a JSON object (ThingsBoard's additionalInfo) or None."""
+        ``additional_info`` is a JSON object (ThingsBoard's additionalInfo) or None; ``device_data``
+        ThingsBoard's deviceData (its ``transportConfiguration`` holds power-saving settings) or None."""
         if not type:
             type = (yield self.store.default_profile()).name
         name, type, label, info = _checked(name, type, label, additional_info)
+        transport = device_configuration(device_data)
         token = check_token(token) if token is not None else generate_token()
         yield self.ensure_profile(type)
-        device = Device(id=new_id(), name=name, type=type, label=label, additional_info=info)
+        device = Device(id=new_id(), name=name, type=type, label=label, additional_info=info,
+                        transport_configuration=transport)
         yield self.store.add_device(device, token)
         return device, token
 
     @defer.inlineCallbacks
-    def update(self, device_id, name, type=None, label=None, additional_info=None):
-        """Change a device's name, type, label and additional info (ThingsBoard's save with an id);
-        fires the device.  NotFound if unknown."""
+    def update(self, device_id, name, type=None, label=None, additional_info=None, device_data=None):
+        """Change a device's name, type, label, additional info and deviceData (ThingsBoard's save
+        with an id: what the body leaves out is reset); fires the device.  NotFound if unknown."""
         name, type, label, info = _checked(name, type, label, additional_info)
+        transport = device_configuration(device_data)
         current = yield self.get(device_id)
         yield self.ensure_profile(type)
         device = yield self.store.update_device(Device(id=device_id, name=name, type=type, label=label,
                                                        created_time=current.created_time,
-                                                       customer_id=current.customer_id, additional_info=info))
+                                                       customer_id=current.customer_id, additional_info=info,
+                                                       transport_configuration=transport))
         self.forget(device_id)
         self.bus.publish(DeviceUpdated(device_id))
         return device

@@ -14,7 +14,7 @@ from collections import Counter
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from tbcoap.errors import BadRequest, GatewayTimeout, NotFound, RpcFailed, ShuttingDown
+from tbcoap.errors import BadRequest, GatewayTimeout, NotFound, RpcFailed, ShuttingDown, TooMany
 from tbcoap.models import RPC_FINAL, Rpc, compact_json, new_id, now_ms
 from tbcoap.events import DeviceGone, Resync, RpcChanged
 
@@ -54,11 +54,14 @@ def parse_request(body) -> dict:
 class RpcService:
     """Queues RPCs, delivers them to observing devices, and answers the callers."""
 
-    def __init__(self, store, bus, clock=None):
+    def __init__(self, store, bus, clock=None, max_queued=100):
         from twisted.internet import reactor
 
         self.store = store
         self.bus = bus
+        self.max_queued = max_queued  # RPCs not yet final per device (TooMany beyond)
+        self.power = None  # the PowerService: a sleeping device's RPCs wait for its window
+        self.refused = 0  # RPCs refused: their device had max_queued waiting
         self.clock = clock or reactor
         self._channels = {}   # device_id -> {channel: None}: objects with send(json_bytes, on_result)
         self._busy = set()    # devices with a delivery under way
@@ -80,6 +83,9 @@ class RpcService:
         if not self._running:
             raise ShuttingDown("server is stopping")
         request = parse_request(body)
+        if len((yield self.store.pending_rpcs(device_id))) >= self.max_queued:
+            self.refused += 1
+            raise TooMany(f"{self.max_queued} rpcs already wait for this device; retry once it took some")
         rpc = yield self.store.add_rpc(Rpc(id=new_id(), device_id=device_id, request_id=0, method=request["method"],
                                            params_json=request["params_json"], oneway=oneway,
                                            persistent=request["persistent"],
@@ -154,12 +160,22 @@ class RpcService:
         (if something is, look again once it is done: an RPC queued meanwhile is not forgotten)."""
         if not self._running or device_id not in self._channels:
             return
+        if self._asleep(device_id):
+            return
         if device_id in self._busy:
             self._again.add(device_id)
             return
         self._busy.add(device_id)
         self._again.discard(device_id)
         self._deliver_next(device_id).addErrback(self._delivery_failed, device_id)
+
+    def _asleep(self, device_id):
+        """True (and the device's RPCs wait, QUEUED, for its next uplink) outside its window."""
+        power = self.power
+        if power is None or power.is_open(device_id):
+            return False
+        power.hold(device_id)
+        return True
 
     def _idle(self, device_id):
         """Delivery to the device has ended; start again if someone asked meanwhile."""
@@ -180,6 +196,8 @@ class RpcService:
             if rpc.expiration_time <= now:  # its timer was on a node that went away, say
                 self._expire(rpc)
                 continue
+            if self._asleep(device_id):  # the window closed meanwhile
+                break
             if not (yield self._set_status(rpc.id, "SENT", expect=("QUEUED",))):
                 continue
             message = RpcNotice(rpc.request_id, rpc.method, rpc.params_json)  # each form made once for all channels
@@ -204,6 +222,8 @@ class RpcService:
         delivery.outcomes += 1
         status, response = None, None
         if outcome in ("ack", "sent"):
+            if outcome == "ack" and self.power is not None:
+                self.power.acked(rpc.device_id)  # an ACK is an uplink (ThingsBoard's rule)
             if not delivery.delivered:
                 delivery.delivered = True
                 status = "SUCCESSFUL" if rpc.oneway else "DELIVERED"
@@ -335,7 +355,7 @@ class RpcService:
         """Counters of this node: RPCs not yet final with an expiry timer here, callers waiting,
         /rpc observations (``queuedRpcs``, from the store, is added by ``counts``)."""
         return {"pendingRpcs": len(self._timers), "waitingCallers": sum(map(len, self._waiters.values())),
-                "rpcChannels": sum(map(len, self._channels.values()))}
+                "rpcChannels": sum(map(len, self._channels.values())), "refusedRpcs": self.refused}
 
     @defer.inlineCallbacks
     def counts(self):

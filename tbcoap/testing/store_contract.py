@@ -1149,6 +1149,23 @@ async def test_device_additional_info_is_kept(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_device_transport_configuration_is_kept(store):
+    power = '{"type":"COAP","powerMode":"PSM","psmActivityTimer":2000}'
+    d = await store.add_device(dev("sleepy", transport_configuration=power), "tsleepy")
+    assert (await store.get_device(d.id)).transport_configuration == power
+    assert (await store.device_by_name("sleepy")) == d
+    assert (await store.device_by_credentials(ACCESS_TOKEN, "tsleepy")) == d
+    assert (await store.list_devices(10, 0))[0] == [d]
+    edrx = '{"type":"COAP","powerMode":"E_DRX","edrxCycle":81000}'
+    changed = await store.update_device(replace(d, transport_configuration=edrx))
+    assert changed.transport_configuration == edrx and (await store.get_device(d.id)) == changed
+    cleared = await store.update_device(replace(d, transport_configuration=None))
+    assert cleared.transport_configuration is None and (await store.get_device(d.id)).transport_configuration is None
+    plain = await store.add_device(dev("awake"), "tawake")
+    assert (await store.get_device(plain.id)).transport_configuration is None
+
+
+@pytest_twisted.ensureDeferred
 async def test_update_profile_renames_its_devices_type(store):
     p = await store.add_profile(DeviceProfile(id=new_id(), name="sensors"))
     other = await store.add_profile(DeviceProfile(id=new_id(), name="other", provision_type="ALLOW_CREATE_NEW_DEVICES",

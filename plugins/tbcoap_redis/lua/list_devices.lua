@@ -51,6 +51,6 @@ else
 end
 local out = {total}
 for _, id in ipairs(ids) do
-  out[#out + 1] = redis.call('HMGET', K('dev', id), 'id', 'name', 'type', 'label', 'created', 'customer', 'info')
+  out[#out + 1] = redis.call('HMGET', K('dev', id), 'id', 'name', 'type', 'label', 'created', 'customer', 'info', 'transport')
 end
 return out

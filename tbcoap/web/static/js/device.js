@@ -8,6 +8,7 @@ import { deleteDevice } from "./devices.js";
 import { chartSection } from "./chart.js";
 import { attributesSection } from "./attributes.js";
 import { rpcSection } from "./rpc.js";
+import { powerFact, powerSection } from "./power.js";
 import { follow, live, throttle } from "./live.js";
 
 export const REFRESH_MS = 5000;
@@ -35,7 +36,7 @@ export async function deviceView(view, ctx, life, id) {
 
   const facts = factsSection(device, ctx);
   view.append(facts.el);
-  if (ctx.admin) view.append(credentialsSection(device));
+  if (ctx.admin) view.append(credentialsSection(device), powerSection(device));
   const chart = chartSection(id, life);
   const latest = latestSection(id, life, (points) => chart.offer(points));
   view.append(latest.el, chart.el);
@@ -70,6 +71,7 @@ function factsSection(device, ctx) {
     ["Owner", owner],
     ["State", state],
     ["Last activity", last],
+    ["Power mode", powerFact(device, ctx)],
   ];
   const el = h("section", { "aria-label": "Device details" },
     h("dl", { class: "facts" }, rows.map(([term, dd]) => [h("dt", null, term), dd])), ownerActions(device, ctx, showOwner));

@@ -20,7 +20,7 @@ const SIZES = [10, 20, 50, 100];
 const state = { text: "", page: 0, pageSize: 20, sort: SORTS[0][0] }; // kept while the tab lives
 
 export function devicesView(view, ctx, life) {
-  const columns = ["Name", "Type", "Label", "State", "Last activity", "Owner"];
+  const columns = ["Name", "Type", "Label", "State", "Last activity", "Power", "Owner"];
   if (ctx.admin) columns.push("Actions");
   const list = dataTable("devices-table", "Devices", columns);
   const summary = h("p", { class: "summary", id: "devices-summary", "aria-live": "polite" });
@@ -113,6 +113,7 @@ export function devicesView(view, ctx, life) {
       h("td", null, device.label || ""),
       h("td", null, badge(device.active, "Active", "Inactive")),
       h("td", null, formatTime(device.lastActivityTime)),
+      h("td", { class: "power" }, device.powerMode || "none"),
       h("td", null, owner),
     ];
     if (ctx.admin) {
