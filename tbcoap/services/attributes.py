@@ -132,7 +132,7 @@ class AttributeService:
         check_scope(scope)
         extra = []
         if scope == "SERVER_SCOPE":
-            live = sorted(set(self.activity.current(device_id, now_ms())) | {"active"})
+            live = sorted(set(self.activity.current(device_id)) | {"active"})
             _, present = yield self.store.count_attribute_keys(device_id, scope, live)
             extra = [key for key in live if key not in set(present)]
         mine = extra[offset:offset + limit]
