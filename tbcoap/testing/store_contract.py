@@ -1380,3 +1380,6 @@ async def test_default_profile_and_deletions_persist(store, open_backend):
         assert await again.customer_by_key_digest(digest(1)) is None
     finally:
         await again.close()
+
+
+from tbcoap.testing.ota_contract import *  # noqa: E402,F401,F403  the OTA part of the contract

@@ -1,0 +1,17 @@
+-- ARGV: P, id, offset, length, chunk size.  The bytes of the range, or 'NOTFOUND' (no package or no data)
+local f = redis.call('HMGET', K('ota', ARGV[2]), 'data', 'size')
+if not f[1] then return 'NOTFOUND' end
+local offset, chunk = tonumber(ARGV[3]), tonumber(ARGV[5])
+local last = math.min(offset + tonumber(ARGV[4]), tonumber(f[2])) - 1
+local parts = {}
+local position = offset
+while position <= last do
+  local index = math.floor(position / chunk)
+  local start = position - index * chunk
+  local stop = math.min(chunk - 1, last - index * chunk)
+  local part = redis.call('HGET', K('otadata', f[1]), tostring(index))
+  if not part then return 'NOTFOUND' end
+  parts[#parts + 1] = string.sub(part, start + 1, stop + 1)
+  position = index * chunk + stop + 1
+end
+return {table.concat(parts)}
