@@ -15,6 +15,7 @@ from tbcoap.services.claims import DEFAULT_DURATION_MS, ClaimService
 from tbcoap.services.customers import CustomerService
 from tbcoap.services.devices import DeviceService
 from tbcoap.services.live import LiveService
+from tbcoap.services.ota import OtaService
 from tbcoap.services.owners import OwnerService
 from tbcoap.services.payloads import PayloadService
 from tbcoap.services.profiles import ProfileService
@@ -50,6 +51,7 @@ class Core:
         self.profiles = ProfileService(store, self.payloads, self.bus)
         self.provisioning = ProvisionService(store, self.devices)
         self.live = LiveService(self.bus, self.telemetry, self.attributes, self.devices, max_subscriptions)
+        self.ota = OtaService(store, self.attributes, self.bus)
         self.telemetry.live = self.attributes.live = self.activity.live = self.live
 
     @defer.inlineCallbacks

@@ -65,6 +65,7 @@ class TbcoapService(Service):
                          rule_timeout=settings["rule-timeout"], claim_duration_ms=settings["claim-duration"],
                          ts_ttl_ms=settings.get("ts-ttl", 0) * 1000,
                          max_subscriptions=settings.get("ws-max-subscriptions", 100_000))
+        self.core.ota.max_size = settings.get("max-ota-size", self.core.ota.max_size)
         self.observers = ObserverRegistry(self.core, max_per_device=settings["max-device-observations"])
         self.device_api = DeviceApi(self.core, self.observers, max_body=settings["max-body"],
                                     device_limiter=_limiter(settings["device-rate-limit"]),

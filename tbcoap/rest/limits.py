@@ -77,6 +77,7 @@ class LimitedRequest(server.Request):
     """A Request whose body stays in memory and stops at its limit."""
 
     body_limit = UNAUTHENTICATED_BODY
+    ota_sink = None  # a package upload's body goes there, piece by piece (tbcoap.rest.upload)
     _received = 0
 
     def gotLength(self, length):
@@ -87,4 +88,12 @@ class LimitedRequest(server.Request):
         if self._received > self.body_limit:
             self.channel.refuse(413, f"body over {self.body_limit} bytes")
             return
+        if self.ota_sink is not None:
+            self.ota_sink.received(data)
+            return
         self.content.write(data)
+
+    def connectionLost(self, reason):
+        if self.ota_sink is not None:
+            self.ota_sink.abandoned()
+        super().connectionLost(reason)
