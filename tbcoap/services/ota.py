@@ -6,7 +6,6 @@ devices as ``fw_*`` / ``sw_*`` shared attributes, downloaded by range, progress 
 from __future__ import annotations
 
 import hashlib
-import json
 import zlib
 from collections import OrderedDict
 
@@ -314,7 +313,10 @@ class OtaService:
         if gone:
             yield self.attributes.delete(device_id, "SHARED_SCOPE", gone)
         if values and values != current:
-            yield self.attributes.save(device_id, "SHARED_SCOPE", json.dumps(values).encode())
+            # typed as ThingsBoard writes them (strings stay strings: no number guessing of device payloads)
+            ts = now_ms()
+            yield self.store.save_attributes(device_id, "SHARED_SCOPE", values, ts)
+            self.bus.publish(SharedAttributesChanged(device_id, values, ts))
 
     # -- what a device downloads ---------------------------------------------------------
 
