@@ -15,7 +15,7 @@ import treq
 from twisted.internet import utils
 from txthings import coap as tx
 
-from tests.coapclient import GET, code_text, open_client
+from tests.coapclient import GET, code_text, deferLater, open_client
 from tests.conftest import ADMIN_KEY
 
 ATTRIBUTES = "/api/v1/OTA-TOKEN/attributes"
@@ -200,3 +200,28 @@ async def test_chunks_queries_and_own_packages(node, coap, rest):
 
 def coap_post():
     return tx.POST
+
+
+@pytest_twisted.ensureDeferred
+async def test_progress_from_telemetry_per_package_and_in_metrics(node, coap, rest):
+    profile, device = await setup(rest)
+    info = await package(rest, profile["id"]["id"], os.urandom(100))
+    await assign_profile(rest, profile, info["id"]["id"])
+    status, _ = await rest.post("/api/device?accessToken=OTA-TOKEN-2", {"name": "dev-2", "type": "ota-profile"})
+    assert status == 200
+    answer = await coap.request(tx.POST, "/api/v1/OTA-TOKEN/telemetry", b'{"fw_state":"FAILED","fw_error":"bad crc"}')
+    assert code_text(answer.code) == "2.01"
+    status, listed = await rest.get(f"/api/otaPackage/{info['id']['id']}/devices?pageSize=10&page=0")
+    assert status == 200 and listed["totalElements"] == 2
+    states = {d["name"]: (d["otaState"], d["otaError"]) for d in listed["data"]}
+    assert states == {"dev-OTA-TOKEN": ("FAILED", "bad crc"), "dev-2": (None, None)}
+    await rest.get("/metrics")  # the first scrape starts a count
+    for _ in range(50):
+        status, text = await rest.get("/metrics")
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        if 'tbcoap_ota_devices{state="FAILED",type="FIRMWARE"} 1.0' in text:
+            break
+        await deferLater(0.1)
+        node.core.ota._counted_at = None  # (a test need not wait a minute for the next count)
+    assert 'tbcoap_ota_devices{state="FAILED",type="FIRMWARE"} 1.0' in text
+    assert 'tbcoap_ota_devices{state="NONE",type="FIRMWARE"} 1.0' in text

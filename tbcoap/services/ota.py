@@ -23,6 +23,8 @@ STATES = ("DOWNLOADING", "DOWNLOADED", "VERIFIED", "UPDATING", "UPDATED", "FAILE
 CACHE_SECONDS = 2.0  # how long a device's package choice is reused by its block requests
 MAX_CACHED_DEVICES = 10_000
 MAX_CACHED_PACKAGES = 1_000
+METRICS_EVERY = 60.0  # seconds between passes counting devices by state (for /metrics)
+METRICS_MAX_DEVICES = 10_000  # devices one pass reads the state of
 PAGE = 500  # devices per page when a profile's assignment changes
 
 
@@ -146,6 +148,9 @@ class OtaService:
         self.max_size = max_size
         self._chosen = OrderedDict()  # device id -> (expires, {type: package or None})
         self._packages = OrderedDict()  # package id -> OtaPackage with data (never changes)
+        self._states = {}  # (type, state) -> devices, from the last counting pass
+        self._counted_at = None
+        self._counting = False
         bus.subscribe(self._on_event)
 
     # -- packages ------------------------------------------------------------------------
@@ -394,3 +399,43 @@ class OtaService:
             latest = yield self.store.latest_telemetry(device.id, keys)
             rows.append((device, {key: value for key, (_ts, value) in latest.items()}))
         return rows, total
+
+    def state_counts(self):
+        """``{(type, state): devices}`` of the devices that get a package, by the state they reported
+        (``NONE``: nothing yet), from the last pass; a scrape starts a new pass when the last one is over
+        METRICS_EVERY old.  A pass reads at most METRICS_MAX_DEVICES devices, a page at a time."""
+        now = self.clock.seconds()
+        if not self._counting and (self._counted_at is None or now - self._counted_at >= METRICS_EVERY):
+            self._counting = True
+            d = self._count_states()
+            d.addErrback(lambda _: None)  # (a store that is down: the last counts stay)
+            d.addBoth(self._counted)
+        return dict(self._states)
+
+    def _counted(self, _):
+        self._counting = False
+        self._counted_at = self.clock.seconds()
+
+    @defer.inlineCallbacks
+    def _count_states(self):
+        counts, seen, offset = {}, 0, 0
+        while seen < METRICS_MAX_DEVICES:
+            packages, total = yield self.store.list_ota_packages(100, offset)
+            for package in packages:
+                prefix = PREFIX[package.type]
+                start = 0
+                while seen < METRICS_MAX_DEVICES:
+                    devices, count = yield self.store.ota_package_devices(package.id, PAGE, start)
+                    for device in devices:
+                        latest = yield self.store.latest_telemetry(device.id, [f"{prefix}_state"])
+                        state = latest.get(f"{prefix}_state", (0, "NONE"))[1]
+                        key = (package.type, state if state in STATES else "NONE")
+                        counts[key] = counts.get(key, 0) + 1
+                        seen += 1
+                    start += PAGE
+                    if start >= count or not devices:
+                        break
+            offset += 100
+            if offset >= total or not packages:
+                break
+        self._states = counts
