@@ -144,8 +144,10 @@ def _rewind(call):
 
 @defer.inlineCallbacks
 def _with_assignments(call, answer, entity_id):
+    """The answer with ``firmwareId`` / ``softwareId`` where the device or profile has a package of its own
+    (left out when none, so a device's JSON is the same in every call that shows it)."""
     found = yield call.core.ota.assignments(entity_id)
-    answer.update({FIELDS[t]: _ref(found[FIELDS[t]]) for t in OTA_TYPES})
+    answer.update({FIELDS[t]: _ref(found[FIELDS[t]]) for t in OTA_TYPES if found[FIELDS[t]]})
     return answer
 
 
