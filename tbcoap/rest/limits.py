@@ -53,6 +53,9 @@ class LimitedChannel(http.HTTPChannel):
 
     def allHeadersReceived(self):
         request = self.requests[-1]
+        # (twisted.web gives the request its method and path only once the body is in: the limit needs them now)
+        request.method, request.uri = self._command, self._path
+        request.path = self._path.split(b"?", 1)[0]
         request.body_limit = self.site.body_limit(request)
         if self.length is not None and self.length > request.body_limit:
             return self.refuse(413, f"body over {request.body_limit} bytes")
