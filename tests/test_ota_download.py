@@ -225,3 +225,21 @@ async def test_progress_from_telemetry_per_package_and_in_metrics(node, coap, re
         node.core.ota._counted_at = None  # (a test need not wait a minute for the next count)
     assert 'tbcoap_ota_devices{state="FAILED",type="FIRMWARE"} 1.0' in text
     assert 'tbcoap_ota_devices{state="NONE",type="FIRMWARE"} 1.0' in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_package_over_max_ota_size_is_refused_and_leaves_nothing(start_node):
+    from tests.conftest import Rest
+    node = await start_node("--max-ota-size", "100KiB")
+    rest = Rest(f"http://127.0.0.1:{node.http_address[1]}")
+    profile, _device = await setup(rest)
+    status, info = await rest.post("/api/otaPackage", {"title": "big", "version": "1", "type": "FIRMWARE",
+                                                       "deviceProfileId": {"id": profile["id"]["id"]}})
+    status, body = await upload(rest, f"/api/otaPackage/{info['id']['id']}", os.urandom(300_000))
+    assert status == 400 and "max-ota-size" in body["message"], body
+    status, again = await rest.get(f"/api/otaPackage/info/{info['id']['id']}")
+    assert again["hasData"] is False
+    status, body = await upload(rest, f"/api/otaPackage/{info['id']['id']}", os.urandom(100 * 1024))
+    assert status == 200 and body["dataSize"] == 100 * 1024
+    chunks = await node.store._read(lambda conn: conn.execute("SELECT count(*) FROM ota_chunks").fetchone()[0])
+    assert chunks == 2  # the refused upload's chunks were removed
