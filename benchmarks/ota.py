@@ -145,7 +145,9 @@ def parse(datagram):
 
 def download_all(coap, tokens, data, inflight, per_device, sockets=16):
     """Every device fetches ``per_device`` blocks spread over the package (all of them with 0), interleaved:
-    the i-th block of every device before the (i+1)-th of any; ``(blocks, seconds, retransmissions)``."""
+    the i-th block of every device before the (i+1)-th of any; ``(blocks, seconds, retransmissions)``.
+    An answer later than the server's piggyback window comes as an empty ACK and then a separate CON
+    (acknowledged here), matched by its token."""
     blocks = -(-len(data) // 1024)
     per_device = per_device or blocks
     step = max(1, blocks // per_device)
@@ -155,7 +157,8 @@ def download_all(coap, tokens, data, inflight, per_device, sockets=16):
         s.setblocking(False)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
         s.connect(("127.0.0.1", coap))
-    pending = {}  # (sock index, mid) -> (number, device index, sent at, datagram)
+    pending = {}  # (sock index, token) -> [number, device index, sent at, datagram, acked]
+    by_mid = {}  # (sock index, mid) -> token
     next_item, done, retransmitted, mid = 0, 0, 0, 0
     started = time.perf_counter()
     while done < len(order):
@@ -163,9 +166,11 @@ def download_all(coap, tokens, data, inflight, per_device, sockets=16):
             number, index = order[next_item]
             mid = (mid + 1) & 0xFFFF
             which = next_item % sockets
-            datagram = block_request(mid, b"\x01\x02", tokens[index], number)
+            token = next_item.to_bytes(4, "big")
+            datagram = block_request(mid, token, tokens[index], number)
             socks[which].send(datagram)
-            pending[(which, mid)] = (number, index, time.monotonic(), datagram)
+            pending[(which, token)] = [number, index, time.monotonic(), datagram, False]
+            by_mid[(which, mid)] = token
             next_item += 1
         readable, _, _ = select.select(socks, [], [], 0.2)
         for s in readable:
@@ -176,7 +181,16 @@ def download_all(coap, tokens, data, inflight, per_device, sockets=16):
                 except BlockingIOError:
                     break
                 rmid, code, payload = parse(answer)
-                item = pending.pop((which, rmid), None)
+                mtype = (answer[0] >> 4) & 3
+                if code == 0:  # an empty ACK: the answer follows as a CON
+                    token = by_mid.pop((which, rmid), None)
+                    if token is not None and (which, token) in pending:
+                        pending[(which, token)][4] = True
+                    continue
+                if mtype == 0:  # a separate answer: acknowledge it
+                    s.send(bytes([0x60, 0, answer[2], answer[3]]))
+                token = answer[4:4 + (answer[0] & 0x0F)]
+                item = pending.pop((which, token), None)
                 if item is None:
                     continue
                 if code != 0x45:
@@ -186,10 +200,10 @@ def download_all(coap, tokens, data, inflight, per_device, sockets=16):
                     raise SystemExit(f"block {number} of device {item[1]} differs from the package")
                 done += 1
         now = time.monotonic()
-        for key, (number, index, sent, datagram) in list(pending.items()):
-            if now - sent > 2.0:
-                socks[key[0]].send(datagram)
-                pending[key] = (number, index, now, datagram)
+        for key, item in pending.items():
+            if not item[4] and now - item[2] > 2.0:
+                socks[key[0]].send(item[3])
+                item[2] = now
                 retransmitted += 1
     seconds = time.perf_counter() - started
     for s in socks:

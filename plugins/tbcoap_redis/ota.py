@@ -1,7 +1,7 @@
 """The Redis store's OTA calls (mixed into RedisStore; the scripts are lua/ota_*.lua).
 
-A package is the hash ``P:ota:{id}``; its data is the hash ``P:otadata:{upload id}`` of chunks of
-OTA_CHUNK bytes by index, read by range inside one script; assignments are ``P:ota:assign:{entity}``
+A package is the hash ``P:ota:{id}``; its data the strings ``P:otadata:{upload id}:{index}`` of
+OTA_CHUNK bytes each (``...:n`` counts them), read with GETRANGE inside one script; assignments are ``P:ota:assign:{entity}``
 (type -> package) with ``P:ota:{package}:assigned`` (the entities) beside them.
 """
 

@@ -9,9 +9,8 @@ while position <= last do
   local index = math.floor(position / chunk)
   local start = position - index * chunk
   local stop = math.min(chunk - 1, last - index * chunk)
-  local part = redis.call('HGET', K('otadata', f[1]), tostring(index))
-  if not part then return 'NOTFOUND' end
-  parts[#parts + 1] = string.sub(part, start + 1, stop + 1)
+  if redis.call('EXISTS', K('otadata', f[1], index)) == 0 then return 'NOTFOUND' end
+  parts[#parts + 1] = redis.call('GETRANGE', K('otadata', f[1], index), start, stop)
   position = index * chunk + stop + 1
 end
 return {table.concat(parts)}
