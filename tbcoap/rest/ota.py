@@ -46,7 +46,7 @@ def save_data(call, package_id):
         ctype = call.request.getHeader(b"content-type") or b""
         if not ctype.lower().startswith(b"multipart/form-data"):
             raise BadRequest("send the package as multipart/form-data with a part named file")
-        sink = UploadSink(call.core.ota, call.request, package_id)
+        sink = UploadSink(call.core.ota, call.request, package_id, streaming=False)
         sink.received(call.body())
     package = yield sink.result()
     return package_json(package)

@@ -52,8 +52,9 @@ class UploadSink:
     """Receives an upload's body piece by piece; ``result()`` fires with the stored package (or fails
     with what was wrong) once the body is complete and the data stored."""
 
-    def __init__(self, service, request, package_id):
+    def __init__(self, service, request, package_id, streaming=True):
         self.service, self.request, self.package_id = service, request, package_id
+        self.streaming = streaming  # False: the body is in memory already (the connection is left alone)
         self.error = None  # the first thing wrong: the rest of the body is read and dropped
         self.upload = None
         self.parser = None
@@ -201,13 +202,13 @@ class UploadSink:
     # -- flow control ------------------------------------------------------------------------------------
 
     def _pause(self):
-        transport = getattr(self.request.channel, "transport", None)
+        transport = getattr(self.request.channel, "transport", None) if self.streaming else None
         if not self.paused and transport is not None:
             self.paused = True
             transport.pauseProducing()
 
     def _resume(self):
-        transport = getattr(self.request.channel, "transport", None)
+        transport = getattr(self.request.channel, "transport", None) if self.streaming else None
         if self.paused and transport is not None:
             self.paused = False
             if not self.complete:
