@@ -55,7 +55,7 @@ def test_upload_info_list_download_delete(client, server, tmp_path):
     info = new_package(client, p, tag="v-tag")
     assert info.has_data is False and info.title == "fw" and info.tag == "v-tag"
     assert info.id.entity_type == "OTA_PACKAGE"
-    data = os.urandom(300_000)
+    data = os.urandom(1_500_000)  # over --max-rest-body (1 MiB): only the streamed upload takes it
     path = tmp_path / "firmware.bin"
     path.write_bytes(data)
     done = client.save_ota_package_data(info.id, checksum_algorithm="SHA256", file=str(path))
