@@ -52,6 +52,7 @@ class Core:
         self.provisioning = ProvisionService(store, self.devices)
         self.live = LiveService(self.bus, self.telemetry, self.attributes, self.devices, max_subscriptions)
         self.ota = OtaService(store, self.attributes, self.bus)
+        self.provisioning.created = self.ota.refresh_device  # a provisioned device learns of its profile's package
         self.telemetry.live = self.attributes.live = self.activity.live = self.live
 
     @defer.inlineCallbacks

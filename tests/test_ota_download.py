@@ -243,3 +243,20 @@ async def test_a_package_over_max_ota_size_is_refused_and_leaves_nothing(start_n
     assert status == 200 and body["dataSize"] == 100 * 1024
     chunks = await node.store._read(lambda conn: conn.execute("SELECT count(*) FROM ota_chunks").fetchone()[0])
     assert chunks == 2  # the refused upload's chunks were removed
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_provisioned_device_gets_its_profiles_package_attributes(node, coap, rest):
+    status, profile = await rest.post("/api/deviceProfile", {
+        "name": "ota-prov", "provisionType": "ALLOW_CREATE_NEW_DEVICES", "provisionDeviceKey": "ota-key",
+        "provisionDeviceSecret": "ota-secret"})
+    assert status == 200, profile
+    info = await package(rest, profile["id"]["id"], os.urandom(64), version="5.5")
+    await assign_profile(rest, profile, info["id"]["id"])
+    body = json.dumps({"deviceName": "ota-prov-1", "provisionDeviceKey": "ota-key",
+                       "provisionDeviceSecret": "ota-secret"}).encode()
+    answer = await coap.request(tx.POST, "/api/v1/provision", body)
+    assert json.loads(answer.payload)["status"] == "SUCCESS"
+    status, device = await rest.get("/api/tenant/device?deviceName=ota-prov-1")
+    status, attrs = await rest.get(f"/api/plugins/telemetry/DEVICE/{device['id']['id']}/values/attributes/SHARED_SCOPE")
+    assert {a["key"]: a["value"] for a in attrs}["fw_version"] == "5.5"
