@@ -66,3 +66,36 @@ def test_streamed_upload_and_concurrent_downloads_hold_no_package(ota_server, tm
     assert count == 6400
     # 6,400 answers of ~1.1 KB are kept for duplicates (7 MB); 100 whole packages would be 200 MB
     assert grown < 30, f"100 concurrent downloaders grew the server by {grown:.0f} MB"
+
+
+def test_an_upload_cut_short_leaves_no_chunks(ota_server, tmp_path):
+    import socket
+    import sqlite3
+    import time
+
+    http = ota_server.ports["HTTP"]
+    status, profile = bench.rest(http, "POST", "/api/deviceProfile", {"name": "ota-cut"})
+    status, info = bench.rest(http, "POST", "/api/otaPackage", {"title": "cut", "version": "1", "type": "FIRMWARE",
+                                                               "deviceProfileId": {"id": profile["id"]["id"]}})
+    head = (f"POST /api/otaPackage/{info['id']['id']} HTTP/1.1\r\nHost: x\r\nX-Authorization: Bearer {bench.KEY}\r\n"
+            f"Content-Type: multipart/form-data; boundary={bench.BOUNDARY}\r\nContent-Length: 4000000\r\n\r\n"
+            f"--{bench.BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\n\r\n").encode()
+    database = os.path.join(ota_server.data_dir, "tbcoap.sqlite3")
+
+    def chunks():
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+            return conn.execute("SELECT count(*) FROM ota_chunks").fetchone()[0]
+
+    with socket.create_connection(("127.0.0.1", http)) as sock:
+        sock.sendall(head + os.urandom(1_000_000))
+        deadline = time.monotonic() + 10
+        while not chunks():  # the first chunks are stored while the body arrives
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    deadline = time.monotonic() + 10
+    while chunks() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert chunks() == 0
+    status, again = bench.rest(http, "GET", f"/api/otaPackage/info/{info['id']['id']}")
+    assert again["hasData"] is False
