@@ -65,8 +65,6 @@ class Blockwise:
         block1 = opt.block1
         if block1 is not None:
             answer.opt.addOption(BlockOption(coap.BLOCK1, (block1.block_number, False, block1.size_exponent)))
-        if answer.opt.block2 is not None:
-            return answer  # a block the handler cut itself (a package download)
         block2 = opt.block2
         szx = min(self.block_szx, block2.size_exponent) if block2 is not None else self.block_szx
         size = 1 << (szx + 4)
@@ -74,6 +72,8 @@ class Blockwise:
         number = block2.block_number if block2 is not None else 0
         if len(payload) <= size and not number:
             return answer
+        if answer.opt.block2 is not None:
+            return answer  # a block the handler cut itself (a package download)
         start = number * size
         if start >= len(payload):
             return response(coap.BAD_OPTION, b"block %d out of range" % number, 0)

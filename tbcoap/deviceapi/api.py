@@ -153,9 +153,9 @@ class DeviceApi:
             return error(coap.BAD_REQUEST, "path is not UTF-8")
         if path == [".well-known", "core"]:
             return WELL_KNOWN_ROUTE
-        if path and path[0] in OTA_PATHS and len(path) <= 2:
-            return Routed(path[0], path[1] if len(path) == 2 else None, self.ota)
         if len(path) < 2 or path[0] != "api" or path[1] != "v1":
+            if path and path[0] in OTA_PATHS and len(path) <= 2:  # /fw/{token}, /sw/{token} (deviceapi/ota.py)
+                return Routed(path[0], path[1] if len(path) == 2 else None, self.ota)
             return error(coap.NOT_FOUND, "not found")
         if (len(path) == 3 and path[2] == "provision") or (len(path) == 4 and path[3].lower() == "provision"):
             return PROVISION_ROUTE  # ThingsBoard reads /api/v1/{anything}/provision as provisioning too
@@ -208,7 +208,7 @@ class DeviceApi:
         answer = self._rate_limited(request, key)
         if answer is not None:
             return answer
-        if routed.feature in OTA_PATHS:
+        if routed.handler is self.ota:
             answer = self.ota(device, routed.feature, request)
             if isinstance(answer, defer.Deferred):
                 answer.addErrback(self._failed, request, routed, device)
