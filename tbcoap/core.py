@@ -16,6 +16,7 @@ from tbcoap.services.customers import CustomerService
 from tbcoap.services.devices import DeviceService
 from tbcoap.services.keycap import DEFAULT_CACHE_BYTES, KeyCap
 from tbcoap.services.live import LiveService
+from tbcoap.services.ota import OtaService
 from tbcoap.services.owners import OwnerService
 from tbcoap.services.payloads import PayloadService
 from tbcoap.services.power import PowerService
@@ -59,6 +60,8 @@ class Core:
         self.bus.subscribe(self._forget_gone)
         self.provisioning = ProvisionService(store, self.devices)
         self.live = LiveService(self.bus, self.telemetry, self.attributes, self.devices, max_subscriptions)
+        self.ota = OtaService(store, self.attributes, self.bus)
+        self.provisioning.created = self.ota.refresh_device  # a provisioned device learns of its profile's package
         self.telemetry.live = self.attributes.live = self.activity.live = self.live
 
     @defer.inlineCallbacks

@@ -263,6 +263,55 @@ class IProvisionStore(Interface):
         that attribute allows provisioning again."""
 
 
+class IOtaStore(Interface):
+    """Firmware and software packages (``OtaPackage``), their data in chunks of ``models.OTA_CHUNK``
+    bytes (never one whole package in memory), and their assignment to profiles and devices."""
+
+    def add_ota_package(package):
+        """Store a new ``OtaPackage`` without data (``data_id`` None); fires it.  DuplicateName if a
+        package of that title, version, type and profile exists; NotFound if no such profile."""
+
+    def get_ota_package(package_id):
+        """The ``OtaPackage``, or None."""
+
+    def list_ota_packages(limit, offset, profile_id=None, ota_type=None):
+        """``(packages, total)`` ordered by creation; with ``profile_id`` and ``ota_type``, only the
+        packages of that profile and type that have data."""
+
+    def write_ota_chunk(upload_id, index, data):
+        """Keep chunk number ``index`` (bytes, at most OTA_CHUNK; every chunk but the last exactly
+        OTA_CHUNK) of the upload ``upload_id``, not part of any package until ``finish_ota_data``."""
+
+    def finish_ota_data(package):
+        """Give the package of ``package.id`` the data of the upload ``package.data_id`` (its chunks,
+        written before) with the file fields of ``package`` (file_name, content_type, data_size,
+        checksum_algorithm, checksum); fires the stored package.  BadRequest if the package has data
+        already (as ThingsBoard, data is never replaced); NotFound if no such package.  On a refusal
+        the upload's chunks are removed."""
+
+    def discard_ota_upload(upload_id):
+        """Remove the chunks of an upload that was not finished."""
+
+    def read_ota_data(package_id, offset, length):
+        """At most ``length`` bytes of the package's data from ``offset`` (fewer at the end, b"" past
+        it), reading only the chunks the range touches.  NotFound if no such package or no data."""
+
+    def delete_ota_package(package_id):
+        """Delete a package and its data; True if it existed.  BadRequest (nothing changes) while a
+        profile or device has it assigned."""
+
+    def set_ota_assignment(entity_id, ota_type, package_id):
+        """Assign the package (None: none) of ``ota_type`` to a device or profile (its id).  NotFound if
+        no such device or profile or package; BadRequest if the package is of another type."""
+
+    def ota_assignments(entity_id):
+        """``{ota_type: package_id}`` assigned to that device or profile (no entry: none)."""
+
+    def ota_package_devices(package_id, limit, offset):
+        """``(devices, total)``: the devices whose package of that type is this one (their own, or
+        their profile's when they have none of their own), ordered by creation."""
+
+
 class IBus(Interface):
     """Carries change events (``tbcoap.events``) to every subscriber, on this node and, for a store
     shared by several nodes, on the others."""
@@ -281,7 +330,7 @@ class IBus(Interface):
 
 
 class IStore(IDeviceStore, ITelemetryStore, IAttributeStore, IRpcStore, ICustomerStore, IClaimStore,
-             IProvisionStore):
+             IProvisionStore, IOtaStore):
     """Everything a storage backend provides."""
 
     name = Attribute("Short backend name, e.g. 'sqlite' (in the start-up line, /metrics and /api/health).")

@@ -43,6 +43,7 @@ class NodeCollector:
         yield from self._coap(node)
         yield from self._domain(node)
         yield from self._store(node)
+        yield from self._ota(node)
         if node.dtls is not None:
             yield from self._dtls(node.dtls.stats())
 
@@ -106,6 +107,13 @@ class NodeCollector:
         sleeping.add_metric(["observing"], power["sleepyDevices"])
         sleeping.add_metric(["waiting"], power["devicesWaiting"])
         yield sleeping
+
+    def _ota(self, node):
+        devices = GaugeMetricFamily("tbcoap_ota_devices", "devices that get a firmware or software package, by "
+                                    "package type and the state they reported (NONE: none yet)", labels=["type", "state"])
+        for (ota_type, state), count in sorted(node.core.ota.state_counts().items()):
+            devices.add_metric([ota_type, state], count)
+        yield devices
 
     def _store(self, node):
         stats = node.store.stats()

@@ -174,3 +174,32 @@ class ClaimRequest:
 def compact_json(value) -> str:
     """``value`` as compact JSON text (no spaces, UTF-8 kept), as tbcoap writes JSON everywhere."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+OTA_TYPES = ("FIRMWARE", "SOFTWARE")
+OTA_CHUNK = 65536
+"""Bytes in each stored chunk of an OTA package's data (the last chunk may be shorter)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OtaPackage:
+    """A firmware or software package (ThingsBoard's OtaPackageInfo).  Its data is kept by the store
+    in chunks of ``OTA_CHUNK`` bytes under ``data_id``, None until the data was uploaded."""
+
+    id: str
+    title: str
+    version: str
+    type: str
+    device_profile_id: str
+    tag: str | None = None
+    created_time: int = field(default_factory=now_ms)
+    file_name: str | None = None
+    content_type: str | None = None
+    data_size: int | None = None
+    checksum_algorithm: str | None = None
+    checksum: str | None = None
+    data_id: str | None = None
+
+    @property
+    def has_data(self) -> bool:
+        return self.data_id is not None

@@ -72,6 +72,7 @@ class TbcoapService(Service):
                          max_queued_rpcs=settings.get("max-queued-rpcs", 100))
         self.observers = ObserverRegistry(self.core, max_per_device=settings["max-device-observations"],
                                           max_held_bytes=settings.get("max-held-attributes", 65536))
+        self.core.ota.max_size = settings.get("max-ota-size", self.core.ota.max_size)
         self.device_api = DeviceApi(self.core, self.observers, max_body=settings["max-body"],
                                     device_limiter=_limiter(settings["device-rate-limit"]),
                                     peer_limiter=_limiter(settings["peer-rate-limit"]),

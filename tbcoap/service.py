@@ -90,6 +90,7 @@ SETTINGS = {
     "device-keys-cache": ("16MiB", size, "bytes of the keys each device is known to have, kept so that "
                                          "--max-device-keys asks the store only about a key never seen"),
     "max-rest-body": ("1MiB", size, "largest REST request body (413 above; 64 KiB before a valid key)"),
+    "max-ota-size": ("256MiB", size, "largest firmware or software package (its upload alone may be this big)"),
     "admin-key-file": (None, str, "file holding the REST admin key (safer than --admin-key)"),
     "workers": (1, int, "node processes sharing the CoAP and HTTP ports (needs a store nodes can share: redis, postgresql)"),
     "coaps-port": (5684, int, "UDP port of CoAP over DTLS (CoAPS), served when --dtls-cert is given"),
@@ -303,7 +304,7 @@ def _validate(settings):
         raise usage.UsageError("--max-retransmit must be 0 to 20")
     for name in ("max-device-observations", "max-peer-observations", "max-observations", "dedup-entries",
                  "answer-cache", "notification-queue", "max-request-keys", "max-key-length", "max-value-size",
-                 "max-rest-body", "ws-max-connections-per-key", "ws-max-subscriptions-per-connection",
+                 "max-rest-body", "max-ota-size", "ws-max-connections-per-key", "ws-max-subscriptions-per-connection",
                  "ws-max-subscriptions", "ws-max-queue", "device-keys-cache", "coaps-receive-buffer",
                  "inactivity-timeout", "max-queued-rpcs", "max-held-attributes"):
         if settings[name] < 1:

@@ -10,7 +10,8 @@ import re
 
 from tbcoap.errors import BadRequest
 from tbcoap.models import (ACCESS_TOKEN, CREDENTIALS_TYPES, DEVICE_SORT_PROPERTIES, INT64_MAX, INT64_MIN, PSK,
-                           RPC_STATUSES, ClaimRequest, Credentials, Customer, Rpc, kind_of)
+                           OTA_CHUNK, OTA_TYPES, RPC_STATUSES, ClaimRequest, Credentials, Customer, OtaPackage, Rpc,
+                           kind_of)
 
 STALLED_WRITE = 5.0  # seconds a write may wait before IStore.check() says the store cannot write
 
@@ -210,3 +211,51 @@ def check_claim_request(request, now):
     check(isinstance(request.secret, str), "the claim secret must be a string")
     check(is_int64(request.expiration_time), "expiration_time must be an integer timestamp")
     check(is_int64(now), "now must be an integer timestamp")
+
+
+def check_ota_package(package):
+    """BadRequest unless ``package`` is an OtaPackage whose fields can be stored."""
+    check(isinstance(package, OtaPackage), f"not an OtaPackage: {type(package).__name__}")
+    for name in ("id", "title", "version", "device_profile_id"):
+        check(is_id(getattr(package, name)), f"the package's {name} must be a non-empty string")
+    check(package.type in OTA_TYPES, f"the package type must be one of {', '.join(OTA_TYPES)}")
+    check(package.tag is None or isinstance(package.tag, str), "the tag must be a string or None")
+    check(is_int64(package.created_time), "created_time must be an integer timestamp")
+
+
+def check_ota_data(package):
+    check_ota_package(package)
+    check(is_id(package.data_id), "the upload id must be a non-empty string")
+    check(is_int64(package.data_size, 0), "data_size must be an integer >= 0")
+    for name in ("file_name", "content_type", "checksum_algorithm", "checksum"):
+        check(isinstance(getattr(package, name), str), f"{name} must be a string")
+
+
+def check_ota_chunk(upload_id, index, data):
+    check(is_id(upload_id), "the upload id must be a non-empty string")
+    check(is_int64(index, 0), "the chunk index must be an integer >= 0")
+    check(isinstance(data, (bytes, bytearray, memoryview)) and len(data) <= OTA_CHUNK,
+          f"a chunk is bytes, at most {OTA_CHUNK}")
+
+
+def check_ota_range(offset, length):
+    check(is_int64(offset, 0) and is_int64(length, 0), "offset and length must be integers >= 0")
+
+
+def check_ota_assignment(entity_id, ota_type, package_id):
+    check(is_id(entity_id), "the entity id must be a non-empty string")
+    check(ota_type in OTA_TYPES, f"the package type must be one of {', '.join(OTA_TYPES)}")
+    check(package_id is None or is_id(package_id), "the package id must be a string or None")
+
+
+def ota_chunks(offset, length, data_size):
+    """``[(index, start, end)]``: the chunks a range touches and the part of each it takes."""
+    end = min(offset + length, data_size)
+    out = []
+    position = offset
+    while position < end:
+        index, start = divmod(position, OTA_CHUNK)
+        take = min(OTA_CHUNK - start, end - position)
+        out.append((index, start, start + take))
+        position += take
+    return out

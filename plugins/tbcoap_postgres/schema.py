@@ -166,7 +166,45 @@ _V_DEVICE_TRANSPORT = """
 ALTER TABLE devices ADD COLUMN transport_configuration text;
 """
 
-MIGRATIONS = [_V1, partitions.create_fixed, _V3, _V4, _V_DEVICE_TRANSPORT]
+# Firmware and software packages (OTA): their info, their data in chunks (an upload writes its
+# chunks under its own data_id first; finishing points the package at them; kept uncompressed, so
+# a range is read from the TOAST chunks it touches only), and which package each profile or device
+# has assigned (entity_id is a device's or a profile's id).
+_V_OTA = """
+CREATE TABLE ota_packages (
+    id                 text COLLATE "C" PRIMARY KEY,
+    title              text COLLATE "C" NOT NULL,
+    version            text COLLATE "C" NOT NULL,
+    type               text NOT NULL,
+    device_profile_id  text COLLATE "C" NOT NULL,
+    tag                text,
+    created_time       bigint NOT NULL,
+    file_name          text,
+    content_type       text,
+    data_size          bigint,
+    checksum_algorithm text,
+    checksum           text,
+    data_id            text COLLATE "C",
+    UNIQUE (title, version, type, device_profile_id)
+);
+CREATE INDEX ota_packages_by_creation ON ota_packages (created_time, id);
+CREATE TABLE ota_chunks (
+    data_id text COLLATE "C" NOT NULL,
+    idx     integer NOT NULL,
+    data    bytea NOT NULL,
+    PRIMARY KEY (data_id, idx)
+);
+ALTER TABLE ota_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE TABLE ota_assignments (
+    entity_id  text COLLATE "C" NOT NULL,
+    type       text NOT NULL,
+    package_id text COLLATE "C" NOT NULL,
+    PRIMARY KEY (entity_id, type)
+);
+CREATE INDEX ota_assignments_by_package ON ota_assignments (package_id);
+"""
+
+MIGRATIONS = [_V1, partitions.create_fixed, _V3, _V4, _V_DEVICE_TRANSPORT, _V_OTA]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -43,6 +43,7 @@ from . import scripts
 from .aggregate import CHUNK, Buckets
 from .bus import RedisBus
 from .management import ManagementCalls
+from .ota import OtaCalls
 from .connection import Redis
 from .records import REFUSALS, as_device, as_point, as_profile, as_rpc, encode, fold, pairs
 
@@ -50,7 +51,7 @@ TELEMETRY_BATCH = 500  # telemetry saves sharing one script call
 
 
 @implementer(IStore)
-class RedisStore(ManagementCalls):
+class RedisStore(ManagementCalls, OtaCalls):
     """Devices, credentials, profiles, telemetry, attributes, RPCs, customers, claim requests
     and provisioned marks in Redis, shared by every node that uses the same URL and prefix."""
 

@@ -179,7 +179,43 @@ _V_DEVICE_TRANSPORT = """
 ALTER TABLE devices ADD COLUMN transport_configuration TEXT;
 """
 
-MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V_DEVICE_TRANSPORT]
+# Firmware and software packages (OTA): their info, their data in chunks (an upload writes its
+# chunks under its own data_id first; finishing points the package at them), and which package
+# each profile or device has assigned (entity_id is a device's or a profile's id).
+_V_OTA = """
+CREATE TABLE ota_packages (
+    id                 TEXT PRIMARY KEY,
+    title              TEXT NOT NULL,
+    version            TEXT NOT NULL,
+    type               TEXT NOT NULL,
+    device_profile_id  TEXT NOT NULL,
+    tag                TEXT,
+    created_time       INTEGER NOT NULL,
+    file_name          TEXT,
+    content_type       TEXT,
+    data_size          INTEGER,
+    checksum_algorithm TEXT,
+    checksum           TEXT,
+    data_id            TEXT,
+    UNIQUE (title, version, type, device_profile_id)
+);
+CREATE INDEX ota_packages_by_creation ON ota_packages (created_time, id);
+CREATE TABLE ota_chunks (
+    data_id TEXT NOT NULL,
+    idx     INTEGER NOT NULL,
+    data    BLOB NOT NULL,
+    UNIQUE (data_id, idx)
+);
+CREATE TABLE ota_assignments (
+    entity_id  TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    package_id TEXT NOT NULL,
+    PRIMARY KEY (entity_id, type)
+) WITHOUT ROWID;
+CREATE INDEX ota_assignments_by_package ON ota_assignments (package_id);
+"""
+
+MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V_DEVICE_TRANSPORT, _V_OTA]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

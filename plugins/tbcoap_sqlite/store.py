@@ -31,6 +31,7 @@ from tbcoap.storekit import (
 from .database import Database
 from .management import ManagementCalls
 from .ingest import SeriesBounds
+from .ota import OtaCalls
 from .sql import one, require_device
 from .telemetry import TelemetryCalls
 
@@ -67,7 +68,7 @@ def _require_customer(conn, customer_id):
 
 
 @implementer(IStore)
-class SQLiteStore(TelemetryCalls, ManagementCalls):
+class SQLiteStore(TelemetryCalls, ManagementCalls, OtaCalls):
     """Devices, credentials, profiles, telemetry, attributes, RPCs, customers, claim
     requests and provisioned marks in one SQLite file."""
 

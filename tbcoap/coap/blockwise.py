@@ -72,6 +72,8 @@ class Blockwise:
         number = block2.block_number if block2 is not None else 0
         if len(payload) <= size and not number:
             return answer
+        if answer.opt.block2 is not None:
+            return answer  # a block the handler cut itself (a package download)
         start = number * size
         if start >= len(payload):
             return response(coap.BAD_OPTION, b"block %d out of range" % number, 0)

@@ -18,6 +18,7 @@ from txthings import coap
 
 from tbcoap.coap.codec import code_text, response
 from tbcoap.deviceapi.answers import LINK_FORMAT, error
+from tbcoap.deviceapi.ota import OTA_PATHS, OtaDownloads
 from tbcoap.deviceapi.formats import (CBOR_FORMAT, CBOR_IN_JSON, JSON_CODECS, JSON_IN_JSON, OCTET_STREAM,
                                       PROTOBUF_ACCEPT, PROVISION_ACCEPT, PROVISION_PROTOBUF, READS_CBOR, WRITES_CBOR,
                                       ProtobufCodec)
@@ -88,6 +89,7 @@ class DeviceApi:
             Feature("rpc", {GET: self.get_rpc, POST: self.post_rpc}, takes_id=True),
             Feature("claim", {POST: self.post_claim}),
         )}
+        self.ota = OtaDownloads(core)  # /fw and /sw (deviceapi/ota.py)
 
     def limiters(self):
         """``{name: RateLimiter}`` of the limits in force (device, peer, provision)."""
@@ -167,6 +169,8 @@ class DeviceApi:
         if path == [".well-known", "core"]:
             return WELL_KNOWN_ROUTE
         if len(path) < 2 or path[0] != "api" or path[1] != "v1":
+            if path and path[0] in OTA_PATHS and len(path) <= 2:  # /fw/{token}, /sw/{token} (deviceapi/ota.py)
+                return Routed(path[0], path[1] if len(path) == 2 else None, self.ota)
             return error(coap.NOT_FOUND, "not found")
         if (len(path) == 3 and path[2] == "provision") or (len(path) == 4 and path[3].lower() == "provision"):
             return PROVISION_ROUTE  # ThingsBoard reads /api/v1/{anything}/provision as provisioning too
@@ -218,6 +222,11 @@ class DeviceApi:
         self.core.activity.touch(device.id)
         answer = self._rate_limited(request, key)
         if answer is not None:
+            return answer
+        if routed.handler is self.ota:
+            answer = self.ota(device, routed.feature, request)
+            if isinstance(answer, defer.Deferred):
+                answer.addErrback(self._failed, request, routed, device)
             return answer
         payloads = self._cached_payloads(device.type)
         if payloads is None:  # the profile's first request on this node (or since it changed)

@@ -22,6 +22,7 @@ from tbcoap.rest.call import Call
 from tbcoap.rest.limits import UNAUTHENTICATED_BODY, LimitedChannel, LimitedRequest
 from tbcoap.rest.routes import ROUTES
 from tbcoap.rest.routing import find
+from tbcoap.rest.upload import upload_limit
 from tbcoap.web import Root
 
 
@@ -106,7 +107,7 @@ class ApiSite(server.Site):
         memory, 64 KiB otherwise (its key is checked once the body is in)."""
         key = bearer_key(request)
         if key is not None and known_key(key, self.node):
-            return self.node.settings["max-rest-body"]
+            return upload_limit(request, self.node) or self.node.settings["max-rest-body"]
         return UNAUTHENTICATED_BODY
 
 

@@ -53,6 +53,9 @@ class LimitedChannel(http.HTTPChannel):
 
     def allHeadersReceived(self):
         request = self.requests[-1]
+        # (twisted.web gives the request its method and path only once the body is in: the limit needs them now)
+        request.method, request.uri = self._command, self._path
+        request.path = self._path.split(b"?", 1)[0]
         request.body_limit = self.site.body_limit(request)
         if self.length is not None and self.length > request.body_limit:
             return self.refuse(413, f"body over {request.body_limit} bytes")
@@ -77,6 +80,7 @@ class LimitedRequest(server.Request):
     """A Request whose body stays in memory and stops at its limit."""
 
     body_limit = UNAUTHENTICATED_BODY
+    ota_sink = None  # a package upload's body goes there, piece by piece (tbcoap.rest.upload)
     _received = 0
 
     def gotLength(self, length):
@@ -87,4 +91,12 @@ class LimitedRequest(server.Request):
         if self._received > self.body_limit:
             self.channel.refuse(413, f"body over {self.body_limit} bytes")
             return
+        if self.ota_sink is not None:
+            self.ota_sink.received(data)
+            return
         self.content.write(data)
+
+    def connectionLost(self, reason):
+        if self.ota_sink is not None:
+            self.ota_sink.abandoned()
+        super().connectionLost(reason)

@@ -1,6 +1,6 @@
 """Every REST call: method, path (ThingsBoard's), handler, roles."""
 
-from tbcoap.rest import admin, customers, devices, profiles, rpc, telemetry
+from tbcoap.rest import admin, customers, devices, ota, profiles, rpc, telemetry
 from tbcoap.rest.routing import route
 
 BOTH = ("admin", "customer")
@@ -8,9 +8,9 @@ BOTH = ("admin", "customer")
 DEVICE = "/api/plugins/telemetry/DEVICE/{device_id}"
 
 ROUTES = [
-    route("POST", "/api/device", devices.create_device),
+    route("POST", "/api/device", ota.save_device),  # devices.create_device, with firmwareId and softwareId
     route("POST", "/api/device/credentials", devices.set_credentials),
-    route("GET", "/api/device/{device_id}", devices.get_device, BOTH),
+    route("GET", "/api/device/{device_id}", ota.get_device, BOTH),
     route("DELETE", "/api/device/{device_id}", devices.delete_device),
     route("GET", "/api/device/{device_id}/credentials", devices.get_credentials),
     route("GET", "/api/tenant/devices", devices.tenant_devices),
@@ -52,11 +52,20 @@ ROUTES = [
     route("DELETE", "/api/customer/device/{device_id}", customers.unassign_device),
     route("POST", "/api/owner/CUSTOMER/{customer_id}/DEVICE/{device_id}", customers.assign_device),
     route("POST", "/api/owner/TENANT/{tenant_id}/DEVICE/{device_id}", customers.owner_to_tenant),
-    route("POST", "/api/deviceProfile", profiles.create_profile),
+    route("POST", "/api/deviceProfile", ota.save_profile),  # profiles.create_profile, with firmwareId and softwareId
     route("GET", "/api/deviceProfiles", profiles.list_profiles),
-    route("GET", "/api/deviceProfile/{profile_id}", profiles.get_profile),
+    route("GET", "/api/deviceProfile/{profile_id}", ota.get_profile),
     route("DELETE", "/api/deviceProfile/{profile_id}", profiles.delete_profile),
     route("POST", "/api/deviceProfile/{profile_id}/default", profiles.set_default),
+    route("POST", "/api/otaPackage", ota.save_info),
+    route("POST", "/api/otaPackage/{package_id}", ota.save_data),
+    route("GET", "/api/otaPackage/info/{package_id}", ota.get_info),
+    route("GET", "/api/otaPackage/{package_id}", ota.get_info),
+    route("GET", "/api/otaPackage/{package_id}/download", ota.download),
+    route("GET", "/api/otaPackage/{package_id}/devices", ota.package_devices),
+    route("DELETE", "/api/otaPackage/{package_id}", ota.delete),
+    route("GET", "/api/otaPackages", ota.list_packages),
+    route("GET", "/api/otaPackages/{profile_id}/{ota_type}", ota.list_packages),
     route("GET", "/api/admin/stats", admin.stats),
     route("GET", "/api/admin/plugins", admin.plugins),
     route("GET", "/api/admin/backup", admin.backup),

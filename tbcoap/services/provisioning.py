@@ -25,6 +25,7 @@ class ProvisionService:
     def __init__(self, store, devices):
         self.store = store
         self.devices = devices
+        self.created = None  # called with each device provisioning created (OTA gives it its attributes)
 
     @defer.inlineCallbacks
     def provision(self, body):
@@ -60,6 +61,8 @@ class ProvisionService:
         except BadRequest:  # also a taken name or token
             return False, FAILURE
         yield self.store.mark_provisioned(device.id)
+        if self.created is not None:
+            yield self.created(device)
         return True, success(token)
 
     @defer.inlineCallbacks

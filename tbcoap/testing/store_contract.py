@@ -1449,3 +1449,6 @@ async def test_key_pages(store):
     await raises(BadRequest, store.attribute_key_page(d.id, "NO_SCOPE", 10, 0))
     await raises(BadRequest, store.telemetry_key_page(d.id, 0, 0))
     await raises(BadRequest, store.telemetry_key_page(d.id, 10, -1))
+
+
+from tbcoap.testing.ota_contract import *  # noqa: E402,F401,F403  the OTA part of the contract

@@ -7,6 +7,7 @@ import { devicesView } from "./devices.js";
 import { deviceView } from "./device.js";
 import { customersView } from "./customers.js";
 import { profilesView } from "./profiles.js";
+import { otaPackageView, otaView } from "./ota.js";
 import { live } from "./live.js";
 
 const ROUTES = [
@@ -14,6 +15,8 @@ const ROUTES = [
   { pattern: /^#\/device\/([^/]+)$/, view: deviceView, nav: "#/devices" },
   { pattern: /^#\/customers$/, view: customersView, nav: "#/customers", admin: true },
   { pattern: /^#\/profiles$/, view: profilesView, nav: "#/profiles", admin: true },
+  { pattern: /^#\/ota$/, view: otaView, nav: "#/ota", admin: true },
+  { pattern: /^#\/ota\/([^/]+)$/, view: otaPackageView, nav: "#/ota", admin: true },
 ];
 
 let user = null; // the answer of GET /api/auth/user
