@@ -114,6 +114,13 @@ class ITelemetryStore(Interface):
         ``more`` is True when the call stopped at a limit (call again), False when nothing more
         has expired."""
 
+    def rollup_telemetry(now, limit):
+        """Bring the rollups (tbcoap.rollupkit) up to the day of ``now``: recompute dirty days, then
+        roll whole days of points behind each series' watermark.  One call stays short: it reads
+        about ``limit`` points (at least one day of one series) and examines at most ``limit``
+        series.  Fires with ``(points, more)`` like ``expire_telemetry``.  Aggregations are right
+        whether or not it ran; it makes them fast."""
+
     def delete_telemetry(device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):
         """Delete the points of ``keys`` with start_ts <= ts < end_ts.  A latest value in that range
         goes too (unless ``delete_latest`` is False); with ``rewrite_latest`` the newest point left,

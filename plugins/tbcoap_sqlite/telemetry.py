@@ -12,6 +12,7 @@ from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
 from tbcoap.models import SCOPES, from_kind
+from tbcoap.rollupkit import answer, floor_day, usable
 from tbcoap.storekit import (
     bucket_ts,
     check,
@@ -24,6 +25,7 @@ from tbcoap.storekit import (
     key_list,
 )
 
+from . import rollups
 from .sql import by_keys, one, require_device
 
 _LATEST_UPSERT = (
@@ -31,9 +33,12 @@ _LATEST_UPSERT = (
     " ON CONFLICT (device_id, key) DO UPDATE SET ts = excluded.ts, kind = excluded.kind,"
     " value = excluded.value WHERE excluded.ts >= ts_kv_latest.ts"
 )
-_SERIES_UPSERT = (  # a series' oldest point (retention's lower bound) moves only further back
-    "INSERT INTO ts_kv_series (device_id, key, oldest) VALUES (?, ?, ?)"
-    " ON CONFLICT (device_id, key) DO UPDATE SET oldest = excluded.oldest WHERE excluded.oldest < ts_kv_series.oldest"
+_SERIES_UPSERT = (  # a series' oldest point (retention's lower bound) moves only further back, and so does
+    # its rollup watermark (a day start) when a point is below it (rollups.py)
+    "INSERT INTO ts_kv_series (device_id, key, oldest, rolled) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (device_id, key) DO UPDATE SET oldest = min(oldest, excluded.oldest),"
+    " rolled = min(rolled, excluded.rolled)"
+    " WHERE excluded.oldest < ts_kv_series.oldest OR excluded.oldest < ts_kv_series.rolled"
 )
 
 
@@ -43,6 +48,8 @@ def _series_keys(conn, device_id):
 
 class TelemetryCalls:
     """Telemetry and attributes; mixed into SQLiteStore, which provides ``_write`` and ``_read``."""
+
+    rollups = True  # aggregations use the rollups (False: every point is read, as benchmarks compare)
 
     def save_telemetry(self, device_id, entries, ttl=None):
         try:
@@ -57,7 +64,7 @@ class TelemetryCalls:
         for _, key, ts, _, _ in rows:
             if ts < oldest.get(key, ts + 1):
                 oldest[key] = ts
-        series = [(device_id, key, ts) for key, ts in oldest.items()]
+        series = [(device_id, key, ts, floor_day(ts)) for key, ts in oldest.items()]
 
         def job(conn):
             require_device(conn, device_id)
@@ -92,6 +99,7 @@ class TelemetryCalls:
                                         (*row, older_than if bound is None else bound)).rowcount
                 left = bound if bound is not None else one(
                     conn, "SELECT min(ts) FROM ts_kv WHERE device_id = ? AND key = ?", *row)
+                rollups.expired_below(conn, *row, left)
                 if left is None:
                     conn.execute("DELETE FROM ts_kv_series WHERE device_id = ? AND key = ?", row)
                 else:
@@ -100,9 +108,10 @@ class TelemetryCalls:
                 return deleted, True
             gone = conn.execute(
                 "DELETE FROM ts_kv WHERE (device_id, key, ts) IN"
-                " (SELECT device_id, key, ts FROM ts_kv WHERE expires <= ? LIMIT ?)",
-                (now, limit - deleted)).rowcount
-            return deleted + gone, deleted + gone >= limit
+                " (SELECT device_id, key, ts FROM ts_kv WHERE expires <= ? LIMIT ?) RETURNING device_id, key, ts",
+                (now, limit - deleted)).fetchall()
+            rollups.points_gone(conn, gone)
+            return deleted + len(gone), deleted + len(gone) >= limit
 
         return self._write(job)
 
@@ -117,6 +126,7 @@ class TelemetryCalls:
             for key in keys:
                 conn.execute("DELETE FROM ts_kv WHERE device_id = ? AND key = ? AND ts >= ? AND ts < ?",
                              (device_id, key, start_ts, end_ts))
+                rollups.deleted_range(conn, device_id, key, start_ts, end_ts)
                 latest = one(conn, "SELECT ts FROM ts_kv_latest WHERE device_id = ? AND key = ?", device_id, key)
                 if latest is None or not start_ts <= latest < end_ts or not delete_latest:
                     continue
@@ -196,6 +206,7 @@ class TelemetryCalls:
         # bucket slots are grouped first, then four times as many, and so on until ``limit`` buckets
         # hold points: the newest day of a year of points never groups the whole year
         slots = -(-(end_ts - start_ts) // interval)
+        planned = self.rollups and usable(start_ts, end_ts, interval)
 
         def window(span):
             if descending:
@@ -205,6 +216,12 @@ class TelemetryCalls:
         def read(conn):
             out = {}
             for key in _series_keys(conn, device_id) if keys is None else keys:
+                states = rollups.aggregate(conn, device_id, key, start_ts, end_ts, interval) if planned else None
+                if states is not None:
+                    found = answer(agg, states, start_ts, end_ts, interval, limit, descending, bucket_ts)
+                    if found:
+                        out[key] = found
+                    continue
                 span = limit
                 while span < slots:
                     rows = query(conn, key, *window(span))
