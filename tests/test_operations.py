@@ -185,10 +185,6 @@ class _PacedStore:
         self.clock.advance(self.took)
         return defer.succeed((count, count == limit))
 
-    def rollup_telemetry(self, now, limit):
-        from twisted.internet import defer
-        return defer.succeed((0, False))
-
     def stats(self):
         return {"writes": self.writes}
 

@@ -87,7 +87,7 @@ class RetentionService:
     @defer.inlineCallbacks
     def _pass(self):
         deleted = yield self._batches(self._expire)
-        if not self._stopping():
+        if not self._stopping() and hasattr(self.store, "rollup_telemetry"):  # a store with rollups
             self.rolled += yield self._batches(self._rollup)
         self.passes += 1
         if deleted:

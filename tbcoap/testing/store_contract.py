@@ -1452,7 +1452,7 @@ async def _rollup_case(store, case):
         if step[0] == "save":
             await store.save_telemetry(d.id, step[1], ttl=step[2])
         elif step[0] == "roll":
-            for _ in range(3):
+            for _ in range(3 if hasattr(store, "rollup_telemetry") else 0):  # a store with rollups
                 if not (await store.rollup_telemetry(_BASE + step[1], step[2]))[1]:
                     break
         elif step[0] == "delete":
@@ -1510,8 +1510,6 @@ async def test_rollups_of_a_dense_series(store):
     points = [(_BASE + i * 7_000, "t", (i % 97) - 40 if i % 5 else (i % 89) / 8) for i in range(2 * _DAY // 7_000)]
     for first in range(0, len(points), 5000):  # the last 10 hours' points with a time to live of a day
         await store.save_telemetry(d.id, points[first:first + 5000], ttl=_DAY if first == 20_000 else None)
-    while (await store.rollup_telemetry(_BASE + 3 * _DAY, 10_000))[1]:
-        pass
 
     async def check():
         raw = (await store.telemetry_history(d.id, ["t"], _BASE, _BASE + 3 * _DAY, 100_000, False)).get("t", [])
@@ -1522,10 +1520,11 @@ async def test_rollups_of_a_dense_series(store):
                 got = await store.telemetry_aggregate(d.id, ["t"], start, end, interval, agg, 100_000, False)
                 assert got.get("t", []) == raw_answer(raw, start, end, interval, agg, 100_000, False), (start, interval, agg)
 
-    async def roll():
-        while (await store.rollup_telemetry(_BASE + 3 * _DAY, 10_000))[1]:
+    async def roll():  # (a store with rollups brings them up to date)
+        while hasattr(store, "rollup_telemetry") and (await store.rollup_telemetry(_BASE + 3 * _DAY, 10_000))[1]:
             pass
 
+    await roll()
     await check()
     await store.save_telemetry(d.id, [(_BASE + 3_600_000 + 5, "t", 10_000), (_BASE + 7_000, "t", -10_000)])  # late
     await check()
