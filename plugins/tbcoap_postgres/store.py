@@ -29,6 +29,7 @@ from .bus import PostgresBus
 from .connection import connect, is_unavailable, translate
 from .management import ManagementMixin
 from .records import RecordsMixin
+from .rollups import RollupMixin
 from .telemetry import TelemetryMixin
 from .writer import GroupCommitWriter
 
@@ -38,7 +39,7 @@ MAINTENANCE_EVERY = 3600.0  # seconds between passes that make the coming months
 
 
 @implementer(IStore)
-class PostgresStore(RecordsMixin, TelemetryMixin, ManagementMixin):
+class PostgresStore(RecordsMixin, TelemetryMixin, RollupMixin, ManagementMixin):
     """Devices, credentials, profiles, telemetry, attributes, RPCs, customers and claim requests
     in the tables of one schema of a PostgreSQL database."""
 
