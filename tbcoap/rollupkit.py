@@ -48,7 +48,7 @@ def usable(start_ts, end_ts, interval):
     return interval >= MINUTE and start_ts < end_ts and -(-(end_ts - start_ts) // interval) <= MAX_PLANNED_BUCKETS
 
 
-def plan(start_ts, end_ts, interval, rolled, dirty=()):
+def plan(start_ts, end_ts, interval, rolled, dirty=(), first_day=FIRST_DAY):
     """``(raw, rows)`` for an aggregation of one series: ``raw`` the ranges ``[lo, hi)`` to read
     raw, ``rows`` ``{resolution: [(lo, hi), ...]}`` the ranges of rollup rows (by their bucket's
     start) to read.  ``rolled`` is the series' watermark, ``dirty`` its dirty days (day starts).
@@ -78,9 +78,9 @@ def plan(start_ts, end_ts, interval, rolled, dirty=()):
 
     top = min(end_ts, rolled)
     segments, at = [], start_ts  # where rollups are true: below the watermark, outside dirty days
-    if start_ts < FIRST_DAY:
-        segments.append((start_ts, min(FIRST_DAY, end_ts), False))
-        at = min(FIRST_DAY, end_ts)
+    if start_ts < first_day:
+        segments.append((start_ts, min(first_day, end_ts), False))
+        at = min(first_day, end_ts)
     for day in sorted(d for d in dirty if d + DAY > start_ts and d < top):
         if at < day:
             segments.append((at, day, True))

@@ -20,6 +20,8 @@ from tbcoap.errors import BadRequest, NotFound, NotSupported, StoreUnavailable
 from tbcoap.interfaces import IStore
 from tbcoap.latency import LatencyHistogram
 from tbcoap.models import ACCESS_TOKEN, PROVISION_TYPES, SCOPES, ClaimRequest, Credentials, Rpc, new_id, now_ms
+from tbcoap.rollupkit import answer, usable
+from tbcoap.storekit import bucket_ts
 from tbcoap.storekit import (
     STALLED_WRITE,
     check,
@@ -41,6 +43,7 @@ from tbcoap.storekit import (
 
 from . import scripts
 from .aggregate import CHUNK, Buckets
+from .rollups import RollupCalls
 from .bus import RedisBus
 from .management import ManagementCalls
 from .connection import Redis
@@ -50,7 +53,7 @@ TELEMETRY_BATCH = 500  # telemetry saves sharing one script call
 
 
 @implementer(IStore)
-class RedisStore(ManagementCalls):
+class RedisStore(RollupCalls, ManagementCalls):
     """Devices, credentials, profiles, telemetry, attributes, RPCs, customers, claim requests
     and provisioned marks in Redis, shared by every node that uses the same URL and prefix."""
 
@@ -402,7 +405,14 @@ class RedisStore(ManagementCalls):
         if keys is None:
             keys = yield self.telemetry_keys(device_id)
         out = {}
+        planned = self.rollups and usable(start_ts, end_ts, interval)
         for key in keys:
+            states = (yield self._rollup_states(device_id, key, start_ts, end_ts, interval)) if planned else None
+            if states is not None:
+                found = answer(agg, states, start_ts, end_ts, interval, limit, descending, bucket_ts)
+                if found:
+                    out[key] = found
+                continue
             buckets = Buckets(agg)
             cursor, other = (f"({end_ts}", str(start_ts)) if descending else (str(start_ts), f"({end_ts}")
             while cursor and not buckets.complete(limit):

@@ -1,0 +1,61 @@
+"""Rollups of the Redis store (see tbcoap.rollupkit; the keys are described in lua/rollups.lua).
+Saves only move a watermark back, or put a series that reached a new day in 'rolling'; the rollup
+pass (lua/rollup_telemetry.lua, driven by the retention service) rolls whole days behind each
+watermark up to its newest point's day; an aggregation asks for the watermark and dirty days, plans
+here, and reads its ranges a few thousand at a time (lua/rollup_read.lua) so no script holds Redis
+for long."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+
+from tbcoap.errors import BadRequest
+from tbcoap.rollupkit import floor_day, merge, plan, sums_fit
+from tbcoap.storekit import check
+
+FIRST_DAY = -4_503_599_616_000_000  # the first day rolled up (timestamps from -2^52 are exact in Lua)
+RANGES_PER_CALL = 2000
+
+
+def _state(flat):
+    """The 10 reply fields of one answer bucket as ``(k, *state)``; None when a LONG sum left 2^53."""
+    k, n, nl, nd, sl, sd, minl, maxl, mind, maxd = flat
+    if sl == "X":
+        return None
+    return (int(k), int(n), int(nl), int(nd), int(sl) if int(nl) else None, float(sd) if int(nd) else None,
+            int(minl) if minl else None, int(maxl) if maxl else None, float(mind) if mind else None,
+            float(maxd) if maxd else None)
+
+
+class RollupCalls:
+    """Mixed into RedisStore (``_read``, ``_write`` are its)."""
+
+    rollups = True  # aggregations use the rollups (False: every point is read, as benchmarks compare)
+
+    def rollup_telemetry(self, now, limit):
+        try:
+            check(isinstance(now, int) and isinstance(limit, int) and limit >= 1,
+                  "now and limit must be integers (limit >= 1)")
+        except BadRequest as exc:
+            return defer.fail(exc)
+        d = self._write("rollup_telemetry", "telemetry", floor_day(now), limit)
+        return d.addCallback(lambda reply: (int(reply[0]), bool(int(reply[1]))))
+
+    @defer.inlineCallbacks
+    def _rollup_states(self, device_id, key, start_ts, end_ts, interval):
+        """``{k: state}`` of one series, or None (read it raw: no watermark, or sums past 2^53)."""
+        reply = yield self._read("rollup_read", device_id, key, start_ts, interval, "plan", end_ts)
+        if not reply[0]:
+            return None
+        raw, rows = plan(start_ts, end_ts, interval, int(reply[0]), [int(d) for d in reply[1:]], FIRST_DAY)
+        ranges = [("raw", lo, hi) for lo, hi in raw] + [(res, lo, hi) for res, found in rows.items()
+                                                        for lo, hi in found]
+        states = {}
+        for first in range(0, len(ranges), RANGES_PER_CALL):
+            args = [part for triple in ranges[first:first + RANGES_PER_CALL] for part in triple]
+            flat = yield self._read("rollup_read", device_id, key, start_ts, interval, "read", *args)
+            found = [_state(flat[i:i + 10]) for i in range(0, len(flat), 10)]
+            if None in found:
+                return None
+            merge(states, found)
+        return states if sums_fit(states, 54) else None
