@@ -36,9 +36,10 @@ for _, save in ipairs(cjson.decode(ARGV[2])) do
       end
       -- rollups: a point at or before the newest may be below the watermark; a point on a new day
       -- gives the series days to roll
-      if not newest or newest >= tonumber(ts) then
-        set_rolled(device, key, fday(tonumber(ts)))
-      elseif fday(tonumber(ts)) > fday(newest) then
+      local t = tonumber(ts)
+      if not newest or newest >= t then
+        set_rolled(device, key, fday(t))
+      elseif t - t % DAY > newest - newest % DAY then
         local r = redis.call('HGET', K('rolled'), sname(device, key))
         if r then redis.call('ZADD', K('rolling'), 'NX', r, sname(device, key)) end
       end
