@@ -14,12 +14,13 @@ from tbcoap.rollupkit import floor_day, merge, plan, sums_fit
 from tbcoap.storekit import check
 
 FIRST_DAY = -4_503_599_616_000_000  # the first day rolled up (timestamps from -2^52 are exact in Lua)
-RANGES_PER_CALL = 2000
+RANGES_PER_CALL = 500  # (a script call reads a few thousand rows or points at most: a few ms of Redis)
 
 
-def _state(flat):
-    """The 10 reply fields of one answer bucket as ``(k, *state)``; None when a LONG sum left 2^53."""
-    k, n, nl, nd, sl, sd, minl, maxl, mind, maxd = flat
+def _state(text):
+    """One answer bucket's reply ``k|n|nl|nd|sl|sd|minl|maxl|mind|maxd`` as ``(k, *state)``; None when
+    a LONG sum left 2^53."""
+    k, n, nl, nd, sl, sd, minl, maxl, mind, maxd = text.split("|")
     if sl == "X":
         return None
     return (int(k), int(n), int(nl), int(nd), int(sl) if int(nl) else None, float(sd) if int(nd) else None,
@@ -48,13 +49,13 @@ class RollupCalls:
         if not reply[0]:
             return None
         raw, rows = plan(start_ts, end_ts, interval, int(reply[0]), [int(d) for d in reply[1:]], FIRST_DAY)
-        ranges = [("raw", lo, hi) for lo, hi in raw] + [(res, lo, hi) for res, found in rows.items()
-                                                        for lo, hi in found]
+        ranges = sorted([(lo, hi, "raw") for lo, hi in raw] + [(lo, hi, res) for res, found in rows.items()
+                                                                for lo, hi in found])  # in time: a chunk's buckets are its own
         states = {}
         for first in range(0, len(ranges), RANGES_PER_CALL):
-            args = [part for triple in ranges[first:first + RANGES_PER_CALL] for part in triple]
-            flat = yield self._read("rollup_read", device_id, key, start_ts, interval, "read", *args)
-            found = [_state(flat[i:i + 10]) for i in range(0, len(flat), 10)]
+            text = ";".join(f"{res} {lo} {hi}" for lo, hi, res in ranges[first:first + RANGES_PER_CALL])
+            flat = yield self._read("rollup_read", device_id, key, start_ts, interval, "read", text)
+            found = [_state(text) for text in flat]
             if None in found:
                 return None
             merge(states, found)

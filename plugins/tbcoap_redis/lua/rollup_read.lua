@@ -1,7 +1,7 @@
 -- uses rollups.lua
 -- ARGV: P, device, key, start, interval, what ('plan' or 'read'), then for 'plan' the range's end, for
--- 'read' groups of (res or 'raw', lo, hi). 'plan': {watermark or '', dirty days from start's day to
--- the end...}. 'read': per answer bucket k touched, k and the state's 9 fields (rollups.lua), from the
+-- 'read' the ranges as text: 'res lo hi' (res a resolution or 'raw') separated by ';'. 'plan': {watermark or '', dirty days from start's day to
+-- the end...}. 'read': per answer bucket k touched, 'k|' and the state's 9 fields (rollups.lua), from the
 -- rows of each range's resolution lying in it, or its raw points.
 local device, key, start, interval = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 if ARGV[6] == 'plan' then
@@ -17,24 +17,24 @@ local function into(k)
   if not b then b = state(); states[k] = b; order[#order + 1] = k end
   return b
 end
-for i = 7, #ARGV, 3 do
-  local res, lo, hi = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+local history, row_keys = K('tsh', device, key), {}
+local function bucket_of(ts) return math.floor((ts - start) / interval) end
+for res, lo, hi in string.gmatch(ARGV[7], '(%w+) (-?%d+) (-?%d+)') do
   if res == 'raw' then
-    for _, member in ipairs(redis.call('ZRANGEBYSCORE', K('tsh', device, key), lo, '(' .. hi)) do
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', history, lo, '(' .. hi)) do
       local bar = string.find(member, '|', 1, true)
-      local ts = tonumber(string.sub(member, 1, bar - 1))
-      add_value(into(math.floor((ts - start) / interval)), string.sub(member, bar + 1, bar + 1), string.sub(member, bar + 2))
+      add_value(into(bucket_of(tonumber(string.sub(member, 1, bar - 1)))), string.sub(member, bar + 1, bar + 1),
+                string.sub(member, bar + 2))
     end
   else
-    for _, member in ipairs(redis.call('ZRANGEBYSCORE', K('tsr', device, key, res), lo, '(' .. hi)) do
-      local bucket, b = parse_row(member)
-      add_state(into(math.floor((bucket - start) / interval)), b)
+    local rows = row_keys[res]
+    if not rows then rows = K('tsr', device, key, res); row_keys[res] = rows end
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', rows, lo, '(' .. hi)) do
+      local bar = string.find(member, '|', 1, true)
+      add_row(into(bucket_of(tonumber(string.sub(member, 1, bar - 1)))), member)
     end
   end
 end
 local out = {}
-for _, k in ipairs(order) do
-  out[#out + 1] = tostring(k)
-  for _, f in ipairs(fields(states[k])) do out[#out + 1] = f end
-end
+for _, k in ipairs(order) do out[#out + 1] = tostring(k) .. '|' .. table.concat(fields(states[k]), '|') end
 return out

@@ -46,6 +46,7 @@ local function deleted_range(device, key, start, stop)  -- points of [start, sto
   if start % DAY ~= 0 then mark_dirty(device, key, fday(start)) end
   if stop % DAY ~= 0 then mark_dirty(device, key, fday(stop)) end
 end
+local ROW_PATTERN = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$'
 local function state() return {n = 0, nl = 0, nd = 0, sl = 0, sd = 0} end
 local function add_value(b, kind, text)  -- one stored value into a state
   b.n = b.n + 1
@@ -69,21 +70,21 @@ local function add_state(b, c)  -- a state into another
   if c.mind and (not b.mind or c.mind < b.mind) then b.mind, b.mindt = c.mind, c.mindt end
   if c.maxd and (not b.maxd or c.maxd > b.maxd) then b.maxd, b.maxdt = c.maxd, c.maxdt end
 end
+local function add_row(b, member)  -- a row member into a state; its bucket
+  local bucket, n, nl, nd, sl, sd, minl, maxl, mind, maxd = string.match(member, ROW_PATTERN)
+  b.n, b.nl, b.nd, b.sd = b.n + n, b.nl + nl, b.nd + nd, b.sd + sd
+  if sl == 'X' then b.over = true else b.sl = b.sl + sl end
+  local x
+  if minl ~= '' then x = tonumber(minl); if not b.minl or x < b.minl then b.minl, b.minlt = x, minl end end
+  if maxl ~= '' then x = tonumber(maxl); if not b.maxl or x > b.maxl then b.maxl, b.maxlt = x, maxl end end
+  if mind ~= '' then x = tonumber(mind); if not b.mind or x < b.mind then b.mind, b.mindt = x, mind end end
+  if maxd ~= '' then x = tonumber(maxd); if not b.maxd or x > b.maxd then b.maxd, b.maxdt = x, maxd end end
+  return tonumber(bucket)
+end
 local function fields(b)  -- a state as its reply fields (after its bucket or answer bucket)
   local sl = (b.over or math.abs(b.sl) >= 2^53) and 'X' or string.format('%d', b.sl)
   return {tostring(b.n), tostring(b.nl), tostring(b.nd), sl, string.format('%.17g', b.sd),
           b.minlt or '', b.maxlt or '', b.mindt or '', b.maxdt or ''}
-end
-local function parse_row(member)  -- a row member as {bucket, state}
-  local f = {}
-  for part in string.gmatch(member .. '|', '([^|]*)|') do f[#f + 1] = part end
-  local b = {n = tonumber(f[2]), nl = tonumber(f[3]), nd = tonumber(f[4]), sd = tonumber(f[6])}
-  if f[5] == 'X' then b.over, b.sl = true, 0 else b.sl = tonumber(f[5]) end
-  if f[7] ~= '' then b.minl, b.minlt = tonumber(f[7]), f[7] end
-  if f[8] ~= '' then b.maxl, b.maxlt = tonumber(f[8]), f[8] end
-  if f[9] ~= '' then b.mind, b.mindt = tonumber(f[9]), f[9] end
-  if f[10] ~= '' then b.maxd, b.maxdt = tonumber(f[10]), f[10] end
-  return tonumber(f[1]), b
 end
 local function roll(device, key, lo, hi)  -- recompute the rows of the days [lo, hi); the points read
   drop_rows(device, key, lo, hi)
