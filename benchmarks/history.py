@@ -21,6 +21,7 @@ import argparse
 import json
 import multiprocessing
 import os
+from queue import Empty
 import statistics
 import sys
 import tempfile
@@ -154,7 +155,13 @@ def measure(name, store_arg, store_url, args):
         queue = multiprocessing.Queue()
         child = multiprocessing.Process(target=fill, args=(store_url, args.points, args.devices, queue))
         child.start()
-        point_seconds, roll_seconds, device_seconds = queue.get()
+        while True:  # (the filling process may fail: then say so rather than wait forever)
+            try:
+                point_seconds, roll_seconds, device_seconds = queue.get(timeout=5)
+                break
+            except Empty:
+                if not child.is_alive():
+                    raise SystemExit(f"{name}: filling the store failed (exit code {child.exitcode})") from None
         child.join()
         print(f"\n{name}: filled {args.points:,} points in {point_seconds:.0f} s "
               f"({args.points / point_seconds:,.0f}/s), rolled up in {roll_seconds:.0f} s, {args.devices:,} devices in "

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
+import psycopg
+from psycopg import sql as pgsql
+
 from tbcoap.errors import BadRequest
 from tbcoap.rollupkit import DAY, FIRST_DAY, RESOLUTIONS, ceil_day, floor_day, merge, plan
 from tbcoap.storekit import check
+
+from . import partitions
 
 _FINEST = RESOLUTIONS[-1]
 
@@ -32,12 +37,15 @@ _ROLL_RAW = (f"{_INSERT} SELECT series, {_FINEST}, {floor_sql('ts', _FINEST)} AS
 _ROLL_ROWS = (f"{_INSERT} SELECT series, %s, bucket - mod(bucket, %s) - CASE WHEN mod(bucket, %s) < 0 THEN %s ELSE 0 END"
               f" AS bk, {_ROW_STATE} FROM ts_kv_rollup WHERE series = %s AND res = %s AND bucket >= %s AND bucket < %s"
               " GROUP BY series, bk")
+# one index range per row of r: the subqueries are fenced (OFFSET 0) so the planner cannot turn them
+# into a join filtering the whole series; raw ranges read one month's partition at a time (through
+# the parent, every range would pay for the partitions' pruning again)
 _READ_RAW = (f"SELECT (t.ts - %s) / %s AS k, {_RAW_STATE} FROM unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi)"
-             " CROSS JOIN LATERAL (SELECT ts, l, d FROM ts_kv WHERE series = %s AND ts >= r.lo AND ts < r.hi) t"
-             " GROUP BY k")
+             " CROSS JOIN LATERAL (SELECT ts, l, d FROM {table} WHERE series = %s AND ts >= r.lo AND ts < r.hi"
+             " OFFSET 0) t GROUP BY k")
 _READ_ROWS = (f"SELECT (t.bucket - %s) / %s AS k, {_ROW_STATE} FROM unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi)"
               " CROSS JOIN LATERAL (SELECT * FROM ts_kv_rollup WHERE series = %s AND res = %s AND bucket >= r.lo"
-              " AND bucket < r.hi) t GROUP BY k")
+              " AND bucket < r.hi OFFSET 0) t GROUP BY k")
 
 
 def roll(conn, series, lo, hi):
@@ -120,9 +128,34 @@ def aggregate(conn, series, start_ts, end_ts, interval):
                                           res))
         merge(states, _states(found))
     if raw:
-        found = conn.execute(_READ_RAW, (start_ts, interval, [r[0] for r in raw], [r[1] for r in raw], series))
-        merge(states, _states(found))
+        months = partitions.existing(conn)
+        for month, ranges in _by_month(raw).items():
+            if month is not None and month not in months:
+                continue  # no partition: no points
+            table = "ts_kv" if month is None else partitions.name(month)
+            query = pgsql.SQL(_READ_RAW.replace("{table}", "{}")).format(pgsql.Identifier(table))
+            try:
+                with conn.transaction():  # (a savepoint: retention may have dropped the month since)
+                    found = conn.execute(query, (start_ts, interval, [r[0] for r in ranges], [r[1] for r in ranges],
+                                                 series)).fetchall()
+            except psycopg.errors.UndefinedTable:
+                continue
+            merge(states, _states(found))
     return states
+
+
+def _by_month(ranges):
+    """``{month or None: [(lo, hi)]}``: the ranges cut at month starts (None: outside 1970 .. 2099)."""
+    out = {}
+    for lo, hi in ranges:
+        while lo < hi:
+            month = partitions.month_of(lo)
+            end = hi if month is None else min(hi, partitions.bounds(month)[1])
+            if month is None and lo < 0:
+                end = min(hi, 0)
+            out.setdefault(month, []).append((lo, end))
+            lo = end
+    return out
 
 
 def _pass(conn, upper, limit):
