@@ -142,6 +142,39 @@ def finish(agg, state):
     return pick(v for v in (state[i], state[j]) if v is not None)
 
 
+def windows(start_ts, end_ts, interval, limit, descending):
+    """``(lo, hi, shift)`` of the windows to try in turn, each ``[lo, hi)`` on bucket boundaries: the first
+    (descending: the last) ``limit`` bucket slots, then four times as many, ..., then the whole range
+    (a few buckets of a long range need not read it all).  ``shift`` is the number of the window's
+    first bucket, ``hi`` the window's end; read each with ``lo`` as the buckets' origin and add
+    ``shift`` to the buckets found."""
+    slots = -(-(end_ts - start_ts) // interval)
+    span = limit
+    while span < slots:
+        first = slots - span if descending else 0
+        yield start_ts + first * interval, start_ts + (first + span) * interval if not descending else end_ts, first
+        span *= 4
+    yield start_ts, end_ts, 0
+
+
+def shifted(states, shift):
+    return {k + shift: state for k, state in states.items()} if shift else states
+
+
+def windowed(read, agg, start_ts, end_ts, interval, limit, descending, bucket_ts):
+    """The answer (``answer``) of one series through ``read(lo, hi)`` (its states with ``lo`` as
+    the buckets' origin, or None: read it raw), window after window (``windows``); None when
+    ``read`` said so."""
+    for lo, hi, shift in windows(start_ts, end_ts, interval, limit, descending):
+        states = read(lo, hi)
+        if states is None:
+            return None
+        found = answer(agg, shifted(states, shift), start_ts, end_ts, interval, limit, descending, bucket_ts)
+        if len(found) >= limit:
+            break
+    return found
+
+
 def answer(agg, states, start_ts, end_ts, interval, limit, descending, bucket_ts):
     """``[(ts, value)]``: the first ``limit`` buckets that hold values, in the order asked."""
     out = []

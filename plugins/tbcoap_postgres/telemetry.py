@@ -12,7 +12,7 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest, NotFound
-from tbcoap.rollupkit import DAY, answer, usable
+from tbcoap.rollupkit import DAY, usable, windowed
 from tbcoap.storekit import (bucket_ts, check, check_aggregate, check_deletion, check_entries, check_expiry,
                              is_int64, key_list)
 
@@ -325,9 +325,9 @@ def _aggregate(conn, device_id, keys, start_ts, end_ts, interval, agg, limit, de
     for key in names:
         if key not in series:
             continue
-        states = rollups.aggregate(conn, series[key], start_ts, end_ts, interval) if planned else None
-        if states is not None:
-            found = answer(agg, states, start_ts, end_ts, interval, limit, descending, bucket_ts)
+        found = windowed(lambda lo, hi: rollups.aggregate(conn, series[key], lo, hi, interval), agg, start_ts,
+                         end_ts, interval, limit, descending, bucket_ts) if planned else None
+        if found is not None:
             if found:
                 out[key] = found
             continue

@@ -10,8 +10,8 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
-from tbcoap.rollupkit import floor_day, merge, plan, sums_fit
-from tbcoap.storekit import check
+from tbcoap.rollupkit import answer, floor_day, merge, plan, shifted, sums_fit, windows
+from tbcoap.storekit import bucket_ts, check
 
 FIRST_DAY = -4_503_599_616_000_000  # the first day rolled up (timestamps from -2^52 are exact in Lua)
 RANGES_PER_CALL = 500  # (a script call reads a few thousand rows or points at most: a few ms of Redis)
@@ -41,6 +41,19 @@ class RollupCalls:
             return defer.fail(exc)
         d = self._write("rollup_telemetry", "telemetry", floor_day(now), limit)
         return d.addCallback(lambda reply: (int(reply[0]), bool(int(reply[1]))))
+
+    @defer.inlineCallbacks
+    def _rollup_answer(self, device_id, key, start_ts, end_ts, interval, agg, limit, descending):
+        """The answer of one series over rollups, window after window (rollupkit.windows), or None
+        (read it raw)."""
+        for lo, hi, shift in windows(start_ts, end_ts, interval, limit, descending):
+            states = yield self._rollup_states(device_id, key, lo, hi, interval)
+            if states is None:
+                return None
+            found = answer(agg, shifted(states, shift), start_ts, end_ts, interval, limit, descending, bucket_ts)
+            if len(found) >= limit:
+                break
+        return found
 
     @defer.inlineCallbacks
     def _rollup_states(self, device_id, key, start_ts, end_ts, interval):

@@ -20,8 +20,7 @@ from tbcoap.errors import BadRequest, NotFound, NotSupported, StoreUnavailable
 from tbcoap.interfaces import IStore
 from tbcoap.latency import LatencyHistogram
 from tbcoap.models import ACCESS_TOKEN, PROVISION_TYPES, SCOPES, ClaimRequest, Credentials, Rpc, new_id, now_ms
-from tbcoap.rollupkit import answer, usable
-from tbcoap.storekit import bucket_ts
+from tbcoap.rollupkit import usable
 from tbcoap.storekit import (
     STALLED_WRITE,
     check,
@@ -407,9 +406,9 @@ class RedisStore(RollupCalls, ManagementCalls):
         out = {}
         planned = self.rollups and usable(start_ts, end_ts, interval)
         for key in keys:
-            states = (yield self._rollup_states(device_id, key, start_ts, end_ts, interval)) if planned else None
-            if states is not None:
-                found = answer(agg, states, start_ts, end_ts, interval, limit, descending, bucket_ts)
+            found = (yield self._rollup_answer(device_id, key, start_ts, end_ts, interval, agg, limit, descending)
+                     ) if planned else None
+            if found is not None:
                 if found:
                     out[key] = found
                 continue

@@ -12,7 +12,7 @@ from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
 from tbcoap.models import SCOPES, from_kind
-from tbcoap.rollupkit import answer, floor_day, usable
+from tbcoap.rollupkit import floor_day, usable, windowed
 from tbcoap.storekit import (
     bucket_ts,
     check,
@@ -216,9 +216,9 @@ class TelemetryCalls:
         def read(conn):
             out = {}
             for key in _series_keys(conn, device_id) if keys is None else keys:
-                states = rollups.aggregate(conn, device_id, key, start_ts, end_ts, interval) if planned else None
-                if states is not None:
-                    found = answer(agg, states, start_ts, end_ts, interval, limit, descending, bucket_ts)
+                found = windowed(lambda lo, hi: rollups.aggregate(conn, device_id, key, lo, hi, interval), agg,
+                                 start_ts, end_ts, interval, limit, descending, bucket_ts) if planned else None
+                if found is not None:
                     if found:
                         out[key] = found
                     continue
