@@ -10,11 +10,11 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
-from tbcoap.rollupkit import answer, floor_day, merge, plan, shifted, sums_fit, windows
+from tbcoap.rollupkit import MINUTE, answer, floor_day, merge, plan, shifted, sums_fit, windows
 from tbcoap.storekit import bucket_ts, check
 
 FIRST_DAY = -4_503_599_616_000_000  # the first day rolled up (timestamps from -2^52 are exact in Lua)
-RANGES_PER_CALL = 500  # (a script call reads a few thousand rows or points at most: a few ms of Redis)
+CALL_BUDGET = 2000  # rows, or minutes of raw points, one script call reads at most (a few ms of Redis)
 
 
 def _state(text):
@@ -26,6 +26,25 @@ def _state(text):
     return (int(k), int(n), int(nl), int(nd), int(sl) if int(nl) else None, float(sd) if int(nd) else None,
             int(minl) if minl else None, int(maxl) if maxl else None, float(mind) if mind else None,
             float(maxd) if maxd else None)
+
+
+def _calls(ranges):
+    """The ranges ``(lo, hi, res or 'raw')`` as the texts of script calls of CALL_BUDGET rows (or
+    minutes of raw points) each at most, a long range cut into pieces."""
+    texts, parts, used = [], [], 0
+    for lo, hi, res in ranges:
+        step = CALL_BUDGET * (MINUTE if res == "raw" else res)
+        while lo < hi:
+            end = min(hi, lo + step - (used * step // CALL_BUDGET) if used else lo + step)
+            parts.append(f"{res} {lo} {end}")
+            used += max(1, -(-(end - lo) * CALL_BUDGET // step))
+            lo = end
+            if used >= CALL_BUDGET:
+                texts.append(";".join(parts))
+                parts, used = [], 0
+    if parts:
+        texts.append(";".join(parts))
+    return texts
 
 
 class RollupCalls:
@@ -65,8 +84,7 @@ class RollupCalls:
         ranges = sorted([(lo, hi, "raw") for lo, hi in raw] + [(lo, hi, res) for res, found in rows.items()
                                                                 for lo, hi in found])  # in time: a chunk's buckets are its own
         states = {}
-        for first in range(0, len(ranges), RANGES_PER_CALL):
-            text = ";".join(f"{res} {lo} {hi}" for lo, hi, res in ranges[first:first + RANGES_PER_CALL])
+        for text in _calls(ranges):
             flat = yield self._read("rollup_read", device_id, key, start_ts, interval, "read", text)
             found = [_state(text) for text in flat]
             if None in found:
