@@ -134,7 +134,14 @@ class ITelemetryStore(Interface):
         ``agg`` is AVG, MIN, MAX or SUM over LONG and DOUBLE values only (others skipped; AVG is a
         float, SUM an int when every value is, MIN and MAX the value itself), or COUNT of every
         value (an int).  At most ``limit`` buckets per key, the first ones in the order asked; the
-        store computes them (a year of points is never read into Python).  ``keys`` None: all."""
+        store computes them (a year of points is never read into Python).  ``keys`` None: all.
+
+        A store may keep rollups to answer without reading every point (tbcoap.rollupkit); it then
+        also has ``rollup_telemetry(now, limit)``, which the retention passes call: it brings the
+        rollups up to the day of ``now`` (dirty days first, then whole days behind each series'
+        watermark), reading about ``limit`` points (at least one day of one series) and examining
+        at most ``limit`` series, and fires with ``(points, more)`` like ``expire_telemetry``.
+        Answers are the same whether or not it ran; it makes them fast."""
 
     def telemetry_keys(device_id):
         """Sorted list of the device's time-series keys."""

@@ -81,3 +81,13 @@ BACKENDS = {"sqlite": open_sqlite, "redis": open_redis, "postgres": open_postgre
 def open_backend(request, tmp_path):
     """An async callable opening a store of the backend under test on this test's data."""
     return functools.partial(BACKENDS[request.param], tmp_path)
+
+
+def test_every_bundled_store_keeps_rollups():
+    """The contract's rollup tests roll only a store that has ``rollup_telemetry``: every bundled
+    store does (an outside store may not, and aggregates raw)."""
+    from tbcoap_postgres.store import PostgresStore
+    from tbcoap_redis.store import RedisStore
+    from tbcoap_sqlite.store import SQLiteStore
+
+    assert all(callable(getattr(cls, "rollup_telemetry", None)) for cls in (SQLiteStore, RedisStore, PostgresStore))

@@ -106,7 +106,7 @@ def test_the_cycle_finder_finds_a_circle():
     assert circles({"a": {"b"}, "b": set()}) == []
 
 
-PUBLIC_PLUGIN_API = {"hookspecs", "interfaces", "models", "errors", "storekit", "events", "latency", "metrics"}
+PUBLIC_PLUGIN_API = {"hookspecs", "interfaces", "models", "errors", "storekit", "rollupkit", "events", "latency", "metrics"}
 MAY_IMPORT = {
     # layer: the other parts of tbcoap it may import (docs/design.md, "Who may import whom")
     "coap": {"ratelimit"},

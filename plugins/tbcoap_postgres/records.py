@@ -162,6 +162,8 @@ class RecordsMixin:
             # the history goes in the background (retention), a few thousand rows at a time
             conn.execute("INSERT INTO ts_kv_purge (series) SELECT id FROM series WHERE device_id = %s"
                          " ON CONFLICT DO NOTHING", (device_id,))
+            conn.execute("DELETE FROM ts_kv_dirty WHERE series IN (SELECT id FROM series WHERE device_id = %s)",
+                         (device_id,))
             conn.execute("DELETE FROM series WHERE device_id = %s", (device_id,))
             return True
 

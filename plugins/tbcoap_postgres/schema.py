@@ -204,7 +204,31 @@ CREATE TABLE ota_assignments (
 CREATE INDEX ota_assignments_by_package ON ota_assignments (package_id);
 """
 
-MIGRATIONS = [_V1, partitions.create_fixed, _V3, _V4, _V_DEVICE_TRANSPORT, _V_OTA]
+# Rollups (rollups.py): per series, resolution and bucket the count, sums, minima and maxima of its
+# points; ``rolled`` the series' watermark (a day start: the rows below it are complete, except on
+# its dirty days); a series starts with nothing rolled (its oldest point's day).
+_V_ROLLUPS = """
+ALTER TABLE series ADD COLUMN rolled bigint;
+UPDATE series SET rolled = oldest - mod(oldest, 86400000) - CASE WHEN mod(oldest, 86400000) < 0 THEN 86400000 ELSE 0 END
+    WHERE oldest IS NOT NULL AND oldest >= -9223372036828800000;
+UPDATE series SET rolled = -9223372036828800000 WHERE oldest < -9223372036828800000;
+CREATE INDEX series_by_rolled ON series (rolled) WHERE rolled IS NOT NULL;
+CREATE TABLE ts_kv_rollup (
+    series bigint NOT NULL,
+    res    bigint NOT NULL,
+    bucket bigint NOT NULL,
+    n bigint NOT NULL, nl bigint NOT NULL, nd bigint NOT NULL,
+    sl numeric, sd double precision, minl bigint, maxl bigint, mind double precision, maxd double precision,
+    PRIMARY KEY (series, res, bucket)
+);
+CREATE TABLE ts_kv_dirty (
+    series bigint NOT NULL,
+    day    bigint NOT NULL,
+    PRIMARY KEY (series, day)
+);
+"""
+
+MIGRATIONS = [_V1, partitions.create_fixed, _V3, _V4, _V_DEVICE_TRANSPORT, _V_OTA, _V_ROLLUPS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -30,6 +30,7 @@ from .connection import connect, is_unavailable, translate
 from .management import ManagementMixin
 from .ota import OtaCalls
 from .records import RecordsMixin
+from .rollups import RollupMixin
 from .telemetry import TelemetryMixin
 from .writer import GroupCommitWriter
 
@@ -39,7 +40,7 @@ MAINTENANCE_EVERY = 3600.0  # seconds between passes that make the coming months
 
 
 @implementer(IStore)
-class PostgresStore(RecordsMixin, TelemetryMixin, ManagementMixin, OtaCalls):
+class PostgresStore(RecordsMixin, TelemetryMixin, RollupMixin, ManagementMixin, OtaCalls):
     """Devices, credentials, profiles, telemetry, attributes, RPCs, customers and claim requests
     in the tables of one schema of a PostgreSQL database."""
 

@@ -13,19 +13,25 @@ from twisted.internet import defer
 
 from tbcoap.errors import BadRequest, NotFound
 from tbcoap.models import SCOPES
+from tbcoap.rollupkit import DAY, usable, windowed
 from tbcoap.storekit import (bucket_ts, check, check_aggregate, check_deletion, check_entries, check_expiry,
                              is_int64, key_list)
 
-from . import partitions
+from . import partitions, rollups
 from .records import require_device
 from .values import COLUMNS, check_text, columns, value
 
+_DAY_OF_OLDEST = rollups.floor_sql("u.oldest", DAY)
 # the batch's series, each with its number n in the batch; rows name their series by n
 _SERIES = "unnest(%b::text[], %b::text[], %b::bigint[]) WITH ORDINALITY AS u(device_id, key, oldest, n)"
-_SERIES_NEW = (f"INSERT INTO series (device_id, key, oldest) SELECT u.device_id, u.key, u.oldest FROM {_SERIES}"
+_SERIES_NEW = (f"INSERT INTO series (device_id, key, oldest, rolled) SELECT u.device_id, u.key, u.oldest, {_DAY_OF_OLDEST}"
+               f" FROM {_SERIES}"
                " WHERE EXISTS (SELECT 1 FROM devices WHERE id = u.device_id) ON CONFLICT (device_id, key) DO NOTHING")
-_SERIES_OLDER = (f"UPDATE series SET oldest = u.oldest FROM {_SERIES} WHERE series.device_id = u.device_id"
-                 " AND series.key = u.key AND (series.oldest IS NULL OR u.oldest < series.oldest)")
+# a series' oldest point moves only back, and so does its rollup watermark (rollups.py) below a point
+_SERIES_OLDER = (f"UPDATE series SET oldest = LEAST(series.oldest, u.oldest), rolled = LEAST(series.rolled,"
+                 f" {_DAY_OF_OLDEST}) FROM {_SERIES} WHERE series.device_id = u.device_id AND series.key = u.key"
+                 " AND (series.oldest IS NULL OR u.oldest < series.oldest OR series.rolled IS NULL"
+                 " OR u.oldest < series.rolled)")
 _HISTORY = (f"WITH s AS (SELECT u.n, x.id FROM {_SERIES} CROSS JOIN LATERAL"
             " (SELECT id FROM series WHERE series.device_id = u.device_id AND series.key = u.key) x)"
             " INSERT INTO ts_kv (ts, series, l, d, expires, b, s, j) SELECT h.ts, s.id, h.l, h.d, h.expires, h.b, h.s,"
@@ -120,6 +126,8 @@ def _storable(key):
 
 class TelemetryMixin:
     """The ITelemetryStore part of PostgresStore (``_write``, ``_read``, ``_maintain`` are its)."""
+
+    rollups = True  # aggregations use the rollups (False: every point is read, as benchmarks compare)
 
     def save_telemetry(self, device_id, entries, ttl=None):
         try:
@@ -237,7 +245,8 @@ class TelemetryMixin:
             check_aggregate(start_ts, end_ts, interval, agg, limit)
         except BadRequest as exc:
             return defer.fail(exc)
-        return self.run_read(_aggregate, device_id, keys, start_ts, end_ts, interval, agg, limit, descending)
+        planned = self.rollups and usable(start_ts, end_ts, interval)
+        return self.run_read(_aggregate, device_id, keys, start_ts, end_ts, interval, agg, limit, descending, planned)
 
     def expire_telemetry(self, now, older_than, limit):
         try:
@@ -252,7 +261,8 @@ class TelemetryMixin:
 
     def _dropped(self, rows, month):
         self._months = self._months - {month}
-        return rows, True
+        end = partitions.bounds(month)[1]
+        return self.run_write(lambda conn: rollups.month_dropped(conn, end)).addCallback(lambda _: (rows, True))
 
     def delete_telemetry(self, device_id, keys, start_ts, end_ts, delete_latest=True, rewrite_latest=False):
         try:
@@ -267,6 +277,7 @@ class TelemetryMixin:
                 if key in series:
                     conn.execute("DELETE FROM ts_kv WHERE series = %s AND ts >= %s AND ts < %s",
                                  (series[key], start_ts, end_ts))
+                    rollups.deleted_range(conn, series[key], start_ts, end_ts)
                 row = conn.execute("SELECT ts FROM ts_kv_latest WHERE device_id = %s AND key = %s",
                                    (device_id, key)).fetchone()
                 if row is None or not start_ts <= row[0] < end_ts or not delete_latest:
@@ -299,12 +310,14 @@ def _expire(conn, now, older_than, limit):
         left = bound if bound is not None else conn.execute(
             "SELECT min(ts) FROM ts_kv WHERE series = %s", (series,)).fetchone()[0]
         conn.execute("UPDATE series SET oldest = %s WHERE id = %s", (left, series))
+        rollups.expired_below(conn, series, left)
     if deleted >= limit or visited >= limit:
         return deleted, True
     gone = conn.execute(
-        "DELETE FROM ts_kv WHERE (series, ts) IN (SELECT series, ts FROM ts_kv WHERE expires <= %s LIMIT %s)",
-        (now, limit - deleted)).rowcount
-    deleted += gone
+        "DELETE FROM ts_kv WHERE (series, ts) IN (SELECT series, ts FROM ts_kv WHERE expires <= %s LIMIT %s)"
+        " RETURNING series, ts", (now, limit - deleted)).fetchall()
+    rollups.points_gone(conn, gone)
+    deleted += len(gone)
     more = deleted >= limit
     return deleted, _purge(conn, limit) or more
 
@@ -320,6 +333,7 @@ def _purge(conn, limit):
     if bound is None:
         conn.execute("DELETE FROM ts_kv WHERE series = %s", (series,))
         conn.execute("DELETE FROM ts_kv_purge WHERE series = %s", (series,))
+        conn.execute("DELETE FROM ts_kv_rollup WHERE series = %s", (series,))
     else:
         conn.execute("DELETE FROM ts_kv WHERE series = %s AND ts < %s", (series, bound[0]))
     return True
@@ -334,7 +348,7 @@ _AGGREGATES = {
 }
 
 
-def _aggregate(conn, device_id, keys, start_ts, end_ts, interval, agg, limit, descending):
+def _aggregate(conn, device_id, keys, start_ts, end_ts, interval, agg, limit, descending, planned=False):
     numbers = "" if agg == "COUNT" else " AND (l IS NOT NULL OR d IS NOT NULL)"
     sql = (f"SELECT (ts - %s) / %s AS bucket, {_AGGREGATES[agg]} FROM ts_kv"
            f" WHERE series = %s AND ts >= %s AND ts < %s{numbers}"
@@ -369,6 +383,12 @@ def _aggregate(conn, device_id, keys, start_ts, end_ts, interval, agg, limit, de
     out = {}
     for key in names:
         if key not in series:
+            continue
+        found = windowed(lambda lo, hi: rollups.aggregate(conn, series[key], lo, hi, interval), agg, start_ts,
+                         end_ts, interval, limit, descending, bucket_ts) if planned else None
+        if found is not None:
+            if found:
+                out[key] = found
             continue
         span = limit
         while span < slots:

@@ -11,14 +11,23 @@ tbcoap errors.
 from importlib.resources import files
 
 PRELUDE = "prelude.lua"
+LIBRARIES = ("rollups.lua",)  # put after the prelude of a script beginning with '-- uses NAME'
 
 
 def load(folder=None):
     """``{name: source}`` of every script in ``folder`` (the package's ``lua/``), prelude included."""
     folder = folder or files(__package__) / "lua"
     prelude = (folder / PRELUDE).read_text(encoding="utf-8")
-    return {entry.name[: -len(".lua")]: prelude + entry.read_text(encoding="utf-8")
-            for entry in folder.iterdir() if entry.name.endswith(".lua") and entry.name != PRELUDE}
+    libraries = {name: (folder / name).read_text(encoding="utf-8") for name in LIBRARIES}
+    scripts = {}
+    for entry in folder.iterdir():
+        if not entry.name.endswith(".lua") or entry.name == PRELUDE or entry.name in libraries:
+            continue
+        source = entry.read_text(encoding="utf-8")
+        first = source.split("\n", 1)[0]
+        used = libraries[first[len("-- uses "):].strip()] if first.startswith("-- uses ") else ""
+        scripts[entry.name[: -len(".lua")]] = prelude + used + source
+    return scripts
 
 
 SCRIPTS = load()

@@ -20,6 +20,7 @@ from tbcoap.errors import BadRequest, NotFound, NotSupported, StoreUnavailable
 from tbcoap.interfaces import IStore
 from tbcoap.latency import LatencyHistogram
 from tbcoap.models import ACCESS_TOKEN, PROVISION_TYPES, SCOPES, ClaimRequest, Credentials, Rpc, new_id, now_ms
+from tbcoap.rollupkit import usable
 from tbcoap.storekit import (
     STALLED_WRITE,
     check,
@@ -41,6 +42,7 @@ from tbcoap.storekit import (
 
 from . import scripts
 from .aggregate import CHUNK, Buckets
+from .rollups import RollupCalls
 from .bus import RedisBus
 from .management import ManagementCalls
 from .ota import OtaCalls
@@ -51,7 +53,7 @@ TELEMETRY_BATCH = 500  # telemetry saves sharing one script call
 
 
 @implementer(IStore)
-class RedisStore(ManagementCalls, OtaCalls):
+class RedisStore(RollupCalls, ManagementCalls, OtaCalls):
     """Devices, credentials, profiles, telemetry, attributes, RPCs, customers, claim requests
     and provisioned marks in Redis, shared by every node that uses the same URL and prefix."""
 
@@ -403,7 +405,14 @@ class RedisStore(ManagementCalls, OtaCalls):
         if keys is None:
             keys = yield self.telemetry_keys(device_id)
         out = {}
+        planned = self.rollups and usable(start_ts, end_ts, interval)
         for key in keys:
+            found = (yield self._rollup_answer(device_id, key, start_ts, end_ts, interval, agg, limit, descending)
+                     ) if planned else None
+            if found is not None:
+                if found:
+                    out[key] = found
+                continue
             buckets = Buckets(agg)
             cursor, other = (f"({end_ts}", str(start_ts)) if descending else (str(start_ts), f"({end_ts}")
             while cursor and not buckets.complete(limit):

@@ -4,12 +4,14 @@ A ``TelemetryWrite`` is checked in the writer thread before the transaction (``p
 entry fails that write alone), and the telemetry writes of one batch run together: one
 ``executemany`` per table for the whole batch, one device check per distinct device.
 
-``SeriesBounds`` remembers, for the writer thread only, a lower bound of each series' oldest
-point that ``ts_kv_series`` already holds, so a point newer than it (nearly every point) skips
-that table.  Whatever can raise a stored bound or remove it (retention, a deleted device) and
-every rolled-back transaction forgets what it knew.
+``SeriesBounds`` remembers, for the writer thread only, the oldest point each series was saved
+with since it last forgot: after that upsert both the series' oldest point and its rollup
+watermark in ``ts_kv_series`` are at or below it, so a point not older than it (nearly every
+point) skips that table.  Whatever can raise them or remove the row (retention, the rollup pass,
+a deleted device) and every rolled-back transaction forgets what it knew.
 """
 
+from tbcoap.rollupkit import floor_day
 from tbcoap.storekit import check_entries
 
 from .sql import CHUNK, require_device
@@ -20,9 +22,12 @@ _LATEST_UPSERT = (
     " ON CONFLICT (device_id, key) DO UPDATE SET ts = excluded.ts, kind = excluded.kind,"
     " value = excluded.value WHERE excluded.ts >= ts_kv_latest.ts"
 )
-_SERIES_UPSERT = (  # a series' oldest point (retention's lower bound) moves only further back
-    "INSERT INTO ts_kv_series (device_id, key, oldest) VALUES (?, ?, ?)"
-    " ON CONFLICT (device_id, key) DO UPDATE SET oldest = excluded.oldest WHERE excluded.oldest < ts_kv_series.oldest"
+_SERIES_UPSERT = (  # a series' oldest point (retention's lower bound) moves only further back, and so does
+    # its rollup watermark (a day start) when a point is below it (rollups.py)
+    "INSERT INTO ts_kv_series (device_id, key, oldest, rolled) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (device_id, key) DO UPDATE SET oldest = min(oldest, excluded.oldest),"
+    " rolled = min(rolled, excluded.rolled)"
+    " WHERE excluded.oldest < ts_kv_series.oldest OR excluded.oldest < ts_kv_series.rolled"
 )
 
 MAX_KNOWN_SERIES = 100_000  # about 12 MB; past it the memory starts again (the table stays right)
@@ -36,16 +41,16 @@ class SeriesBounds:
         self.known = {}
 
     def needed(self, oldest):
-        """The ``(device_id, key, ts)`` rows of ``oldest`` the table may not cover yet."""
+        """The ``(device_id, key, ts, day)`` rows of ``oldest`` the table may not cover yet."""
         known = self.known
-        return [(*series, ts) for series, ts in oldest.items() if known.get(series, ts + 1) > ts]
+        return [(*series, ts, floor_day(ts)) for series, ts in oldest.items() if known.get(series, ts + 1) > ts]
 
     def stored(self, rows):
         """``rows`` were upserted (their transaction may still roll back: see ``forget``)."""
         known = self.known
         if len(known) + len(rows) > self.cap:
             known.clear()
-        for device_id, key, ts in rows:
+        for device_id, key, ts, _ in rows:
             if ts < known.get((device_id, key), ts + 1):
                 known[device_id, key] = ts
 

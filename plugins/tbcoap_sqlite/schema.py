@@ -215,7 +215,33 @@ CREATE TABLE ota_assignments (
 CREATE INDEX ota_assignments_by_package ON ota_assignments (package_id);
 """
 
-MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V_DEVICE_TRANSPORT, _V_OTA]
+# Rollups (rollups.py): per series, resolution and bucket the count, sums, minima and maxima of its
+# points; ``rolled`` the series' watermark (a day start: the rows below it are complete, except on
+# its dirty days); a series starts with nothing rolled (its oldest point's day).
+_V_ROLLUPS = """
+CREATE TABLE ts_kv_rollup (
+    device_id TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    res       INTEGER NOT NULL,
+    bucket    INTEGER NOT NULL,
+    n         INTEGER NOT NULL,
+    nl        INTEGER NOT NULL,
+    nd        INTEGER NOT NULL,
+    sl, sd, minl, maxl, mind, maxd,
+    PRIMARY KEY (device_id, key, res, bucket)
+) WITHOUT ROWID;
+CREATE TABLE ts_kv_dirty (
+    device_id TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    day       INTEGER NOT NULL,
+    PRIMARY KEY (device_id, key, day)
+) WITHOUT ROWID;
+ALTER TABLE ts_kv_series ADD COLUMN rolled INTEGER;
+UPDATE ts_kv_series SET rolled = oldest - ((oldest % 86400000) + 86400000) % 86400000;
+CREATE INDEX ts_kv_series_by_rolled ON ts_kv_series (rolled);
+"""
+
+MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V_DEVICE_TRANSPORT, _V_OTA, _V_ROLLUPS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -33,6 +33,7 @@ from .management import ManagementCalls
 from .ingest import SeriesBounds
 from .ota import OtaCalls
 from .sql import one, require_device
+from .rollups import RollupCalls
 from .telemetry import TelemetryCalls
 
 _DEVICE = ("d.id, d.name, d.type, d.label, d.created_time, d.customer_id, d.additional_info,"
@@ -68,7 +69,7 @@ def _require_customer(conn, customer_id):
 
 
 @implementer(IStore)
-class SQLiteStore(TelemetryCalls, ManagementCalls, OtaCalls):
+class SQLiteStore(TelemetryCalls, RollupCalls, ManagementCalls, OtaCalls):
     """Devices, credentials, profiles, telemetry, attributes, RPCs, customers, claim
     requests and provisioned marks in one SQLite file."""
 
@@ -216,6 +217,7 @@ class SQLiteStore(TelemetryCalls, ManagementCalls, OtaCalls):
             self._series_bounds.forget()
             for table in (
                 "credentials", "ts_kv", "ts_kv_latest", "ts_kv_series", "attributes", "rpcs", "rpc_counters", "claim_requests",
+                "ts_kv_rollup", "ts_kv_dirty",
             ):
                 conn.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
             return conn.execute("DELETE FROM devices WHERE id = ?", (device_id,)).rowcount > 0

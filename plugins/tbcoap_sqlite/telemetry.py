@@ -12,6 +12,7 @@ from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
 from tbcoap.models import SCOPES, from_kind
+from tbcoap.rollupkit import floor_day, usable, windowed
 from tbcoap.storekit import (
     bucket_ts,
     check,
@@ -23,6 +24,7 @@ from tbcoap.storekit import (
     key_list,
 )
 
+from . import rollups
 from .ingest import TelemetryWrite
 from .sql import by_keys, one, require_device
 
@@ -33,6 +35,8 @@ def _series_keys(conn, device_id):
 
 class TelemetryCalls:
     """Telemetry and attributes; mixed into SQLiteStore, which provides ``_write`` and ``_read``."""
+
+    rollups = True  # aggregations use the rollups (False: every point is read, as benchmarks compare)
 
     def save_telemetry(self, device_id, entries, ttl=None):
         if ttl is not None and not is_int64(ttl, 0):
@@ -64,6 +68,7 @@ class TelemetryCalls:
                                         (*row, older_than if bound is None else bound)).rowcount
                 left = bound if bound is not None else one(
                     conn, "SELECT min(ts) FROM ts_kv WHERE device_id = ? AND key = ?", *row)
+                rollups.expired_below(conn, *row, left)
                 if left is None:
                     conn.execute("DELETE FROM ts_kv_series WHERE device_id = ? AND key = ?", row)
                 else:
@@ -72,9 +77,10 @@ class TelemetryCalls:
                 return deleted, True
             gone = conn.execute(
                 "DELETE FROM ts_kv WHERE (device_id, key, ts) IN"
-                " (SELECT device_id, key, ts FROM ts_kv WHERE expires <= ? LIMIT ?)",
-                (now, limit - deleted)).rowcount
-            return deleted + gone, deleted + gone >= limit
+                " (SELECT device_id, key, ts FROM ts_kv WHERE expires <= ? LIMIT ?) RETURNING device_id, key, ts",
+                (now, limit - deleted)).fetchall()
+            rollups.points_gone(conn, gone)
+            return deleted + len(gone), deleted + len(gone) >= limit
 
         return self._write(job)
 
@@ -89,6 +95,7 @@ class TelemetryCalls:
             for key in keys:
                 conn.execute("DELETE FROM ts_kv WHERE device_id = ? AND key = ? AND ts >= ? AND ts < ?",
                              (device_id, key, start_ts, end_ts))
+                rollups.deleted_range(conn, device_id, key, start_ts, end_ts)
                 latest = one(conn, "SELECT ts FROM ts_kv_latest WHERE device_id = ? AND key = ?", device_id, key)
                 if latest is None or not start_ts <= latest < end_ts or not delete_latest:
                     continue
@@ -168,6 +175,7 @@ class TelemetryCalls:
         # bucket slots are grouped first, then four times as many, and so on until ``limit`` buckets
         # hold points: the newest day of a year of points never groups the whole year
         slots = -(-(end_ts - start_ts) // interval)
+        planned = self.rollups and usable(start_ts, end_ts, interval)
 
         def window(span):
             if descending:
@@ -177,6 +185,12 @@ class TelemetryCalls:
         def read(conn):
             out = {}
             for key in _series_keys(conn, device_id) if keys is None else keys:
+                found = windowed(lambda lo, hi: rollups.aggregate(conn, device_id, key, lo, hi, interval), agg,
+                                 start_ts, end_ts, interval, limit, descending, bucket_ts) if planned else None
+                if found is not None:
+                    if found:
+                        out[key] = found
+                    continue
                 span = limit
                 while span < slots:
                     rows = query(conn, key, *window(span))

@@ -5,7 +5,8 @@ through REST) has passed. A pass runs at least every minute (sooner when the TTL
 asks the store for one batch after another and pauses after each, so that deleting takes a small
 share of the store's time: BUSY_SHARE (5%) while devices are writing (the store committed writes
 other than this one since the previous batch), IDLE_SHARE (50%) when they are not. Writes never wait behind more than
-one small batch. Latest values are never deleted.
+one small batch. Latest values are never deleted.  After the deletions, a pass brings the rollups
+up to date the same way (``rollup_telemetry``: the days behind each series' watermark, dirty days).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ PAUSE = 0.02  # seconds between two batches of a pass, at least ...
 BUSY_SHARE = 0.05  # ... and enough that deleting takes at most this share of the store's time
 IDLE_SHARE = 0.5  # ... or this share when no write was committed since the previous batch
 MAX_INTERVAL = 60.0
+ROLLUP_FACTOR = 20  # a rollup batch reads this many times as many points as a deletion batch
 
 
 class RetentionService:
@@ -34,6 +36,7 @@ class RetentionService:
         self.batch, self.pause = batch, pause
         self.interval = min(MAX_INTERVAL, max(1.0, ttl_ms / 2000)) if ttl_ms else MAX_INTERVAL
         self.expired = 0
+        self.rolled = 0  # points the rollup batches read (tbcoap.rollupkit)
         self.passes = 0
         self._loop = None
         self._running = None
@@ -83,16 +86,36 @@ class RetentionService:
 
     @defer.inlineCallbacks
     def _pass(self):
-        deleted = 0
+        deleted = yield self._batches(self._expire)
+        if not self._stopping() and hasattr(self.store, "rollup_telemetry"):  # a store with rollups
+            self.rolled += yield self._batches(self._rollup)
+        self.passes += 1
+        if deleted:
+            log.info("retention deleted {count} expired time-series points", count=deleted)
+        return deleted
+
+    def _expire(self):
+        now = now_ms()
+        return self.store.expire_telemetry(now, now - self.ttl_ms if self.ttl_ms else None, self.batch)
+
+    @defer.inlineCallbacks
+    def _rollup(self):
+        count, more = yield self.store.rollup_telemetry(now_ms(), self.batch * ROLLUP_FACTOR)
+        return count, more
+
+    @defer.inlineCallbacks
+    def _batches(self, call):
+        """Call ``call`` (a store call firing with ``(count, more)``) until nothing more is left,
+        pausing after each batch; the total count."""
+        total = 0
         writes = self._writes()
         while True:
-            now = now_ms()
-            older_than = now - self.ttl_ms if self.ttl_ms else None
             started = self.clock.seconds()
-            count, more = yield self.store.expire_telemetry(now, older_than, self.batch)
+            count, more = yield call()
             took = self.clock.seconds() - started
-            deleted += count
-            self.expired += count
+            total += count
+            if call == self._expire:
+                self.expired += count
             if not more or self._stopping():
                 break
             now_writes = self._writes()
@@ -101,10 +124,7 @@ class RetentionService:
             yield task.deferLater(self.clock, max(self.pause, took * (1 - share) / share), lambda: None)
             if self._stopping():
                 break
-        self.passes += 1
-        if deleted:
-            log.info("retention deleted {count} expired time-series points", count=deleted)
-        return deleted
+        return total
 
     def _stopping(self):
         return self._loop is not None and not self._loop.running
@@ -114,5 +134,5 @@ class RetentionService:
         return self.store.stats().get("writes", 0)
 
     def stats(self):
-        return {"ttlMs": self.ttl_ms, "passes": self.passes, "expiredPoints": self.expired,
+        return {"ttlMs": self.ttl_ms, "passes": self.passes, "expiredPoints": self.expired, "rolledPoints": self.rolled,
                 "intervalSeconds": self.interval}

@@ -1452,3 +1452,162 @@ async def test_key_pages(store):
 
 
 from tbcoap.testing.ota_contract import *  # noqa: E402,F401,F403  the OTA part of the contract
+
+
+# -- rollups: aggregations over rollups answer as the raw points do --------------------------------
+
+_DAY = 86_400_000
+_BASE = 1_700_000_000_000 - 1_700_000_000_000 % _DAY  # a day start
+
+
+def raw_answer(points, start_ts, end_ts, interval, agg, limit, descending):
+    """The aggregation of ``points`` (``[(ts, value)]``) computed point by point, as
+    ``ITelemetryStore.telemetry_aggregate`` defines it: the oracle of the rollup tests."""
+    buckets = {}
+    for ts, v in points:
+        if start_ts <= ts < end_ts:
+            buckets.setdefault((ts - start_ts) // interval, []).append(v)
+    out = []
+    for k in sorted(buckets, reverse=descending):
+        values = buckets[k]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if agg == "COUNT":
+            value = len(values)
+        elif not numbers:
+            continue
+        elif agg == "AVG":
+            value = float(sum(numbers)) / len(numbers)
+        elif agg == "SUM":
+            value = float(sum(numbers)) if any(isinstance(v, float) for v in numbers) else sum(numbers)
+        else:
+            value = min(numbers) if agg == "MIN" else max(numbers)
+        begin = start_ts + k * interval
+        out.append((begin + (min(begin + interval, end_ts) - begin) // 2, value))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _rollup_cases():
+    from hypothesis import strategies as st
+
+    span = 4 * _DAY
+    ts = st.one_of(st.integers(_BASE, _BASE + span),  # anywhere in four days ...
+                   st.integers(0, 4 * 24 * 60).map(lambda m: _BASE + m * 60_000),  # ... on minute edges
+                   st.integers(0, 96 * 6).map(lambda m: _BASE + m * 600_000 - 1))  # ... just before 10-minute edges
+    value = st.one_of(st.integers(-1000, 1000),
+                      st.integers(-4000, 4000).filter(lambda q: q % 4).map(lambda q: q / 4),  # exact in any order
+                      st.sampled_from(["on", "off"]), st.booleans())
+    batch = st.lists(st.tuples(ts, st.sampled_from(["t", "u"]), value), min_size=1, max_size=40)
+    step = st.one_of(
+        st.tuples(st.just("save"), batch, st.sampled_from([None, None, _DAY, 2 * _DAY])),
+        st.tuples(st.just("roll"), st.integers(1, 6 * _DAY), st.sampled_from([1, 7, 10_000])),
+        st.tuples(st.just("delete"), ts, st.integers(1, 2 * _DAY)),
+        st.tuples(st.just("expire"), st.integers(0, 7 * _DAY), st.sampled_from([None, 0, _DAY, 2 * _DAY])),
+    )
+    interval = st.one_of(st.sampled_from([60_000, 600_000, 3_600_000, _DAY, 7 * _DAY]),
+                         st.integers(60_000, 2 * _DAY), st.integers(1, 60_000))
+    query = st.tuples(ts, st.integers(1, 5 * _DAY), interval, st.sampled_from(["AVG", "MIN", "MAX", "SUM", "COUNT"]),
+                      st.sampled_from([1, 3, 100_000]), st.booleans())
+    first = st.lists(st.tuples(st.just("save"), batch, st.sampled_from([None, _DAY])), min_size=1, max_size=3)
+    roll = st.tuples(st.just("roll"), st.integers(4 * _DAY, 6 * _DAY), st.just(10_000))
+    edits = st.lists(st.tuples(step, st.lists(roll, max_size=1)), max_size=8).map(
+        lambda pairs: [s for edit, rolled in pairs for s in [edit, *rolled]])  # each edit maybe rolled after
+    steps = st.tuples(first, roll, edits).map(lambda parts: parts[0] + [parts[1]] + parts[2])
+    return st.tuples(steps, st.lists(query, min_size=1, max_size=8))
+
+
+async def _rollup_case(store, case):
+    steps, queries = case
+    d = await store.add_device(dev(f"r-{new_id()}"), new_id())
+    for step in steps:
+        if step[0] == "save":
+            await store.save_telemetry(d.id, step[1], ttl=step[2])
+        elif step[0] == "roll":
+            for _ in range(3 if hasattr(store, "rollup_telemetry") else 0):  # a store with rollups
+                if not (await store.rollup_telemetry(_BASE + step[1], step[2]))[1]:
+                    break
+        elif step[0] == "delete":
+            await store.delete_telemetry(d.id, ["t", "u"], step[1], step[1] + step[2])
+        else:
+            now = _BASE + step[1]
+            older_than = None if step[2] is None else now - 4 * _DAY + step[2]
+            while (await store.expire_telemetry(now, older_than, 50))[1]:
+                pass
+    points = await store.telemetry_history(d.id, ["t"], _BASE - _DAY, _BASE + 6 * _DAY, 100_000, False)
+    points = points.get("t", [])
+    for start, length, interval, agg, limit, descending in queries:
+        expected = raw_answer(points, start, start + length, interval, agg, limit, descending)
+        got = await store.telemetry_aggregate(d.id, ["t"], start, start + length, interval, agg, limit, descending)
+        got = got.get("t", [])
+        assert got == expected, (start, length, interval, agg, limit, descending)
+        assert [type(v) for _, v in got] == [type(v) for _, v in expected]
+
+
+def drawn_rollup_cases(count):
+    """``count`` cases drawn by hypothesis (derandomized: every run checks the same ones)."""
+    from hypothesis import HealthCheck, given, settings
+
+    cases = []
+
+    @settings(max_examples=count, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(_rollup_cases())
+    def collect(case):
+        cases.append(case)
+
+    collect()
+    return cases
+
+
+@pytest_twisted.ensureDeferred
+async def test_rollups_answer_as_the_raw_points(store):
+    """A property: after random saves (late points, times to live), rollup passes, deletes and
+    expiry, every aggregation of random range, interval, agg, limit and order equals the one
+    computed from the raw points.  (The cases are drawn first, then run on the store: the
+    reactor's greenlet cannot run a hypothesis test itself.)"""
+    for case in drawn_rollup_cases(80):
+        try:
+            await _rollup_case(store, case)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the case: {case!r}") from None
+
+
+@pytest_twisted.ensureDeferred
+async def test_rollups_of_a_dense_series(store):
+    """Two days of points every 7 s, rolled, then edited: answers over rolled days, unaligned and
+    aligned buckets, late points, a deleted range and expired points (by age and by their own time
+    to live) equal the raw ones."""
+    d = await store.add_device(dev("dense"), "td")
+    points = [(_BASE + i * 7_000, "t", (i % 97) - 40 if i % 5 else (i % 89) / 8) for i in range(2 * _DAY // 7_000)]
+    for first in range(0, len(points), 5000):  # the last 10 hours' points with a time to live of a day
+        await store.save_telemetry(d.id, points[first:first + 5000], ttl=_DAY if first == 20_000 else None)
+
+    async def check():
+        raw = (await store.telemetry_history(d.id, ["t"], _BASE, _BASE + 3 * _DAY, 100_000, False)).get("t", [])
+        for start, end, interval in ((_BASE, _BASE + 2 * _DAY, 3_600_000), (_BASE + 12_345, _BASE + 2 * _DAY - 999,
+                                     3_600_000), (_BASE + 61_001, _BASE + _DAY + 7, 601_000),
+                                     (_BASE - 5, _BASE + 3 * _DAY, _DAY)):
+            for agg in ("AVG", "MIN", "MAX", "SUM", "COUNT"):
+                got = await store.telemetry_aggregate(d.id, ["t"], start, end, interval, agg, 100_000, False)
+                assert got.get("t", []) == raw_answer(raw, start, end, interval, agg, 100_000, False), (start, interval, agg)
+
+    async def roll():  # (a store with rollups brings them up to date)
+        while hasattr(store, "rollup_telemetry") and (await store.rollup_telemetry(_BASE + 3 * _DAY, 10_000))[1]:
+            pass
+
+    await roll()
+    await check()
+    await store.save_telemetry(d.id, [(_BASE + 3_600_000 + 5, "t", 10_000), (_BASE + 7_000, "t", -10_000)])  # late
+    await check()
+    await roll()
+    await check()
+    await store.delete_telemetry(d.id, ["t"], _BASE + 5 * 3_600_000 + 17, _BASE + 30 * 3_600_000 + 3)
+    await check()
+    await roll()
+    await check()
+    while (await store.expire_telemetry(_BASE + 3 * _DAY, _BASE + 2 * 3_600_000 + 1, 500))[1]:
+        pass
+    await check()
+    await roll()
+    await check()

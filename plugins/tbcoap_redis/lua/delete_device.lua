@@ -1,3 +1,4 @@
+-- uses rollups.lua
 -- ARGV: P, id
 local id = ARGV[2]
 local d = redis.call('HMGET', K('dev', id), 'name', 'type', 'label', 'customer', 'token')
@@ -13,6 +14,7 @@ if customer then redis.call('ZREM', K('cust', customer, 'devs'), id) end
 for _, key in ipairs(redis.call('HKEYS', K('tsl', id))) do
   redis.call('UNLINK', K('tsh', id, key))  -- freed in the background: a series may be large
   redis.call('ZREM', K('series'), id .. '\0' .. key)
+  forget(id, key)
 end
 redis.call('DEL', K('tsl', id))
 for _, scope in ipairs({'CLIENT_SCOPE', 'SHARED_SCOPE', 'SERVER_SCOPE'}) do redis.call('DEL', K('attr', id, scope)) end

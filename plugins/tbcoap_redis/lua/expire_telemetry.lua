@@ -1,3 +1,4 @@
+-- uses rollups.lua
 -- ARGV: P, now, older than ('' = no age limit), limit. Deletes at most limit history points and
 -- looks at most at limit series: those whose oldest point is older than the limit ('series' scores
 -- are <= each series' oldest ts; a series with no history left leaves the set), then points whose
@@ -20,8 +21,10 @@ if cutoff ~= '' then
     local oldest = redis.call('ZRANGE', history, 0, 0, 'WITHSCORES')
     if oldest[2] then
       redis.call('ZADD', K('series'), 'XX', oldest[2], series)
+      deleted_range(device, key, FIRST, tonumber(oldest[2]))
     else  -- no history left: the next point saved puts the series back
       redis.call('ZREM', K('series'), series)
+      forget(device, key)
     end
   end
 end
@@ -31,6 +34,7 @@ local entries = redis.call('ZRANGEBYSCORE', K('expiring'), '-inf', now, 'LIMIT',
 for _, entry in ipairs(entries) do
   local device, key, ts = string.match(entry, '^(.-)%z(.-)%z(-?%d+)$')
   deleted = deleted + redis.call('ZREMRANGEBYSCORE', K('tsh', device, key), ts, ts)
+  mark_dirty(device, key, fday(tonumber(ts)))
   redis.call('ZREM', K('expiring'), entry)
 end
 return {deleted, #entries >= budget and 1 or 0}

@@ -1,3 +1,4 @@
+-- uses rollups.lua
 -- ARGV: P, JSON [[device, [[ts, key, encoded value], ...], ttl ms or null], ...] (ts as text): the saves of
 -- one reactor turn.  Members are 'ts|value'.  Returns 'OK' or 'NOTFOUND' per save: each is stored
 -- whole or (an unknown device) not at all.
@@ -32,6 +33,15 @@ for _, save in ipairs(cjson.decode(ARGV[2])) do
       end
       if not newest or newest <= tonumber(ts) then
         redis.call('HSET', latest, key, member)
+      end
+      -- rollups: a point at or before the newest may be below the watermark; a point on a new day
+      -- gives the series days to roll
+      local t = tonumber(ts)
+      if not newest or newest >= t then
+        set_rolled(device, key, fday(t))
+      elseif t - t % DAY > newest - newest % DAY then
+        local r = redis.call('HGET', K('rolled'), sname(device, key))
+        if r then redis.call('ZADD', K('rolling'), 'NX', r, sname(device, key)) end
       end
     end
   end
