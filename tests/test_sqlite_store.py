@@ -460,6 +460,22 @@ async def test_a_rolled_back_batch_leaves_every_series_to_retention(sqlite_store
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_late_point_after_a_rollup_pass_still_counts(sqlite_store):
+    """The writer skips ts_kv_series for points not older than one it saved; the rollup pass moves
+    the watermark up, so after it a late point must lower the watermark again (or the rolled day
+    would answer without it)."""
+    day = 86_400_000
+    base = 1_700_000_000_000 - 1_700_000_000_000 % day
+    d = await sqlite_store.add_device(dev("late"), "tlate")
+    await sqlite_store.save_telemetry(d.id, [(base + 1000, "k", 1)])
+    while (await sqlite_store.rollup_telemetry(base + 3 * day, 10_000))[1]:
+        pass
+    await sqlite_store.save_telemetry(d.id, [(base + 2000, "k", 5)])  # newer than the first, in a rolled day
+    answer = await sqlite_store.telemetry_aggregate(d.id, ["k"], base, base + day, day, "SUM", 10, False)
+    assert [value for _, value in answer["k"]] == [6]
+
+
+@pytest_twisted.ensureDeferred
 async def test_locked_database_is_unavailable(tmp_path):
     store = SQLiteStore(str(tmp_path / "db.sqlite3"), busy_timeout=0.05)
     await store.open()
