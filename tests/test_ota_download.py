@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 
 import pytest
 import pytest_twisted
@@ -16,7 +15,7 @@ from twisted.internet import utils
 from txthings import coap as tx
 
 from tests.coapclient import GET, code_text, deferLater, open_client
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, require_tool
 
 ATTRIBUTES = "/api/v1/OTA-TOKEN/attributes"
 
@@ -80,9 +79,7 @@ def etag(message):
 
 @pytest_twisted.ensureDeferred
 async def test_assigned_package_reaches_the_observer_and_libcoap_downloads_it(node, coap, rest, tmp_path):
-    client_tool = shutil.which("coap-client-notls")
-    if client_tool is None:
-        pytest.skip("libcoap's coap-client-notls is not installed (tests/install-clients.sh)")
+    client_tool = require_tool("coap-client-notls", "install Debian's libcoap3-bin (apt-get install libcoap3-bin)")
     profile, _device = await setup(rest)
     first = await coap.request(GET, ATTRIBUTES, observe=0, token=b"obs")
     assert code_text(first.code) == "2.05"
