@@ -8,7 +8,6 @@ import json
 import os
 import random
 
-import pytest
 import pytest_twisted
 import treq
 from twisted.internet import utils
