@@ -10,7 +10,7 @@ import pytest
 import pytest_twisted
 
 from tbcoap.errors import BadRequest, DuplicateName, NotFound
-from tbcoap.models import OTA_CHUNK, Device, DeviceProfile, OtaPackage, new_id
+from tbcoap.models import OTA_CHUNK, Device, DeviceProfile, OtaPackage, new_id, now_ms
 
 
 async def _raises(exc_type, d):
@@ -39,11 +39,12 @@ async def _upload(store, package, data, file_name="fw.bin"):
 @pytest_twisted.ensureDeferred
 async def test_ota_packages_added_found_and_listed(store):
     profile = await _profile(store)
-    first = await store.add_ota_package(_package(profile, tag="t1"))
+    now = now_ms()  # explicit times: two packages made in one millisecond list in id order
+    first = await store.add_ota_package(_package(profile, tag="t1", created_time=now))
     assert first.data_id is None and not first.has_data and first.tag == "t1"
     assert await store.get_ota_package(first.id) == first
     assert await store.get_ota_package(new_id()) is None
-    second = await store.add_ota_package(_package(profile, version="2.0", ota_type="SOFTWARE"))
+    second = await store.add_ota_package(_package(profile, version="2.0", ota_type="SOFTWARE", created_time=now + 1))
     await _raises(DuplicateName, store.add_ota_package(_package(profile)))
     await _raises(NotFound, store.add_ota_package(replace(_package(profile, version="3"), device_profile_id=new_id())))
     await _raises(BadRequest, store.add_ota_package(_package(profile, ota_type="BOOT")))
