@@ -10,8 +10,8 @@ import re
 
 from tbcoap.errors import BadRequest
 from tbcoap.models import (ACCESS_TOKEN, CREDENTIALS_TYPES, DEVICE_SORT_PROPERTIES, INT64_MAX, INT64_MIN, PSK,
-                           OTA_CHUNK, OTA_TYPES, RPC_STATUSES, ClaimRequest, Credentials, Customer, OtaPackage, Rpc,
-                           kind_of)
+                           OTA_CHUNK, OTA_TYPES, RPC_STATUSES, SCOPES, ClaimRequest, Credentials, Customer,
+                           OtaPackage, Rpc, kind_of)
 
 STALLED_WRITE = 5.0  # seconds a write may wait before IStore.check() says the store cannot write
 
@@ -150,6 +150,11 @@ def bucket_ts(start_ts, end_ts, interval, k) -> int:
     the bucket cut at ``end_ts``."""
     begin = start_ts + k * interval
     return begin + (min(begin + interval, end_ts) - begin) // 2
+
+
+def check_scope(scope):
+    """An attribute scope: CLIENT_SCOPE, SHARED_SCOPE or SERVER_SCOPE."""
+    check(scope in SCOPES, f"unknown attribute scope {scope!r}")
 
 
 def check_page(limit, offset):

@@ -14,10 +14,10 @@ import re
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest, DuplicateName, DuplicateToken, NotFound
-from tbcoap.models import (PROVISION_TYPES, SCOPES, ClaimRequest, Credentials, Customer, Device, DeviceProfile, Rpc,
+from tbcoap.models import (PROVISION_TYPES, ClaimRequest, Credentials, Customer, Device, DeviceProfile, Rpc,
                            now_ms)
 from tbcoap.storekit import (DEVICE_SORT_PROPERTIES, check, check_claim_request, check_credentials, check_customer,
-                             check_device_query, check_owner_change, check_page, check_rpc, check_status_change,
+                             check_device_query, check_scope, check_owner_change, check_page, check_rpc, check_status_change,
                              check_values, is_id, is_int64, key_list)
 
 from .values import COLUMNS, check_text, columns, value
@@ -280,7 +280,7 @@ class RecordsMixin:
 
     def save_attributes(self, device_id, scope, values, ts):
         try:
-            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check_scope(scope)
             check(is_int64(ts), f"timestamp must be a 64-bit integer, not {ts!r}")
             rows = []
             for key, kind, data in sorted(check_values(values)):
@@ -304,7 +304,7 @@ class RecordsMixin:
 
     def get_attributes(self, device_id, scope, keys):
         try:
-            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check_scope(scope)
             keys = key_list(keys)
         except BadRequest as exc:
             return defer.fail(exc)
@@ -323,7 +323,7 @@ class RecordsMixin:
 
     def delete_attributes(self, device_id, scope, keys):
         try:
-            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check_scope(scope)
             check(keys is not None, "the keys to delete are required")
             keys = key_list(keys)
         except BadRequest as exc:

@@ -12,10 +12,9 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest, NotFound
-from tbcoap.models import SCOPES
 from tbcoap.rollupkit import DAY, usable, windowed
 from tbcoap.storekit import (bucket_ts, check, check_aggregate, check_deletion, check_entries, check_expiry,
-                             is_int64, key_list)
+                             check_scope, is_int64, key_list)
 
 from . import partitions, rollups
 from .records import require_device
@@ -168,7 +167,7 @@ class TelemetryMixin:
 
     def count_attribute_keys(self, device_id, scope, keys):
         try:
-            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check_scope(scope)
         except BadRequest as exc:
             return defer.fail(exc)
         return self._count_keys("attributes WHERE device_id = %s AND scope = %s", (device_id, scope), keys)
@@ -178,7 +177,7 @@ class TelemetryMixin:
 
     def attribute_key_page(self, device_id, scope, limit, offset):
         try:
-            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check_scope(scope)
         except BadRequest as exc:
             return defer.fail(exc)
         return self._key_page("attributes WHERE device_id = %s AND scope = %s", (device_id, scope), limit, offset)

@@ -23,7 +23,7 @@ from tbcoap.models import ACCESS_TOKEN, PROVISION_TYPES, SCOPES, ClaimRequest, C
 from tbcoap.rollupkit import usable
 from tbcoap.storekit import (
     STALLED_WRITE,
-    check,
+    check, check_scope,
     check_aggregate,
     check_deletion,
     check_expiry,
@@ -461,7 +461,7 @@ class RedisStore(RollupCalls, ManagementCalls, OtaCalls):
 
     def save_attributes(self, device_id, scope, values, ts):
         try:
-            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check_scope(scope)
             check(is_int64(ts), f"timestamp must be a 64-bit integer, not {ts!r}")
             rows = check_values(values)
         except Exception:
@@ -475,7 +475,7 @@ class RedisStore(RollupCalls, ManagementCalls, OtaCalls):
 
     def get_attributes(self, device_id, scope, keys):
         try:
-            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check_scope(scope)
             keys = key_list(keys)
         except BadRequest as exc:
             return defer.fail(exc)
@@ -493,7 +493,7 @@ class RedisStore(RollupCalls, ManagementCalls, OtaCalls):
 
     def delete_attributes(self, device_id, scope, keys):
         try:
-            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check_scope(scope)
             check(keys is not None, "the keys to delete are required")
             keys = key_list(keys)
         except BadRequest as exc:

@@ -11,7 +11,7 @@ import sqlite3
 from twisted.internet import defer
 
 from tbcoap.errors import BadRequest
-from tbcoap.models import SCOPES, from_kind
+from tbcoap.models import from_kind
 from tbcoap.rollupkit import floor_day, usable, windowed
 from tbcoap.storekit import (
     bucket_ts,
@@ -19,6 +19,7 @@ from tbcoap.storekit import (
     check_aggregate,
     check_deletion,
     check_expiry,
+    check_scope,
     check_values,
     is_int64,
     key_list,
@@ -213,7 +214,7 @@ class TelemetryCalls:
 
     def count_attribute_keys(self, device_id, scope, keys):
         try:
-            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check_scope(scope)
         except BadRequest as exc:
             return defer.fail(exc)
         return self._count_keys("attributes WHERE device_id = ? AND scope = ?", (device_id, scope), keys)
@@ -223,7 +224,7 @@ class TelemetryCalls:
 
     def attribute_key_page(self, device_id, scope, limit, offset):
         try:
-            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check_scope(scope)
         except BadRequest as exc:
             return defer.fail(exc)
         return self._key_page("attributes WHERE device_id = ? AND scope = ?", (device_id, scope), limit, offset)
@@ -260,7 +261,7 @@ class TelemetryCalls:
 
     def save_attributes(self, device_id, scope, values, ts):
         try:
-            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check_scope(scope)
             check(is_int64(ts), f"timestamp must be a 64-bit integer, not {ts!r}")
             rows = [(device_id, scope, key, kind, data, ts) for key, kind, data in check_values(values)]
         except Exception:
@@ -280,7 +281,7 @@ class TelemetryCalls:
 
     def get_attributes(self, device_id, scope, keys):
         try:
-            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check_scope(scope)
             keys = key_list(keys)
         except BadRequest as exc:
             return defer.fail(exc)
@@ -294,7 +295,7 @@ class TelemetryCalls:
 
     def delete_attributes(self, device_id, scope, keys):
         try:
-            check(scope in SCOPES, f"unknown attribute scope {scope!r}")
+            check_scope(scope)
             check(keys is not None, "the keys to delete are required")
             keys = key_list(keys)
         except BadRequest as exc:
