@@ -63,7 +63,7 @@ def one_run(name, twistd, args):
     """Start ``twistd`` on an empty store, measure it, stop it: a loadgen result."""
     with tempfile.TemporaryDirectory() as workdir:
         extra = ["--store", args.store] if args.store else []
-        proc, port, _ = bench.start_tbcoap(workdir, extra, twistd=twistd)
+        proc, port, _ = bench.start_tbcoap(workdir, extra, twistd=twistd, devices=args.devices)
         try:
             return bench.measure(name, proc, port, args)
         finally:
@@ -91,6 +91,10 @@ def main():
     parser.add_argument("--inflight", type=int, default=64)
     parser.add_argument("--ports", type=int, default=256)
     parser.add_argument("--store", help="--store for both sides (default: each its own SQLite file)")
+    parser.add_argument("--devices", type=int, default=1,
+                        help="requests rotate over this many devices (default 1: one device's points share "
+                             "each group commit, as from a fast sender; 1000: each commit's points are of "
+                             "different devices)")
     parser.add_argument("--baseline", action="store_true", help="also the do-nothing txThings server, each round")
     args = parser.parse_args()
     args.messages, args.progress = None, False
@@ -112,7 +116,7 @@ def main():
             results["txThings"].append(result)
             print(f"round {number + 1}  {'txThings':14} {result.rate:8.0f} msgs/s  p50 {result.p50:6.2f} ms  "
                   f"p99 {result.p99:6.2f} ms", flush=True)
-    print(f"\n{args.rounds} rounds of {args.seconds:g} s, {args.inflight} CON requests in flight"
+    print(f"\n{args.rounds} rounds of {args.seconds:g} s, {args.inflight} CON requests in flight, {args.devices} device(s)"
           f"{', store ' + args.store.split('://')[0] if args.store else ', SQLite'}\n")
     medians = {}
     for name, runs in results.items():

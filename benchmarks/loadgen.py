@@ -45,11 +45,12 @@ def run(address, path, payload_for, *, seconds=None, messages=None, inflight=64,
         on_progress=None, content_format=None):
     """Drive the server until ``seconds`` passed or ``messages`` were answered.
 
-    ``payload_for(i)`` gives the i-th request's payload.  Answers other than
+    ``path`` is one path or a list of them (request i goes to ``path[i % len(path)]``: several
+    devices).  ``payload_for(i)`` gives the i-th request's payload.  Answers other than
     2.01 count as errors; requests unanswered after ``timeout`` as lost (and
     are sent again from another port with a new Message ID).
     """
-    segments = [s.encode() for s in path.strip("/").split("/")]
+    paths = [[s.encode() for s in one.strip("/").split("/")] for one in ([path] if isinstance(path, str) else path)]
     idle = collections.deque()
     poller = select.epoll()
     by_fd = {}
@@ -73,7 +74,7 @@ def run(address, path, payload_for, *, seconds=None, messages=None, inflight=64,
         s = idle.popleft()
         fd = s.fileno()
         mid = mids[fd] = (mids[fd] + 1) & 0xFFFF
-        s.send(encode_post(segments, payload_for(counter), mid, b"%04x" % (counter & 0xFFFF), content_format))
+        s.send(encode_post(paths[counter % len(paths)], payload_for(counter), mid, b"%04x" % (counter & 0xFFFF), content_format))
         outstanding[fd] = (mid, time.perf_counter())
         counter += 1
 

@@ -57,8 +57,18 @@ def start_baseline(workdir):
     return proc, port
 
 
-def start_tbcoap(workdir, extra, create=True, twistd=None):
-    """Start ``twistd`` (this environment's by default) on free ports; ``(process, CoAP port, HTTP port)``."""
+def tokens(devices=1):
+    """The access tokens of the benchmark's ``devices`` devices (TOKEN first)."""
+    return [TOKEN] + [f"{TOKEN}_{n}" for n in range(1, devices)]
+
+
+def telemetry_paths(devices=1):
+    return [f"/api/v1/{token}/telemetry" for token in tokens(devices)]
+
+
+def start_tbcoap(workdir, extra, create=True, twistd=None, devices=1):
+    """Start ``twistd`` (this environment's by default) on free ports with ``devices`` devices;
+    ``(process, CoAP port, HTTP port)``."""
     log_path = os.path.join(workdir, "tbcoap.log")
     log = open(log_path, "wb")
     proc = subprocess.Popen([twistd or os.path.join(BIN, "twistd"), "-n", "--pidfile=", "tbcoap", "--coap-port", "0",
@@ -71,8 +81,10 @@ def start_tbcoap(workdir, extra, create=True, twistd=None):
         if len(ports) == 2:
             try:
                 rest(int(ports["HTTP"]), "GET", "/api/health")
-                if create:  # (a second node on a shared store finds the device there)
-                    rest(int(ports["HTTP"]), "POST", f"/api/device?accessToken={TOKEN}", {"name": "bench"})
+                if create:  # (a second node on a shared store finds the devices there)
+                    for n, token in enumerate(tokens(devices)):
+                        rest(int(ports["HTTP"]), "POST", f"/api/device?accessToken={token}",
+                             {"name": "bench" if n == 0 else f"bench-{n}"})
                 return proc, int(ports["CoAP"]), int(ports["HTTP"])
             except OSError:
                 pass
@@ -101,10 +113,10 @@ def measure(name, proc, port, args):
         def progress(done, elapsed):
             rss, _ = memory_mb(proc.pid)
             print(f"  {name}: {done:>10,} answered  {done / elapsed:8.0f}/s  RSS {rss:6.1f} MB", flush=True)
-    loadgen.run(("127.0.0.1", port), f"/api/v1/{TOKEN}/telemetry", payload, seconds=1.0,
-                inflight=args.inflight, ports=args.ports)  # warm-up
+    paths = telemetry_paths(getattr(args, "devices", 1))
+    loadgen.run(("127.0.0.1", port), paths, payload, seconds=1.0, inflight=args.inflight, ports=args.ports)  # warm-up
     cpu = cpu_seconds(proc.pid)
-    result = loadgen.run(("127.0.0.1", port), f"/api/v1/{TOKEN}/telemetry", payload, seconds=args.seconds,
+    result = loadgen.run(("127.0.0.1", port), paths, payload, seconds=args.seconds,
                          messages=args.messages, inflight=args.inflight, ports=args.ports, on_progress=progress)
     result.cpu_us = (cpu_seconds(proc.pid) - cpu) * 1e6 / max(result.answered, 1)
     result.rss, result.peak = memory_mb(proc.pid)
@@ -122,6 +134,7 @@ def main():
     parser.add_argument("--progress", action="store_true", help="print progress and RSS every second")
     parser.add_argument("--sync", default="normal", choices=("normal", "full"))
     parser.add_argument("--store", help="tbcoap's --store (default: its SQLite file)")
+    parser.add_argument("--devices", type=int, default=1, help="requests rotate over this many devices (default 1)")
     args = parser.parse_args()
     if args.messages:
         args.seconds = None
@@ -136,7 +149,7 @@ def main():
                 proc.wait()
         if args.only != "baseline":
             extra = ["--sync", args.sync] + (["--store", args.store] if args.store else [])
-            proc, port, http = start_tbcoap(workdir, extra)
+            proc, port, http = start_tbcoap(workdir, extra, devices=args.devices)
             try:
                 name = f"tbcoap, {args.store.split('://')[0]}" if args.store else f"tbcoap, durable (--sync {args.sync})"
                 results.append(measure(name, proc, port, args))

@@ -2,7 +2,10 @@
 
 A ``TelemetryWrite`` is checked in the writer thread before the transaction (``prepare``: a bad
 entry fails that write alone), and the telemetry writes of one batch run together: one
-``executemany`` per table for the whole batch, one device check per distinct device.
+``executemany`` per table for the whole batch, one device check per distinct device.  When a
+series has several points in the batch (a device sending faster than the commits, or arrays of
+points), only what writing them one by one would leave is written: the latest value once per
+series, a history point once per ts.
 
 ``SeriesBounds`` remembers, for the writer thread only, the oldest point each series was saved
 with since it last forgot: after that upsert both the series' oldest point and its rollup
@@ -101,6 +104,8 @@ def run_together(conn, writes):
         for series, ts in write.oldest.items():
             if ts < oldest.get(series, ts + 1):
                 oldest[series] = ts
+    if len(oldest) < len(rows):  # some series has several points: write what one at a time would leave
+        history, rows = _collapsed(history, rows)
     conn.executemany(_HISTORY_INSERT, history)
     conn.executemany(_LATEST_UPSERT, rows)
     bounds = writes[0].bounds
@@ -108,6 +113,19 @@ def run_together(conn, writes):
     if series:
         conn.executemany(_SERIES_UPSERT, series)
         bounds.stored(series)
+
+
+def _collapsed(history, rows):
+    """The history rows and latest-value rows that leave the tables as writing every one in order
+    would: the last point of each ts of a series (INSERT OR REPLACE), and of each series its newest
+    point, the last written of that ts (the upsert keeps a point not older than the stored one)."""
+    latest = {}
+    for row in rows:
+        series = row[0], row[1]
+        kept = latest.get(series)
+        if kept is None or row[2] >= kept[2]:
+            latest[series] = row
+    return {row[:3]: row for row in history}.values(), latest.values()
 
 
 def _require_devices(conn, devices):
