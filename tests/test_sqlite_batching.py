@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+from tbcoap.errors import NotFound
 from tbcoap.models import Device
 from tbcoap_sqlite import make_store
 from tests.test_redis_batching import BASE, DAY, DEVICES, UNKNOWN, outcome, random_saves
@@ -54,3 +55,36 @@ async def test_saves_of_one_commit_leave_what_one_at_a_time_leaves(tmp_path, see
     first, second = dump(paths[0]), dump(paths[1])
     assert len(first["ts_kv"]) > 50 and first["ts_kv_latest"]
     assert first == second
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest_twisted.ensureDeferred
+async def test_attribute_saves_of_one_commit_leave_what_one_at_a_time_leaves(tmp_path, seed):
+    rng = random.Random(seed)
+    saves = [(rng.choice(DEVICES), rng.choice(["CLIENT_SCOPE", "SERVER_SCOPE", "SHARED_SCOPE"]),
+              {rng.choice("abc"): rng.choice([rng.randint(-9, 9), "s", True, 0.5]) for _ in range(rng.randint(1, 3))},
+              BASE + rng.randint(0, 3)) for _ in range(40)]
+    paths = [tmp_path / f"{side}.sqlite3" for side in ("together", "alone")]
+    stores = [make_store(f"sqlite://{path}", {}) for path in paths]
+    try:
+        for store in stores:
+            await store.open()
+            for n, device_id in enumerate(DEVICES):
+                await store.add_device(Device(id=device_id, name=f"d{n}"), f"token-{n}")
+        commits = stores[0].stats()["commits"]
+        await defer.gatherResults([stores[0].save_attributes(*save) for save in saves])
+        assert stores[0].stats()["commits"] == commits + 1
+        for save in saves:
+            await stores[1].save_attributes(*save)
+        with pytest.raises(NotFound):  # an unknown device's write fails alone, its neighbours are kept
+            await defer.gatherResults([stores[0].save_attributes(UNKNOWN, "SERVER_SCOPE", {"a": 1}, BASE),
+                                       stores[0].save_attributes(DEVICES[0], "SERVER_SCOPE", {"z": 1}, BASE)],
+                                      consumeErrors=True).addErrback(lambda f: f.value.subFailure.raiseException())
+        assert (await stores[0].get_attributes(DEVICES[0], "SERVER_SCOPE", ["z"])) == {"z": (1, BASE)}
+        await stores[1].save_attributes(DEVICES[0], "SERVER_SCOPE", {"z": 1}, BASE)
+    finally:
+        for store in stores:
+            await store.close()
+    rows = [sqlite3.connect(path).execute("SELECT * FROM attributes ORDER BY 1, 2, 3").fetchall() for path in paths]
+    assert len(rows[0]) > 10
+    assert rows[0] == rows[1]

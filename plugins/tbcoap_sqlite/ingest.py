@@ -1,11 +1,13 @@
-"""Telemetry writes, the store's busiest job, made cheap for the group commit (writer.py).
+"""Telemetry and attribute writes, the store's busiest jobs, made cheap for the group commit
+(writer.py).
 
 A ``TelemetryWrite`` is checked in the writer thread before the transaction (``prepare``: a bad
 entry fails that write alone), and the telemetry writes of one batch run together: one
 ``executemany`` per table for the whole batch, one device check per distinct device.  When a
 series has several points in the batch (a device sending faster than the commits, or arrays of
 points), only what writing them one by one would leave is written: the latest value once per
-series, a history point once per ts.
+series, a history point once per ts.  Attribute writes of a batch (``AttributeWrite``: the
+activity of every device heard, each turn) likewise go as one ``executemany``.
 
 ``SeriesBounds`` remembers, for the writer thread only, the oldest point each series was saved
 with since it last forgot: after that upsert both the series' oldest point and its rollup
@@ -92,11 +94,7 @@ class TelemetryWrite:
 
 def run_together(conn, writes):
     """Run prepared ``writes`` in ``conn``'s transaction: NotFound if a device is gone."""
-    devices = {write.device_id for write in writes}
-    if len(devices) == 1:
-        require_device(conn, next(iter(devices)))
-    else:
-        _require_devices(conn, devices)
+    _require_all(conn, {write.device_id for write in writes})
     history, rows, oldest = [], [], {}
     for write in writes:
         history += write.history
@@ -126,6 +124,39 @@ def _collapsed(history, rows):
         if kept is None or row[2] >= kept[2]:
             latest[series] = row
     return {row[:3]: row for row in history}.values(), latest.values()
+
+
+_ATTRIBUTE_UPSERT = ("INSERT OR REPLACE INTO attributes (device_id, scope, key, kind, value, last_update_ts)"
+                     " VALUES (?, ?, ?, ?, ?, ?)")
+
+
+class AttributeWrite:
+    """One ``save_attributes``: its checked ``(device_id, scope, key, kind, value, ts)`` rows."""
+
+    __slots__ = ("device_id", "rows")
+
+    def __init__(self, device_id, rows):
+        self.device_id, self.rows = device_id, rows
+
+    def __call__(self, conn):
+        attributes_together(conn, [self])
+
+    @staticmethod
+    def run_together(conn, writes):
+        attributes_together(conn, writes)
+
+
+def attributes_together(conn, writes):
+    """Run ``writes`` in ``conn``'s transaction, in order: NotFound if a device is gone."""
+    _require_all(conn, {write.device_id for write in writes})
+    conn.executemany(_ATTRIBUTE_UPSERT, [row for write in writes for row in write.rows])
+
+
+def _require_all(conn, devices):
+    if len(devices) == 1:
+        require_device(conn, next(iter(devices)))
+    else:
+        _require_devices(conn, devices)
 
 
 def _require_devices(conn, devices):

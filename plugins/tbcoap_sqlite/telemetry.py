@@ -26,7 +26,7 @@ from tbcoap.storekit import (
 )
 
 from . import rollups
-from .ingest import TelemetryWrite
+from .ingest import AttributeWrite, TelemetryWrite
 from .sql import by_keys, one, require_device
 
 
@@ -268,16 +268,7 @@ class TelemetryCalls:
             return defer.fail()
         if not rows:
             return defer.succeed(None)
-
-        def job(conn):
-            require_device(conn, device_id)
-            conn.executemany(
-                "INSERT OR REPLACE INTO attributes (device_id, scope, key, kind, value, last_update_ts)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-
-        return self._write(job)
+        return self._write(AttributeWrite(device_id, rows))
 
     def get_attributes(self, device_id, scope, keys):
         try:
