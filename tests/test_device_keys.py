@@ -164,3 +164,38 @@ def test_the_option_takes_one_number_or_two():
         tbcoap.make_service(["--max-device-keys", "0"])
     with pytest.raises(usage.UsageError):
         tbcoap.make_service(["--device-keys-cache", "0"])
+
+
+class _AskedStore:
+    """A store whose key counts are answered when the test says (``answer(n, found)``)."""
+
+    def __init__(self):
+        self.asks = []
+
+    def count_telemetry_keys(self, device_id, keys):
+        d = defer.Deferred()
+        self.asks.append(d)
+        return d
+
+
+def test_a_key_committed_while_the_store_is_asked_counts_against_the_last_place():
+    store = _AskedStore()
+    keycap = KeyCap(store, max_telemetry=5)
+    first, second = keycap.admit("d", TIMESERIES, {"x"}), keycap.admit("d", TIMESERIES, {"y"})
+    store.asks[0].callback((4, []))  # a, b, c, d stored
+    admitted = []
+    first.addCallback(admitted.append)
+    assert admitted == [{"x"}]
+    keycap.settle("d", TIMESERIES, {"x"}, True)  # x committed: no longer pending
+    store.asks[1].callback((4, []))  # but this answer was read before that commit
+    refused = []
+    second.addErrback(lambda failure: refused.append(failure.check(TooManyKeys)))
+    assert refused == [TooManyKeys] and keycap.refused == 1
+    entry = keycap._devices["d"]
+    assert not entry.asking and not entry.settled  # nothing kept once no ask is under way
+    # a cold node's ask counts from the store alone
+    keycap.forget("d")
+    third = keycap.admit("d", TIMESERIES, {"y"})
+    store.asks[2].callback((5, []))
+    third.addErrback(lambda failure: refused.append(failure.check(TooManyKeys)))
+    assert refused == [TooManyKeys, TooManyKeys] and not keycap._devices["d"].settled

@@ -6,7 +6,9 @@ keys seen here are kept in an LRU bounded in bytes (``--device-keys-cache``).  O
 seen asks the store, once, how many keys of that kind the device has and which of the request's
 keys it has already; the request is refused whole (``TooManyKeys``) when its new keys would take
 the device past the cap.  Keys admitted and not yet committed count as the device's (two requests
-with new keys at once cannot both pass the last free place on one node).  Nodes sharing a store
+with new keys at once cannot both pass the last free place on one node), and so do keys committed
+while the store was being asked (its answer may be older than that commit): then a request at the
+last free place may be refused although it would just fit, never the reverse.  Nodes sharing a store
 each keep their own: in a race between nodes, or after another node deleted keys this one still
 knows, a device may pass the cap by a few keys (docs/security.md).
 """
@@ -33,11 +35,13 @@ def parse_device_keys(spec) -> tuple[int, int]:
 
 
 class _Known:
-    __slots__ = ("kinds", "pending", "size")
+    __slots__ = ("kinds", "pending", "asking", "settled", "size")
 
     def __init__(self):
         self.kinds = {}  # kind -> set of keys the device has (as far as this node knows)
         self.pending = {}  # kind -> {key: requests admitted with it as new and not yet settled}
+        self.asking = {}  # kind -> store asks under way
+        self.settled = {}  # kind -> {key: settle number}: new keys committed while an ask was under way
         self.size = ENTRY_BYTES
 
 
@@ -52,6 +56,7 @@ class KeyCap:
         self.bytes = 0
         self._devices = OrderedDict()  # device id -> _Known, least recently used first
         self.refused = self.store_asks = self.evictions = 0
+        self._settles = 0  # numbers the settles, so an ask knows which came after it began
 
     def cap(self, kind):
         return self.max_telemetry if kind == TIMESERIES else self.max_attributes
@@ -68,19 +73,38 @@ class KeyCap:
                 return None
         keys = set(keys)
         self.store_asks += 1
+        asked = self._entry(device_id)
+        asked.asking[kind] = asked.asking.get(kind, 0) + 1
         if kind == TIMESERIES:
             d = self.store.count_telemetry_keys(device_id, sorted(keys))
         else:
             d = self.store.count_attribute_keys(device_id, kind, sorted(keys))
-        return d.addCallback(self._counted, device_id, kind, keys)
+        d.addCallback(self._counted, device_id, kind, keys, self._settles)
+        return d.addBoth(self._answered, asked, kind)
 
-    def _counted(self, found, device_id, kind, keys):
+    @staticmethod
+    def _answered(result, asked, kind):
+        """One ask of ``asked`` (the entry when it began) is answered: with none left under way, the
+        keys settled meanwhile need not be remembered."""
+        left = asked.asking[kind] - 1
+        if left:
+            asked.asking[kind] = left
+        else:
+            del asked.asking[kind]
+            asked.settled.pop(kind, None)
+        return result
+
+    def _counted(self, found, device_id, kind, keys, began):
         count, present = found
         present = set(present)
         entry = self._entry(device_id)
         pending = entry.pending.get(kind, {})
         new = keys - present
         waiting = len(pending.keys() - keys)  # others' new keys not yet committed, so not in ``count``
+        settled = entry.settled.get(kind)
+        if settled:  # committed after the ask began: perhaps not in ``count`` either
+            waiting += sum(1 for key, number in settled.items()
+                           if number > began and key not in keys and key not in pending)
         cap = self.cap(kind)
         if new and count + waiting + len(new) > cap:
             self.refused += 1
@@ -103,12 +127,18 @@ class KeyCap:
             return
         pending = entry.pending.get(kind)
         if pending:
+            asking = ok and kind in entry.asking
+            if asking:
+                self._settles += 1
+                settled = entry.settled.setdefault(kind, {})
             for key in new:
                 left = pending.get(key, 0) - 1
                 if left > 0:
                     pending[key] = left
                 else:
                     pending.pop(key, None)
+                    if asking:
+                        settled[key] = self._settles
             if not pending:
                 del entry.pending[kind]
         if not ok:

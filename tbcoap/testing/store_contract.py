@@ -1353,10 +1353,13 @@ async def test_default_profile_can_be_chosen(store):
 @pytest_twisted.ensureDeferred
 async def test_delete_profile_refused_while_used_or_default(store):
     default = await store.default_profile()
+    # (created after the default profile: made in its millisecond they would list in id order)
     used = await store.add_profile(DeviceProfile(id=new_id(), name="used", provision_type="ALLOW_CREATE_NEW_DEVICES",
-                                                 provision_key="pk", provision_secret="ps"))
+                                                 provision_key="pk", provision_secret="ps",
+                                                 created_time=default.created_time + 1))
     spare = await store.add_profile(DeviceProfile(id=new_id(), name="spare", provision_key="sk",
-                                                  provision_type="ALLOW_CREATE_NEW_DEVICES", provision_secret="s"))
+                                                  provision_type="ALLOW_CREATE_NEW_DEVICES", provision_secret="s",
+                                                  created_time=default.created_time + 2))
     d = await store.add_device(dev("d", type="used"), "td")
     await raises(BadRequest, store.delete_profile(default.id))
     await raises(BadRequest, store.delete_profile(used.id))
